@@ -1,0 +1,13 @@
+"""Error types the CLI turns into one-line messages with exit code 2."""
+
+
+class GrokscopeError(Exception):
+    """Base for errors caused by user input or files on disk (never by a bug)."""
+
+
+class ConfigError(GrokscopeError, ValueError):
+    """A bad user-supplied value; the message is one line naming the value and why."""
+
+
+class StoreError(GrokscopeError):
+    """A run directory or file that cannot be used: corrupt, truncated, or holding another config."""

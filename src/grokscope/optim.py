@@ -1,0 +1,82 @@
+"""Batched optimisers over params dicts with a leading run axis: per-run lr, wd, clip and betas.
+
+Each update equals torch.optim.AdamW / SGD applied to that run alone (see tests), and runs whose
+`active` flag is off keep their parameters and state untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grokscope.model import Params
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[R] -> [R, 1, ..., 1] to broadcast against a [R, ...] tensor."""
+    return v.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def grad_norm(grads: Params) -> torch.Tensor:
+    """Global L2 norm of each run's gradient [R]."""
+    return torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+
+
+def clip_grads(grads: Params, clip: torch.Tensor) -> Params:
+    """Per-run global-norm clipping as torch.nn.utils.clip_grad_norm_ (clip <= 0: no clipping)."""
+    coef = torch.clamp(clip / (grad_norm(grads) + 1e-6), max=1.0)
+    coef = torch.where(clip > 0, coef, torch.ones_like(coef))
+    return {k: g * _bcast(coef, g) for k, g in grads.items()}
+
+
+@dataclass
+class HyperParams:
+    """Per-run hyper-parameters as device tensors [R]."""
+
+    lr: torch.Tensor
+    wd: torch.Tensor
+    clip: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+    momentum: torch.Tensor
+
+
+def init_state(name: str, params: Params) -> Params:
+    """Optimiser state: Adam moments `m.*`, `v.*`, or SGD momentum buffers `buf.*`."""
+    keys = ("m", "v") if name == "adamw" else ("buf",)
+    return {f"{s}.{k}": torch.zeros_like(p) for s in keys for k, p in params.items()}
+
+
+def adamw_step(params: Params, grads: Params, state: Params, hp: HyperParams, t: int,
+               active: torch.Tensor) -> None:
+    """In-place AdamW update number `t` (1-based), decoupled decay, torch's update order."""
+    bc1 = 1 - hp.beta1**t
+    bc2 = 1 - hp.beta2**t
+    for k, p in params.items():
+        g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
+        on = _bcast(active, p)
+        b1, b2 = _bcast(hp.beta1, p), _bcast(hp.beta2, p)
+        m_new = m * b1 + g * (1 - b1)
+        v_new = v * b2 + g * g * (1 - b2)
+        denom = (v_new.sqrt() / _bcast(bc2.sqrt(), p)) + _bcast(hp.eps, p)
+        p_new = p * (1 - _bcast(hp.lr * hp.wd, p)) - _bcast(hp.lr / bc1, p) * m_new / denom
+        p.copy_(torch.where(on, p_new, p))
+        m.copy_(torch.where(on, m_new, m))
+        v.copy_(torch.where(on, v_new, v))
+
+
+def sgd_step(params: Params, grads: Params, state: Params, hp: HyperParams, t: int, active: torch.Tensor) -> None:
+    """In-place SGD with L2 weight decay and optional momentum, as torch.optim.SGD."""
+    for k, p in params.items():
+        on = _bcast(active, p)
+        g = grads[k] + _bcast(hp.wd, p) * p
+        buf = state[f"buf.{k}"]
+        mom = _bcast(hp.momentum, p)
+        buf_new = torch.where(mom > 0, g if t == 1 else buf * mom + g, g)
+        p.copy_(torch.where(on, p - _bcast(hp.lr, p) * buf_new, p))
+        buf.copy_(torch.where(on, buf_new, buf))
+
+
+STEPS = {"adamw": adamw_step, "sgd": sgd_step}

@@ -1,0 +1,113 @@
+"""A batched training problem: R runs' data, splits, loss and evaluation on one device.
+
+The trainer, the inline probes and every post-hoc analysis use this one object, so none of them
+re-implements the model, the loss or the data order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grokscope import model as M
+from grokscope.config import RunConfig, batch_key, validate
+from grokscope.errors import ConfigError
+from grokscope.sampler import sample_indices
+from grokscope.tasks import make_split
+
+Params = M.Params
+
+
+class Problem:
+    """R runs that share data shape and model; each has its own split seed and data order."""
+
+    def __init__(self, cfgs: list[RunConfig], device: str | torch.device = "cpu") -> None:
+        if not cfgs:
+            raise ConfigError("no runs to train")
+        for c in cfgs:
+            validate(c)
+        keys = {batch_key(c) for c in cfgs}
+        if len(keys) > 1:
+            raise ConfigError("runs in one batch must share tasks, p, model, optimiser and batch size")
+        self.cfgs = cfgs
+        self.device = torch.device(device)
+        base = cfgs[0]
+        self.model, self.data = base.model, base.data
+        d = self.data
+        splits = [make_split(d.tasks, d.p, d.train_frac, c.split_seed, d.exclude_zero, d.unordered) for c in cfgs]
+        self.pairs = splits[0].pairs.to(self.device)
+        self.targets = splits[0].targets.to(self.device)
+        self.train_idx = torch.stack([s.train_idx for s in splits]).to(self.device)
+        self.test_idx = torch.stack([s.test_idx for s in splits]).to(self.device)
+        self.seeds = torch.tensor([c.seed for c in cfgs], device=self.device, dtype=torch.int64)
+        self.batch = base.optim.batch or self.n_train
+
+    @property
+    def R(self) -> int:
+        return len(self.cfgs)
+
+    @property
+    def n_train(self) -> int:
+        return self.train_idx.shape[1]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.data.tasks
+
+    def init_params(self) -> Params:
+        """Each run's initial parameters from its own seed, stacked on the device."""
+        runs = [M.init_params(self.model, self.data, c.seed) for c in self.cfgs]
+        return {k: v.to(self.device) for k, v in M.stack_params(runs).items()}
+
+    def minibatch(self, step: int, salt: int = 0, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pairs [R, B, 2] and targets [R, B, T] for `step`; the full training set for full-batch
+        runs. `salt` > 0 gives other, independent draws (commutator minibatches A and B)."""
+        batch = batch or self.batch
+        if self.cfgs[0].optim.batch is None and salt == 0 and batch == self.n_train:
+            idx = self.train_idx
+        else:
+            seeds = self.seeds if salt == 0 else self.seeds ^ (0x5F3759DF * salt)
+            idx = self.train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
+        return self.pairs[idx], self.targets[idx]
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.train_idx if name == "train" else self.test_idx
+        return self.pairs[idx], self.targets[idx]
+
+    def loss(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
+             task_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-run loss [R] (sum of task losses, or weighted by `task_weights` [T])."""
+        return M.loss(params, pairs, targets, self.model, self.data, task_weights)
+
+    def grads(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
+              task_weights: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+        """Per-run gradients (runs are independent, so the gradient of the summed loss is per run)
+        and per-run losses [R]."""
+
+        def total(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+            l = self.loss(p, pairs, targets, task_weights)
+            return l.sum(), l.detach()
+
+        return torch.func.grad(total, has_aux=True)(params)
+
+    @torch.no_grad()
+    def evaluate(self, params: Params, splits: tuple[str, ...] = ("train", "test"),
+                 chunk: int = 1 << 16) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-split (loss [R, T], acc [R, T]) over the whole split, in chunks that bound memory."""
+        out = {}
+        for name in splits:
+            pairs, targets = self.split(name)
+            n = pairs.shape[1]
+            step = max(1, chunk // self.R)
+            loss_sum = torch.zeros(self.R, len(self.tasks), device=self.device)
+            correct = torch.zeros(self.R, len(self.tasks), device=self.device, dtype=torch.int64)
+            for i in range(0, n, step):
+                o = M.forward(params, pairs[:, i:i + step], self.model, self.data)
+                t = targets[:, i:i + step]
+                loss_sum += M.per_task_loss(o, t, self.model) * t.shape[1]
+                correct += M.per_task_correct(o, t)
+            out[name] = (loss_sum / n, correct.double() / n)
+        return out
+
+    def subset(self, runs: list[int]) -> Problem:
+        """The same problem restricted to some runs (for analyses of one run of a batch)."""
+        return Problem([self.cfgs[r] for r in runs], self.device)

@@ -1,0 +1,178 @@
+"""Run-directory I/O: config.json, metrics.parquet, trajectory.safetensors, checkpoint.safetensors.
+
+Every write goes to a temporary file in the same directory and is renamed into place, so a killed
+process leaves either the old file or the new one, never half of one. Nothing loads through pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from grokscope.config import RunConfig
+from grokscope.errors import StoreError
+
+CONFIG = "config.json"
+METRICS = "metrics.parquet"
+TRAJECTORY = "trajectory.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+SUMMARY = "summary.json"
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+    _atomic(Path(path), w)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StoreError(f"cannot read {path}: {e}") from None
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
+    """safetensors file; `meta` is stored as JSON in the header."""
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {"grokscope": json.dumps(meta or {})}
+    _atomic(Path(path), lambda tmp: save_file(data, tmp, metadata=header))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) from a safetensors file; a truncated or corrupt file is a StoreError."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("grokscope", "{}"))
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise StoreError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+
+
+def write_table(path: Path, rows: pd.DataFrame) -> None:
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(str(path)).to_pandas()
+    except (OSError, pa.ArrowException) as e:
+        raise StoreError(f"{path} is corrupt or unreadable ({str(e).splitlines()[0]})") from None
+
+
+class RunDir:
+    """One run's directory and what lives in it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.file(CONFIG).exists()
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(read_json(self.file(CONFIG)))
+
+    def write_config(self, cfg: RunConfig) -> None:
+        write_json(self.file(CONFIG), cfg.to_dict())
+
+    def metrics(self) -> pd.DataFrame:
+        """Long table: run, step, task, split, loss, acc, weight_norm."""
+        return read_table(self.file(METRICS))
+
+    def table(self, name: str) -> pd.DataFrame:
+        return read_table(self.file(f"{name}.parquet"))
+
+    def has_table(self, name: str) -> bool:
+        return self.file(f"{name}.parquet").exists()
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        write_table(self.file(f"{name}.parquet"), df)
+
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.file(SUMMARY))
+
+    def trajectory(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Attention matrices `attn.<name>` [T, ...] at `attn_steps`, full snapshots `snap.<name>` [S, ...]
+        at `snap_steps`."""
+        return read_tensors(self.file(TRAJECTORY))
+
+    def attention_trajectory(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(steps [T], {param name: [T, ...]}) of the attention matrices."""
+        t, _ = self.trajectory()
+        return t["attn_steps"], {k[5:]: v for k, v in t.items() if k.startswith("attn.")}
+
+    def snapshots(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(steps [S], {param name: [S, ...]}) of the full parameter snapshots; the first is θ₀."""
+        t, _ = self.trajectory()
+        return t["snap_steps"], {k[5:]: v for k, v in t.items() if k.startswith("snap.")}
+
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return read_tensors(self.file(CHECKPOINT))
+
+    def final_params(self) -> dict[str, torch.Tensor]:
+        """Parameters (no run axis) at the end of training, from the checkpoint."""
+        t, _ = self.checkpoint()
+        return {k[7:]: v for k, v in t.items() if k.startswith("params.")}
+
+
+def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunDir]:
+    """Run directories at or (recursively) below the given paths, sorted by path."""
+    found: list[RunDir] = []
+    for p in paths:
+        p = Path(p)
+        if (p / CONFIG).exists():
+            found.append(RunDir(p))
+        elif p.is_dir():
+            found.extend(RunDir(c.parent) for c in p.rglob(CONFIG))
+        else:
+            raise StoreError(f"{p} is not a run directory or a folder of runs")
+    return sorted({r.path: r for r in found}.values(), key=lambda r: str(r.path))
+
+
+def load_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """All runs' metrics below `paths` as one long DataFrame (column `run` names each run)."""
+    frames = [r.metrics() for r in find_runs(paths) if r.file(METRICS).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_summaries(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Per-run summaries (config, grok steps, final accuracies) of runs below `paths`."""
+    return [r.summary() for r in find_runs(paths) if r.file(SUMMARY).exists()]

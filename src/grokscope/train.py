@@ -1,0 +1,351 @@
+"""The batched training loop: step, evaluate, detect grokking, record the trajectory, checkpoint, resume.
+
+R runs train as one program. Each run keeps its own seed, data order, lr, weight decay, clip norm and
+step budget; a run whose tasks have all grokked, that hit its budget, or that diverged is frozen while
+the others go on. The loop knows nothing of analyses: it takes *probes* (measurements every N steps,
+e.g. inline commutator defects) and a *gradient transform* (interventions) as plain callables.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grokscope import model as M
+from grokscope.config import RunConfig
+from grokscope.errors import ConfigError, StoreError
+from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
+from grokscope.problem import Params, Problem
+from grokscope.store import CHECKPOINT, RunDir, write_json, write_tensors
+
+GradTransform = Callable[[int, Params, Params], Params]
+
+
+@dataclass
+class Probe:
+    """A measurement taken inside the loop every `every` steps: `measure(problem, params, step)` returns
+    rows (dicts with an int `r`, the run's index in the batch); they land in `<name>.parquet`."""
+
+    name: str
+    every: int
+    measure: Callable[[Problem, Params, int], list[dict[str, Any]]]
+
+
+@dataclass
+class EvalInfo:
+    """What the loop reports after each evaluation (host copies, for progress displays)."""
+
+    step: int
+    max_steps: int
+    train_acc: np.ndarray  # [R, T]
+    test_acc: np.ndarray  # [R, T]
+    grok_step: np.ndarray  # [R, T], -1 = not yet
+    stopped: np.ndarray  # [R] bool
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class RunResult:
+    """One run's outcome: its summary (as in summary.json), metrics and final parameters."""
+
+    config: RunConfig
+    summary: dict[str, Any]
+    metrics: pd.DataFrame
+    params: Params
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    path: Path | None = None
+
+
+class _Recorder:
+    """Per-run host-side buffers: metric rows, probe rows, attention trajectory, snapshots."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.probe_rows: dict[str, list[dict[str, Any]]] = {}
+        self.attn_steps: list[int] = []
+        self.attn: dict[str, list[torch.Tensor]] = {}
+        self.snap_steps: list[int] = []
+        self.snaps: dict[str, list[torch.Tensor]] = {}
+
+    def trajectory(self) -> dict[str, torch.Tensor]:
+        out = {"attn_steps": torch.tensor(self.attn_steps, dtype=torch.int64),
+               "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
+        out.update({f"attn.{k}": torch.stack(v) for k, v in self.attn.items()})
+        out.update({f"snap.{k}": torch.stack(v) for k, v in self.snaps.items()})
+        return out
+
+    def load(self, run: RunDir, upto: int) -> None:
+        """Refill from a run directory, dropping anything written after checkpoint step `upto`."""
+        if run.has_table("metrics"):
+            df = run.metrics()
+            self.rows = df[df.step <= upto].to_dict("records")
+        for f in run.path.glob("*.parquet"):
+            if f.stem != "metrics":
+                df = run.table(f.stem)
+                self.probe_rows[f.stem] = df[df.step <= upto].to_dict("records")
+        if run.file("trajectory.safetensors").exists():
+            t, _ = run.trajectory()
+            keep = t["attn_steps"] <= upto
+            self.attn_steps = t["attn_steps"][keep].tolist()
+            self.attn = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("attn.")}
+            keep = t["snap_steps"] <= upto
+            self.snap_steps = t["snap_steps"][keep].tolist()
+            self.snaps = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("snap.")}
+
+
+def _hyper(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
+    def col(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=torch.float32)
+
+    return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
+                       eps=col("eps"), momentum=col("momentum"))
+
+
+def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
+    """Check every run's directory before anything is written: a directory holding another config is
+    refused unless `resume` (continue from its checkpoint under the new config) or `force` (start over)."""
+    names = [c.name for c in cfgs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"two runs share the name {sorted(dup)[0]!r}; give them different seeds or settings")
+    dirs = [RunDir(Path(out) / n) for n in names]
+    for c, d in zip(cfgs, dirs):
+        if d.path.exists() and not d.exists() and any(d.path.iterdir()):
+            raise StoreError(f"{d.path} exists and is not a grokscope run; choose another --out")
+        if d.exists() and not force and not resume and d.config() != c:
+            raise StoreError(f"{d.path} holds a run with a different config; pass --resume to continue it "
+                             "under the new config or --force to start over")
+        if d.file(CHECKPOINT).exists() and not force:
+            d.checkpoint()  # a corrupt checkpoint is refused now, before anything is written
+    if force:
+        for d in dirs:
+            if d.exists():
+                shutil.rmtree(d.path)
+    return dirs
+
+
+def train(
+    cfgs: list[RunConfig],
+    out: str | Path | None = None,
+    device: str = "cpu",
+    *,
+    resume: bool = False,
+    force: bool = False,
+    probes: tuple[Probe, ...] = (),
+    grad_transform: GradTransform | None = None,
+    on_eval: Callable[[EvalInfo], None] | None = None,
+) -> list[RunResult]:
+    """Train `cfgs` as one batched program; with `out`, keep each run in `out/<run name>/` and resume
+    from checkpoints found there."""
+    problem = Problem(cfgs, device)
+    dirs = prepare_dirs(cfgs, Path(out), resume, force) if out is not None else None
+    return _Loop(problem, dirs, probes, grad_transform, on_eval).run()
+
+
+class _Loop:
+    def __init__(self, problem: Problem, dirs: list[RunDir] | None, probes: tuple[Probe, ...],
+                 grad_transform: GradTransform | None, on_eval: Callable[[EvalInfo], None] | None) -> None:
+        self.pb, self.dirs, self.probes = problem, dirs, probes
+        self.grad_transform, self.on_eval = grad_transform, on_eval
+        cfgs, dev, R, T = problem.cfgs, problem.device, problem.R, len(problem.tasks)
+        self.base = cfgs[0]
+        self.hp = _hyper(cfgs, dev)
+        self.params = problem.init_params()
+        self.state = init_state(self.base.optim.name, self.params)
+        self.budget = torch.tensor([c.steps for c in cfgs], device=dev)
+        self.max_steps = max(c.steps for c in cfgs)
+        self.consec = torch.zeros(R, T, dtype=torch.int64, device=dev)
+        self.grok = torch.full((R, T), -1, dtype=torch.int64, device=dev)
+        self.grok90 = torch.full((R, T), -1, dtype=torch.int64, device=dev)
+        self.stopped = torch.zeros(R, dtype=torch.bool, device=dev)
+        self.stop_step = torch.full((R,), -1, dtype=torch.int64, device=dev)
+        self.diverged = torch.zeros(R, dtype=torch.bool, device=dev)
+        self.resumed_at = torch.full((R,), -1, dtype=torch.int64, device=dev)
+        self.wall = [0.0] * R
+        self.rec = [_Recorder() for _ in range(R)]
+        self.attn_names = M.attention_names(problem.model)
+        self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
+        if dirs is not None:
+            self._load()
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _load(self) -> None:
+        for r, d in enumerate(self.dirs):
+            if not d.file(CHECKPOINT).exists():
+                continue
+            tensors, meta = d.checkpoint()
+            for k, v in self.params.items():
+                v[r] = tensors[f"params.{k}"].to(v.device)
+            for k, v in self.state.items():
+                v[r] = tensors[f"state.{k}"].to(v.device)
+            s = int(meta["step"])
+            self.resumed_at[r] = s
+            self.consec[r] = torch.tensor(meta["consec"])
+            self.grok[r] = torch.tensor(meta["grok_step"])
+            self.grok90[r] = torch.tensor(meta["grok_step_90"])
+            self.diverged[r] = bool(meta["diverged"])
+            self.final_acc[r] = meta.get("final_acc", {})
+            self.wall[r] = float(meta.get("wall_time", 0.0))
+            cfg = self.pb.cfgs[r]
+            done = bool(meta["diverged"]) or (cfg.stop_on_grok and bool((self.grok[r] >= 0).all())) or s >= cfg.steps
+            self.stopped[r] = done
+            self.stop_step[r] = int(meta["stop_step"]) if done and meta["stop_step"] >= 0 else (s if done else -1)
+            self.rec[r].load(d, s)
+
+    def _checkpoint(self, step: int) -> None:
+        if self.dirs is None:
+            return
+        for r, d in enumerate(self.dirs):
+            if step < int(self.resumed_at[r]):
+                continue  # this run is still ahead of the batch: its files are newer
+            rec = self.rec[r]
+            d.write_config(self.pb.cfgs[r])
+            write_tensors(d.file("trajectory.safetensors"), rec.trajectory())
+            d.write_table("metrics", pd.DataFrame(rec.rows))
+            for name, rows in rec.probe_rows.items():
+                d.write_table(name, pd.DataFrame(rows))
+            write_json(d.file("summary.json"), self._summary(r, step))
+            tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
+            tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
+            meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
+                    "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
+                    "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
+                    "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest()}
+            write_tensors(d.file(CHECKPOINT), tensors, meta)
+
+    def _summary(self, r: int, step: int) -> dict[str, Any]:
+        cfg, tasks = self.pb.cfgs[r], self.pb.tasks
+
+        def by_task(t: torch.Tensor) -> dict[str, int | None]:
+            return {task: (int(v) if v >= 0 else None) for task, v in zip(tasks, t.tolist())}
+
+        stop = int(self.stop_step[r])
+        return {
+            "name": cfg.name,
+            "config": cfg.to_dict(),
+            "grok_step": by_task(self.grok[r]),
+            "grok_step_90": by_task(self.grok90[r]),
+            "final_acc": self.final_acc[r],
+            "steps_trained": stop if stop >= 0 else step,
+            "finished": bool(self.stopped[r]),
+            "diverged": bool(self.diverged[r]),
+            "wall_time": round(self.wall[r], 3),
+        }
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _evaluate(self, s: int) -> None:
+        pb, R = self.pb, self.pb.R
+        logged = (~self.stopped) & (self.resumed_at < s)  # a resumed run's step is logged already
+        ev = pb.evaluate(self.params)
+        (tr_loss, tr_acc), (te_loss, te_acc) = ev["train"], ev["test"]
+        norm = M.weight_norm(self.params)
+        # grokking rules, on the device
+        hit = te_acc >= self.base.grok_acc
+        consec = torch.where(hit, self.consec + 1, torch.zeros_like(self.consec))
+        self.consec = torch.where(logged[:, None], consec, self.consec)
+        fire = logged[:, None] & (self.consec >= self.base.grok_patience) & (self.grok < 0)
+        self.grok = torch.where(fire, torch.full_like(self.grok, s), self.grok)
+        fire90 = logged[:, None] & (te_acc >= self.base.grok_acc_90) & (self.grok90 < 0)
+        self.grok90 = torch.where(fire90, torch.full_like(self.grok90, s), self.grok90)
+        bad = ~torch.isfinite(tr_loss).all(1) | ~torch.isfinite(norm)
+        self.diverged |= logged & bad
+        stop_grok = torch.tensor([c.stop_on_grok for c in pb.cfgs], device=pb.device) & (self.grok >= 0).all(1)
+        newly = logged & (stop_grok | self.diverged | (s >= self.budget))
+        self.stop_step = torch.where(newly, torch.clamp(self.budget, max=s), self.stop_step)
+        self.stopped |= newly
+
+        host = {k: v.cpu().numpy() for k, v in
+                dict(tr_loss=tr_loss, tr_acc=tr_acc, te_loss=te_loss, te_acc=te_acc, norm=norm, logged=logged,
+                     newly=newly).items()}
+        for r in np.flatnonzero(host["logged"]):
+            rec, name = self.rec[r], pb.cfgs[r].name
+            for ti, task in enumerate(pb.tasks):
+                for split, lk, ak in (("train", "tr_loss", "tr_acc"), ("test", "te_loss", "te_acc")):
+                    rec.rows.append({"run": name, "step": s, "task": task, "split": split,
+                                     "loss": float(host[lk][r, ti]), "acc": float(host[ak][r, ti]),
+                                     "weight_norm": float(host["norm"][r])})
+            self.final_acc[r] = {task: {"train": float(host["tr_acc"][r, ti]), "test": float(host["te_acc"][r, ti])}
+                                 for ti, task in enumerate(pb.tasks)}
+            if s % self.base.attn_every == 0:
+                rec.attn_steps.append(s)
+                for k in self.attn_names:
+                    rec.attn.setdefault(k, []).append(self.params[k][r].cpu())
+            if s % self.base.snapshot_every == 0 or host["newly"][r]:
+                rec.snap_steps.append(s)
+                for k, v in self.params.items():
+                    rec.snaps.setdefault(k, []).append(v[r].cpu())
+        for probe in self.probes:
+            if s % probe.every == 0 and host["logged"].any():
+                for row in probe.measure(pb, self.params, s):
+                    r = int(row.pop("r"))
+                    if host["logged"][r]:
+                        self.rec[r].probe_rows.setdefault(probe.name, []).append(
+                            {"run": pb.cfgs[r].name, "step": s, **row})
+        if self.on_eval is not None:
+            self.on_eval(EvalInfo(s, self.max_steps, host["tr_acc"], host["te_acc"], self.grok.cpu().numpy(),
+                                  self.stopped.cpu().numpy(), pb.tasks))
+
+    def run(self) -> list[RunResult]:
+        pb, base = self.pb, self.base
+        step_fn = STEPS[base.optim.name]
+        start = int(self.resumed_at.clamp(min=0).min()) if self.dirs is not None else 0
+        if bool(self.stopped.all()):
+            start = int(self.resumed_at.max())
+        s, t0 = start, time.perf_counter()
+        while True:
+            if s % base.eval_every == 0 or s == self.max_steps:
+                running = (~self.stopped).tolist()
+                self._evaluate(s)
+                now = time.perf_counter()
+                self.wall = [w + (now - t0) * on for w, on in zip(self.wall, running)]
+                t0 = now
+                done = bool(self.stopped.all()) or s >= self.max_steps
+                if done or (s > start and s % base.checkpoint_every == 0):
+                    self._checkpoint(s)
+                if done:
+                    break
+            active = (~self.stopped) & (self.resumed_at <= s) & (s < self.budget)
+            pairs, targets = pb.minibatch(s)
+            grads, _ = pb.grads(self.params, pairs, targets)
+            grads = clip_grads(grads, self.hp.clip)
+            if self.grad_transform is not None:
+                grads = self.grad_transform(s, self.params, grads)
+            step_fn(self.params, grads, self.state, self.hp, s + 1, active)
+            s += 1
+        return self._results(s)
+
+    def _results(self, step: int) -> list[RunResult]:
+        out = []
+        for r, cfg in enumerate(self.pb.cfgs):
+            rec = self.rec[r]
+            tables = {k: pd.DataFrame(v) for k, v in rec.probe_rows.items()}
+            out.append(RunResult(cfg, self._summary(r, step), pd.DataFrame(rec.rows),
+                                 {k: v[r].detach().cpu() for k, v in self.params.items()}, tables,
+                                 self.dirs[r].path if self.dirs is not None else None))
+        return out
+
+
+def with_overrides(cfg: RunConfig, **kw: Any) -> RunConfig:
+    """`replace` that also reaches into the nested optim/data/model configs by field name."""
+    nested: dict[str, dict[str, Any]] = {"optim": {}, "data": {}, "model": {}}
+    top = {}
+    for k, v in kw.items():
+        for sec in nested:
+            if k in getattr(cfg, sec).__dataclass_fields__:
+                nested[sec][k] = v
+                break
+        else:
+            top[k] = v
+    cfg = replace(cfg, **top)
+    for sec, vals in nested.items():
+        if vals:
+            cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), **vals)})
+    return cfg
