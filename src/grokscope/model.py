@@ -182,3 +182,29 @@ def loss(params: Params, pairs: torch.Tensor, targets: torch.Tensor, model: Mode
 def weight_norm(params: Params) -> torch.Tensor:
     """Total L2 norm of all parameters, per run [R]."""
     return torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in params.values()))
+
+
+def flatten(params: Params) -> torch.Tensor:
+    """Concatenate every parameter of each run into one vector [R, P], in the dict's (init) order.
+    This order is THE flat layout: bases, Δθ and PCs over full parameter vectors all use it."""
+    return torch.cat([v.flatten(1) for v in params.values()], dim=1)
+
+
+def unflatten(vec: torch.Tensor, like: Params) -> Params:
+    """Inverse of `flatten`: [R, P] back to a dict shaped like `like` (which has a run axis)."""
+    out, i = {}, 0
+    for k, v in like.items():
+        n = v[0].numel()
+        out[k] = vec[:, i:i + n].reshape((vec.shape[0],) + v.shape[1:])
+        i += n
+    return out
+
+
+def param_slices(params: Params, batched: bool = True) -> dict[str, slice]:
+    """Where each named parameter lives in the flat vector of `flatten`."""
+    out, i = {}, 0
+    for k, v in params.items():
+        n = v[0].numel() if batched else v.numel()
+        out[k] = slice(i, i + n)
+        i += n
+    return out

@@ -11,16 +11,16 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from grokscope import model as M
-from grokscope.config import RunConfig
+from grokscope.config import RunConfig, with_overrides  # noqa: F401  (re-exported)
 from grokscope.errors import ConfigError, StoreError
 from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
 from grokscope.problem import Params, Problem
@@ -99,6 +99,30 @@ class _Recorder:
             keep = t["snap_steps"] <= upto
             self.snap_steps = t["snap_steps"][keep].tolist()
             self.snaps = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("snap.")}
+
+
+class GrokState(NamedTuple):
+    """Per run and task [R, T]: consecutive evals at/above the grok accuracy, `grok_step` and
+    `grok_step_90` (-1 until they fire)."""
+
+    consec: torch.Tensor
+    grok: torch.Tensor
+    grok90: torch.Tensor
+
+
+def update_grok(state: GrokState, test_acc: torch.Tensor, logged: torch.Tensor, step: int,
+                cfg: RunConfig) -> GrokState:
+    """The grok rules after one evaluation, on the device: `grok_step` is the step at which test accuracy
+    has been >= `grok_acc` (98%) for `grok_patience` (3) consecutive evals; `grok_step_90` the first eval
+    >= 90%. Runs not `logged` [R] this eval keep their state."""
+    on = logged[:, None]
+    consec = torch.where(test_acc >= cfg.grok_acc, state.consec + 1, torch.zeros_like(state.consec))
+    consec = torch.where(on, consec, state.consec)
+    fire = on & (consec >= cfg.grok_patience) & (state.grok < 0)
+    grok = torch.where(fire, torch.full_like(state.grok, step), state.grok)
+    fire90 = on & (test_acc >= cfg.grok_acc_90) & (state.grok90 < 0)
+    grok90 = torch.where(fire90, torch.full_like(state.grok90, step), state.grok90)
+    return GrokState(consec, grok, grok90)
 
 
 def _hyper(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
@@ -247,14 +271,8 @@ class _Loop:
         ev = pb.evaluate(self.params)
         (tr_loss, tr_acc), (te_loss, te_acc) = ev["train"], ev["test"]
         norm = M.weight_norm(self.params)
-        # grokking rules, on the device
-        hit = te_acc >= self.base.grok_acc
-        consec = torch.where(hit, self.consec + 1, torch.zeros_like(self.consec))
-        self.consec = torch.where(logged[:, None], consec, self.consec)
-        fire = logged[:, None] & (self.consec >= self.base.grok_patience) & (self.grok < 0)
-        self.grok = torch.where(fire, torch.full_like(self.grok, s), self.grok)
-        fire90 = logged[:, None] & (te_acc >= self.base.grok_acc_90) & (self.grok90 < 0)
-        self.grok90 = torch.where(fire90, torch.full_like(self.grok90, s), self.grok90)
+        self.consec, self.grok, self.grok90 = update_grok(
+            GrokState(self.consec, self.grok, self.grok90), te_acc, logged, s, self.base)
         bad = ~torch.isfinite(tr_loss).all(1) | ~torch.isfinite(norm)
         self.diverged |= logged & bad
         stop_grok = torch.tensor([c.stop_on_grok for c in pb.cfgs], device=pb.device) & (self.grok >= 0).all(1)
@@ -332,20 +350,3 @@ class _Loop:
                                  self.dirs[r].path if self.dirs is not None else None))
         return out
 
-
-def with_overrides(cfg: RunConfig, **kw: Any) -> RunConfig:
-    """`replace` that also reaches into the nested optim/data/model configs by field name."""
-    nested: dict[str, dict[str, Any]] = {"optim": {}, "data": {}, "model": {}}
-    top = {}
-    for k, v in kw.items():
-        for sec in nested:
-            if k in getattr(cfg, sec).__dataclass_fields__:
-                nested[sec][k] = v
-                break
-        else:
-            top[k] = v
-    cfg = replace(cfg, **top)
-    for sec, vals in nested.items():
-        if vals:
-            cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), **vals)})
-    return cfg

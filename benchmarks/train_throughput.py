@@ -1,0 +1,182 @@
+"""Training throughput: grokscope's batched step vs the papers' plain per-run loop, in run-steps/s.
+
+Batched: R runs of the P1 model (p=97, add+mul, batch 512) advance one step together, through the
+trainer's own per-step code path (`Problem.minibatch` -> `Problem.grads` -> `optim.clip_grads` ->
+`optim.STEPS[name]`, as in `train._Loop.run`, without evaluation). Per-run: the same R runs trained one
+after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_ and minibatches sampled on
+the host and copied to the device every step (grokscope.reference). Both are timed in this process after
+a warm-up; run-steps/s = runs x steps / seconds.
+
+    python benchmarks/train_throughput.py --device cpu --R 1,8,18,64
+    python benchmarks/train_throughput.py --device cuda --steps 200 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from grokscope import reference as Ref
+from grokscope.config import RunConfig, preset
+from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
+from grokscope.problem import Params, Problem
+from grokscope.train import with_overrides
+
+WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
+
+
+def p1_configs(R: int, name: str = "p1-dual") -> list[RunConfig]:
+    """R runs of a preset with different seeds and weight decays."""
+    base = preset(name)
+    return [with_overrides(base, seed=42 + r, wd=WDS[r % len(WDS)]) for r in range(R)]
+
+
+def hyper_params(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
+    """Per-run hyper-parameters as the trainer builds them (train._hyper)."""
+
+    def col(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=torch.float32)
+
+    return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
+                       eps=col("eps"), momentum=col("momentum"))
+
+
+@dataclass
+class Batched:
+    """The state the trainer's loop carries between steps."""
+
+    problem: Problem
+    params: Params
+    state: Params
+    hp: HyperParams
+    budget: torch.Tensor
+
+    @classmethod
+    def create(cls, cfgs: list[RunConfig], device: torch.device) -> Batched:
+        pb = Problem(cfgs, device)
+        params = pb.init_params()
+        budget = torch.tensor([c.steps for c in cfgs], device=device)
+        return cls(pb, params, init_state(cfgs[0].optim.name, params), hyper_params(cfgs, device), budget)
+
+    def step(self, s: int) -> None:
+        """Step s -> s+1 of every run: the body of train._Loop.run between evaluations."""
+        pb = self.problem
+        active = s < self.budget
+        pairs, targets = pb.minibatch(s)
+        grads, _ = pb.grads(self.params, pairs, targets)
+        grads = clip_grads(grads, self.hp.clip)
+        STEPS[pb.cfgs[0].optim.name](self.params, grads, self.state, self.hp, s + 1, active)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[int], None], start: int, n: int, device: torch.device) -> float:
+    """Seconds for fn(start), ..., fn(start + n - 1), synchronised."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for s in range(start, start + n):
+        fn(s)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _auto_steps(seconds_per_step: float, budget_s: float, lo: int = 2) -> int:
+    return max(lo, int(budget_s / max(seconds_per_step, 1e-9)))
+
+
+def bench_batched(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
+                  budget_s: float) -> tuple[float, int]:
+    """(run-steps/s, steps timed) of the batched step for these runs."""
+    b = Batched.create(cfgs, device)
+    _timed(b.step, 0, warmup, device)
+    if steps is None:
+        steps = _auto_steps(_timed(b.step, warmup, 1, device), budget_s)
+        warmup += 1
+    secs = _timed(b.step, warmup, steps, device)
+    return len(cfgs) * steps / secs, steps
+
+
+def bench_per_run(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
+                  budget_s: float) -> tuple[float, int]:
+    """(run-steps/s, steps per run) of the plain loop: the runs one after another, each `steps` steps;
+    only the step loops are timed (module and optimiser construction are not)."""
+
+    def make(cfg: RunConfig) -> Callable[[int], None]:
+        module = Ref.init_module(cfg, device)
+        opt, get, clip = Ref.make_optimizer(module, cfg), Ref.host_batches(cfg, device), cfg.optim.clip
+        return lambda s: Ref.reference_step(module, opt, *get(s), clip)
+
+    warm = make(cfgs[0])
+    _timed(warm, 0, warmup, device)
+    if steps is None:
+        steps = _auto_steps(_timed(warm, warmup, 1, device) * len(cfgs), budget_s)
+    total = 0.0
+    for cfg in cfgs:
+        total += _timed(make(cfg), 0, steps, device)
+    return len(cfgs) * steps / total, steps
+
+
+@dataclass
+class Row:
+    R: int
+    batched: float  # run-steps/s
+    per_run: float  # run-steps/s
+    ratio: float
+    batched_steps: int
+    per_run_steps: int
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed steps per measurement (default: as many as fit in --seconds)")
+    ap.add_argument("--seconds", type=float, default=15.0,
+                    help="target seconds per measurement when --steps is not given")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed steps first (default 2 on CPU, 20 on GPU)")
+    ap.add_argument("--R", default="1,8,18,64", help="comma-separated numbers of runs")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--preset", default="p1-dual")
+    ap.add_argument("--json", action="store_true", help="print only JSON")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":  # fp32 matmuls as in the papers' scripts for both loops
+        torch.backends.cuda.matmul.allow_tf32 = False
+    warmup = args.warmup if args.warmup is not None else (20 if device.type == "cuda" else 2)
+    Rs = [int(r) for r in args.R.split(",")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    env = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "preset": args.preset}
+    if not args.json:
+        print(f"# {env}", flush=True)
+        head = ("R", "batched run-steps/s", "per-run run-steps/s", "ratio")
+        print(f"{head[0]:>4} {head[1]:>20} {head[2]:>20} {head[3]:>7}  steps (batched/per-run)")
+    rows = []
+    for R in Rs:
+        cfgs = p1_configs(R, args.preset)
+        b, nb = bench_batched(cfgs, device, args.steps, warmup, args.seconds)
+        p, npr = bench_per_run(cfgs, device, args.steps, warmup, args.seconds)
+        row = Row(R, b, p, b / p, nb, npr)
+        rows.append(row)
+        if not args.json:
+            print(f"{R:>4} {b:>20.2f} {p:>20.2f} {b / p:>6.2f}x  {nb}/{npr}", flush=True)
+    if args.json:
+        print(json.dumps({**env, "rows": [asdict(r) for r in rows]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`grokscope intervene BASE_RUN --kind deletion --fractions 0.01,0.05,...`: a gradient-intervention scan.
+
+All fractions train as one batched program from the base run's config and seed; the table gives, per
+fraction, each task's grok step (or "no grok within budget") and the delay in % against the base run.
+Results land in `--out` (default `BASE_RUN/intervene-<kind>/`) as intervention.parquet (the table),
+intervention_metrics.parquet (per-fraction metrics, column `value`) and intervention.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from grokscope.cli import csv_list, print_json
+from grokscope.errors import StoreError
+from grokscope.geometry.interventions import BASES, KINDS, NO_GROK, ScanConfig, intervention_scan, write_scan
+from grokscope.store import RunDir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("intervene", help="train a scan of gradient interventions from a base run")
+    p.add_argument("base_run", help="run directory whose config, seed and basis the scan uses")
+    p.add_argument("--kind", choices=KINDS, default="deletion",
+                   help="deletion: g - f g_perp (trajectory PCs); suppression: same map, execution basis; "
+                        "random: random basis of rank k; kick / random-kick: parameter kicks of amplitude a")
+    p.add_argument("--fractions", type=csv_list(float), default=list(ScanConfig().values),
+                   help="comma-separated fractions f / strengths s / kick amplitudes a")
+    p.add_argument("--steps", type=int, default=None, help="step budget (default: the base run's)")
+    p.add_argument("--start", type=int, default=500, help="first intervened step")
+    p.add_argument("--k", type=int, default=20, help="rank of the trajectory-PC or random basis")
+    p.add_argument("--basis", choices=BASES, default=None, help="override the kind's basis")
+    p.add_argument("--every", type=int, default=100, help="kick period in steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of random bases / random kicks")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="output folder (default BASE_RUN/intervene-<kind>)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.1f}%"
+
+
+def _plain(v: Any) -> Any:
+    """JSON-ready scalar: missing (None/NaN/NA) -> None, numpy/pandas numbers -> int/float."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def run(args: argparse.Namespace) -> int:
+    base = RunDir(args.base_run)
+    if not base.exists():
+        raise StoreError(f"{base.path} is not a grokscope run (no config.json)")
+    scan = ScanConfig(kind=args.kind, values=tuple(args.fractions), steps=args.steps, start=args.start,
+                      k=args.k, basis=args.basis, every=args.every, seed=args.seed)
+    res = intervention_scan(base, scan, args.device)
+    out = write_scan(res, Path(args.out) if args.out else base.path / f"intervene-{args.kind}")
+    rows = [{k: _plain(v) for k, v in r.items()} for r in res.table.to_dict("records")]
+    if args.json:
+        print_json({"base_run": str(base.path), "kind": args.kind, "out": str(out), "baseline": res.baseline,
+                    "rows": rows})
+        return 0
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    head = f"{'fraction':>9}" + "".join(f"  {t + ' grok':>22}  {'delay':>8}" for t in tasks)
+    print(f"{args.kind} scan from {base.path} (baseline grok step: "
+          + ", ".join(f"{t} {res.baseline.get(t)}" for t in tasks) + ")")
+    print(head)
+    for v in res.scan.values:
+        line = f"{v:>9g}"
+        for t in tasks:
+            r = next(x for x in rows if x["value"] == float(v) and x["task"] == t)
+            g = str(r["grok_step"]) if r["grok_step"] is not None else NO_GROK
+            line += f"  {g:>22}  {_fmt(r['delay_pct']):>8}"
+        print(line)
+    print(f"results in {out}")
+    return 0

@@ -1,0 +1,183 @@
+"""`grokscope run`: train one preset (default `quick`) over a grid of seeds / weight decays / lrs as one
+batched program, with a live progress bar and a summary of grok steps and geometry."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grokscope.cli import csv_list, print_json
+from grokscope.config import PRESETS, preset, validate, with_overrides
+from grokscope.errors import ConfigError
+from grokscope.runner import grid, run_batch
+from grokscope.train import EvalInfo, RunResult
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train runs (default: the quick CPU preset) and summarise them")
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
+    p.add_argument("--tasks", type=csv_list(str), help="e.g. add,mul")
+    p.add_argument("--p", type=int, help="modulus")
+    p.add_argument("--train-frac", type=float)
+    p.add_argument("--wd", type=csv_list(float), help="weight decay(s), e.g. 0.1,0.3,1")
+    p.add_argument("--lr", type=csv_list(float), help="learning rate(s)")
+    p.add_argument("--seeds", type=csv_list(int), help="seed(s), e.g. 42,137,2024")
+    p.add_argument("--steps", type=int, help="step budget per run")
+    p.add_argument("--batch", type=_batch, help="minibatch size, or 'full'")
+    p.add_argument("--d-model", type=int, help="model width")
+    p.add_argument("--heads", type=int, help="attention heads")
+    p.add_argument("--layers", type=int, help="transformer layers")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--defect-every", type=int, help="inline commutator defect every N steps (0: off)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs", help="store directory (default ./runs)")
+    p.add_argument("--resume", action="store_true", help="continue runs found in --out even if their config changed")
+    p.add_argument("--force", action="store_true", help="delete runs of the same name in --out and start over")
+    p.add_argument("--no-geometry", action="store_true", help="skip the geometry summary")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def _batch(text: str) -> int | str:
+    if text == "full":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch {text!r} is not an integer or 'full'") from None
+
+
+def configs_from_args(args: argparse.Namespace) -> list:
+    """The run grid the arguments describe, validated."""
+    over: dict[str, Any] = {}
+    for field, value in (("tasks", tuple(args.tasks) if args.tasks else None), ("p", args.p),
+                         ("train_frac", args.train_frac), ("steps", args.steps),
+                         ("eval_every", args.eval_every), ("checkpoint_every", args.checkpoint_every),
+                         ("defect_every", args.defect_every), ("d_model", args.d_model),
+                         ("n_heads", args.heads), ("n_layers", args.layers)):
+        if value is not None:
+            over[field] = value
+    if args.batch is not None:
+        over["batch"] = None if args.batch == "full" else args.batch
+    base = with_overrides(preset(args.preset), **over)
+    if over.get("steps") is not None and "checkpoint_every" not in over:
+        base = with_overrides(base, checkpoint_every=min(base.checkpoint_every, _round_up(base.steps, base.eval_every)))
+    cfgs = grid(base, args.seeds or (), args.wd or (), args.lr or ())
+    for c in cfgs:
+        validate(c)
+    return cfgs
+
+
+def _round_up(n: int, k: int) -> int:
+    return max(k, -(-n // k) * k)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {args.device!r} is not available on this machine")
+    cfgs = configs_from_args(args)
+    out = Path(args.out)
+    quiet = args.json
+    t0 = time.perf_counter()
+    if quiet:
+        results = run_batch(cfgs, out, args.device, resume=args.resume, force=args.force)
+    else:
+        results = _run_with_progress(cfgs, out, args)
+    wall = time.perf_counter() - t0
+    geometry = {} if args.no_geometry else _geometry(results)
+    if args.json:
+        print_json([_json_row(r, geometry.get(r.config.name)) for r in results])
+    else:
+        _print_summary(results, geometry, wall)
+    return 0
+
+
+def _json_row(r: RunResult, geom: dict | None) -> dict:
+    s = r.summary
+    row = {"name": s["name"], "path": str(r.path), "config": s["config"], "grok_step": s["grok_step"],
+           "grok_step_90": s["grok_step_90"], "final_acc": s["final_acc"], "steps_trained": s["steps_trained"],
+           "diverged": s["diverged"], "wall_time": s["wall_time"]}
+    if geom is not None:
+        row["geometry"] = geom
+    return row
+
+
+def _geometry(results: list[RunResult]) -> dict[str, dict]:
+    try:
+        from grokscope.geometry.summary import geometry_summary
+    except ImportError:
+        return {}
+    from grokscope.store import RunDir
+
+    return {r.config.name: geometry_summary(RunDir(r.path)) for r in results if r.path is not None}
+
+
+def _run_with_progress(cfgs: list, out: Path, args: argparse.Namespace) -> list[RunResult]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as bar:
+        task = bar.add_task("", total=max(c.steps for c in cfgs))
+
+        def on_eval(e: EvalInfo) -> None:
+            bar.update(task, completed=e.step, description=_describe(e))
+
+        return run_batch(cfgs, out, args.device, resume=args.resume, force=args.force, on_eval=on_eval)
+
+
+def _describe(e: EvalInfo) -> str:
+    """Live per-task accuracy: mean over runs of train/test, and how many runs grokked each task."""
+    parts = []
+    for ti, t in enumerate(e.tasks):
+        grokked = int((e.grok_step[:, ti] >= 0).sum())
+        parts.append(f"{t} train {e.train_acc[:, ti].mean():.2f} test {e.test_acc[:, ti].mean():.2f}"
+                     + (f" grokked {grokked}/{len(e.stopped)}" if len(e.stopped) > 1 or grokked else ""))
+    return " | ".join(parts)
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _short(name: str) -> str:
+    """`layers.0.attn.W_Q` -> `W_Q@0`."""
+    parts = name.split(".")
+    return f"{parts[-1]}@{parts[1]}" if len(parts) == 4 else name
+
+
+def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="grokscope run")
+    for col in ("run", "task", "grok step", "grok step (90%)", "train acc", "test acc", "onset", "lead"):
+        table.add_column(col)
+    for r in results:
+        s, g = r.summary, geometry.get(r.config.name, {})
+        for t in r.config.data.tasks:
+            acc = s["final_acc"].get(t, {})
+            table.add_row(s["name"], t, _fmt(s["grok_step"][t]), _fmt(s["grok_step_90"][t]),
+                          _fmt(acc.get("train"), 3), _fmt(acc.get("test"), 3),
+                          _fmt(g.get("onset")), _fmt((g.get("lead") or {}).get(t)))
+    console.print(table)
+    for r in results:
+        g = geometry.get(r.config.name)
+        if g:
+            pc1 = g.get("pc1_percent") or {}
+            mean = g.get("pc1_mean")
+            per = ", ".join(f"{_short(k)} {v:.0f}" for k, v in pc1.items())
+            console.print(f"{r.config.name}: PC1% of attention trajectories mean {_fmt(mean)} ({per}); "
+                          f"rho {_fmt(g.get('rho'), 3)}")
+    console.print(f"wall time {wall:.1f} s; runs stored under {results[0].path.parent if results[0].path else '-'}")

@@ -1,0 +1,113 @@
+"""Defect onset, lead over grokking and the lead–grok-time power law (SPEC §4).
+
+Two onset detectors over a defect series D(t):
+- `onset_threshold` (P2, the default): first step with D > 10 × baseline and D > 20, baseline = median
+  of the first 3 measurements;
+- `onset_envelope` (P1's dual-task table): rolling max (window 5) of log10 D above a threshold set by the
+  first 25% of the series. See its docstring for how "5×" is read.
+Lead = t_grok − t_onset (positive: the defect rose before grokking); lead fraction = lead / t_grok.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PowerLawFit:
+    """y = 10^intercept · x^alpha fitted by least squares in log10–log10: slope, its standard error, R², n."""
+
+    alpha: float
+    alpha_se: float
+    intercept: float
+    r2: float
+    n: int
+
+
+def _clean(steps, D) -> tuple[np.ndarray, np.ndarray]:
+    steps, D = np.asarray(steps), np.asarray(D, dtype=float)
+    if steps.shape != D.shape:
+        raise ValueError(f"steps {steps.shape} and D {D.shape} differ in shape")
+    order = np.argsort(steps, kind="stable")
+    return steps[order], D[order]
+
+
+def onset_threshold(steps, D, factor: float = 10.0, floor: float = 20.0, n_base: int = 3) -> int | None:
+    """First step with D > factor × median(first `n_base` measurements of D) and D > floor; None if never."""
+    steps, D = _clean(steps, D)
+    if len(D) <= n_base:
+        return None
+    base = float(np.nanmedian(D[:n_base]))
+    hit = np.flatnonzero((D > factor * base) & (D > floor))
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+def onset_envelope(steps, D, window: int = 5, factor: float = 5.0, base_frac: float = 0.25,
+                   center: bool = False) -> int | None:
+    """P1's detector: first step where the rolling max (over `window` measurements) of log10 D exceeds
+    log10(factor × baseline), baseline = median D over the first `base_frac` of the series.
+
+    "5×" multiplies D, not log10 D: the test is max_window log10 D > log10 5 + median(log10 D_first 25%),
+    i.e. the envelope rises to 5× the early defect (the same kind of ratio as the 10× of
+    `onset_threshold`; a multiple of log10 D would depend on D's units and misfire for a baseline < 1).
+    The window trails (causal, as a detector run during training must be): then the first crossing of
+    the envelope is the first crossing of D itself and the window only smooths the reported envelope;
+    `center=True` gives the centred window, which fires up to window//2 measurements earlier."""
+    steps, D = _clean(steps, D)
+    n = len(D)
+    n_base = max(1, int(np.floor(base_frac * n)))
+    if n <= n_base:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logD = np.log10(D)
+    thr = np.log10(factor) + float(np.nanmedian(logD[:n_base]))
+    env = rolling_max(logD, window, center)
+    hit = np.flatnonzero(env > thr)
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+def rolling_max(x: np.ndarray, window: int, center: bool = False) -> np.ndarray:
+    """Max over the last `window` entries (or the centred window), NaN-aware, shortened at the ends."""
+    x = np.asarray(x, dtype=float)
+    n, out = len(x), np.full(len(x), np.nan)
+    for i in range(n):
+        lo, hi = (i - window // 2, i - window // 2 + window) if center else (i - window + 1, i + 1)
+        seg = x[max(lo, 0):min(hi, n)]
+        if np.isfinite(seg).any():
+            out[i] = np.nanmax(seg)
+    return out
+
+
+def lead(t_grok: int | None, t_onset: int | None) -> int | None:
+    """Δt = t_grok − t_onset; None when either is missing."""
+    if t_grok is None or t_onset is None:
+        return None
+    return int(t_grok) - int(t_onset)
+
+
+def lead_fraction(t_grok: int | None, t_onset: int | None) -> float | None:
+    """Lead as a fraction of the grok step, (t_grok − t_onset) / t_grok; None when undefined."""
+    d = lead(t_grok, t_onset)
+    return None if d is None or not t_grok else d / float(t_grok)
+
+
+def fit_power_law(x, y) -> PowerLawFit:
+    """Least squares of log10 y on log10 x over the points with x, y > 0: y ∝ x^alpha, with the slope's
+    standard error sqrt(SSR / (n − 2) / Σ(log x − mean)²) (P2: lead ∝ t_grok^1.27)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    lx, ly = np.log10(x[ok]), np.log10(y[ok])
+    n = len(lx)
+    if n < 3:
+        raise ValueError(f"a power-law fit needs at least 3 positive points, got {n}")
+    sxx = float(((lx - lx.mean()) ** 2).sum())
+    if sxx == 0:
+        raise ValueError("a power-law fit needs at least two distinct x values")
+    alpha = float(((lx - lx.mean()) * (ly - ly.mean())).sum() / sxx)
+    intercept = float(ly.mean() - alpha * lx.mean())
+    resid = ly - (intercept + alpha * lx)
+    ssr, sst = float((resid**2).sum()), float(((ly - ly.mean()) ** 2).sum())
+    return PowerLawFit(alpha=alpha, alpha_se=float(np.sqrt(ssr / (n - 2) / sxx)), intercept=intercept,
+                       r2=1.0 - ssr / sst if sst > 0 else float("nan"), n=n)

@@ -1,0 +1,231 @@
+"""Trajectory PCA (SPEC §4): attention-matrix PCA, full-vector trajectory PCs, the execution basis B.
+
+Two kinds of PCA, as the papers use them:
+- *centred* PCA of vec(W_t − W_0) over the recorded steps of one matrix: PC1% = σ₁²/Σσ², the headline
+  "one direction carries most of the motion" number, and the source of the execution basis B;
+- *uncentred* SVD of Δθ(t) = θ(t) − θ(0) over full snapshots: the directions used to rebuild or delete
+  motion (reconstruction threshold k*, orthogonal deletion).
+
+Flat vectors follow `model.flatten`'s layout (the dict order of `init_params`); snapshots read from a
+safetensors file come back in another key order, so everything here re-orders through `flat_layout`.
+All SVDs run in float64 on the CPU; bases are returned as float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grokscope import model as M
+from grokscope.errors import StoreError
+from grokscope.store import RunDir
+
+
+@dataclass
+class PCAResult:
+    """Centred PCA of one trajectory: PC1 share in percent, top-k explained-variance fractions,
+    unit principal directions [k, D] and the top-k singular values."""
+
+    pc1_percent: float
+    spectrum: np.ndarray  # [k] σᵢ²/Σσ²
+    components: torch.Tensor  # [k, D] unit rows
+    singular_values: np.ndarray  # [k]
+
+
+@dataclass
+class TrajectoryPCs:
+    """Uncentred SVD of Δθ(t) = θ(t) − θ(0) over full snapshots (flat layout of `model.flatten`)."""
+
+    theta0: torch.Tensor  # [P]
+    basis: torch.Tensor  # [P, k] orthonormal columns v_i
+    variance_fraction: np.ndarray  # [k] σᵢ²/Σσ²
+    cumulative: np.ndarray  # [k]
+    steps: np.ndarray  # [S] snapshot steps
+
+
+@dataclass
+class NullResult:
+    """Observed PC1% against a random walk with the same step norms: null mean, std and z-score."""
+
+    observed: float
+    null_mean: float
+    null_std: float
+    z: float
+
+
+def _as_rows(traj: torch.Tensor) -> torch.Tensor:
+    """[T, ...] -> [T, D] float64 on the CPU."""
+    return traj.detach().reshape(traj.shape[0], -1).to("cpu", torch.float64)
+
+
+def matrix_pca(traj: torch.Tensor, k: int = 10) -> PCAResult:
+    """Centred PCA of vec(W_t − W_0) over the T recorded steps of one matrix [T, ...] (SPEC §4)."""
+    X = _as_rows(traj)
+    if X.shape[0] < 2:
+        raise ValueError(f"PCA needs at least 2 snapshots, got {X.shape[0]}")
+    X = X - X[0]
+    X = X - X.mean(0)
+    _, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    var = S.pow(2)
+    total = float(var.sum())
+    frac = (var / total).numpy() if total > 0 else np.zeros(len(var))
+    k = min(k, len(S))
+    return PCAResult(pc1_percent=float(100 * frac[0]), spectrum=frac[:k], components=Vh[:k].float(),
+                     singular_values=S[:k].numpy())
+
+
+def _layer_of(name: str) -> int:
+    parts = name.split(".")
+    return int(parts[1]) if parts[0] == "layers" else -1
+
+
+def attention_pca(run: RunDir, k: int = 10) -> pd.DataFrame:
+    """PC1% and the top-k spectrum (`pc{i}_percent`) of each attention matrix's recorded trajectory."""
+    steps, attn = run.attention_trajectory()
+    rows = []
+    for name, traj in attn.items():
+        res = matrix_pca(traj, k)
+        row = {"name": name, "layer": _layer_of(name), "matrix": name.rsplit(".", 1)[-1],
+               "n_steps": int(traj.shape[0]), "last_step": int(steps[-1])}
+        for i in range(k):
+            row[f"pc{i + 1}_percent"] = float(100 * res.spectrum[i]) if i < len(res.spectrum) else np.nan
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["layer", "name"], kind="stable", ignore_index=True)
+    return df
+
+
+# ---- full parameter vectors --------------------------------------------------------------------
+
+def flat_layout(run: RunDir) -> dict[str, slice]:
+    """Slices of each named parameter in the flat vector of `model.flatten` for this run's model."""
+    cfg = run.config()
+    return M.param_slices(M.init_params(cfg.model, cfg.data, cfg.seed), batched=False)
+
+
+def flatten_snapshots(snaps: dict[str, torch.Tensor], slices: dict[str, slice]) -> torch.Tensor:
+    """{name: [S, ...]} -> [S, P] in the order of `slices` (the flat layout)."""
+    missing = [n for n in slices if n not in snaps]
+    if missing:
+        raise StoreError(f"snapshots lack parameter {missing[0]!r}")
+    return torch.cat([snaps[n].reshape(snaps[n].shape[0], -1) for n in slices], 1)
+
+
+def snapshot_matrix(run: RunDir) -> tuple[np.ndarray, torch.Tensor]:
+    """(steps [S], θ(t) [S, P]) of a run's full snapshots in the flat layout."""
+    steps, snaps = run.snapshots()
+    if len(steps) == 0:
+        raise StoreError(f"{run.path} has no parameter snapshots")
+    return steps.numpy(), flatten_snapshots(snaps, flat_layout(run))
+
+
+def trajectory_pcs(run: RunDir, k: int = 20) -> TrajectoryPCs:
+    """Uncentred SVD of Δθ(t) = θ(t) − θ(0) over a run's snapshots: the top-k directions v_i (SPEC §4)."""
+    steps, theta = snapshot_matrix(run)
+    return trajectory_pcs_from_matrix(theta, k, steps)
+
+
+def trajectory_pcs_from_matrix(theta: torch.Tensor, k: int = 20,
+                               steps: np.ndarray | None = None) -> TrajectoryPCs:
+    """Pure version of `trajectory_pcs` over θ(t) [S, P] (first row = θ₀)."""
+    if theta.shape[0] < 2:
+        raise ValueError(f"trajectory PCs need at least 2 snapshots, got {theta.shape[0]}")
+    X = theta.detach().to("cpu", torch.float64)
+    delta = X[1:] - X[0]  # the first row of Δθ is zero
+    _, S, Vh = torch.linalg.svd(delta, full_matrices=False)
+    var = S.pow(2)
+    frac = (var / var.sum()).numpy() if float(var.sum()) > 0 else np.zeros(len(var))
+    k = min(k, len(S))
+    return TrajectoryPCs(theta0=theta[0].detach().clone(), basis=Vh[:k].T.float().contiguous(),
+                         variance_fraction=frac[:k], cumulative=np.cumsum(frac)[:k],
+                         steps=np.arange(theta.shape[0]) if steps is None else np.asarray(steps))
+
+
+# ---- PC1% over time and against a random walk ----------------------------------------------------
+
+def _pc1_from_gram(K: torch.Tensor) -> float:
+    """PC1% of centred rows from their (uncentred) Gram matrix K = X Xᵀ [t, t]."""
+    t = K.shape[0]
+    H = torch.eye(t, dtype=K.dtype) - 1.0 / t
+    C = H @ K @ H
+    ev = torch.linalg.eigvalsh((C + C.T) / 2).clamp(min=0)
+    total = float(ev.sum())
+    return float(100 * ev[-1] / total) if total > 0 else float("nan")
+
+
+def expanding_pc1(traj: torch.Tensor, min_snapshots: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """PC1% of the first t snapshots for t = min_snapshots..T: (index of the last snapshot used, PC1%)."""
+    X = _as_rows(traj)
+    X = X - X[0]
+    K = X @ X.T
+    T = X.shape[0]
+    idx = np.arange(max(min_snapshots, 2) - 1, T)
+    return idx, np.array([_pc1_from_gram(K[: i + 1, : i + 1]) for i in idx])
+
+
+def random_walk_null(traj: torch.Tensor, n_null: int = 20, seed: int = 0) -> NullResult:
+    """Observed PC1% vs random walks with the same number of steps and per-step norms, random directions."""
+    X = _as_rows(traj)
+    if X.shape[0] < 3:
+        raise ValueError("the random-walk null needs at least 3 snapshots")
+    observed = _pc1_from_gram((X - X[0]) @ (X - X[0]).T)
+    norms = (X[1:] - X[:-1]).norm(dim=1)
+    g = torch.Generator().manual_seed(int(seed))
+    null = []
+    for _ in range(n_null):
+        steps = torch.randn(X.shape[0] - 1, X.shape[1], generator=g, dtype=torch.float64)
+        steps = steps / steps.norm(dim=1, keepdim=True) * norms[:, None]
+        walk = torch.cat([torch.zeros(1, X.shape[1], dtype=torch.float64), steps.cumsum(0)])
+        null.append(_pc1_from_gram(walk @ walk.T))
+    mean, std = float(np.mean(null)), float(np.std(null, ddof=1)) if n_null > 1 else float("nan")
+    z = (observed - mean) / std if std and np.isfinite(std) and std > 0 else float("nan")
+    return NullResult(observed=observed, null_mean=mean, null_std=std, z=z)
+
+
+# ---- the execution basis B and random controls --------------------------------------------------
+
+def exec_basis_from_traj(attn: dict[str, torch.Tensor], slices: dict[str, slice], P: int,
+                         per_matrix: int = 2) -> torch.Tensor:
+    """Top `per_matrix` centred directions of each attention matrix [T, d, d], embedded at that matrix's
+    slice of the flat vector [P] and QR-orthonormalised: B [P, K] (K = 16 for 2 layers × 4 matrices)."""
+    cols = []
+    for name, traj in attn.items():
+        if name not in slices:
+            raise ValueError(f"{name!r} has no slice in the flat layout")
+        sl = slices[name]
+        comps = matrix_pca(traj, per_matrix).components.double()  # [k, d*d]
+        if comps.shape[1] != sl.stop - sl.start:
+            raise ValueError(f"{name!r}: trajectory has {comps.shape[1]} entries, slice {sl.stop - sl.start}")
+        for c in comps:
+            v = torch.zeros(P, dtype=torch.float64)
+            v[sl] = c
+            cols.append(v)
+    if not cols:
+        raise ValueError("no attention matrices to build an execution basis from")
+    Q, _ = torch.linalg.qr(torch.stack(cols, 1))
+    return Q.float().contiguous()
+
+
+def exec_basis(run: RunDir, per_matrix: int = 2, upto: int | None = None) -> torch.Tensor:
+    """The execution basis B [P, K] of a run from its recorded attention trajectory (steps ≤ `upto` if
+    given, e.g. a phase-1 basis)."""
+    steps, attn = run.attention_trajectory()
+    if upto is not None:
+        keep = steps <= upto
+        attn = {k: v[keep] for k, v in attn.items()}
+    if not attn:
+        raise StoreError(f"{run.path} records no attention matrices (an MLP has no execution basis)")
+    slices = flat_layout(run)
+    P = max(s.stop for s in slices.values())
+    return exec_basis_from_traj(attn, slices, P, per_matrix)
+
+
+def random_basis(P: int, K: int, seed: int = 0) -> torch.Tensor:
+    """A random orthonormal basis [P, K] (QR of a Gaussian matrix): the control for B."""
+    g = torch.Generator().manual_seed(int(seed))
+    Q, _ = torch.linalg.qr(torch.randn(P, K, generator=g, dtype=torch.float64))
+    return Q.float().contiguous()

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny configs that train in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grokscope.config import RunConfig, preset
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**overrides) -> RunConfig:
+    """A 1-layer d=32 trunk on p=11 add; overrides as in `preset`."""
+    base = dict(steps=200, eval_every=50, attn_every=50, checkpoint_every=100, defect_every=0,
+                data=dict(p=11, tasks=("add",)), model=dict(d_model=32, n_heads=2, d_ff=64, n_layers=1),
+                optim=dict(batch=64))
+    for k in ("data", "model", "optim"):
+        if k in overrides:
+            base[k] = {**base[k], **overrides.pop(k)}
+    base.update(overrides)
+    return preset("quick", **base)
+
+
+@pytest.fixture
+def tiny() -> RunConfig:
+    return tiny_config()

@@ -1,0 +1,65 @@
+import torch
+
+from grokscope import model as M
+from grokscope.config import preset
+from grokscope.store import RunDir
+from grokscope.train import GrokState, train, update_grok
+
+from conftest import tiny_config
+
+
+def _grok_trace(accs, patience=3):
+    cfg = preset("quick", grok_patience=patience)
+    st = GrokState(torch.zeros(1, 1, dtype=torch.long), torch.full((1, 1), -1), torch.full((1, 1), -1))
+    for i, a in enumerate(accs):
+        st = update_grok(st, torch.tensor([[a]]), torch.tensor([True]), (i + 1) * 100, cfg)
+    return int(st.grok), int(st.grok90)
+
+
+def test_grok_rule_needs_three_consecutive_evals():
+    assert _grok_trace([0.5, 0.99, 0.99, 0.5, 0.99, 0.99, 0.99]) == (700, 200)
+    assert _grok_trace([0.95, 0.97, 0.99, 0.99]) == (-1, 100)
+    assert _grok_trace([0.99, 0.99, 0.99, 0.99]) == (300, 100)
+
+
+def test_metrics_table_and_trajectory(tmp_path):
+    cfg = tiny_config(steps=200, n_snapshots=3)
+    (res,) = train([cfg], tmp_path)
+    df = res.metrics
+    assert list(df.columns) == ["run", "step", "task", "split", "loss", "acc", "weight_norm"]
+    assert sorted(df.step.unique()) == [0, 50, 100, 150, 200]
+    assert set(df.split) == {"train", "test"}
+    run = RunDir(tmp_path / cfg.name)
+    steps, attn = run.attention_trajectory()
+    assert steps.tolist() == [0, 50, 100, 150, 200]
+    assert attn["layers.0.attn.W_Q"].shape == (5, 32, 32)
+    snap_steps, snaps = run.snapshots()
+    assert len(snap_steps) <= cfg.n_snapshots + 1 and snap_steps[0] == 0 and snap_steps[-1] == 200
+    final = run.final_params()
+    assert all(torch.equal(final[k], snaps[k][-1]) for k in final)
+    assert run.summary()["steps_trained"] == 200
+    torch.testing.assert_close(
+        torch.tensor(df[df.step == 200].weight_norm.iloc[0], dtype=torch.float32),
+        M.weight_norm({k: v[None] for k, v in final.items()})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_diverged_run_is_frozen_and_others_go_on():
+    good = tiny_config(optim=dict(name="sgd", lr=0.1, wd=0.0, clip=0.0), seed=1)
+    bad = tiny_config(optim=dict(name="sgd", lr=1e12, wd=0.0, clip=0.0), seed=2)
+    together = train([good, bad])
+    alone = train([good])
+    assert together[1].summary["diverged"] and not together[0].summary["diverged"]
+    assert together[1].summary["steps_trained"] < 200
+    assert together[0].summary["steps_trained"] == 200
+    for k, v in alone[0].params.items():
+        torch.testing.assert_close(together[0].params[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_grokked_run_stops_while_others_continue():
+    # lr=0 never groks; the other run (p=11, easy) is allowed to stop early.
+    runs = train([tiny_config(steps=1500, seed=1), tiny_config(steps=1500, seed=2, optim=dict(lr=0.0))])
+    s0, s1 = runs[0].summary, runs[1].summary
+    assert s1["grok_step"]["add"] is None and s1["steps_trained"] == 1500
+    if s0["grok_step"]["add"] is not None:
+        assert s0["steps_trained"] == s0["grok_step"]["add"] < 1500
+        assert runs[0].metrics.step.max() == s0["grok_step"]["add"]
