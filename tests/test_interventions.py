@@ -20,8 +20,8 @@ torch.set_num_threads(1)
 
 
 def _cfg(**kw):
-    base = dict(steps=120, data=dict(p=11), model=dict(d_model=16, n_heads=2, d_ff=32), defect_every=0,
-                eval_every=20, attn_every=20, checkpoint_every=120)
+    base = dict(steps=80, data=dict(p=11), model=dict(d_model=16, n_heads=2, d_ff=32), defect_every=0,
+                eval_every=20, attn_every=20, checkpoint_every=80)
     base.update(kw)
     return preset("quick", **base)
 

@@ -24,8 +24,9 @@ def _traj(T=12, shape=(5, 5), seed=0, drift=3.0):
     return drift * t * direction + 0.1 * torch.randn(T, *shape, generator=g).cumsum(0)
 
 
-def test_matrix_pca_matches_numpy_svd():
-    traj = _traj()
+@pytest.mark.parametrize("T,shape", [(12, (5, 5)), (30, (3, 3))])  # T < D (Gram route) and T > D (SVD)
+def test_matrix_pca_matches_numpy_svd(T, shape):
+    traj = _traj(T=T, shape=shape)
     res = matrix_pca(traj, k=4)
     X = traj.reshape(len(traj), -1).double().numpy()
     X = X - X[0]

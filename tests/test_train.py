@@ -37,6 +37,9 @@ def test_metrics_table_and_trajectory(tmp_path):
     assert len(snap_steps) <= cfg.n_snapshots + 1 and snap_steps[0] == 0 and snap_steps[-1] == 200
     final = run.final_params()
     assert all(torch.equal(final[k], snaps[k][-1]) for k in final)
+    init = M.init_params(cfg.model, cfg.data, cfg.seed)
+    assert all(torch.equal(init[k], snaps[k][0]) for k in init)  # snapshots are copies, not live views
+    assert not torch.equal(attn["layers.0.attn.W_Q"][0], attn["layers.0.attn.W_Q"][-1])
     assert run.summary()["steps_trained"] == 200
     torch.testing.assert_close(
         torch.tensor(df[df.step == 200].weight_norm.iloc[0], dtype=torch.float32),

@@ -76,6 +76,7 @@ class RunConfig:
     defect_every: int = 0  # inline commutator defect every N steps (0: off)
     defect_draws: int = 3
     preset: str = "custom"
+    tag: str = ""  # appended to the run name: tells apart runs that differ only in an intervention, say
 
     @property
     def split_seed(self) -> int:
@@ -94,7 +95,7 @@ class RunConfig:
         o = self.optim
         return (
             f"{'+'.join(self.data.tasks)}-p{self.data.p}-{self.model.kind}"
-            f"-wd{o.wd:g}-lr{o.lr:g}-s{self.seed}"
+            f"-wd{o.wd:g}-lr{o.lr:g}-s{self.seed}" + (f"-{self.tag}" if self.tag else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +107,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
-        data = DataConfig(**{**d.pop("data", {}), "tasks": tuple(d.get("data", {}).get("tasks", ("add",)))})
+        raw = dict(d.pop("data", {}))
+        data = DataConfig(**{**raw, "tasks": tuple(raw.get("tasks", ("add",)))})
         model = ModelConfig(**d.pop("model", {}))
         optim = OptimConfig(**d.pop("optim", {}))
         known = {f.name for f in fields(cls)}
@@ -117,7 +119,7 @@ class RunConfig:
 
 
 # Fields that may differ between runs of one batched program.
-PER_RUN_FIELDS = ("seed", "data_seed", "steps", "checkpoint_every", "preset")
+PER_RUN_FIELDS = ("seed", "data_seed", "steps", "checkpoint_every", "preset", "tag")
 PER_RUN_OPTIM = ("lr", "wd", "clip", "beta1", "beta2", "eps", "momentum")
 
 

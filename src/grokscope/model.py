@@ -200,6 +200,16 @@ def unflatten(vec: torch.Tensor, like: Params) -> Params:
     return out
 
 
+def unflatten_views(vec: torch.Tensor, like: Params) -> Params:
+    """Like `unflatten`, but every tensor is a view into `vec` (writes to `vec` show through)."""
+    out, i = {}, 0
+    for k, v in like.items():
+        n = v[0].numel()
+        out[k] = vec[:, i:i + n].view((vec.shape[0],) + v.shape[1:])
+        i += n
+    return out
+
+
 def param_slices(params: Params, batched: bool = True) -> dict[str, slice]:
     """Where each named parameter lives in the flat vector of `flatten`."""
     out, i = {}, 0

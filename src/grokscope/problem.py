@@ -89,6 +89,14 @@ class Problem:
 
         return torch.func.grad(total, has_aux=True)(params)
 
+    def flat_grads(self, flat: torch.Tensor, like: Params, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-run gradient [R, P] with respect to the flat parameter vector `flat` (layout of `like`)."""
+
+        def total(v: torch.Tensor) -> torch.Tensor:
+            return self.loss(M.unflatten_views(v, like), pairs, targets).sum()
+
+        return torch.func.grad(total)(flat)
+
     @torch.no_grad()
     def evaluate(self, params: Params, splits: tuple[str, ...] = ("train", "test"),
                  chunk: int = 1 << 16) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

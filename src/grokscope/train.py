@@ -82,15 +82,15 @@ class _Recorder:
         out.update({f"snap.{k}": torch.stack(v) for k, v in self.snaps.items()})
         return out
 
-    def load(self, run: RunDir, upto: int) -> None:
+    def load(self, run: RunDir, upto: int, probe_names: list[str]) -> None:
         """Refill from a run directory, dropping anything written after checkpoint step `upto`."""
         if run.has_table("metrics"):
             df = run.metrics()
             self.rows = df[df.step <= upto].to_dict("records")
-        for f in run.path.glob("*.parquet"):
-            if f.stem != "metrics":
-                df = run.table(f.stem)
-                self.probe_rows[f.stem] = df[df.step <= upto].to_dict("records")
+        for name in probe_names:
+            if run.has_table(name):
+                df = run.table(name)
+                self.probe_rows[name] = df[df.step <= upto].to_dict("records")
         if run.file("trajectory.safetensors").exists():
             t, _ = run.trajectory()
             keep = t["attn_steps"] <= upto
@@ -99,6 +99,11 @@ class _Recorder:
             keep = t["snap_steps"] <= upto
             self.snap_steps = t["snap_steps"][keep].tolist()
             self.snaps = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("snap.")}
+
+
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy that never aliases the live parameters (`.cpu()` of a CPU tensor is the tensor itself)."""
+    return t.detach().to("cpu", copy=True)
 
 
 class GrokState(NamedTuple):
@@ -182,8 +187,14 @@ class _Loop:
         cfgs, dev, R, T = problem.cfgs, problem.device, problem.R, len(problem.tasks)
         self.base = cfgs[0]
         self.hp = _hyper(cfgs, dev)
-        self.params = problem.init_params()
-        self.state = init_state(self.base.optim.name, self.params)
+        # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
+        # is a handful of fused elementwise ops whatever the number of parameter tensors.
+        init = problem.init_params()
+        self.flat = M.flatten(init)
+        self.params = M.unflatten_views(self.flat, init)
+        self.flat_state = init_state(self.base.optim.name, {"theta": self.flat})
+        self.state = {f"{k.split('.')[0]}.{name}": v for k, flat in self.flat_state.items()
+                      for name, v in M.unflatten_views(flat, init).items()}
         self.budget = torch.tensor([c.steps for c in cfgs], device=dev)
         self.max_steps = max(c.steps for c in cfgs)
         self.consec = torch.zeros(R, T, dtype=torch.int64, device=dev)
@@ -222,7 +233,7 @@ class _Loop:
             done = bool(meta["diverged"]) or (cfg.stop_on_grok and bool((self.grok[r] >= 0).all())) or s >= cfg.steps
             self.stopped[r] = done
             self.stop_step[r] = int(meta["stop_step"]) if done and meta["stop_step"] >= 0 else (s if done else -1)
-            self.rec[r].load(d, s)
+            self.rec[r].load(d, s, [p.name for p in self.probes])
 
     def _checkpoint(self, step: int) -> None:
         if self.dirs is None:
@@ -295,11 +306,11 @@ class _Loop:
             if s % self.base.attn_every == 0:
                 rec.attn_steps.append(s)
                 for k in self.attn_names:
-                    rec.attn.setdefault(k, []).append(self.params[k][r].cpu())
+                    rec.attn.setdefault(k, []).append(_host_copy(self.params[k][r]))
             if s % self.base.snapshot_every == 0 or host["newly"][r]:
                 rec.snap_steps.append(s)
                 for k, v in self.params.items():
-                    rec.snaps.setdefault(k, []).append(v[r].cpu())
+                    rec.snaps.setdefault(k, []).append(_host_copy(v[r]))
         for probe in self.probes:
             if s % probe.every == 0 and host["logged"].any():
                 for row in probe.measure(pb, self.params, s):
@@ -332,11 +343,10 @@ class _Loop:
                     break
             active = (~self.stopped) & (self.resumed_at <= s) & (s < self.budget)
             pairs, targets = pb.minibatch(s)
-            grads, _ = pb.grads(self.params, pairs, targets)
-            grads = clip_grads(grads, self.hp.clip)
+            g = clip_grads({"theta": pb.flat_grads(self.flat, self.params, pairs, targets)}, self.hp.clip)
             if self.grad_transform is not None:
-                grads = self.grad_transform(s, self.params, grads)
-            step_fn(self.params, grads, self.state, self.hp, s + 1, active)
+                g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
+            step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
             s += 1
         return self._results(s)
 
@@ -346,7 +356,7 @@ class _Loop:
             rec = self.rec[r]
             tables = {k: pd.DataFrame(v) for k, v in rec.probe_rows.items()}
             out.append(RunResult(cfg, self._summary(r, step), pd.DataFrame(rec.rows),
-                                 {k: v[r].detach().cpu() for k, v in self.params.items()}, tables,
+                                 {k: _host_copy(v[r]) for k, v in self.params.items()}, tables,
                                  self.dirs[r].path if self.dirs is not None else None))
         return out
 

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from grokscope import model as M
+from grokscope.errors import StoreError
 from grokscope.problem import Params, Problem
 from grokscope.store import RunDir
 
@@ -100,10 +101,12 @@ def make_hvp(problem: Problem, params: Params, pairs: torch.Tensor, targets: tor
 @dataclass
 class LanczosResult:
     """Ritz values of an m-step Lanczos run per run: `ritz` [R, m] ascending; `bottom` [R, k] the k
-    smallest (ascending), `top` [R, k] the k largest (descending); `*_residual` the residual norms
-    ‖H y − θ y‖ = |β_m s_m| of those Ritz pairs; `*_vectors` [R, k, P] when asked for."""
+    smallest (ascending), `top` [R, k] the k largest (descending); `residual` [R, m] and `*_residual`
+    the residual norms ‖H y − θ y‖ = |β_m s_m| of the Ritz pairs (each Ritz value lies within its
+    residual of a true eigenvalue); `*_vectors` [R, k, P] when asked for."""
 
     ritz: torch.Tensor
+    residual: torch.Tensor
     bottom: torch.Tensor
     top: torch.Tensor
     bottom_residual: torch.Tensor
@@ -167,12 +170,13 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vecto
             beta[dead.cpu(), j] = 0.0
         q = w / w.norm(dim=1, keepdim=True)
 
-    T = torch.diag_embed(alpha) + torch.diag_embed(beta[:, : m - 1], 1) + torch.diag_embed(beta[:, : m - 1], -1)
+    off = beta[:, : m - 1]
+    T = torch.diag_embed(alpha) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     theta, S = torch.linalg.eigh(T)  # ascending
     resid = (beta[:, m - 1 : m] * S[:, m - 1, :]).abs()
     lo, hi = torch.arange(k), torch.arange(m - 1, m - 1 - k, -1)
-    res = LanczosResult(ritz=theta, bottom=theta[:, lo], top=theta[:, hi], bottom_residual=resid[:, lo],
-                        top_residual=resid[:, hi], iters=m)
+    res = LanczosResult(ritz=theta, residual=resid, bottom=theta[:, lo], top=theta[:, hi],
+                        bottom_residual=resid[:, lo], top_residual=resid[:, hi], iters=m)
     if vectors:
         Sd = S.to(device=Q.device, dtype=dtype)
         res.bottom_vectors = torch.einsum("rjp,rjk->rkp", Q, Sd[:, :, lo])
@@ -237,13 +241,19 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
                     device: str = "cpu", batch_checkpoints: int = 8, subspace: bool = True,
                     mode: str = "rev", seed: int = 0) -> pd.DataFrame:
     """Hessian spectrum of a run at ≤ n_checkpoints snapshots for the total loss and each task's loss:
-    one row per (step, loss) with lambda_min, lambda_max, bottom, top, exec_curv, perp_curv (module doc).
-    `batch_checkpoints` snapshots × all losses go on the run axis of one batched Lanczos."""
+    one row per (step, loss), in step order, with lambda_min, lambda_max, bottom, top, exec_curv,
+    perp_curv (see the module doc). `batch_checkpoints` snapshots × all losses share the run axis of
+    one batched Lanczos."""
+    from grokscope.geometry.pca import flat_layout
+
     cfg = run.config()
     problem = Problem([cfg], device)
     tasks = problem.tasks
-    losses = ["total"] + (list(tasks) if len(tasks) > 1 else [])
-    steps, snaps = run.snapshots()
+    losses = ["total"] + (list(tasks) if len(tasks) > 1 else [])  # one task: its loss is the total
+    steps, stored = run.snapshots()
+    if len(steps) == 0:
+        raise StoreError(f"{run.path} has no parameter snapshots")
+    snaps = {name: stored[name] for name in flat_layout(run)}  # the flat layout's order, not the file's
     idx = checkpoint_indices(len(steps), n_checkpoints)
     pairs1, targets1 = hessian_sample(problem, n_samples)
     basis = _exec_basis(run) if subspace else None
@@ -252,7 +262,6 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
         if basis.shape[1] == 0:
             basis = None
     weights1 = torch.stack([loss_weights(tasks, name) for name in losses]).to(problem.device)
-    gen = torch.Generator().manual_seed(seed)
     rows = []
     for c0 in range(0, len(idx), max(1, batch_checkpoints)):
         chunk = idx[c0 : c0 + max(1, batch_checkpoints)]
@@ -266,7 +275,9 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
         with torch.no_grad():
             value = weighted_loss(problem, params, pairs, targets, weights)
         P = M.flatten(params).shape[1]
-        v0 = torch.randn(R, P, generator=gen).to(problem.device)
+        # one start vector per checkpoint (seeded by its index), shared by its losses, whatever the batching
+        v0 = torch.stack([torch.randn(P, generator=torch.Generator().manual_seed(seed * 7919 + int(i)))
+                          for i in sel]).to(problem.device)
         full = lanczos(hvp, v0, iters, k, seed=seed)
         ex = pp = None
         if basis is not None:
@@ -287,12 +298,13 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
                 "lambda_min_residual": float(full.bottom_residual[r, 0]),
                 "loss_value": float(value[r]),
             })
-    return pd.DataFrame(rows).sort_values(["loss", "step"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows)
 
 
 def summarize_hessian(df: pd.DataFrame) -> dict:
     """Curvature depth per loss: lambda_min = min over checkpoints, the step where it occurs, top
-    eigenvalue and exec/perp curvature at that checkpoint, and the largest lambda_max seen."""
+    eigenvalue and exec/perp curvature at that checkpoint, and the largest lambda_max seen; `depth` is
+    the total loss's lambda_min (a single-task run has only 'total', which is its task's loss)."""
     out: dict = {}
     for name, g in df.groupby("loss", sort=False):
         at = g.loc[g["lambda_min"].idxmin()]

@@ -119,7 +119,7 @@ def commutator_direction(draws: int = 3) -> DirectionFn:
 
 
 def random_direction(seed: int = 0) -> DirectionFn:
-    """Gaussian directions [R, P], reproducible per (seed, step, run)."""
+    """Gaussian directions [R, P], reproducible per (seed, step, row of the batch)."""
 
     def fn(problem: Problem, params: Params, step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
@@ -145,12 +145,12 @@ def kick_transform(problem: Problem, amplitude: torch.Tensor | Sequence[float] |
         if is_kick(step) and "prev" in state:
             theta = M.flatten(params)
             a = _per_run(amplitude, theta.shape[0], theta)
-            step_norm = (theta - state.pop("prev")).norm(dim=1)
-            d = direction(problem, params, step).to(theta.device, theta.dtype)
-            d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            kick = (a * step_norm)[:, None] * d
-            for k, v in M.unflatten(kick, params).items():
-                params[k].add_(v)
+            size = a * (theta - state.pop("prev")).norm(dim=1)  # a × ‖previous update‖, 0 for frozen runs
+            if bool((size > 0).any()):
+                d = direction(problem, params, step).to(theta.device, theta.dtype)
+                d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                for k, v in M.unflatten(size[:, None] * d, params).items():
+                    params[k].add_(v)
         if is_kick(step + 1):
             state["prev"] = M.flatten(params).clone()
         return grads

@@ -35,7 +35,8 @@ from grokscope.tasks import make_split
 from grokscope.train import Probe, RunResult, train
 
 __all__ = [
-    "output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg", "project_to_zero_loss",
+    "output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg",
+    "project_to_zero_loss",
     "replay_sgd", "cosine", "tangent_probe", "MLPExperiment", "mlp_configs", "run_mlp", "mlp_summary",
     "decoupled_R", "decoupled_readout", "decoupled_grad", "fourier_norms", "DecoupledConfig",
     "simulate_decoupled", "toy_linear", "toy_linear_limit", "toy_three", "toy_three_limit", "run_toys",
@@ -65,15 +66,16 @@ def output_jacobian(model: ModelConfig, data: DataConfig, params: Params, pairs:
     return torch.stack([torch.func.jacrev(f)(flat[r], pairs[r]) for r in range(flat.shape[0])])
 
 
-def tangent_projection_dense(J: torch.Tensor, v: torch.Tensor, rcond: float = 1e-9) -> torch.Tensor:
-    """(I − J⁺J) v for each run: v [R, P] minus its projection on the row space of J [R, M, P]
-    (singular values below rcond·σ_max count as zero)."""
+def tangent_projection_dense(J: torch.Tensor, v: torch.Tensor, rcond: float = 1e-6) -> torch.Tensor:
+    """(I − J⁺J) v for each run: v [R, P] minus its projection Jᵀ(JJᵀ)⁺Jv on the row space of J [R, M, P],
+    via the eigen-decomposition of the Gram JJᵀ (singular values below rcond·σ_max count as zero)."""
     out = []
-    for Jr, vr in zip(J, v):
-        _, S, Vh = torch.linalg.svd(Jr.to(torch.float64), full_matrices=False)
-        V = Vh[S > rcond * S[0]] if S.numel() and S[0] > 0 else Vh[:0]
-        vr = vr.to(torch.float64)
-        out.append(vr - V.T @ (V @ vr))
+    for Jr, vr in zip(J.to(torch.float64), v.to(torch.float64), strict=True):
+        lam, U = torch.linalg.eigh(Jr @ Jr.T)
+        keep = lam > (rcond ** 2) * lam[-1].clamp_min(1e-300)
+        U, lam = U[:, keep], lam[keep]
+        c = U @ ((U.T @ (Jr @ vr)) / lam)
+        out.append(vr - Jr.T @ c)
     return torch.stack(out)
 
 
@@ -184,8 +186,8 @@ def replay_sgd(problem: Problem, params: Params, step: int, horizon: int = 10) -
     return {k: p[k] - params[k] for k in p}
 
 
-def tangent_probe(every: int = 100, horizon: int = 10, project_steps: int = 100, project_momentum: float = 0.9,
-                  rcond: float = 1e-9) -> Probe:
+def tangent_probe(every: int = 100, horizon: int = 10, project_steps: int = 100,
+                  project_momentum: float = 0.9, rcond: float = 1e-6) -> Probe:
     """In-loop probe: cos(Δθ over `horizon` steps, g̃) with g̃ = (I − J⁺J)(−θ*) at the projection θ* of θ
     onto the zero-loss set (dense J of all training outputs: for the small MLP)."""
 
@@ -224,9 +226,9 @@ class MLPExperiment:
     train_frac: float = 0.9
     lr: float = 1.0
     wd: float = 1e-4
-    steps: int = 20_000
+    steps: int = 30_000
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    every: int = 100
+    every: int = 500
     horizon: int = 10
     project_steps: int = 100
     project_momentum: float = 0.9
@@ -242,7 +244,7 @@ def mlp_configs(exp: MLPExperiment) -> list[RunConfig]:
         model=ModelConfig(kind="mlp", width=exp.width),
         optim=OptimConfig(name="sgd", lr=exp.lr, wd=exp.wd, clip=0.0, momentum=0.0, batch=None),
         seed=s, steps=exp.steps, eval_every=exp.eval_every, attn_every=exp.eval_every,
-        checkpoint_every=max(exp.eval_every, exp.steps - exp.steps % exp.eval_every),
+        checkpoint_every=max(exp.eval_every, 2000 - 2000 % exp.eval_every),
         stop_on_grok=False, preset="p3-mlp")) for s in exp.seeds]
 
 
@@ -253,7 +255,21 @@ def memorisation_step(metrics: pd.DataFrame, acc: float = 1.0) -> int | None:
     return int(hit.index[0]) if len(hit) else None
 
 
-def mlp_summary(results: list[RunResult], table: str = "normmin") -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _window_mean(df: pd.DataFrame, lo: float | None, hi: float | None) -> float:
+    """Mean tangent cosine over probe steps in [lo, hi) (NaN when a bound is unknown or nothing falls in)."""
+    if lo is None or hi is None:
+        return float("nan")
+    sel = df[(df.step >= lo) & (df.step < hi)].cos_tangent
+    return float(sel.mean()) if len(sel) else float("nan")
+
+
+def _first_step(d: pd.DataFrame, thr: float) -> int | None:
+    hit = d[d.test_acc >= thr]
+    return int(hit.step.iloc[0]) if len(hit) else None
+
+
+def mlp_summary(results: list[RunResult], table: str = "normmin"
+                ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Join each run's tangent-cosine rows with its metrics and say where the cosine peaks relative to
     memorisation (train acc 100%) and grokking (test acc >= 98% for 3 evals; also first >= 90%)."""
     frames, rows = [], []
@@ -276,18 +292,15 @@ def mlp_summary(results: list[RunResult], table: str = "normmin") -> tuple[pd.Da
         smooth = df.cos_tangent.rolling(5, center=True, min_periods=1).mean()
         i = int(np.nanargmax(smooth.to_numpy()))
         t_peak = int(df.step.iloc[i])
-        def window(lo: float, hi: float) -> float:
-            sel = df[(df.step >= lo) & (df.step < hi)].cos_tangent
-            return float(sel.mean()) if len(sel) else float("nan")
         inf = float("inf")
         rows.append({
             "seed": res.config.seed, "mem_step": t_mem, "grok_step": t_grok, "grok_step_90": t_grok90,
             "peak_step": t_peak, "peak_cos": float(smooth.iloc[i]),
             "peak_between_mem_and_grok": bool(t_mem is not None and t_grok is not None
                                               and t_mem <= t_peak <= t_grok),
-            "cos_before_mem": window(0, t_mem if t_mem is not None else inf),
-            "cos_mem_to_grok": window(t_mem, t_grok) if t_mem is not None and t_grok is not None else float("nan"),
-            "cos_after_grok": window(t_grok, inf) if t_grok is not None else float("nan"),
+            "cos_before_mem": _window_mean(df, 0, t_mem if t_mem is not None else inf),
+            "cos_mem_to_grok": _window_mean(df, t_mem, t_grok),
+            "cos_after_grok": _window_mean(df, t_grok, inf),
             "norm_at_mem": float(wn.get(t_mem, float("nan"))) if t_mem is not None else float("nan"),
             "norm_at_grok": float(wn.get(t_grok, float("nan"))) if t_grok is not None else float("nan"),
             "norm_final": float(wn.iloc[-1]),
@@ -386,8 +399,8 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
     Xtr, Ytr, Xte, yte = _decoupled_data(cfg)
     dt = getattr(torch, cfg.dtype)
     Xtr, Ytr, Xte = Xtr.to(dt), Ytr.to(dt), Xte.to(dt)
-    W1 = torch.stack([torch.randn(cfg.p, cfg.width, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
-                      for s in cfg.seeds]).to(dt) * cfg.init_std
+    W1 = torch.stack([torch.randn(cfg.p, cfg.width, generator=torch.Generator().manual_seed(s),
+                                  dtype=torch.float64) for s in cfg.seeds]).to(dt) * cfg.init_std
     re0, im0 = fourier_norms(W1)
     rows = []
     for step in range(cfg.steps + 1):
@@ -419,9 +432,8 @@ def decoupled_summary(sim: dict[str, Any], chance_margin: float = 2.0, top: int 
     for r, s in enumerate(cfg.seeds):
         d = h[h.seed == s].sort_values("step")
         near = d[d.test_acc <= chance_margin * chance]
-        first = lambda thr: (int(d[d.test_acc >= thr].step.iloc[0]) if (d.test_acc >= thr).any() else None)  # noqa: E731
         row = {"seed": s, "last_chance_step": int(near.step.max()) if len(near) else None,
-               "first_90_step": first(0.9), "first_100_step": first(1.0 - 1e-12),
+               "first_90_step": _first_step(d, 0.9), "first_100_step": _first_step(d, 1.0 - 1e-12),
                "test_acc_final": float(d.test_acc.iloc[-1]), "w1_norm_final": float(d.w1_norm.iloc[-1]),
                "w2_norm_final": float(d.w2_norm.iloc[-1])}
         for tag in ("init", "final"):
@@ -493,13 +505,15 @@ def toy_three(lams: tuple[float, ...] = (0.01, 0.1, 0.2), w0: tuple[float, float
     return _toy(_toy_grad_three, w0, lams, lr, steps, record_every)
 
 
-def _toy_rows(name: str, res: dict[str, Any], limit: Callable[[float], np.ndarray]) -> list[dict[str, Any]]:
+def _toy_rows(name: str, res: dict[str, Any], limit: Callable[[float], np.ndarray],
+              grad: Callable) -> list[dict[str, Any]]:
     rows = []
     for i, lam in enumerate(res["lams"]):
         w, loss = res["w"][i], res["fit_loss"][i]
         star = limit(float(lam))
+        loss_star = float(grad(star[None], np.array([lam]))[1][0])
         dist = np.linalg.norm(w - star, axis=-1)
-        fit = np.flatnonzero(loss < 1e-2)
+        fit = np.flatnonzero(np.abs(loss - loss_star) < 1e-2)
         near = np.flatnonzero(dist < 1e-2)
         rows.append({"model": name, "lam": float(lam), "w_final": w[-1].round(6).tolist(),
                      "limit": star.round(6).tolist(), "dist_final": float(dist[-1]),
@@ -510,12 +524,13 @@ def _toy_rows(name: str, res: dict[str, Any], limit: Callable[[float], np.ndarra
 
 
 def run_toys(lams: tuple[float, ...] = (0.01, 0.1, 0.2), steps: int | None = None) -> dict[str, Any]:
-    """Both toys for every λ; rows: final w, analytic limit, step the fit is reached (squared error < 1e-2)
-    and the step w comes within 1e-2 of the limit."""
+    """Both toys for every λ; rows: final w, analytic limit, the step the fit is reached (squared error
+    within 1e-2 of its value at the limit) and the step w comes within 1e-2 of the limit."""
     t0 = time.perf_counter()
     lin = toy_linear(lams, **({"steps": steps} if steps else {}))
     three = toy_three(lams, **({"steps": steps} if steps else {}))
-    rows = _toy_rows("linear", lin, toy_linear_limit) + _toy_rows("three", three, toy_three_limit)
+    rows = (_toy_rows("linear", lin, toy_linear_limit, _toy_grad_linear)
+            + _toy_rows("three", three, toy_three_limit, _toy_grad_three))
     return {"linear": lin, "three": three, "rows": rows, "wall_s": time.perf_counter() - t0}
 
 
@@ -604,14 +619,16 @@ def run_tangent_cosine(run: RunDir, opts: RunTangentConfig = RunTangentConfig())
         at = theta
         if opts.project_steps > 0:
             sub = Problem([pb.cfgs[0]] * R)
-            at, _ = project_to_zero_loss(sub, theta, opts.project_steps, opts.project_lr, opts.project_momentum)
+            at, _ = project_to_zero_loss(sub, theta, opts.project_steps, opts.project_lr,
+                                         opts.project_momentum)
         flat = M.flatten(at)
         gt, info = tangent_projection_cg(pb.model, pb.data, at, sub_pairs.expand(R, -1, -1), -flat,
                                          opts.cg_iters, opts.cg_tol)
         cos_t = cosine(delta, gt)
         cos_d = cosine(delta, -M.flatten(theta))
         for j, i in enumerate(ch):
-            rows.append({"step": int(steps[i]), "next_step": int(steps[i + 1]), "cos_tangent": float(cos_t[j]),
+            rows.append({"step": int(steps[i]), "next_step": int(steps[i + 1]),
+                         "cos_tangent": float(cos_t[j]),
                          "cos_decay": float(cos_d[j]), "tangent_frac": float(gt[j].norm() / flat[j].norm()),
                          "cg_residual": float(info["residual"][j]), "cg_iters": int(info["iters"][j]),
                          "weight_norm": float(flat[j].norm())})

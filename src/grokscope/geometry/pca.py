@@ -68,13 +68,30 @@ def matrix_pca(traj: torch.Tensor, k: int = 10) -> PCAResult:
         raise ValueError(f"PCA needs at least 2 snapshots, got {X.shape[0]}")
     X = X - X[0]
     X = X - X.mean(0)
-    _, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    S, Vh = _svd_rows(X, k)
     var = S.pow(2)
     total = float(var.sum())
     frac = (var / total).numpy() if total > 0 else np.zeros(len(var))
     k = min(k, len(S))
     return PCAResult(pc1_percent=float(100 * frac[0]), spectrum=frac[:k], components=Vh[:k].float(),
                      singular_values=S[:k].numpy())
+
+
+def _svd_rows(X: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All singular values of X [T, D] and its top-k right singular vectors [k, D]. With T ≪ D (few
+    snapshots of a large matrix) this goes through the T × T Gram matrix, which is much cheaper than a
+    full SVD; it falls back to the SVD when a wanted direction is numerically degenerate."""
+    T, D = X.shape
+    if T < D:
+        ev, U = torch.linalg.eigh(X @ X.T)
+        ev, U = ev.flip(0).clamp(min=0), U.flip(1)
+        S = ev.sqrt()
+        k = min(k, T)
+        if k and S[k - 1] > 1e-6 * S[0]:
+            V = (U[:, :k].T @ X) / S[:k, None]
+            return S, V / V.norm(dim=1, keepdim=True)
+    _, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    return S, Vh[:k]
 
 
 def _layer_of(name: str) -> int:

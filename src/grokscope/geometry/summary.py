@@ -38,7 +38,7 @@ def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dic
     except StoreError:  # no attention matrices (MLP)
         basis = None
     res = commutator_defect(problem, params, step=int(steps[-1]), draws=draws, basis=basis)
-    out = {"step": int(steps[-1]), "defect_final": _num(res.defect[0])}
+    out = {"defect_final_step": int(steps[-1]), "defect_final": _num(res.defect[0])}
     for k in ("rho", "rho_random", "proj_ratio"):
         v = getattr(res, k)
         out[k] = _num(v[0]) if v is not None else None

@@ -1,0 +1,5 @@
+"""`python -m grokscope` = the `grokscope` command."""
+
+from grokscope.cli import main
+
+raise SystemExit(main())

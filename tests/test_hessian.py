@@ -1,0 +1,193 @@
+"""Curvature depth: HVPs against dense Hessians, batched Lanczos against eigvalsh, and the run analysis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from grokscope import model as M
+from grokscope.config import preset
+from grokscope.geometry.hessian import (
+    analyze_hessian,
+    checkpoint_indices,
+    complement_lanczos,
+    hessian_sample,
+    lanczos,
+    loss_weights,
+    make_hvp,
+    subspace_curvature,
+    summarize_hessian,
+)
+from grokscope.problem import Problem
+from grokscope.store import RunDir
+from grokscope.train import train
+
+TASKS = ("add", "mul")
+
+
+def _cfg(seed: int):
+    return preset("quick", seed=seed, data=dict(p=7, tasks=TASKS),
+                  model=dict(d_model=4, n_heads=1, d_ff=8, n_layers=1), optim=dict(batch=64))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Two runs of a dual-task trunk (p=7, d=4) in float64, their Hessian sample and dense Hessians
+    (torch.func.hessian, one run at a time) of the total loss."""
+    problem = Problem([_cfg(0), _cfg(3)])
+    params = {k: v.double() for k, v in problem.init_params().items()}
+    pairs, targets = hessian_sample(problem, 512)
+    theta = M.flatten(params)
+    H = []
+    for r in range(problem.R):
+        like = {k: v[r:r + 1] for k, v in params.items()}
+
+        def f(th, r=r, like=like):
+            return problem.loss(M.unflatten(th[None], like), pairs[r:r + 1], targets[r:r + 1])[0]
+
+        H.append(torch.func.hessian(f)(theta[r]))
+    H = torch.stack(H)  # symmetric up to the float32 log_softmax inside model.per_task_loss (~1e-7)
+    return problem, params, pairs, targets, (H + H.transpose(1, 2)) / 2
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _dense_matvec(H: torch.Tensor):
+    return lambda v: torch.einsum("rpq,rq->rp", H, v)
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_hvp_equals_dense_hessian_times_v(tiny, mode):
+    problem, params, pairs, targets, H = tiny
+    v = torch.randn(M.flatten(params).shape, generator=_gen(1), dtype=torch.float64)
+    hv = make_hvp(problem, params, pairs, targets, mode=mode)(v)
+    want = torch.einsum("rpq,rq->rp", H, v)
+    assert hv.shape == v.shape and hv.dtype == torch.float64
+    torch.testing.assert_close(hv, want, rtol=1e-6, atol=1e-6 * want.abs().max().item())
+
+
+def test_lanczos_full_krylov_equals_eigvalsh(tiny):
+    """With as many steps as dimensions, every reported Ritz value is an eigenvalue (full re-orth)."""
+    *_, H = tiny
+    ev = torch.linalg.eigvalsh(H)
+    v0 = torch.randn(H.shape[:2], generator=_gen(2), dtype=torch.float64)
+    res = lanczos(_dense_matvec(H), v0, iters=H.shape[1], k=5)
+    torch.testing.assert_close(res.bottom, ev[:, :5], rtol=1e-4, atol=0)
+    torch.testing.assert_close(res.top, ev[:, -5:].flip(1), rtol=1e-4, atol=0)
+
+
+def test_lanczos_25_hvps_find_extreme_eigenvalues(tiny):
+    """25 steps of batched Lanczos on real HVPs: λ_min and λ_max within 1e-4 (relative) of eigvalsh, and
+    every Ritz value within its residual norm of a true eigenvalue (the a-posteriori bound)."""
+    problem, params, pairs, targets, H = tiny
+    ev = torch.linalg.eigvalsh(H)
+    v0 = torch.randn(H.shape[:2], generator=_gen(3), dtype=torch.float64)
+    res = lanczos(make_hvp(problem, params, pairs, targets), v0, iters=25, k=5)
+    assert res.bottom.shape == res.top.shape == (2, 5)
+    assert (res.bottom[:, :-1] <= res.bottom[:, 1:]).all() and (res.top[:, :-1] >= res.top[:, 1:]).all()
+    torch.testing.assert_close(res.lambda_min, ev[:, 0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(res.lambda_max, ev[:, -1], rtol=1e-4, atol=0)
+    for ritz, resid in ((res.bottom, res.bottom_residual), (res.top, res.top_residual)):
+        gap = (ritz[:, :, None] - ev[:, None, :]).abs().min(-1).values
+        assert (gap <= resid + 1e-7 * ev.abs().max()).all()
+
+
+def test_lanczos_batched_equals_per_run(tiny):
+    *_, H = tiny
+    v0 = torch.randn(H.shape[:2], generator=_gen(4), dtype=torch.float64)
+    both = lanczos(_dense_matvec(H), v0, iters=20, k=4)
+    for r in range(H.shape[0]):
+        one = lanczos(_dense_matvec(H[r:r + 1]), v0[r:r + 1], iters=20, k=4)
+        torch.testing.assert_close(both.bottom[r], one.bottom[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(both.top[r], one.top[0], rtol=1e-10, atol=1e-12)
+
+
+def test_lanczos_restarts_on_breakdown():
+    """A spectrum with 3 distinct values makes the Krylov space invariant after 3 steps: Lanczos must
+    restart, not divide by zero, and report only true eigenvalues."""
+    vals = torch.tensor([1.0] * 10 + [2.0] * 10 + [5.0] * 10 + [-3.0] * 2, dtype=torch.float64)
+    Qm, _ = torch.linalg.qr(torch.randn(32, 32, generator=_gen(5), dtype=torch.float64))
+    A = (Qm * vals) @ Qm.T
+    res = lanczos(lambda v: v @ A, torch.randn(1, 32, dtype=torch.float64), iters=12, k=4)
+    assert torch.isfinite(res.ritz).all() and torch.isfinite(res.residual).all()
+    gap = (res.ritz[..., None] - vals.unique()).abs().min(-1).values
+    assert (gap <= res.residual + 1e-8).all()
+    assert (res.residual < 1e-8).sum() >= 8  # the completed blocks found exact eigenvalues
+    assert res.lambda_min.item() == pytest.approx(-3.0) and res.lambda_max.item() == pytest.approx(5.0)
+
+
+def test_task_hessians_sum_to_total(tiny):
+    problem, params, pairs, targets, H = tiny
+    v = torch.randn(H.shape[:2], generator=_gen(6), dtype=torch.float64)
+    per_task = [make_hvp(problem, params, pairs, targets, loss_weights(TASKS, t))(v) for t in TASKS]
+    total = make_hvp(problem, params, pairs, targets, loss_weights(TASKS, "total"))(v)
+    torch.testing.assert_close(per_task[0] + per_task[1], total, rtol=1e-7, atol=1e-9)
+    dense = torch.einsum("rpq,rq->rp", H, v)
+    torch.testing.assert_close(total, dense, rtol=1e-6, atol=1e-6 * dense.abs().max().item())
+    assert (per_task[0] - per_task[1]).abs().max() > 1e-3 * total.abs().max()  # the tasks really differ
+    # per-run weights [R, T]: run 0 add's loss, run 1 mul's loss, in one batched HVP
+    mixed = make_hvp(problem, params, pairs, targets, torch.eye(2, dtype=torch.float64))(v)
+    torch.testing.assert_close(mixed, torch.stack([per_task[0][0], per_task[1][1]]), rtol=1e-7, atol=1e-9)
+
+
+def test_subspace_and_complement_curvature(tiny):
+    """exec: eigenvalues of BᵀHB exactly; perp: Lanczos on (I−BBᵀ)H(I−BBᵀ) gives the complement's
+    extreme eigenvalues (dense reference: H expressed in an orthonormal basis of the complement)."""
+    *_, H = tiny
+    R, P = H.shape[:2]
+    Qm, _ = torch.linalg.qr(torch.randn(P, P, generator=_gen(7), dtype=torch.float64))
+    B, C = Qm[:, :6], Qm[:, 6:]
+    sub = subspace_curvature(_dense_matvec(H), B, R)
+    torch.testing.assert_close(sub, torch.linalg.eigvalsh(B.T @ H @ B), rtol=1e-10, atol=1e-10)
+    v0 = torch.randn(R, P, generator=_gen(8), dtype=torch.float64)
+    perp = complement_lanczos(_dense_matvec(H), B, v0, iters=P - 6, k=3)
+    ev = torch.linalg.eigvalsh(C.T @ H @ C)
+    torch.testing.assert_close(perp.bottom, ev[:, :3], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(perp.top, ev[:, -3:].flip(1), rtol=1e-8, atol=1e-10)
+    # the complement spectrum is not the full one (B carries curvature), so the projection matters
+    assert (ev[:, 0] - torch.linalg.eigvalsh(H)[:, 0]).abs().max() > 1e-6
+
+
+def test_checkpoint_indices_even_and_include_ends():
+    assert checkpoint_indices(5, 30) == [0, 1, 2, 3, 4]
+    idx = checkpoint_indices(100, 30)
+    assert len(idx) == 30 and idx[0] == 0 and idx[-1] == 99 and np.all(np.diff(idx) >= 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cfg = tiny_config(data=dict(tasks=TASKS), steps=100, n_snapshots=3)
+    out = tmp_path_factory.mktemp("hess")
+    train([cfg], out)
+    return RunDir(out / cfg.name)
+
+
+def test_analyze_hessian_on_a_real_run(tiny_run):
+    df = analyze_hessian(tiny_run, n_checkpoints=3, k=3, iters=8, n_samples=64, batch_checkpoints=2)
+    want = {"step", "loss", "lambda_min", "lambda_max", "bottom", "top", "exec_curv", "perp_curv"}
+    assert want <= set(df.columns)
+    steps, _ = tiny_run.snapshots()
+    assert len(df) == 3 * 3 and set(df["loss"]) == {"total", *TASKS}
+    assert int(steps[-1]) in set(df["step"]) and int(steps[0]) in set(df["step"])
+    num = df[["lambda_min", "lambda_max", "exec_curv", "perp_curv", "exec_max", "perp_max"]].to_numpy()
+    assert np.isfinite(num).all()
+    assert (df["lambda_min"] <= df["lambda_max"]).all()
+    for b, t in zip(df["bottom"], df["top"], strict=True):
+        assert len(b) == len(t) == 3 and b[0] <= b[-1] and t[0] >= t[-1]
+    # one checkpoint at a time gives the same numbers as batched checkpoints (float32)
+    one = analyze_hessian(tiny_run, n_checkpoints=3, k=3, iters=8, n_samples=64, batch_checkpoints=1)
+    scale = df["lambda_max"].abs().max()
+    for col in ("lambda_min", "lambda_max", "exec_curv", "perp_curv"):
+        np.testing.assert_allclose(one[col], df[col], rtol=1e-4, atol=1e-5 * scale)
+
+    s = summarize_hessian(df)
+    tot = df[df["loss"] == "total"]
+    assert s["depth"] == s["total"]["lambda_min"] == tot["lambda_min"].min()
+    assert s["total"]["step"] == int(tot.loc[tot["lambda_min"].idxmin(), "step"])
+    assert set(TASKS) <= set(s) and all(math.isfinite(s[t]["exec_curv"]) for t in TASKS)

@@ -1,0 +1,220 @@
+"""Norm minimisation on the zero-loss manifold (P3): projections, decoupled dynamics, toys, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from grokscope import model as M
+from grokscope.commands import normmin as cmd
+from grokscope.config import preset
+from grokscope.errors import ConfigError, StoreError
+from grokscope.geometry import normmin as N
+from grokscope.problem import Problem
+from grokscope.store import RunDir
+from grokscope.train import train
+
+
+def _mlp_cfgs(seeds=(0, 1), steps=200, p=7, width=16):
+    exp = N.MLPExperiment(p=p, width=width, steps=steps, seeds=seeds, every=100, project_steps=20)
+    return exp, N.mlp_configs(exp)
+
+
+# ---- decoupled dynamics ------------------------------------------------------------------------------
+
+def _decoupled_small(seeds=(0, 1)):
+    cfg = N.DecoupledConfig(p=11, width=64, seeds=seeds, steps=40, eval_every=10, lr=1e-3)
+    Xtr, Ytr, Xte, yte = N._decoupled_data(cfg)
+    W1 = torch.stack([torch.randn(11, 64, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                      for s in seeds])
+    return cfg, Xtr, Ytr, W1
+
+
+def test_decoupled_closed_form_gradient_matches_autograd():
+    _, X, Y, W1 = _decoupled_small()
+    for lam in (1.0, 0.3):
+        g, _ = N.decoupled_grad(W1, X, Y, lam)
+        W = W1.clone().requires_grad_()
+        N.decoupled_R(W, X, Y, lam).sum().backward()
+        rel = (g - W.grad).norm() / W.grad.norm()
+        assert rel < 1e-6
+        # the appendix's flipped sign on the data term would not match
+        flipped = 2 * lam * W1 - (g - 2 * lam * W1)
+        assert (flipped - W.grad).norm() / W.grad.norm() > 1e-2
+
+
+def test_decoupled_readout_is_minimum_norm_exact_fit():
+    _, X, Y, W1 = _decoupled_small()
+    lam = 0.5
+    W2 = N.decoupled_readout(W1, X, Y)
+    H = torch.relu(X @ W1)
+    assert torch.allclose(H @ W2, Y, atol=1e-8)
+    assert torch.allclose(W2, torch.linalg.pinv(H) @ Y, atol=1e-8)
+    R = N.decoupled_R(W1, X, Y, lam)
+    assert torch.allclose(R, lam * (W1.pow(2).sum((1, 2)) + W2.pow(2).sum((1, 2))), rtol=1e-10)
+
+
+def test_decoupled_simulation_decreases_R_and_records_history():
+    cfg = N.DecoupledConfig(p=11, width=64, seeds=(0, 1), steps=40, eval_every=10, lr=1e-3)
+    sim = N.simulate_decoupled(cfg)
+    h = sim["history"]
+    assert set(h.seed) == {0, 1} and h.step.max() == 40
+    for _, d in h.groupby("seed"):
+        R = d.sort_values("step").R.to_numpy()
+        assert np.all(np.diff(R) < 0), R  # small steps of -∇R lower R
+    assert ((h.test_acc >= 0) & (h.test_acc <= 1)).all()
+    re, im = sim["fourier_final"]
+    assert re.shape == (2, 11 // 2 + 1) and im.shape == re.shape
+    rows = N.decoupled_summary(sim)
+    assert len(rows) == 2 and all(0 < r["top3_power_share_final"] <= 1 for r in rows)
+
+
+def test_decoupled_rejects_width_below_training_pairs():
+    with pytest.raises(ConfigError):
+        N.simulate_decoupled(N.DecoupledConfig(p=11, width=16, steps=1))
+
+
+def test_fourier_norms_put_cos_in_real_and_sin_in_imaginary_part():
+    p, d, k = 13, 5, 3
+    a = torch.arange(p, dtype=torch.float64)[:, None]
+    v = torch.randn(1, d, dtype=torch.float64)
+    re, im = N.fourier_norms(torch.cos(2 * math.pi * k * a / p) * v)
+    assert int(re.argmax()) == k and im.max() < 1e-9
+    re, im = N.fourier_norms(torch.sin(2 * math.pi * k * a / p) * v)
+    assert int(im.argmax()) == k and re.max() < 1e-9
+
+
+# ---- toys ----------------------------------------------------------------------------------------------
+
+def test_toy_linear_reaches_analytic_limit_then_min_norm():
+    lams = (0.01, 0.1, 0.2)
+    res = N.toy_linear(lams, steps=20_000)
+    for i, lam in enumerate(lams):
+        assert np.abs(res["w"][i, -1] - N.toy_linear_limit(lam)).max() < 1e-6
+    assert np.allclose(N.toy_linear_limit(0.0), [1.0, 1.0])
+    rows = N._toy_rows("linear", res, N.toy_linear_limit, N._toy_grad_linear)
+    small = rows[0]  # λ = 0.01: the fit comes long before w reaches the limit (memorise, then drift)
+    assert small["fit_step"] is not None and small["near_limit_step"] > 10 * small["fit_step"]
+    # smaller λ drifts more slowly along w₁ + w₂ = 2
+    assert rows[0]["near_limit_step"] > rows[1]["near_limit_step"] > rows[2]["near_limit_step"]
+
+
+def test_toy_three_reaches_analytic_limit_and_lam0_limit_is_min_norm():
+    lams = (0.01, 0.1, 0.2)
+    res = N.toy_three(lams, steps=40_000)
+    for i, lam in enumerate(lams):
+        assert np.abs(res["w"][i, -1] - N.toy_three_limit(lam)).max() < 1e-6
+    star = N.toy_three_limit(0.0)
+    assert abs(star[2] * (star[0] + star[1]) - 2) < 1e-12
+    rng = np.random.default_rng(0)
+    w12 = rng.normal(size=(1000, 2)) * 2
+    s = w12.sum(1)
+    ok = np.abs(s) > 1e-3
+    pts = np.column_stack([w12[ok], 2 / s[ok]])  # random points on w₃(w₁ + w₂) = 2
+    assert np.linalg.norm(pts, axis=1).min() >= np.linalg.norm(star) - 1e-12
+
+
+# ---- tangent projections -------------------------------------------------------------------------------
+
+def test_dense_and_cg_tangent_projections_agree_and_are_tangent():
+    _, cfgs = _mlp_cfgs(width=64)  # wide enough that J is well conditioned on its row space
+    pb = Problem(cfgs)
+    params = pb.init_params()
+    pairs, _ = pb.split("train")
+    J = N.output_jacobian(pb.model, pb.data, params, pairs)
+    v = -M.flatten(params).to(torch.float64)
+    g = N.tangent_projection_dense(J, v)
+    Jg = torch.einsum("rmp,rp->rm", J, g)
+    assert (Jg.norm(dim=1) / torch.einsum("rmp,rp->rm", J, v).norm(dim=1)).max() < 1e-8
+    assert torch.allclose(N.tangent_projection_dense(J, g), g, atol=1e-10)  # a projection
+    assert (g.norm(dim=1) <= v.norm(dim=1) + 1e-12).all()
+    p64 = {k: t.to(torch.float64) for k, t in params.items()}
+    gc, info = N.tangent_projection_cg(pb.model, pb.data, p64, pairs, v, iters=400, tol=1e-10)
+    assert (N.cosine(g, gc) > 1 - 1e-6).all()
+    assert (info["residual"] < 1e-6).all()
+
+
+def test_replay_matches_trainer_and_probe_rows(tmp_path):
+    exp, cfgs = _mlp_cfgs(steps=10)
+    pb = Problem(cfgs)
+    p0 = pb.init_params()
+    delta = N.replay_sgd(pb, p0, 0, 10)
+    res = train(cfgs)
+    for r, rr in enumerate(res):
+        for k in p0:
+            assert torch.allclose(p0[k][r] + delta[k][r], rr.params[k], atol=1e-6)
+    exp = N.MLPExperiment(p=5, width=16, steps=20, seeds=(0, 1), every=10, eval_every=10, project_steps=5)
+    out = N.run_mlp(exp)
+    t = out["table"]
+    assert len(t) == 2 * 3 and set(t.step) == {0, 10, 20}
+    assert t.cos_tangent.between(-1, 1).all() and t.tangent_frac.between(0, 1 + 1e-9).all()
+    assert len(out["seeds"]) == 2
+
+
+def test_probe_refuses_adamw():
+    cfg = preset("quick", steps=10, data=dict(p=7), model=dict(d_model=8, n_heads=2, d_ff=16), defect_every=0)
+    pb = Problem([cfg])
+    with pytest.raises(ConfigError):
+        N.replay_sgd(pb, pb.init_params(), 0, 2)
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    cfg = preset("quick", steps=60, data=dict(p=7), model=dict(d_model=8, n_heads=2, d_ff=16),
+                 optim=dict(batch=32), defect_every=0, n_snapshots=4, eval_every=10, attn_every=10,
+                 checkpoint_every=60)
+    train([cfg], out)
+    return RunDir(out / cfg.name)
+
+
+def test_run_tangent_cosine_on_transformer_snapshots(stored_run):
+    opts = N.RunTangentConfig(subsample=4, cg_iters=300, cg_tol=1e-8, max_snapshots=2)
+    df = N.run_tangent_cosine(stored_run, opts)
+    assert len(df) == 2
+    assert df.cos_tangent.between(-1, 1).all()
+    assert (df.cg_residual < 1e-2).all()
+    norms, info = N.norm_vs_decay(stored_run)
+    if info["mem_step"] is not None:
+        row = norms[norms.step == info["mem_step"]].iloc[0]
+        assert row.pure_decay == pytest.approx(row.weight_norm)
+        after = norms.dropna()
+        assert (np.diff(after.pure_decay.to_numpy()) < 0).all()
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+
+def _ns(**kw):
+    base = dict(json=True, out=None, seeds=None, steps=None)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_cli_toy_json_and_figure(tmp_path, capsys):
+    rc = cmd.run(_ns(normmin_cmd="toy", lams=[0.1], steps=5000, out=str(tmp_path)))
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in res["rows"]} == {"linear", "three"}
+    assert (tmp_path / "normmin_toy.png").stat().st_size > 0
+
+
+def test_cli_bad_inputs(tmp_path):
+    with pytest.raises(ConfigError):
+        cmd.run(_ns(normmin_cmd="toy", lams=None, steps=0))
+    with pytest.raises(StoreError):
+        cmd.run(_ns(normmin_cmd="run", run_dir=str(tmp_path), subsample=8, cg_iters=10, max_snapshots=None,
+                    project_steps=0))
+    with pytest.raises(ConfigError):
+        cmd.run(_ns(normmin_cmd=None))
+
+
+def test_cli_run_human_output(stored_run, capsys):
+    rc = cmd.run(_ns(normmin_cmd="run", run_dir=str(stored_run.path), json=False, subsample=4, cg_iters=20,
+                     max_snapshots=1, project_steps=0))
+    assert rc == 0
+    assert "tangent cosine peaks" in capsys.readouterr().out
