@@ -140,6 +140,7 @@ def test_subspace_and_complement_curvature(tiny):
     """exec: eigenvalues of BᵀHB exactly; perp: Lanczos on (I−BBᵀ)H(I−BBᵀ) gives the complement's
     extreme eigenvalues (dense reference: H expressed in an orthonormal basis of the complement)."""
     *_, H = tiny
+    H = H[:, :64, :64]  # a principal block: still symmetric and indefinite, and cheap to run to convergence
     R, P = H.shape[:2]
     Qm, _ = torch.linalg.qr(torch.randn(P, P, generator=_gen(7), dtype=torch.float64))
     B, C = Qm[:, :6], Qm[:, 6:]
@@ -169,7 +170,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_analyze_hessian_on_a_real_run(tiny_run):
-    df = analyze_hessian(tiny_run, n_checkpoints=3, k=3, iters=8, n_samples=64, batch_checkpoints=2)
+    df = analyze_hessian(tiny_run, n_checkpoints=3, k=3, iters=6, n_samples=32, batch_checkpoints=2)
     want = {"step", "loss", "lambda_min", "lambda_max", "bottom", "top", "exec_curv", "perp_curv"}
     assert want <= set(df.columns)
     steps, _ = tiny_run.snapshots()
@@ -180,11 +181,13 @@ def test_analyze_hessian_on_a_real_run(tiny_run):
     assert (df["lambda_min"] <= df["lambda_max"]).all()
     for b, t in zip(df["bottom"], df["top"], strict=True):
         assert len(b) == len(t) == 3 and b[0] <= b[-1] and t[0] >= t[-1]
-    # one checkpoint at a time gives the same numbers as batched checkpoints (float32)
-    one = analyze_hessian(tiny_run, n_checkpoints=3, k=3, iters=8, n_samples=64, batch_checkpoints=1)
+    # one checkpoint at a time (first and last) gives the numbers of the batched checkpoints (float32)
+    one = analyze_hessian(tiny_run, n_checkpoints=2, k=3, iters=6, n_samples=32, batch_checkpoints=1)
+    same = df[df["step"].isin(set(one["step"]))].reset_index(drop=True)
+    assert len(one) == len(same) == 2 * 3 and (one["loss"] == same["loss"]).all()
     scale = df["lambda_max"].abs().max()
-    for col in ("lambda_min", "lambda_max", "exec_curv", "perp_curv"):
-        np.testing.assert_allclose(one[col], df[col], rtol=1e-4, atol=1e-5 * scale)
+    for col in ("lambda_min", "lambda_max", "exec_curv", "perp_curv", "loss_value"):
+        np.testing.assert_allclose(one[col], same[col], rtol=1e-4, atol=1e-5 * scale)
 
     s = summarize_hessian(df)
     tot = df[df["loss"] == "total"]

@@ -87,6 +87,9 @@ def test_fourier_norms_put_cos_in_real_and_sin_in_imaginary_part():
     assert int(re.argmax()) == k and im.max() < 1e-9
     re, im = N.fourier_norms(torch.sin(2 * math.pi * k * a / p) * v)
     assert int(im.argmax()) == k and re.max() < 1e-9
+    tuned = torch.cat([torch.cos(2 * math.pi * (1 + j % 5) * a / p + j) for j in range(8)], 1)  # [p, 8]
+    assert N.neuron_top_frequency_share(tuned) > 1 - 1e-9
+    assert N.neuron_top_frequency_share(torch.randn(p, 64, dtype=torch.float64)) < 0.6
 
 
 # ---- toys ----------------------------------------------------------------------------------------------

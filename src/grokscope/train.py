@@ -210,6 +210,7 @@ class _Loop:
         self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
         if dirs is not None:
             self._load()
+        self.written_final = self.stopped.cpu().tolist()  # stopped runs' files are final: never rewrite them
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -239,8 +240,9 @@ class _Loop:
         if self.dirs is None:
             return
         for r, d in enumerate(self.dirs):
-            if step < int(self.resumed_at[r]):
-                continue  # this run is still ahead of the batch: its files are newer
+            if step < int(self.resumed_at[r]) or self.written_final[r]:
+                continue  # still ahead of the batch (its files are newer), or finished and already written
+            self.written_final[r] = bool(self.stopped[r])
             rec = self.rec[r]
             d.write_config(self.pb.cfgs[r])
             write_tensors(d.file("trajectory.safetensors"), rec.trajectory())
@@ -277,7 +279,7 @@ class _Loop:
 
     # ---- the loop ----------------------------------------------------------------------------
     def _evaluate(self, s: int) -> None:
-        pb, R = self.pb, self.pb.R
+        pb = self.pb
         logged = (~self.stopped) & (self.resumed_at < s)  # a resumed run's step is logged already
         ev = pb.evaluate(self.params)
         (tr_loss, tr_acc), (te_loss, te_acc) = ev["train"], ev["test"]

@@ -200,7 +200,8 @@ def _print(cmd: str, res: dict[str, Any]) -> None:
         rows = res["seeds"]
     elif cmd == "decoupled":
         keys = ("seed", "last_chance_step", "first_90_step", "first_100_step", "test_acc_final",
-                "w1_norm_final", "top_freqs_final", "top3_power_share_init", "top3_power_share_final")
+                "w1_norm_final", "top3_power_share_init", "top3_power_share_final", "neuron_top1_share_init",
+                "neuron_top1_share_final")
         rows = res["seeds"]
     elif cmd == "toy":
         keys = ("model", "lam", "w_final", "limit", "dist_final", "fit_step", "near_limit_step")

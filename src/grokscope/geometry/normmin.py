@@ -38,7 +38,8 @@ __all__ = [
     "output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg",
     "project_to_zero_loss",
     "replay_sgd", "cosine", "tangent_probe", "MLPExperiment", "mlp_configs", "run_mlp", "mlp_summary",
-    "decoupled_R", "decoupled_readout", "decoupled_grad", "fourier_norms", "DecoupledConfig",
+    "decoupled_R", "decoupled_readout", "decoupled_grad", "fourier_norms", "neuron_top_frequency_share",
+    "DecoupledConfig",
     "simulate_decoupled", "toy_linear", "toy_linear_limit", "toy_three", "toy_three_limit", "run_toys",
     "run_tangent_cosine", "norm_vs_decay", "memorisation_step",
 ]
@@ -361,6 +362,14 @@ def fourier_norms(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.real.norm(dim=-1), F.imag.norm(dim=-1)
 
 
+def neuron_top_frequency_share(W: torch.Tensor) -> torch.Tensor:
+    """Per hidden unit, the share of its non-constant Fourier power (k >= 1) in its strongest frequency,
+    averaged over units [...]: ≈ 1 when every neuron is tuned to one frequency, small for noise."""
+    F = torch.fft.rfft(W.to(torch.float64), dim=-2)[..., 1:, :]
+    power = F.real ** 2 + F.imag ** 2  # [..., K, d]
+    return (power.max(-2).values / power.sum(-2).clamp_min(1e-300)).mean(-1)
+
+
 @dataclass(frozen=True)
 class DecoupledConfig:
     """P3 §7 simulation: p = 37, pairs a ≤ b, e_a + e_b inputs, one-hot (a+b mod p) targets, 70% train,
@@ -402,6 +411,7 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
     W1 = torch.stack([torch.randn(cfg.p, cfg.width, generator=torch.Generator().manual_seed(s),
                                   dtype=torch.float64) for s in cfg.seeds]).to(dt) * cfg.init_std
     re0, im0 = fourier_norms(W1)
+    neuron_share0 = neuron_top_frequency_share(W1)
     rows = []
     for step in range(cfg.steps + 1):
         grad, W2 = decoupled_grad(W1, Xtr, Ytr, cfg.lam)
@@ -419,7 +429,8 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
         if step < cfg.steps:
             W1 = W1 - cfg.lr * grad
     re1, im1 = fourier_norms(W1)
-    return {"config": cfg, "history": pd.DataFrame(rows), "W1": W1,
+    return {"config": cfg, "history": pd.DataFrame(rows), "W1": W1, "neuron_share_init": neuron_share0,
+            "neuron_share_final": neuron_top_frequency_share(W1),
             "fourier_init": (re0, im0), "fourier_final": (re1, im1), "wall_s": time.perf_counter() - t0}
 
 
@@ -442,6 +453,7 @@ def decoupled_summary(sim: dict[str, Any], chance_margin: float = 2.0, top: int 
             order = torch.argsort(power, descending=True)
             row[f"top_freqs_{tag}"] = [int(k) + 1 for k in order[:top]]
             row[f"top{top}_power_share_{tag}"] = float(power[order[:top]].sum() / power.sum())
+            row[f"neuron_top1_share_{tag}"] = float(sim[f"neuron_share_{tag}"][r])
         out.append(row)
     return out
 

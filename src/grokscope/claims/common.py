@@ -1,0 +1,248 @@
+"""What every paper's claims share: the result row, verdict rules, scales, and store-backed sweeps.
+
+A claim is a function `(ctx: ClaimContext) -> ClaimRow`. Verdicts are computed from the measurement
+against a stated tolerance by the helpers here (`verdict_range`, `verdict_value`, `verdict_count`,
+`combine`), never written by hand. Experiments run through `grokscope.sweep.run_sweep`, so a rerun on the
+same store reuses every finished run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from grokscope.errors import ConfigError
+
+REPRODUCED = "reproduced"
+PARTLY = "partly"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+NOT_RUN = "not run"
+VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
+SCALES = ("quick", "paper")
+QUICK_NOTE = "quick scale (small p and model, few seeds): a smoke test of the claim, not the paper's setup"
+
+
+@dataclass
+class ClaimRow:
+    """One paper claim: what the paper says, what we measured, the verdict and how it was reached."""
+
+    claim: str
+    paper: str
+    measured: str
+    verdict: str
+    tolerance: str
+    config: str
+    scale: str
+    note: str = ""
+    paper_id: str = ""
+    key: str = ""
+    values: dict[str, Any] = field(default_factory=dict)  # the raw numbers behind `measured`
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- verdict rules -----------------------------------------------------------------------------------
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(float(x))
+
+
+def verdict_range(measured: float | None, lo: float, hi: float, slack: float) -> str:
+    """Inside [lo, hi] → reproduced; inside [lo − slack, hi + slack] → partly; else not reproduced;
+    no measurement → inconclusive."""
+    if not _finite(measured):
+        return INCONCLUSIVE
+    m = float(measured)
+    if lo <= m <= hi:
+        return REPRODUCED
+    if lo - slack <= m <= hi + slack:
+        return PARTLY
+    return NOT_REPRODUCED
+
+
+def verdict_value(measured: float | None, target: float, tol: float, partial: float = 2.0) -> str:
+    """|measured − target| ≤ tol → reproduced; ≤ partial·tol → partly; else not reproduced."""
+    if tol < 0:
+        raise ValueError(f"tolerance {tol} must be >= 0")
+    return verdict_range(measured, target - tol, target + tol, (partial - 1.0) * tol)
+
+
+def verdict_count(k: int, n: int, partly_frac: float = 0.5) -> str:
+    """k of n cases agree with the claim: all → reproduced; ≥ partly_frac → partly; none measured →
+    inconclusive."""
+    if n <= 0:
+        return INCONCLUSIVE
+    if k == n:
+        return REPRODUCED
+    return PARTLY if k / n >= partly_frac else NOT_REPRODUCED
+
+
+def verdict_bool(ok: bool | None) -> str:
+    """A yes/no claim: True → reproduced, False → not reproduced, None → inconclusive."""
+    return INCONCLUSIVE if ok is None else (REPRODUCED if ok else NOT_REPRODUCED)
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict from parts: all reproduced → reproduced; any inconclusive part and none failed →
+    inconclusive; all failed → not reproduced; otherwise partly."""
+    vs = [v for v in verdicts if v != NOT_RUN]
+    if not vs:
+        return NOT_RUN
+    if all(v == REPRODUCED for v in vs):
+        return REPRODUCED
+    if all(v == NOT_REPRODUCED for v in vs):
+        return NOT_REPRODUCED
+    if INCONCLUSIVE in vs and not any(v in (NOT_REPRODUCED, PARTLY) for v in vs):
+        return INCONCLUSIVE if not any(v == REPRODUCED for v in vs) else PARTLY
+    return PARTLY
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A short human form of a number (None/NaN → '—')."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return "—" if not math.isfinite(x) else f"{x:.{digits}g}"
+    return str(x)
+
+
+# ---- context: scale, store, device --------------------------------------------------------------------
+
+
+@dataclass
+class ClaimContext:
+    """Where a claims run keeps its runs, on what device, at which scale; `cache` shares sweep tables
+    between claims of one invocation."""
+
+    scale: str = "quick"
+    store: Path = Path("runs/claims")
+    device: str = "cpu"
+    progress: bool = False
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # role (dual, tri, single, lr) → spec
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ConfigError(f"unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
+        self.store = Path(self.store)
+
+    def spec(self, role: str, default: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        """The sweep spec a claim uses for `role`: the user's override, else the scale's default."""
+        return self.specs.get(role) or default(self.scale)
+
+    @property
+    def note(self) -> str:
+        return QUICK_NOTE if self.scale == "quick" else "paper scale"
+
+
+def sweep_table(ctx: ClaimContext, spec: dict[str, Any]) -> pd.DataFrame:
+    """Run (or reuse from the store) a sweep given as a spec mapping (as a YAML file would hold it) into
+    `ctx.store/<spec name>`; returns its result table (one row per run, see grokscope.sweep)."""
+    from grokscope.sweep import run_sweep, spec_from_dict
+
+    name = spec["name"]
+    if name in ctx.cache:
+        return ctx.cache[name]
+    raw = {**spec, "out": str(ctx.store / name), "device": ctx.device}
+    table = run_sweep(spec_from_dict(raw, default_name=name), progress=ctx.progress)
+    ctx.cache[name] = table
+    return table
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    """The exact config of a sweep in one line: base preset + overrides and grid."""
+    base = spec.get("base", {})
+    base = base if isinstance(base, dict) else {"preset": base}
+    over = ", ".join(f"{k}={v}" for k, v in base.items() if k != "preset")
+    grid = ", ".join(f"{k}={v}" for k, v in spec.get("grid", {}).items())
+    return f"sweep {spec['name']}: preset {base.get('preset', 'quick')} [{over}] grid [{grid}]"
+
+
+Claim = Callable[[ClaimContext], ClaimRow]
+
+
+def run_claims(claims: Sequence[Claim], ctx: ClaimContext, paper_id: str) -> list[ClaimRow]:
+    """Evaluate each claim; a claim whose experiment raises is reported as 'not run' with the error."""
+    from grokscope.errors import GrokscopeError
+
+    rows = []
+    for fn in claims:
+        try:
+            row = fn(ctx)
+        except (GrokscopeError, RuntimeError, ValueError) as e:
+            doc = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
+            row = ClaimRow(
+                claim=doc,
+                paper="",
+                measured="—",
+                verdict=NOT_RUN,
+                tolerance="",
+                config="",
+                scale=ctx.scale,
+                note=f"{type(e).__name__}: {e}",
+            )
+        row.paper_id = paper_id
+        row.key = row.key or fn.__name__
+        if ctx.scale == "quick" and QUICK_NOTE not in row.note:
+            row.note = f"{QUICK_NOTE}; {row.note}" if row.note else QUICK_NOTE
+        rows.append(row)
+    return rows
+
+
+def task_cols(table: pd.DataFrame, prefix: str) -> list[str]:
+    """Columns `prefix.<task>` of a sweep table."""
+    return [c for c in table.columns if c.startswith(prefix + ".") and c.count(".") == 1]
+
+
+def grok_value(v: Any) -> int | None:
+    """A grok step from a sweep table cell (None/NaN → None)."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) else None
+
+
+def stored_scan(ctx: ClaimContext, run: Any, scan: Any) -> tuple[pd.DataFrame, str]:
+    """An intervention scan of `run` (geometry.interventions), reused from `ctx.store/scans/...` when the
+    same scan is stored there; returns (its table: one row per (value, task)) and where it is stored."""
+    from dataclasses import asdict as _asdict
+
+    from grokscope.geometry.interventions import intervention_scan, write_scan
+    from grokscope.store import read_json
+
+    tag = f"{scan.kind}-{scan.basis or 'default'}-{run.path.name}"
+    out = ctx.store / "scans" / tag
+    f = out / "intervention.json"
+    want = json_roundtrip(_asdict(scan))
+    if not (f.exists() and read_json(f).get("scan") == want):
+        write_scan(intervention_scan(run, scan, ctx.device), out)
+    return pd.DataFrame(read_json(f)["rows"]), str(out)
+
+
+def json_roundtrip(obj: Any) -> Any:
+    """obj as it reads back from JSON (tuples → lists), for comparing with a stored record."""
+    import json
+
+    def default(x: Any) -> Any:
+        if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
+            return x.item()
+        if hasattr(x, "tolist"):
+            return x.tolist()
+        return str(x)
+
+    return json.loads(json.dumps(obj, default=default))

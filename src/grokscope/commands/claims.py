@@ -1,0 +1,115 @@
+"""`grokscope claims p1|p2|p3`: run (or reuse from the store) the experiments behind a paper's claims and
+print claim, paper value, measured value, verdict, tolerance and the exact config of each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from grokscope.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("claims", help="check a paper's claims: measured vs claimed, with verdicts")
+    p.add_argument("paper", help="p1, p2 or p3")
+    p.add_argument(
+        "--scale", default="quick", help="quick (CPU, minutes; smaller p/models/seeds) or paper (GPU)"
+    )
+    p.add_argument(
+        "--store", default=None, help="run store (default runs/claims-<scale>); finished runs are reused"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--only", default=None, help="comma-separated substrings of claim function names")
+    p.add_argument(
+        "--specs",
+        default=None,
+        help="YAML mapping role (dual, tri, single, lr) → sweep spec, replacing the scale's sweeps",
+    )
+    p.add_argument("--progress", action="store_true", help="show training progress on stderr")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def _specs(path: str | None) -> dict[str, dict[str, Any]]:
+    if not path:
+        return {}
+    import yaml
+
+    f = Path(path)
+    if not f.is_file():
+        raise ConfigError(f"--specs file {path!r} does not exist")
+    raw = yaml.safe_load(f.read_text()) or {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) and "name" in v for v in raw.values()):
+        raise ConfigError(f"{path}: expected a mapping role → sweep spec (each with a name)")
+    bad = sorted(set(raw) - {"dual", "tri", "single", "lr"})
+    if bad:
+        raise ConfigError(f"{path}: unknown role {bad[0]!r}; choose from dual, tri, single, lr")
+    return raw
+
+
+def _device(d: str) -> str:
+    from grokscope.sweep import _device as check
+    from grokscope.sweep import _resolve_device
+
+    return _resolve_device(check(d))
+
+
+def run(args: argparse.Namespace) -> int:
+    from grokscope.claims import PAPERS, ClaimContext, evaluate
+
+    paper = str(args.paper).lower()
+    if paper not in PAPERS:
+        raise ConfigError(f"unknown paper {args.paper!r}; choose from {', '.join(PAPERS)}")
+    scale = getattr(args, "scale", "quick") or "quick"
+    store = Path(getattr(args, "store", None) or f"runs/claims-{scale}")
+    ctx = ClaimContext(
+        scale=scale,
+        store=store,
+        device=_device(getattr(args, "device", "cpu") or "cpu"),
+        progress=bool(getattr(args, "progress", False)) and not args.json,
+        specs=_specs(getattr(args, "specs", None)),
+    )
+    only = tuple(s.strip() for s in (getattr(args, "only", None) or "").split(",") if s.strip())
+    rows = evaluate(paper, ctx, only)
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2, default=_default) + "\n")
+    else:
+        _print(paper, scale, store, rows)
+    return 0
+
+
+def _default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def _print(paper: str, scale: str, store: Path, rows: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {
+        "reproduced": "green",
+        "partly": "yellow",
+        "not reproduced": "red",
+        "inconclusive": "magenta",
+        "not run": "dim",
+    }
+    t = Table(title=f"{paper.upper()} claims — scale {scale} — store {store}", show_lines=True)
+    for col in ("claim", "paper", "measured", "verdict", "tolerance"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            r.claim, r.paper, r.measured, f"[{colour.get(r.verdict, 'white')}]{r.verdict}[/]", r.tolerance
+        )
+    console = Console(width=200)
+    console.print(t)
+    for r in rows:
+        console.print(
+            f"[bold]{r.key}[/]: config {r.config}" + (f" — note: {r.note}" if r.note else ""), highlight=False
+        )

@@ -1,0 +1,40 @@
+"""`grokscope report STORE [--out DIR]`: a static HTML page (index.html + PNG figures) of a store."""
+
+from __future__ import annotations
+
+import argparse
+
+from grokscope.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="static HTML report (index.html + PNG figures) of a store")
+    p.add_argument("store", help="a store folder (or one run directory)")
+    p.add_argument("--out", default=None, help="output folder (default STORE/report)")
+    p.add_argument("--compute", action="store_true",
+                   help="run geometry_summary (ρ, PC1%%, onset) for runs whose analyses.json lacks it")
+    p.add_argument("--null-runs", type=int, default=6, help="runs that get the PC1%% random-walk null")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from grokscope.report import ReportConfig, build_report
+
+    null_runs = int(getattr(args, "null_runs", 6))
+    if null_runs < 0:
+        raise ConfigError(f"--null-runs={null_runs} must be >= 0")
+    cfg = ReportConfig(null_runs=null_runs, compute_summary=bool(getattr(args, "compute", False)),
+                       device=getattr(args, "device", "cpu"))
+    res = build_report(args.store, getattr(args, "out", None), cfg)
+    if getattr(args, "json", False):
+        from grokscope.cli import print_json
+
+        print_json({"index": str(res.index), "figures": [str(f) for f in res.figures],
+                    "missing": res.missing})
+        return 0
+    print(f"wrote {res.index} with {len(res.figures)} figure(s)")
+    for title, why in res.missing.items():
+        print(f"  skipped {title}: {why}")
+    return 0

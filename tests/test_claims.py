@@ -1,0 +1,140 @@
+"""Claims: verdict rules, the weight-decay phase fit, and `grokscope claims` on a tiny pre-populated store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from grokscope.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    PARTLY,
+    REPRODUCED,
+    VERDICTS,
+    ClaimRow,
+    combine,
+    verdict_count,
+    verdict_range,
+    verdict_value,
+)
+from grokscope.cli import main
+from grokscope.phase import no_decay_failure, phase_fit, phase_table
+
+
+def test_verdict_value_within_outside_partial():
+    assert verdict_value(1.25, 1.27, 0.03) == REPRODUCED
+    assert verdict_value(1.32, 1.27, 0.03) == PARTLY  # within 2× tolerance
+    assert verdict_value(1.50, 1.27, 0.03) == NOT_REPRODUCED
+    assert verdict_value(None, 1.27, 0.03) == INCONCLUSIVE
+    assert verdict_value(float("nan"), 1.27, 0.03) == INCONCLUSIVE
+
+
+def test_verdict_range_and_count_and_combine():
+    assert verdict_range(70.0, 68, 83, 10) == REPRODUCED
+    assert verdict_range(60.0, 68, 83, 10) == PARTLY
+    assert verdict_range(40.0, 68, 83, 10) == NOT_REPRODUCED
+    assert verdict_count(42, 42) == REPRODUCED
+    assert verdict_count(30, 42) == PARTLY
+    assert verdict_count(3, 42) == NOT_REPRODUCED
+    assert verdict_count(0, 0) == INCONCLUSIVE
+    assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert combine([REPRODUCED, NOT_REPRODUCED]) == PARTLY
+    assert combine([NOT_REPRODUCED, NOT_REPRODUCED]) == NOT_REPRODUCED
+
+
+def _synthetic_runs(alpha: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for wd in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0):
+        for s in range(3):
+            g = float("nan") if wd == 0 else 13_000 * wd ** (-alpha) * float(np.exp(rng.normal(0, 0.05)))
+            rows.append({"wd": wd, "seed": s, "steps": 300_000, "grok_step": g, "grokked": np.isfinite(g),
+                         "lambda_min": -10 * (1 + wd)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.6])
+def test_phase_fit_recovers_planted_alpha(alpha):
+    runs = _synthetic_runs(alpha)
+    fit = phase_fit(runs)
+    assert fit.n == 15  # wd 0 (never grokked) is left out
+    assert abs(fit.alpha - alpha) < 3 * fit.alpha_se + 0.02
+    assert fit.alpha_se < 0.1 and fit.r2 > 0.95
+    table = phase_table(runs)
+    assert abs(phase_fit(table).alpha - alpha) < 0.1  # per-wd means give the same slope
+    assert list(table.wd) == sorted(table.wd)
+
+
+def test_phase_table_regimes_and_no_decay_failure():
+    table = phase_table(_synthetic_runs(0.7))  # wd 0.5: 1.6× the wd-1 grok step, wd 0.3: 2.3×
+    reg = dict(zip(table.wd, table.regime, strict=True))
+    assert reg[0.0] == "no grokking"
+    assert reg[1.0] == "fast" and reg[0.5] == "fast"  # within 2× of the fastest wd
+    assert reg[0.3] == "slow" and reg[0.1] == "slow"
+    assert no_decay_failure(table) is True
+    runs = _synthetic_runs(1.0)
+    runs.loc[runs.wd == 0, "grok_step"] = 5000.0  # a wd-0 run that groks: no failure
+    runs.loc[(runs.wd == 0.3) & (runs.seed == 0), "grok_step"] = float("nan")
+    t2 = phase_table(runs)
+    assert no_decay_failure(t2) is False
+    assert dict(zip(t2.wd, t2.regime, strict=True))[0.3] == "partial"
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """Two tiny dual-task runs (p 11, wd 0 and 1) trained into a store as the `dual` sweep of P1."""
+    from grokscope.sweep import run_sweep, spec_from_dict
+
+    root = tmp_path_factory.mktemp("claims")
+    store = root / "store"
+    spec = {"name": "tiny-dual",
+            "base": {"preset": "quick", "data": {"tasks": "add+mul", "p": 11},
+                     "model": {"d_model": 32, "n_heads": 2, "d_ff": 64}, "steps": 200, "eval_every": 50,
+                     "attn_every": 50, "checkpoint_every": 100, "defect_every": 50},
+            "grid": {"wd": [0, 1], "seeds": [42]}, "analyses": ["summary"]}
+    run_sweep(spec_from_dict({**spec, "out": str(store / "tiny-dual"), "device": "cpu"}), progress=False)
+    specs = root / "specs.yaml"
+    specs.write_text(yaml.safe_dump({"dual": spec}))
+    return store, specs
+
+
+def _mtimes(store):
+    return {p: p.stat().st_mtime_ns for p in store.rglob("summary.json")}
+
+
+def test_claims_command_on_tiny_store(tiny_store, capsys):
+    store, specs = tiny_store
+    before = _mtimes(store)
+    assert len(before) == 2
+    argv = ["claims", "p1", "--store", str(store), "--specs", str(specs),
+            "--only", "grok_vs_wd,no_decay,mul_first,pc1_dual,rho,defect_precedes"]
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 6
+    required = {f.name for f in fields(ClaimRow)}
+    for r in rows:
+        assert required <= set(r)
+        assert r["verdict"] in VERDICTS
+        assert r["scale"] == "quick" and "quick scale" in r["note"]
+        assert r["paper"] and r["measured"] and r["tolerance"]
+        assert "tiny-dual" in r["config"]
+        assert r["paper_id"] == "P1"
+    nd = next(r for r in rows if r["key"] == "claim_no_decay")
+    # the verdict follows the measurement: wd 0 never groks in 200 steps iff the claim holds
+    assert nd["verdict"] == (REPRODUCED if nd["values"]["no_decay_failure"] else NOT_REPRODUCED)
+    assert _mtimes(store) == before  # the rerun reused the finished runs
+    assert main(argv) == 0  # the human table
+    out = capsys.readouterr().out
+    assert "P1 claims" in out and "wd 0 never groks" in out
+
+
+def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
+    assert main(["claims", "p9", "--store", str(tmp_path)]) == 2
+    assert "unknown paper" in capsys.readouterr().err
+    assert main(["claims", "p1", "--scale", "huge", "--store", str(tmp_path)]) == 2
+    assert "unknown scale" in capsys.readouterr().err
