@@ -7,7 +7,7 @@ import torch
 
 from grokscope.config import RunConfig, preset
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models gain nothing from threads; avoids oversubscription
 
 
 def tiny_config(**overrides) -> RunConfig:

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from grokscope import model as M
 from grokscope.config import preset
@@ -25,6 +24,8 @@ from grokscope.geometry.hessian import (
 from grokscope.problem import Problem
 from grokscope.store import RunDir
 from grokscope.train import train
+
+from conftest import tiny_config
 
 TASKS = ("add", "mul")
 

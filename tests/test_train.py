@@ -66,3 +66,17 @@ def test_grokked_run_stops_while_others_continue():
     if s0["grok_step"]["add"] is not None:
         assert s0["steps_trained"] == s0["grok_step"]["add"] < 1500
         assert runs[0].metrics.step.max() == s0["grok_step"]["add"]
+
+
+def test_finished_runs_are_compacted_out_without_changing_the_others():
+    short, long_ = tiny_config(steps=100, seed=1), tiny_config(steps=300, seed=2, optim=dict(wd=0.3))
+    together = train([short, long_])
+    alone = [train([short])[0], train([long_])[0]]
+    for got, want in zip(together, alone):
+        assert got.summary["steps_trained"] == want.summary["steps_trained"]
+        for k in want.params:
+            torch.testing.assert_close(got.params[k], want.params[k], rtol=1e-4, atol=1e-5)
+        m_got, m_want = got.metrics, want.metrics
+        assert m_got.step.tolist() == m_want.step.tolist()
+        torch.testing.assert_close(torch.tensor(m_got.loss.values), torch.tensor(m_want.loss.values),
+                                   rtol=1e-4, atol=1e-5)

@@ -162,7 +162,7 @@ def per_task_loss(outputs: torch.Tensor, targets: torch.Tensor, model: ModelConf
     if model.kind == "mlp":
         onehot = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
         return (outputs - onehot).pow(2).mean(dim=(1, 3))
-    logp = outputs.float().log_softmax(-1)
+    logp = (outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs).log_softmax(-1)
     return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(1)
 
 

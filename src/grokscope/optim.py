@@ -42,6 +42,10 @@ class HyperParams:
     eps: torch.Tensor
     momentum: torch.Tensor
 
+    def select(self, runs: torch.Tensor) -> HyperParams:
+        """The hyper-parameters of some runs only."""
+        return HyperParams(*(getattr(self, f).index_select(0, runs) for f in self.__dataclass_fields__))
+
 
 def init_state(name: str, params: Params) -> Params:
     """Optimiser state: Adam moments `m.*`, `v.*`, or SGD momentum buffers `buf.*`."""

@@ -151,10 +151,10 @@ def phase_fit(df: pd.DataFrame, y: str = "grok_step") -> PowerLawFit:
 
 
 def no_decay_failure(table: pd.DataFrame) -> bool | None:
-    """P1's no-decay failure: wd 0 groks in no run while some wd > 0 groks (None when wd 0, or every
-    wd > 0, is missing from the table)."""
+    """P1's no-decay failure: wd 0 groks in no run while some wd > 0 groks. None (cannot tell) when wd 0
+    or wd > 0 is missing from the table, or no wd > 0 run grokked within its budget either."""
     zero = table[table["wd"] == 0]
     pos = table[table["wd"] > 0]
-    if zero.empty or pos.empty:
+    if zero.empty or pos.empty or int(pos["n_grokked"].sum()) == 0:
         return None
     return bool((zero["n_grokked"] == 0).all() and (pos["n_grokked"] > 0).any())

@@ -58,15 +58,19 @@ class Problem:
         runs = [M.init_params(self.model, self.data, c.seed) for c in self.cfgs]
         return {k: v.to(self.device) for k, v in M.stack_params(runs).items()}
 
-    def minibatch(self, step: int, salt: int = 0, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def minibatch(self, step: int, salt: int = 0, batch: int | None = None,
+                  runs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pairs [R, B, 2] and targets [R, B, T] for `step`; the full training set for full-batch
-        runs. `salt` > 0 gives other, independent draws (commutator minibatches A and B)."""
+        runs. `salt` > 0 gives other, independent draws (commutator minibatches A and B); `runs` (indices)
+        restricts to some runs, whose draws are the same as in the full batch."""
         batch = batch or self.batch
+        train_idx = self.train_idx if runs is None else self.train_idx.index_select(0, runs)
         if self.cfgs[0].optim.batch is None and salt == 0 and batch == self.n_train:
-            idx = self.train_idx
+            idx = train_idx
         else:
-            seeds = self.seeds if salt == 0 else self.seeds ^ (0x5F3759DF * salt)
-            idx = self.train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
+            seeds = self.seeds if runs is None else self.seeds.index_select(0, runs)
+            seeds = seeds if salt == 0 else seeds ^ (0x5F3759DF * salt)
+            idx = train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
         return self.pairs[idx], self.targets[idx]
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:

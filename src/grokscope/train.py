@@ -331,6 +331,7 @@ class _Loop:
         if bool(self.stopped.all()):
             start = int(self.resumed_at.max())
         s, t0 = start, time.perf_counter()
+        live: torch.Tensor | None = None
         while True:
             if s % base.eval_every == 0 or s == self.max_steps:
                 running = (~self.stopped).tolist()
@@ -343,14 +344,45 @@ class _Loop:
                     self._checkpoint(s)
                 if done:
                     break
+                live = self._live_runs(s)
             active = (~self.stopped) & (self.resumed_at <= s) & (s < self.budget)
-            pairs, targets = pb.minibatch(s)
-            g = clip_grads({"theta": pb.flat_grads(self.flat, self.params, pairs, targets)}, self.hp.clip)
-            if self.grad_transform is not None:
-                g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
-            step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
+            if live is None:
+                self._step(s, step_fn, active)
+            else:
+                self._compact_step(s, step_fn, active, live)
             s += 1
         return self._results(s)
+
+    def _step(self, s: int, step_fn: Callable, active: torch.Tensor) -> None:
+        """One optimiser step of every run (frozen runs are masked out by `active`)."""
+        pb = self.pb
+        pairs, targets = pb.minibatch(s)
+        g = clip_grads({"theta": pb.flat_grads(self.flat, self.params, pairs, targets)}, self.hp.clip)
+        if self.grad_transform is not None:
+            g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
+        step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
+
+    def _live_runs(self, s: int) -> torch.Tensor | None:
+        """Indices of the runs still training, when some have stopped: finished runs are compacted out of
+        the batch so they cost nothing. None when all train (or when a gradient transform, which may hold
+        per-run tensors for the whole batch, is in use)."""
+        live = ((~self.stopped) & (self.resumed_at <= s)).nonzero().flatten()
+        if self.grad_transform is not None or len(live) == self.pb.R or len(live) == 0:
+            return None
+        return live
+
+    def _compact_step(self, s: int, step_fn: Callable, active: torch.Tensor, live: torch.Tensor) -> None:
+        """`_step` on the live runs only: gather their parameters and state, step, scatter back."""
+        pb = self.pb
+        theta = self.flat.index_select(0, live)
+        state = {k: v.index_select(0, live) for k, v in self.flat_state.items()}
+        pairs, targets = pb.minibatch(s, runs=live)
+        hp = self.hp.select(live)
+        g = clip_grads({"theta": pb.flat_grads(theta, self.params, pairs, targets)}, hp.clip)
+        step_fn({"theta": theta}, g, state, hp, s + 1, active.index_select(0, live))
+        self.flat.index_copy_(0, live, theta)
+        for k, v in state.items():
+            self.flat_state[k].index_copy_(0, live, v)
 
     def _results(self, step: int) -> list[RunResult]:
         out = []

@@ -114,7 +114,9 @@ def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, int):
         return str(x)
     if isinstance(x, float):
-        return "—" if not math.isfinite(x) else f"{x:.{digits}g}"
+        if not math.isfinite(x):
+            return "—"
+        return f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
     return str(x)
 
 
@@ -174,14 +176,17 @@ Claim = Callable[[ClaimContext], ClaimRow]
 
 
 def run_claims(claims: Sequence[Claim], ctx: ClaimContext, paper_id: str) -> list[ClaimRow]:
-    """Evaluate each claim; a claim whose experiment raises is reported as 'not run' with the error."""
+    """Evaluate each claim; a claim whose experiment fails (anything but a ConfigError/StoreError, which
+    propagate as bad input) is reported as 'not run' with the error in its note."""
     from grokscope.errors import GrokscopeError
 
     rows = []
     for fn in claims:
         try:
             row = fn(ctx)
-        except (GrokscopeError, RuntimeError, ValueError) as e:
+        except GrokscopeError:  # bad input (a spec, a store holding other configs): one line, exit 2
+            raise
+        except Exception as e:  # noqa: BLE001 — one failed experiment must not hide the other claims' rows
             doc = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
             row = ClaimRow(
                 claim=doc,

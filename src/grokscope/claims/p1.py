@@ -1,7 +1,7 @@
 """P1 (arXiv 2602.18523) claims: multi-task grokking, weight-decay phase structure, fragility, deletion.
 
 Quick scale: the `quick` preset (1-layer trunk, d_model 64) on add+mul at p = 23 (and add+mul+sq), wd
-{0, 0.3, 1} × 2 seeds, a few thousand steps. Paper scale: configs/p1-dual-wd.yaml and p1-tri-wd.yaml
+{0, 0.3, 0.5, 1} × 2 seeds, a few thousand steps. Paper scale: configs/p1-dual-wd.yaml and p1-tri-wd.yaml
 (p = 97, 2-layer d128 trunk, wd {0, 0.1, 0.2, 0.3, 0.5, 1} × seeds {42, 137, 2024}).
 """
 
@@ -73,7 +73,11 @@ def dual_spec(scale: str) -> dict[str, Any]:
     return {
         "name": "p1-quick-dual",
         "base": _quick_base("add+mul"),
-        "grid": {"wd": [0, 0.3, 1], "seeds": [42, 137], "steps": {0: 3000, 0.3: 6000, 1: 4000}},
+        "grid": {
+            "wd": [0, 0.3, 0.5, 1],
+            "seeds": [42, 137],
+            "steps": {0: 3000, 0.3: 6000, 0.5: 5000, 1: 4000},
+        },
         "analyses": ["summary", "hessian", "fragility"],
     }
 
@@ -200,7 +204,7 @@ def claim_no_decay(ctx: ClaimContext) -> ClaimRow:
         "wd 0: never (within 100k steps)",
         meas,
         verdict_bool(ok),
-        "exact: no wd-0 run groks while some wd > 0 run does",
+        "exact: no wd-0 run groks while some wd > 0 run does (inconclusive if no wd > 0 run groks)",
         spec,
         {"no_decay_failure": ok},
     )
@@ -446,7 +450,8 @@ def _fragility(ctx: ClaimContext, kind: str, values: tuple[float, ...], claim: s
 
 def claim_svd_half(ctx: ClaimContext) -> ClaimRow:
     """SVD truncation of every ΔW to half its rank → chance."""
-    d = 128 if ctx.scale == "paper" else 64
+    table, _ = _dual(ctx)
+    d = int(RunDir(table.path.iloc[0]).config().model.d_model)  # the sweep's model width
     return _fragility(ctx, "svd", (d // 2,), f"SVD rank {d // 2} of {d} → chance", "rank 64 of 128 → chance")
 
 

@@ -189,6 +189,13 @@ def claim_defect_precedes(ctx: ClaimContext) -> ClaimRow:
     )
 
 
+def _ratio_verdict(m: float | None, lo: float, hi: float) -> str:
+    """A ratio inside [lo, hi] → reproduced; inside [lo/2, 2·hi] → partly (ratios compare on a log scale)."""
+    if m is None or not np.isfinite(m) or m <= 0:
+        return INCONCLUSIVE
+    return verdict_range(float(np.log10(m)), np.log10(lo), np.log10(hi), float(np.log10(2.0)))
+
+
 def claim_defect_ratio(ctx: ClaimContext) -> ClaimRow:
     """Grokking ops reach 500–2000× their baseline defect; non-grokking ops only 30–50×."""
     spec = ctx.spec("single", single_spec)
@@ -209,8 +216,8 @@ def claim_defect_ratio(ctx: ClaimContext) -> ClaimRow:
     n = t.loc[t.tasks.isin(NEVER), col].astype(float).to_numpy()
     gm = float(np.nanmedian(g)) if np.isfinite(g).any() else None
     nm = float(np.nanmedian(n)) if np.isfinite(n).any() else None
-    v1 = verdict_range(gm, 500, 2000, 1500)
-    v2 = verdict_range(nm, 30, 50, 40)
+    v1 = _ratio_verdict(gm, 500, 2000)
+    v2 = _ratio_verdict(nm, 30, 50)
     sep = gm is not None and nm is not None and gm > 3 * nm
     verdict = combine([v1, v2])
     if verdict == NOT_REPRODUCED and sep:
@@ -221,8 +228,8 @@ def claim_defect_ratio(ctx: ClaimContext) -> ClaimRow:
         "grokking 500–2000×, non-grokking 30–50×",
         f"grokking median {fmt(gm)}× ({len(g)} runs), non-grokking median {fmt(nm)}× ({len(n)} runs)",
         verdict,
-        "each range (grokking ±1500, non-grokking ±40 → partly); not reproduced ranges but "
-        "grokking > 3× non-grokking → partly",
+        "each range; partly within a factor 2 of it (log scale); both outside but grokking > 3× "
+        "non-grokking → partly",
         spec,
         {"grokking": g.tolist(), "non_grokking": n.tolist()},
     )

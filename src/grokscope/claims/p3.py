@@ -33,7 +33,7 @@ def mlp_experiment(scale: str) -> Any:
     from grokscope.geometry.normmin import MLPExperiment
 
     exp = MLPExperiment()
-    return exp if scale == "paper" else replace(exp, seeds=(0,), steps=10_000, every=250, eval_every=50)
+    return exp if scale == "paper" else replace(exp, seeds=(0,))
 
 
 def decoupled_config(scale: str) -> Any:
@@ -94,7 +94,7 @@ def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
         mem, grok, peak = s.get("mem_step"), s.get("grok_step"), s.get("peak_step")
         parts.append(
             f"seed {s['seed']}: mem {fmt(mem)}, grok {fmt(grok)}, peak {fmt(peak)} "
-            f"(cos {fmt(s.get('peak_cos'), 2)})"
+            f"(cos {fmt(s.get('peak_cos'), 2)}), final test acc {fmt(s.get('test_acc_final'), 2)}"
         )
         if mem is None or grok is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,22 @@ def run(args: argparse.Namespace) -> int:
     only = tuple(s.strip() for s in (getattr(args, "only", None) or "").split(",") if s.strip())
     rows = evaluate(paper, ctx, only)
     if args.json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2, default=_default) + "\n")
+        out = _finite(json.loads(json.dumps([r.to_dict() for r in rows], default=_default)))
+        sys.stdout.write(json.dumps(out, indent=2, allow_nan=False) + "\n")
     else:
         _print(paper, scale, store, rows)
     return 0
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf → None, recursively, so the JSON is strict."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
 
 
 def _default(x: Any) -> Any:
@@ -91,6 +104,7 @@ def _default(x: Any) -> Any:
 
 def _print(paper: str, scale: str, store: Path, rows: list) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {
@@ -104,12 +118,13 @@ def _print(paper: str, scale: str, store: Path, rows: list) -> None:
     for col in ("claim", "paper", "measured", "verdict", "tolerance"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(
-            r.claim, r.paper, r.measured, f"[{colour.get(r.verdict, 'white')}]{r.verdict}[/]", r.tolerance
-        )
+        verdict = f"[{colour.get(r.verdict, 'white')}]{escape(r.verdict)}[/]"
+        t.add_row(escape(r.claim), escape(r.paper), escape(r.measured), verdict, escape(r.tolerance))
     console = Console(width=200)
     console.print(t)
     for r in rows:
         console.print(
-            f"[bold]{r.key}[/]: config {r.config}" + (f" — note: {r.note}" if r.note else ""), highlight=False
+            f"{r.key}: config {r.config}" + (f" — note: {r.note}" if r.note else ""),
+            highlight=False,
+            markup=False,
         )
