@@ -192,12 +192,7 @@ def flatten(params: Params) -> torch.Tensor:
 
 def unflatten(vec: torch.Tensor, like: Params) -> Params:
     """Inverse of `flatten`: [R, P] back to a dict shaped like `like` (which has a run axis)."""
-    out, i = {}, 0
-    for k, v in like.items():
-        n = v[0].numel()
-        out[k] = vec[:, i:i + n].reshape((vec.shape[0],) + v.shape[1:])
-        i += n
-    return out
+    return unflatten_views(vec.contiguous(), like)
 
 
 def unflatten_views(vec: torch.Tensor, like: Params) -> Params:
