@@ -24,10 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from grokscope import reference as Ref
-from grokscope.config import RunConfig, preset
-from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
-from grokscope.problem import Params, Problem
-from grokscope.train import with_overrides
+from grokscope.config import RunConfig, preset, with_overrides
+from grokscope.train import stepper
 
 WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
 
@@ -36,43 +34,6 @@ def p1_configs(R: int, name: str = "p1-dual") -> list[RunConfig]:
     """R runs of a preset with different seeds and weight decays."""
     base = preset(name)
     return [with_overrides(base, seed=42 + r, wd=WDS[r % len(WDS)]) for r in range(R)]
-
-
-def hyper_params(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
-    """Per-run hyper-parameters as the trainer builds them (train._hyper)."""
-
-    def col(name: str) -> torch.Tensor:
-        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=torch.float32)
-
-    return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
-                       eps=col("eps"), momentum=col("momentum"))
-
-
-@dataclass
-class Batched:
-    """The state the trainer's loop carries between steps."""
-
-    problem: Problem
-    params: Params
-    state: Params
-    hp: HyperParams
-    budget: torch.Tensor
-
-    @classmethod
-    def create(cls, cfgs: list[RunConfig], device: torch.device) -> Batched:
-        pb = Problem(cfgs, device)
-        params = pb.init_params()
-        budget = torch.tensor([c.steps for c in cfgs], device=device)
-        return cls(pb, params, init_state(cfgs[0].optim.name, params), hyper_params(cfgs, device), budget)
-
-    def step(self, s: int) -> None:
-        """Step s -> s+1 of every run: the body of train._Loop.run between evaluations."""
-        pb = self.problem
-        active = s < self.budget
-        pairs, targets = pb.minibatch(s)
-        grads, _ = pb.grads(self.params, pairs, targets)
-        grads = clip_grads(grads, self.hp.clip)
-        STEPS[pb.cfgs[0].optim.name](self.params, grads, self.state, self.hp, s + 1, active)
 
 
 def _sync(device: torch.device) -> None:
@@ -97,12 +58,12 @@ def _auto_steps(seconds_per_step: float, budget_s: float, lo: int = 2) -> int:
 def bench_batched(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
                   budget_s: float) -> tuple[float, int]:
     """(run-steps/s, steps timed) of the batched step for these runs."""
-    b = Batched.create(cfgs, device)
-    _timed(b.step, 0, warmup, device)
+    step = stepper(cfgs, device)
+    _timed(step, 0, warmup, device)
     if steps is None:
-        steps = _auto_steps(_timed(b.step, warmup, 1, device), budget_s)
+        steps = _auto_steps(_timed(step, warmup, 1, device), budget_s)
         warmup += 1
-    secs = _timed(b.step, warmup, steps, device)
+    secs = _timed(step, warmup, steps, device)
     return len(cfgs) * steps / secs, steps
 
 

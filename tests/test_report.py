@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
@@ -23,6 +22,8 @@ from grokscope.geometry.onset import fit_power_law
 from grokscope.report import ReportConfig, build_report
 from grokscope.runner import run_batch
 from grokscope.store import RunDir, write_json
+
+from conftest import tiny_config
 
 CHROMIUM = "/usr/bin/chromium"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -179,6 +179,14 @@ def train(
     return _Loop(problem, dirs, probes, grad_transform, on_eval).run()
 
 
+def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu") -> Callable[[int], None]:
+    """The trainer's own per-step update (minibatch, gradients, clipping, optimiser) for `cfgs`, with no
+    evaluation, probes or I/O: what the throughput benchmark times."""
+    loop = _Loop(Problem(cfgs, device), None, (), None, None)
+    step_fn = STEPS[loop.base.optim.name]
+    return lambda s: loop._step(s, step_fn, s < loop.budget)
+
+
 class _Loop:
     def __init__(self, problem: Problem, dirs: list[RunDir] | None, probes: tuple[Probe, ...],
                  grad_transform: GradTransform | None, on_eval: Callable[[EvalInfo], None] | None) -> None:
@@ -325,7 +333,7 @@ class _Loop:
                                   self.stopped.cpu().numpy(), pb.tasks))
 
     def run(self) -> list[RunResult]:
-        pb, base = self.pb, self.base
+        base = self.base
         step_fn = STEPS[base.optim.name]
         start = int(self.resumed_at.clamp(min=0).min()) if self.dirs is not None else 0
         if bool(self.stopped.all()):
