@@ -251,3 +251,20 @@ def json_roundtrip(obj: Any) -> Any:
         return str(x)
 
     return json.loads(json.dumps(obj, default=default))
+
+
+def make_row(
+    ctx: ClaimContext,
+    claim: str,
+    paper: str,
+    measured: str,
+    verdict: str,
+    tolerance: str,
+    spec: dict[str, Any] | str,
+    values: dict[str, Any],
+    note: str = "",
+) -> ClaimRow:
+    """A result row; `spec` is the sweep spec that produced it (described) or a config string."""
+    config = describe_spec(spec) if isinstance(spec, dict) else spec
+    return ClaimRow(claim=claim, paper=paper, measured=measured, verdict=verdict, tolerance=tolerance,
+                    config=config, scale=ctx.scale, note=note, values=values)

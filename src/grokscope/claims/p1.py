@@ -21,7 +21,6 @@ from grokscope.claims.common import (
     ClaimContext,
     ClaimRow,
     combine,
-    describe_spec,
     fmt,
     grok_value,
     stored_scan,
@@ -30,6 +29,9 @@ from grokscope.claims.common import (
     verdict_count,
     verdict_range,
     verdict_value,
+)
+from grokscope.claims.common import (
+    make_row as _row,
 )
 from grokscope.phase import no_decay_failure, phase_fit, phase_runs, phase_table
 from grokscope.store import RunDir
@@ -109,30 +111,6 @@ def _dual(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _runs(ctx: ClaimContext, spec: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """phase_runs of exactly the sweep's runs."""
     return phase_runs(list(table["path"]))
-
-
-def _row(
-    ctx: ClaimContext,
-    claim: str,
-    paper: str,
-    measured: str,
-    verdict: str,
-    tolerance: str,
-    spec: dict[str, Any],
-    values: dict[str, Any],
-    note: str = "",
-) -> ClaimRow:
-    return ClaimRow(
-        claim=claim,
-        paper=paper,
-        measured=measured,
-        verdict=verdict,
-        tolerance=tolerance,
-        config=describe_spec(spec),
-        scale=ctx.scale,
-        note=note,
-        values=values,
-    )
 
 
 # ---- phase structure -----------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ from grokscope.claims.common import (
     verdict_range,
     verdict_value,
 )
+from grokscope.claims.common import (
+    make_row as _row,
+)
 from grokscope.geometry.onset import fit_power_law
 from grokscope.store import RunDir
 
@@ -89,31 +92,6 @@ def lr_spec(scale: str) -> dict[str, Any]:
         },
         "analyses": ["summary"],
     }
-
-
-def _row(
-    ctx: ClaimContext,
-    claim: str,
-    paper: str,
-    measured: str,
-    verdict: str,
-    tolerance: str,
-    spec: dict[str, Any] | str,
-    values: dict[str, Any],
-    note: str = "",
-) -> ClaimRow:
-    config = describe_spec(spec) if isinstance(spec, dict) else spec
-    return ClaimRow(
-        claim=claim,
-        paper=paper,
-        measured=measured,
-        verdict=verdict,
-        tolerance=tolerance,
-        config=config,
-        scale=ctx.scale,
-        note=note,
-        values=values,
-    )
 
 
 def _grokking_rows(table: pd.DataFrame) -> pd.DataFrame:

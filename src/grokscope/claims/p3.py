@@ -23,6 +23,9 @@ from grokscope.claims.common import (
     verdict_range,
     verdict_value,
 )
+from grokscope.claims.common import (
+    make_row as _row,
+)
 from grokscope.store import read_json, write_json
 
 PAPER = "P3"
@@ -55,30 +58,6 @@ def _cached(ctx: ClaimContext, name: str, config: dict[str, Any], compute: Any) 
     result = json_roundtrip(compute())
     write_json(f, {"config": want, "result": result})
     return result
-
-
-def _row(
-    ctx: ClaimContext,
-    claim: str,
-    paper: str,
-    measured: str,
-    verdict: str,
-    tolerance: str,
-    config: str,
-    values: dict[str, Any],
-    note: str = "",
-) -> ClaimRow:
-    return ClaimRow(
-        claim=claim,
-        paper=paper,
-        measured=measured,
-        verdict=verdict,
-        tolerance=tolerance,
-        config=config,
-        scale=ctx.scale,
-        note=note,
-        values=values,
-    )
 
 
 def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
