@@ -161,16 +161,18 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
     from rich.table import Table
 
     console = Console()
-    table = Table(title="grokscope run")
-    for col in ("run", "task", "grok step", "grok step (90%)", "train acc", "test acc", "onset", "lead"):
-        table.add_column(col)
+    single = len(results) == 1
+    table = Table(title=results[0].config.name if single else "grokscope run")
+    cols = ("task", "grok step", "grok step (90%)", "train acc", "test acc", "defect onset", "lead")
+    for col in cols if single else ("run", *cols):
+        table.add_column(col, overflow="fold")
     for r in results:
         s, g = r.summary, geometry.get(r.config.name, {})
         for t in r.config.data.tasks:
             acc = s["final_acc"].get(t, {})
-            table.add_row(s["name"], t, _fmt(s["grok_step"][t]), _fmt(s["grok_step_90"][t]),
-                          _fmt(acc.get("train"), 3), _fmt(acc.get("test"), 3),
-                          _fmt(g.get("onset")), _fmt((g.get("lead") or {}).get(t)))
+            row = [t, _fmt(s["grok_step"][t]), _fmt(s["grok_step_90"][t]), _fmt(acc.get("train"), 3),
+                   _fmt(acc.get("test"), 3), _fmt(g.get("onset")), _fmt((g.get("lead") or {}).get(t))]
+            table.add_row(*row if single else (s["name"], *row))
     console.print(table)
     for r in results:
         g = geometry.get(r.config.name)
