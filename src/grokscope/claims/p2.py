@@ -1,7 +1,7 @@
 """P2 (arXiv 2602.16746) claims: low-dimensional execution subspace, transverse curvature, the lead power law,
 non-grokking operations and the causal suppression test.
 
-Quick scale: the `quick` preset (1-layer trunk, d_model 64, lr 5e-3) at p = 23 on add, mul and sq_ab (which
+Quick scale: the `quick` preset (1-layer trunk, d_model 64, lr 5e-3) at p = 31 on add, mul and sq_ab (which
 P2 says never groks), wd 1, 2 seeds; an lr sweep {2e-3, 5e-3, 1e-2} on add and mul for the lead power law.
 Paper scale: configs/p2-single.yaml and configs/p2-lr.yaml (p = 97, 1-head 2-layer d128 trunk).
 """
@@ -57,7 +57,7 @@ def single_spec(scale: str) -> dict[str, Any]:
         }
     return {
         "name": "p2-quick-single",
-        "base": {"preset": "quick", "data": {"p": 23}, "checkpoint_every": 500, "defect_every": 100},
+        "base": {"preset": "quick", "checkpoint_every": 500, "defect_every": 100},
         "grid": {"tasks": ["add", "mul", "sq_ab"], "wd": 1, "seeds": [42, 137], "steps": 3000},
         "analyses": ["summary"],
     }
@@ -81,7 +81,7 @@ def lr_spec(scale: str) -> dict[str, Any]:
         }
     return {
         "name": "p2-quick-lr",
-        "base": {"preset": "quick", "data": {"p": 23}, "checkpoint_every": 500, "defect_every": 100},
+        "base": {"preset": "quick", "checkpoint_every": 500, "defect_every": 100},
         "grid": {
             "tasks": ["add", "mul"],
             "wd": 1,
