@@ -69,14 +69,18 @@ def test_grokked_run_stops_while_others_continue():
 
 
 def test_finished_runs_are_compacted_out_without_changing_the_others():
+    # Single-threaded (conftest), batching and compaction change nothing, bit for bit. With several CPU threads,
+    # reductions are split by shape, so a batch of another size differs in the last bits (see README).
+    assert torch.get_num_threads() == 1
     short, long_ = tiny_config(steps=100, seed=1), tiny_config(steps=300, seed=2, optim=dict(wd=0.3))
     together = train([short, long_])
     alone = [train([short])[0], train([long_])[0]]
     for got, want in zip(together, alone):
         assert got.summary["steps_trained"] == want.summary["steps_trained"]
-        for k in want.params:
-            torch.testing.assert_close(got.params[k], want.params[k], rtol=1e-4, atol=1e-5)
+        assert all(torch.equal(got.params[k], want.params[k]) for k in want.params)
         m_got, m_want = got.metrics, want.metrics
-        assert m_got.step.tolist() == m_want.step.tolist()
-        torch.testing.assert_close(torch.tensor(m_got.loss.values), torch.tensor(m_want.loss.values),
-                                   rtol=1e-4, atol=1e-5)
+        assert m_got.step.tolist() == m_want.step.tolist() and m_got.acc.tolist() == m_want.acc.tolist()
+        # evaluation reductions run over [R, ...] tensors, so loss and norm may differ in the last bits
+        for col in ("loss", "weight_norm"):
+            torch.testing.assert_close(torch.tensor(m_got[col].values), torch.tensor(m_want[col].values),
+                                       rtol=1e-6, atol=1e-7)
