@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from grokscope.errors import StoreError
-from grokscope.store import RunDir, find_runs, read_json
+from grokscope.store import RunDir, atomic_write, find_runs, read_json
 
 INDEX = "index.html"
 ANALYSES_FILE = "analyses.json"  # sweep.ANALYSES_FILE: {analysis name: its summary dict}
@@ -386,29 +385,11 @@ def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: 
 
 def _save_figure(fig: Any, path: Path, dpi: int) -> None:
     """PNG via a temporary file renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _fmt_cell(v: Any) -> str:

@@ -30,12 +30,14 @@ CHECKPOINT = "checkpoint.safetensors"
 SUMMARY = "summary.json"
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place (readable by all)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -48,7 +50,7 @@ def write_json(path: Path, obj: Any) -> None:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
 
-    _atomic(Path(path), w)
+    atomic_write(Path(path), w)
 
 
 def read_json(path: Path) -> Any:
@@ -62,7 +64,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
     """safetensors file; `meta` is stored as JSON in the header."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"grokscope": json.dumps(meta or {})}
-    _atomic(Path(path), lambda tmp: save_file(data, tmp, metadata=header))
+    atomic_write(Path(path), lambda tmp: save_file(data, tmp, metadata=header))
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,7 +84,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def write_table(path: Path, rows: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(rows, preserve_index=False)
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def read_table(path: Path) -> pd.DataFrame:
