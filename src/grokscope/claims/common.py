@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from grokscope.errors import ConfigError
@@ -268,3 +269,10 @@ def make_row(
     config = describe_spec(spec) if isinstance(spec, dict) else spec
     return ClaimRow(claim=claim, paper=paper, measured=measured, verdict=verdict, tolerance=tolerance,
                     config=config, scale=ctx.scale, note=note, values=values)
+
+
+def finite_values(table: pd.DataFrame, col: str) -> tuple[np.ndarray, float | None]:
+    """The finite values of a column (empty when the column is absent) and their mean (None when empty)."""
+    v = table[col].astype(float).to_numpy() if col in table else np.array([])
+    v = v[np.isfinite(v)]
+    return v, (float(v.mean()) if len(v) else None)

@@ -21,6 +21,7 @@ from grokscope.claims.common import (
     ClaimContext,
     ClaimRow,
     combine,
+    finite_values,
     fmt,
     grok_value,
     stored_scan,
@@ -284,9 +285,7 @@ def claim_pc1_tri(ctx: ClaimContext) -> ClaimRow:
 def claim_rho(ctx: ClaimContext) -> ClaimRow:
     """Integrability ρ ≈ 1.000 for wd > 0 (defect orthogonal to the execution basis)."""
     table, spec = _dual(ctx)
-    v = table.loc[table.wd > 0, "summary.rho"].astype(float).to_numpy() if "summary.rho" in table else []
-    v = np.asarray(v)[np.isfinite(v)]
-    mean = float(v.mean()) if len(v) else None
+    v, mean = finite_values(table[table.wd > 0], "summary.rho")
     return _row(
         ctx,
         "integrability ρ ≈ 1 for wd > 0",
@@ -350,10 +349,8 @@ def claim_k_star(ctx: ClaimContext) -> ClaimRow:
     """Reconstruction threshold k* = 4–10 trajectory PCs (dual mean 5.0–8.3)."""
     table, spec = _dual(ctx)
     col = "fragility.k_star"
-    v = table.loc[table.wd > 0, col].astype(float).to_numpy() if col in table else np.array([])
-    n_run = len(v)
-    v = v[np.isfinite(v)]
-    mean = float(v.mean()) if len(v) else None
+    n_run = int((table.wd > 0).sum()) if col in table else 0
+    v, mean = finite_values(table[table.wd > 0], col)
     return _row(
         ctx,
         "reconstruction threshold k*",

@@ -21,6 +21,7 @@ from grokscope.claims.common import (
     ClaimRow,
     combine,
     describe_spec,
+    finite_values,
     fmt,
     grok_value,
     stored_scan,
@@ -102,9 +103,7 @@ def claim_pc1_single(ctx: ClaimContext) -> ClaimRow:
     """One principal component carries 68–83% of the attention-trajectory variance (single task)."""
     spec = ctx.spec("single", single_spec)
     t = _grokking_rows(sweep_table(ctx, spec))
-    v = t["summary.pc1_mean"].astype(float).to_numpy() if "summary.pc1_mean" in t else np.array([])
-    v = v[np.isfinite(v)]
-    mean = float(v.mean()) if len(v) else None
+    v, mean = finite_values(t, "summary.pc1_mean")
     return _row(
         ctx,
         "PC1% of attention trajectories (single task)",
@@ -121,16 +120,14 @@ def claim_rho(ctx: ClaimContext) -> ClaimRow:
     """The commutator defect is orthogonal to the execution subspace: ρ ≈ 1."""
     spec = ctx.spec("single", single_spec)
     t = _grokking_rows(sweep_table(ctx, spec))
-    v = t["summary.rho"].astype(float).to_numpy() if "summary.rho" in t else np.array([])
-    v = v[np.isfinite(v)]
-    mean = float(v.mean()) if len(v) else None
-    pr = t["summary.proj_ratio"].astype(float).to_numpy() if "summary.proj_ratio" in t else np.array([])
+    v, mean = finite_values(t, "summary.rho")
+    _, pr_mean = finite_values(t, "summary.proj_ratio")
     return _row(
         ctx,
         "defect transverse to the execution subspace (ρ ≈ 1)",
         "ρ ≈ 1.000",
         f"ρ = {fmt(mean, 4)} (mean of {len(v)} runs); exec/random projection ratio "
-        f"{fmt(float(np.nanmean(pr)) if len(pr) and np.isfinite(pr).any() else None)}",
+        f"{fmt(pr_mean)}",
         verdict_value(mean, 1.0, 0.01, 5.0),
         "|ρ − 1| ≤ 0.01; partly ≤ 0.05",
         spec,
