@@ -28,7 +28,8 @@ import torch
 from grokscope import model as M
 from grokscope.config import RunConfig, preset
 from grokscope.geometry.commutator import commutator_defect
-from grokscope.geometry.hessian import hessian_sample, lanczos, make_hvp
+from grokscope.geometry.hvp import hessian_sample, make_hvp
+from grokscope.geometry.krylov import lanczos
 from grokscope.problem import Params, Problem
 
 

@@ -10,17 +10,9 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
-from grokscope.geometry.hessian import (
-    analyze_hessian,
-    checkpoint_indices,
-    complement_lanczos,
-    hessian_sample,
-    lanczos,
-    loss_weights,
-    make_hvp,
-    subspace_curvature,
-    summarize_hessian,
-)
+from grokscope.geometry.hessian import analyze_hessian, checkpoint_indices, summarize_hessian
+from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp
+from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.problem import Problem
 from grokscope.store import RunDir
 from grokscope.train import train

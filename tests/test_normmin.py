@@ -14,6 +14,7 @@ from grokscope import model as M
 from grokscope.commands import normmin as cmd
 from grokscope.config import preset
 from grokscope.errors import ConfigError, StoreError
+from grokscope.experiments import p3_mlp as P3
 from grokscope.geometry import normmin as N
 from grokscope.problem import Problem
 from grokscope.store import RunDir
@@ -21,15 +22,15 @@ from grokscope.train import train
 
 
 def _mlp_cfgs(seeds=(0, 1), steps=200, p=7, width=16):
-    exp = N.MLPExperiment(p=p, width=width, steps=steps, seeds=seeds, every=100, project_steps=20)
-    return exp, N.mlp_configs(exp)
+    exp = P3.MLPExperiment(p=p, width=width, steps=steps, seeds=seeds, every=100, project_steps=20)
+    return exp, P3.mlp_configs(exp)
 
 
 # ---- decoupled dynamics ------------------------------------------------------------------------------
 
 def _decoupled_small(seeds=(0, 1)):
     cfg = N.DecoupledConfig(p=11, width=64, seeds=seeds, steps=40, eval_every=10, lr=1e-3)
-    Xtr, Ytr, Xte, yte = N._decoupled_data(cfg)
+    Xtr, Ytr, Xte, yte = N.decoupled_data(cfg)
     W1 = torch.stack([torch.randn(11, 64, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
                       for s in seeds])
     return cfg, Xtr, Ytr, W1
@@ -100,7 +101,7 @@ def test_toy_linear_reaches_analytic_limit_then_min_norm():
     for i, lam in enumerate(lams):
         assert np.abs(res["w"][i, -1] - N.toy_linear_limit(lam)).max() < 1e-6
     assert np.allclose(N.toy_linear_limit(0.0), [1.0, 1.0])
-    rows = N._toy_rows("linear", res, N.toy_linear_limit, N._toy_grad_linear)
+    rows = N.toy_rows("linear", res, N.toy_linear_limit, N.toy_grad_linear)
     small = rows[0]  # λ = 0.01: the fit comes long before w reaches the limit (memorise, then drift)
     assert small["fit_step"] is not None and small["near_limit_step"] > 10 * small["fit_step"]
     # smaller λ drifts more slowly along w₁ + w₂ = 2
@@ -151,8 +152,8 @@ def test_replay_matches_trainer_and_probe_rows(tmp_path):
     for r, rr in enumerate(res):
         for k in p0:
             assert torch.allclose(p0[k][r] + delta[k][r], rr.params[k], atol=1e-6)
-    exp = N.MLPExperiment(p=5, width=16, steps=20, seeds=(0, 1), every=10, eval_every=10, project_steps=5)
-    out = N.run_mlp(exp)
+    exp = P3.MLPExperiment(p=5, width=16, steps=20, seeds=(0, 1), every=10, eval_every=10, project_steps=5)
+    out = P3.run_mlp(exp)
     t = out["table"]
     assert len(t) == 2 * 3 and set(t.step) == {0, 10, 20}
     assert t.cos_tangent.between(-1, 1).all() and t.tangent_frac.between(0, 1 + 1e-9).all()

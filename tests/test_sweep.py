@@ -20,7 +20,7 @@ from grokscope.store import RunDir
 from grokscope.sweep import (
     CPU_MAX_RUNS,
     EVAL_CHUNK,
-    _act_floats,
+    act_floats,
     capacity,
     expand,
     load_spec,
@@ -188,15 +188,15 @@ def test_plan_caps_cpu_batches():
 
 
 def test_plan_fits_device_memory(monkeypatch):
-    import grokscope.sweep as S
+    import grokscope.sweep.packing as S
 
     cfg = preset("quick", data=dict(p=11))
-    fixed = 4 * EVAL_CHUNK * _act_floats(cfg)
-    monkeypatch.setattr(S, "_device_budget", lambda device: (fixed + 5 * run_bytes(cfg) + 1, 1 << 30))
+    fixed = 4 * EVAL_CHUNK * act_floats(cfg)
+    monkeypatch.setattr(S, "device_budget", lambda device: (fixed + 5 * run_bytes(cfg) + 1, 1 << 30))
     assert capacity(cfg, "cuda") == 5 and capacity(cfg, "cuda", max_runs=2) == 2
     batches = plan([preset("quick", seed=s, data=dict(p=11)) for s in range(12)], "cuda")
     assert len(batches) == 3 and max(len(b) for b in batches) <= 5 and sum(map(len, batches)) == 12
-    monkeypatch.setattr(S, "_device_budget", lambda device: (fixed + 5 * run_bytes(cfg) - 1, 1 << 30))
+    monkeypatch.setattr(S, "device_budget", lambda device: (fixed + 5 * run_bytes(cfg) - 1, 1 << 30))
     assert capacity(cfg, "cuda") == 4
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 from collections.abc import Sequence
 
-from grokscope.errors import ConfigError, GrokscopeError
+from grokscope.commands import analyze, claims, fragility, intervene, normmin, report, run, runs, sweep
+from grokscope.errors import GrokscopeError
 
-# Sub-command modules; each exposes register(subparsers).
-COMMANDS = ("run", "runs", "analyze", "intervene", "fragility", "normmin", "sweep", "claims", "report")
+# Sub-command modules, in help order; each exposes register(subparsers).
+COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,49 +21,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def csv_list(kind: type) -> callable:
-    """argparse type for comma-separated lists, naming the bad item on error."""
-
-    def parse(text: str) -> list:
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"empty list {text!r}")
-        try:
-            return [kind(s) for s in items]
-        except ValueError:
-            bad = next(s for s in items if not _ok(kind, s))
-            raise argparse.ArgumentTypeError(f"{bad!r} is not a valid {kind.__name__}") from None
-
-    return parse
-
-
-def _ok(kind: type, s: str) -> bool:
-    try:
-        kind(s)
-        return True
-    except ValueError:
-        return False
-
-
-def print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The parser with every sub-command registered."""
     parser = _Parser(prog="grokscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"grokscope.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"grokscope.commands.{name}":
-                raise
-            continue
+    for mod in COMMANDS:
         mod.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run the command; bad input is one line on stderr and exit code 2."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -81,12 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("grokscope: interrupted; rerun the same command to resume from the last checkpoint\n")
         return 130
-
-
-def require(cond: bool, message: str) -> None:
-    """Raise a ConfigError (one line, exit 2) unless `cond`."""
-    if not cond:
-        raise ConfigError(message)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from grokscope.formatting import short_name
 from grokscope.geometry.onset import PowerLawFit
 
 MAX_LEGEND = 10  # more lines than this: no legend (colours still cycle)
@@ -37,12 +38,6 @@ def _figure(n_panels: int = 1, ncols: int = 3, panel: tuple[float, float] = (4.6
 def _legend(ax, n_lines: int, **kw) -> None:
     if 0 < n_lines <= MAX_LEGEND:
         ax.legend(fontsize=7, **kw)
-
-
-def _short(name: str) -> str:
-    """`layers.0.attn.W_Q` -> `W_Q@0`."""
-    parts = name.split(".")
-    return f"{parts[-1]}@{parts[1]}" if len(parts) == 4 and parts[0] == "layers" else name
 
 
 def accuracy_curves(metrics: pd.DataFrame, grok: Mapping[str, Mapping[str, int | None]]) -> Figure:
@@ -83,7 +78,7 @@ def pc1_vs_null(df: pd.DataFrame) -> Figure:
         nm = [np.nanmean(df.loc[df["name"] == n, "null_mean"].to_numpy(dtype=float)) for n in names]
         ns = [np.nanmean(df.loc[df["name"] == n, "null_std"].to_numpy(dtype=float)) for n in names]
         ax.bar(x + 0.2, nm, width=0.4, yerr=ns, color="0.6", alpha=0.8, label="random-walk null")
-    ax.set_xticks(x, [_short(n) for n in names], rotation=45 if len(names) > 8 else 0, fontsize=8)
+    ax.set_xticks(x, [short_name(n) for n in names], rotation=45 if len(names) > 8 else 0, fontsize=8)
     ax.set_ylabel("PC1 % of trajectory variance")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from grokscope.config import RunConfig, with_overrides
+from grokscope.geometry.commutator import defect_probe
 from grokscope.train import EvalInfo, Probe, RunResult, train
 
 
@@ -17,8 +18,6 @@ def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:
     """Inline measurements requested by the config (shared by every run of a batch)."""
     probes: list[Probe] = []
     if cfg.defect_every:
-        from grokscope.geometry.commutator import defect_probe
-
         probes.append(defect_probe(cfg.defect_every, draws=cfg.defect_draws))
     return tuple(probes)
 

@@ -6,7 +6,9 @@ process leaves either the old file or the new one, never half of one. Nothing lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -17,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from grokscope.config import RunConfig
@@ -28,6 +30,7 @@ METRICS = "metrics.parquet"
 TRAJECTORY = "trajectory.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 SUMMARY = "summary.json"
+ANALYSES = "analyses.json"  # {analysis name: its JSON result}, written by `RunDir.write_analysis`
 
 
 def atomic_write(path: Path, write) -> None:
@@ -53,6 +56,30 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(Path(path), w)
 
 
+def jsonable(obj: Any) -> Any:
+    """`obj` as strict JSON holds it: numpy/torch scalars and arrays → Python numbers and lists, tuples →
+    lists, keys → str, NaN/±inf → None (so every JSON grokscope writes or prints is standard JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    return str(obj)
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
@@ -73,8 +100,6 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("grokscope", "{}"))
         return load_file(str(path)), meta
@@ -128,8 +153,37 @@ class RunDir:
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         write_table(self.file(f"{name}.parquet"), df)
 
+    def has_summary(self) -> bool:
+        return self.file(SUMMARY).exists()
+
     def summary(self) -> dict[str, Any]:
         return read_json(self.file(SUMMARY))
+
+    def grok_steps(self) -> dict[str, int | None]:
+        """Grok step per task from summary.json ({} for a run without one)."""
+        return dict(self.summary().get("grok_step") or {}) if self.has_summary() else {}
+
+    def analyses(self) -> dict[str, Any]:
+        """Every stored analysis result of the run ({} when none is stored)."""
+        f = self.file(ANALYSES)
+        got = read_json(f) if f.exists() else {}
+        return got if isinstance(got, dict) else {}
+
+    def write_analysis(self, name: str, result: Any) -> Any:
+        """Store one analysis result (as strict JSON) beside the others; returns what was stored."""
+        stored = jsonable(result)
+        write_json(self.file(ANALYSES), {**self.analyses(), name: stored})
+        return stored
+
+    def clear_analyses(self) -> None:
+        """Forget every stored analysis result (the run was retrained: they describe an older run)."""
+        self.file(ANALYSES).unlink(missing_ok=True)
+
+    def has_trajectory(self) -> bool:
+        return self.file(TRAJECTORY).exists()
+
+    def has_checkpoint(self) -> bool:
+        return self.file(CHECKPOINT).exists()
 
     def trajectory(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Attention matrices `attn.<name>` [T, ...] at `attn_steps`, full snapshots `snap.<name>` [S, ...]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from grokscope.claims import p1, p2, p3
 from grokscope.claims.common import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -16,6 +17,7 @@ from grokscope.claims.common import (
     ClaimContext,
     ClaimRow,
     combine,
+    run_claims,
     verdict_bool,
     verdict_count,
     verdict_range,
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 PAPERS = ("p1", "p2", "p3")
+CLAIMS = {"p1": p1.CLAIMS, "p2": p2.CLAIMS, "p3": p3.CLAIMS}
 
 
 def claims_of(paper: str) -> tuple:
@@ -49,15 +52,11 @@ def claims_of(paper: str) -> tuple:
     paper = paper.lower()
     if paper not in PAPERS:
         raise ConfigError(f"unknown paper {paper!r}; choose from {', '.join(PAPERS)}")
-    import importlib
-
-    return importlib.import_module(f"grokscope.claims.{paper}").CLAIMS
+    return CLAIMS[paper]
 
 
 def evaluate(paper: str, ctx: ClaimContext, only: tuple[str, ...] = ()) -> list[ClaimRow]:
     """Every claim of `paper` (or those whose function name contains one of `only`) as ClaimRows."""
-    from grokscope.claims.common import run_claims
-
     fns = claims_of(paper)
     if only:
         fns = tuple(f for f in fns if any(o in f.__name__ for o in only))

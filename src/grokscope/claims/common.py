@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.errors import ConfigError
+from grokscope.errors import ConfigError, GrokscopeError
+from grokscope.geometry.interventions import ScanConfig, intervention_scan, write_scan
+from grokscope.store import RunDir, jsonable, read_json
+from grokscope.sweep import run_sweep, spec_from_dict
 
 REPRODUCED = "reproduced"
 PARTLY = "partly"
@@ -153,8 +156,6 @@ class ClaimContext:
 def sweep_table(ctx: ClaimContext, spec: dict[str, Any]) -> pd.DataFrame:
     """Run (or reuse from the store) a sweep given as a spec mapping (as a YAML file would hold it) into
     `ctx.store/<spec name>`; returns its result table (one row per run, see grokscope.sweep)."""
-    from grokscope.sweep import run_sweep, spec_from_dict
-
     name = spec["name"]
     if name in ctx.cache:
         return ctx.cache[name]
@@ -179,8 +180,6 @@ Claim = Callable[[ClaimContext], ClaimRow]
 def run_claims(claims: Sequence[Claim], ctx: ClaimContext, paper_id: str) -> list[ClaimRow]:
     """Evaluate each claim; a claim whose experiment fails (anything but a ConfigError/StoreError, which
     propagate as bad input) is reported as 'not run' with the error in its note."""
-    from grokscope.errors import GrokscopeError
-
     rows = []
     for fn in claims:
         try:
@@ -223,35 +222,21 @@ def grok_value(v: Any) -> int | None:
     return int(f) if math.isfinite(f) else None
 
 
-def stored_scan(ctx: ClaimContext, run: Any, scan: Any) -> tuple[pd.DataFrame, str]:
+def stored_scan(ctx: ClaimContext, run: RunDir, scan: ScanConfig) -> tuple[pd.DataFrame, str]:
     """An intervention scan of `run` (geometry.interventions), reused from `ctx.store/scans/...` when the
     same scan is stored there; returns (its table: one row per (value, task)) and where it is stored."""
-    from dataclasses import asdict as _asdict
-
-    from grokscope.geometry.interventions import intervention_scan, write_scan
-    from grokscope.store import read_json
-
     tag = f"{scan.kind}-{scan.basis or 'default'}-{run.path.name}"
     out = ctx.store / "scans" / tag
     f = out / "intervention.json"
-    want = json_roundtrip(_asdict(scan))
+    want = json_roundtrip(asdict(scan))
     if not (f.exists() and read_json(f).get("scan") == want):
         write_scan(intervention_scan(run, scan, ctx.device), out)
     return pd.DataFrame(read_json(f)["rows"]), str(out)
 
 
 def json_roundtrip(obj: Any) -> Any:
-    """obj as it reads back from JSON (tuples → lists), for comparing with a stored record."""
-    import json
-
-    def default(x: Any) -> Any:
-        if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-            return x.item()
-        if hasattr(x, "tolist"):
-            return x.tolist()
-        return str(x)
-
-    return json.loads(json.dumps(obj, default=default))
+    """obj as it reads back from JSON (tuples → lists, NaN → None), for comparing with a stored record."""
+    return jsonable(obj)
 
 
 def make_row(

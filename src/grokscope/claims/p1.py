@@ -34,6 +34,7 @@ from grokscope.claims.common import (
 from grokscope.claims.common import (
     make_row as _row,
 )
+from grokscope.geometry.interventions import ScanConfig
 from grokscope.phase import no_decay_failure, phase_fit, phase_runs, phase_table
 from grokscope.store import RunDir
 
@@ -445,8 +446,6 @@ def claim_scale(ctx: ClaimContext) -> ClaimRow:
 
 def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     """Orthogonal gradient deletion (top-20 trajectory PCs) of ≥ 10% stops grokking (wd 1)."""
-    from grokscope.geometry.interventions import ScanConfig
-
     table, spec = _dual(ctx)
     base = table[(table.wd == 1.0)]
     base = base[

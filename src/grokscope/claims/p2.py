@@ -33,6 +33,7 @@ from grokscope.claims.common import (
 from grokscope.claims.common import (
     make_row as _row,
 )
+from grokscope.geometry.interventions import ScanConfig
 from grokscope.geometry.onset import fit_power_law
 from grokscope.store import RunDir
 
@@ -272,8 +273,6 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
 def claim_suppression(ctx: ClaimContext) -> ClaimRow:
     """Suppressing gradient motion off the execution subspace (s = 1) stops grokking; a random rank-16 basis
     at intermediate s does not."""
-    from grokscope.geometry.interventions import ScanConfig
-
     spec = ctx.spec("single", single_spec)
     t = sweep_table(ctx, spec)
     base = t[(t.tasks == "add") & t["grok_step.add"].notna()]

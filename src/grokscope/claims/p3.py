@@ -26,23 +26,21 @@ from grokscope.claims.common import (
 from grokscope.claims.common import (
     make_row as _row,
 )
+from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
+from grokscope.geometry.normmin import DecoupledConfig, decoupled_summary, run_toys, simulate_decoupled
 from grokscope.store import read_json, write_json
 
 PAPER = "P3"
 
 
-def mlp_experiment(scale: str) -> Any:
+def mlp_experiment(scale: str) -> MLPExperiment:
     """P3 §4.6: the bias-free ReLU MLP on mod-11 addition, full-batch GD, lr 1, wd 1e-4."""
-    from grokscope.geometry.normmin import MLPExperiment
-
     exp = MLPExperiment()
     return exp if scale == "paper" else replace(exp, seeds=(0,))
 
 
-def decoupled_config(scale: str) -> Any:
+def decoupled_config(scale: str) -> DecoupledConfig:
     """P3 §7: decoupled dynamics, p 37, a ≤ b, width 512, 70% train, η 1e-3, 5000 steps."""
-    from grokscope.geometry.normmin import DecoupledConfig
-
     cfg = DecoupledConfig()
     return cfg if scale == "paper" else replace(cfg, seeds=(0,), steps=3000)
 
@@ -62,8 +60,6 @@ def _cached(ctx: ClaimContext, name: str, config: dict[str, Any], compute: Any) 
 
 def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
     """cos(Δθ, projected −θ) peaks during grokking (between memorisation and generalisation)."""
-    from grokscope.geometry.normmin import run_mlp
-
     exp = mlp_experiment(ctx.scale)
     seeds = _cached(ctx, f"mlp-{ctx.scale}", asdict(exp), lambda: run_mlp(exp)["seeds"])
     # The peak is "during grokking" when it lies in [memorisation, grok step] (98% rule) or, allowing one
@@ -96,8 +92,6 @@ def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
 
 def claim_decoupled(ctx: ClaimContext) -> ClaimRow:
     """Decoupled two-layer dynamics: test accuracy at chance until ~500 steps, perfect by ~2000."""
-    from grokscope.geometry.normmin import decoupled_summary, simulate_decoupled
-
     cfg = decoupled_config(ctx.scale)
     seeds = _cached(
         ctx, f"decoupled-{ctx.scale}", asdict(cfg), lambda: decoupled_summary(simulate_decoupled(cfg))
@@ -123,8 +117,6 @@ def claim_decoupled(ctx: ClaimContext) -> ClaimRow:
 
 def claim_toy_min_norm(ctx: ClaimContext) -> ClaimRow:
     """Toy models converge to the minimum-norm solution of their zero-loss set."""
-    from grokscope.geometry.normmin import run_toys
-
     lams = (0.01, 0.1, 0.2)
     res = _cached(ctx, "toys", {"lams": lams}, lambda: {"rows": run_toys(lams)["rows"]})
     rows = res["rows"]

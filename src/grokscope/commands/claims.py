@@ -4,12 +4,17 @@ print claim, paper value, measured value, verdict, tolerance and the exact confi
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate
+from grokscope.commands.common import print_json
+from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
 
 
@@ -37,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _specs(path: str | None) -> dict[str, dict[str, Any]]:
     if not path:
         return {}
-    import yaml
-
     f = Path(path)
     if not f.is_file():
         raise ConfigError(f"--specs file {path!r} does not exist")
@@ -51,62 +54,29 @@ def _specs(path: str | None) -> dict[str, dict[str, Any]]:
     return raw
 
 
-def _device(d: str) -> str:
-    from grokscope.sweep import _device as check
-    from grokscope.sweep import _resolve_device
-
-    return _resolve_device(check(d))
-
-
 def run(args: argparse.Namespace) -> int:
-    from grokscope.claims import PAPERS, ClaimContext, evaluate
-
     paper = str(args.paper).lower()
     if paper not in PAPERS:
         raise ConfigError(f"unknown paper {args.paper!r}; choose from {', '.join(PAPERS)}")
-    scale = getattr(args, "scale", "quick") or "quick"
-    store = Path(getattr(args, "store", None) or f"runs/claims-{scale}")
+    scale = args.scale
+    store = Path(args.store or f"runs/claims-{scale}")
     ctx = ClaimContext(
         scale=scale,
         store=store,
-        device=_device(getattr(args, "device", "cpu") or "cpu"),
-        progress=bool(getattr(args, "progress", False)) and not args.json,
-        specs=_specs(getattr(args, "specs", None)),
+        device=resolve_device(check_device(args.device)),
+        progress=args.progress and not args.json,
+        specs=_specs(args.specs),
     )
-    only = tuple(s.strip() for s in (getattr(args, "only", None) or "").split(",") if s.strip())
+    only = tuple(s.strip() for s in (args.only or "").split(",") if s.strip())
     rows = evaluate(paper, ctx, only)
     if args.json:
-        out = _finite(json.loads(json.dumps([r.to_dict() for r in rows], default=_default)))
-        sys.stdout.write(json.dumps(out, indent=2, allow_nan=False) + "\n")
+        print_json([r.to_dict() for r in rows])
     else:
         _print(paper, scale, store, rows)
     return 0
 
 
-def _finite(x: Any) -> Any:
-    """NaN/inf → None, recursively, so the JSON is strict."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    return x
-
-
-def _default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
-
-
-def _print(paper: str, scale: str, store: Path, rows: list) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
+def _print(paper: str, scale: str, store: Path, rows: list[ClaimRow]) -> None:
     colour = {
         "reproduced": "green",
         "partly": "yellow",

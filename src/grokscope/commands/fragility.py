@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 
-from grokscope.cli import print_json
+from grokscope.analyses import run_analysis
+from grokscope.commands.common import print_json
 from grokscope.errors import StoreError
-from grokscope.geometry.compress import FragilityConfig, fragility
-from grokscope.geometry.reconstruct import reconstruction_threshold
-from grokscope.store import RunDir, write_json
+from grokscope.store import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,27 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _clean(v: object) -> object:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
 def run(args: argparse.Namespace) -> int:
     rd = RunDir(args.run_dir)
     if not rd.exists():
         raise StoreError(f"{rd.path} is not a grokscope run (no config.json)")
-    if not rd.file("checkpoint.safetensors").exists() or not rd.file("trajectory.safetensors").exists():
+    if not rd.has_checkpoint() or not rd.has_trajectory():
         raise StoreError(f"{rd.path} has no checkpoint/trajectory yet; train it first")
-    frag = fragility(rd, FragilityConfig(seed=args.seed), args.device)
-    rec = reconstruction_threshold(rd, args.k, args.threshold, args.device)
-    rd.write_table("fragility", frag)
-    rd.write_table("reconstruction", rec.table)
-    summary = {"k_star": rec.k_star, "cumulative_at_k_star": rec.cumulative_at_k_star,
-               "threshold": rec.threshold}
-    write_json(rd.file("fragility.json"), summary)
+    summary = run_analysis(rd, "fragility", args.device, k=args.k, threshold=args.threshold, seed=args.seed)
+    frag, rec = rd.table("fragility"), rd.table("reconstruction")
     if args.json:
-        print_json({"run": str(rd.path), **summary,
-                    "fragility": [{k: _clean(v) for k, v in r.items()} for r in frag.to_dict("records")],
-                    "reconstruction": rec.table.to_dict("records")})
+        print_json({"run": str(rd.path), **summary, "fragility": frag.to_dict("records"),
+                    "reconstruction": rec.to_dict("records")})
         return 0
     tasks = list(dict.fromkeys(frag.task))
     wide = frag.pivot_table(index=["kind", "value", "size"], columns="task", values="test_acc", dropna=False,
@@ -58,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     for _, r in wide.iterrows():
         size = "" if math.isnan(r["size"]) else f"{r['size']:g}"
         print(f"{r['kind']:>8} {r['value']:>7g} {size:>6}" + "".join(f" {r[t]:>8.3f}" for t in tasks))
-    rt = rec.table.pivot_table(index=["k", "cumulative"], columns="task", values="test_acc").reset_index()
+    rt = rec.pivot_table(index=["k", "cumulative"], columns="task", values="test_acc").reset_index()
     print("\nreconstruction θ₀ + Σ_(i≤k) v_i v_iᵀ Δθ (test accuracy per task)")
     print(f"{'k':>3} {'cum var':>8}" + "".join(f" {t:>8}" for t in tasks))
     for _, r in rt.iterrows():
         print(f"{int(r['k']):>3} {r['cumulative']:>8.4f}" + "".join(f" {r[t]:>8.3f}" for t in tasks))
-    if rec.k_star is None:
+    if summary["k_star"] is None:
         print(f"k* > {rt.k.max() if len(rt) else 0}: no k reaches {args.threshold:.0%} on every task")
     else:
-        print(f"k* = {rec.k_star} (cumulative variance {rec.cumulative_at_k_star:.4f})")
+        print(f"k* = {summary['k_star']} (cumulative variance {summary['cumulative_at_k_star']:.4f})")
     return 0

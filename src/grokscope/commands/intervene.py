@@ -9,16 +9,12 @@ intervention_metrics.parquet (per-fraction metrics, column `value`) and interven
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from grokscope.cli import csv_list, print_json
+from grokscope.commands.common import csv_list, print_json
 from grokscope.errors import StoreError
 from grokscope.geometry.interventions import BASES, KINDS, NO_GROK, ScanConfig, intervention_scan, write_scan
-from grokscope.store import RunDir
+from grokscope.store import RunDir, jsonable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,17 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _fmt(v: float | None) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.1f}%"
-
-
-def _plain(v: Any) -> Any:
-    """JSON-ready scalar: missing (None/NaN/NA) -> None, numpy/pandas numbers -> int/float."""
-    if v is None or (not isinstance(v, str) and pd.isna(v)):
-        return None
-    if hasattr(v, "item"):
-        v = v.item()
-    return v
+def _delay(v: float | None) -> str:
+    """A delay in percent, signed ('—' when there is none)."""
+    return "—" if v is None else f"{v:+.1f}%"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                       k=args.k, basis=args.basis, every=args.every, seed=args.seed)
     res = intervention_scan(base, scan, args.device)
     out = write_scan(res, Path(args.out) if args.out else base.path / f"intervene-{args.kind}")
-    rows = [{k: _plain(v) for k, v in r.items()} for r in res.table.to_dict("records")]
+    rows = jsonable(res.table.to_dict("records"))
     if args.json:
         print_json({"base_run": str(base.path), "kind": args.kind, "out": str(out), "baseline": res.baseline,
                     "rows": rows})
@@ -77,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         for t in tasks:
             r = next(x for x in rows if x["value"] == float(v) and x["task"] == t)
             g = str(r["grok_step"]) if r["grok_step"] is not None else NO_GROK
-            line += f"  {g:>22}  {_fmt(r['delay_pct']):>8}"
+            line += f"  {g:>22}  {_delay(r['delay_pct']):>8}"
         print(line)
     print(f"results in {out}")
     return 0

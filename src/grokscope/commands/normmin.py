@@ -9,8 +9,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from grokscope.cli import csv_list, print_json
+from grokscope.commands.common import csv_list, print_json
 from grokscope.errors import ConfigError, StoreError
+from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry import normmin as N
 from grokscope.store import RunDir
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 # ---- experiments -------------------------------------------------------------------------------------
 
 def _mlp(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
-    exp = N.MLPExperiment()
+    exp = MLPExperiment()
     over: dict[str, Any] = {}
     if args.seeds:
         over["seeds"] = tuple(args.seeds)
@@ -111,7 +112,7 @@ def _mlp(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     if getattr(args, "train_frac", None) is not None:
         over["train_frac"] = args.train_frac
     exp = replace(exp, **over)
-    res = N.run_mlp(exp, str(out / "runs") if out is not None else None)
+    res = run_mlp(exp, str(out / "runs") if out is not None else None)
     if out is not None:
         _fig_mlp(res, out / "normmin_mlp.png")
     table = res["table"]

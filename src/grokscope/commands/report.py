@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError
+from grokscope.report import ReportConfig, build_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,17 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grokscope.report import ReportConfig, build_report
-
-    null_runs = int(getattr(args, "null_runs", 6))
+    null_runs = args.null_runs
     if null_runs < 0:
         raise ConfigError(f"--null-runs={null_runs} must be >= 0")
-    cfg = ReportConfig(null_runs=null_runs, compute_summary=bool(getattr(args, "compute", False)),
-                       device=getattr(args, "device", "cpu"))
-    res = build_report(args.store, getattr(args, "out", None), cfg)
-    if getattr(args, "json", False):
-        from grokscope.cli import print_json
-
+    cfg = ReportConfig(null_runs=null_runs, compute_summary=args.compute, device=args.device)
+    res = build_report(args.store, args.out, cfg)
+    if args.json:
         print_json({"index": str(res.index), "figures": [str(f) for f in res.figures],
                     "missing": res.missing})
         return 0

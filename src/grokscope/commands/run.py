@@ -8,12 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from rich.console import Console
+from rich.table import Table
 
-from grokscope.cli import csv_list, print_json
-from grokscope.config import PRESETS, preset, validate, with_overrides
-from grokscope.errors import ConfigError
+from grokscope.commands.common import csv_list, print_json
+from grokscope.config import PRESETS, RunConfig, preset, validate, with_overrides
+from grokscope.devices import check_device, resolve_device
+from grokscope.formatting import fmt, short_name
+from grokscope.geometry.summary import geometry_summary
+from grokscope.progress import describe_eval, progress_bar
 from grokscope.runner import grid, run_batch
+from grokscope.store import RunDir
 from grokscope.train import EvalInfo, RunResult
 
 
@@ -52,7 +57,7 @@ def _batch(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"batch {text!r} is not an integer or 'full'") from None
 
 
-def configs_from_args(args: argparse.Namespace) -> list:
+def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """The run grid the arguments describe, validated."""
     over: dict[str, Any] = {}
     for field, value in (("tasks", tuple(args.tasks) if args.tasks else None), ("p", args.p),
@@ -78,16 +83,15 @@ def _round_up(n: int, k: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {args.device!r} is not available on this machine")
+    device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
     out = Path(args.out)
     quiet = args.json
     t0 = time.perf_counter()
     if quiet:
-        results = run_batch(cfgs, out, args.device, resume=args.resume, force=args.force)
+        results = run_batch(cfgs, out, device, resume=args.resume, force=args.force)
     else:
-        results = _run_with_progress(cfgs, out, args)
+        results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
     geometry = {} if args.no_geometry else _geometry(results)
     if args.json:
@@ -108,58 +112,21 @@ def _json_row(r: RunResult, geom: dict | None) -> dict:
 
 
 def _geometry(results: list[RunResult]) -> dict[str, dict]:
-    try:
-        from grokscope.geometry.summary import geometry_summary
-    except ImportError:
-        return {}
-    from grokscope.store import RunDir
-
     return {r.config.name: geometry_summary(RunDir(r.path)) for r in results if r.path is not None}
 
 
-def _run_with_progress(cfgs: list, out: Path, args: argparse.Namespace) -> list[RunResult]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as bar:
+def _run_with_progress(cfgs: list[RunConfig], out: Path, device: str, args: argparse.Namespace
+                       ) -> list[RunResult]:
+    with progress_bar("[bold]train") as bar:
         task = bar.add_task("", total=max(c.steps for c in cfgs))
 
         def on_eval(e: EvalInfo) -> None:
-            bar.update(task, completed=e.step, description=_describe(e))
+            bar.update(task, completed=e.step, description=describe_eval(e))
 
-        return run_batch(cfgs, out, args.device, resume=args.resume, force=args.force, on_eval=on_eval)
-
-
-def _describe(e: EvalInfo) -> str:
-    """Live per-task accuracy: mean over runs of train/test, and how many runs grokked each task."""
-    parts = []
-    for ti, t in enumerate(e.tasks):
-        grokked = int((e.grok_step[:, ti] >= 0).sum())
-        parts.append(f"{t} train {e.train_acc[:, ti].mean():.2f} test {e.test_acc[:, ti].mean():.2f}"
-                     + (f" grokked {grokked}/{len(e.stopped)}" if len(e.stopped) > 1 or grokked else ""))
-    return " | ".join(parts)
-
-
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _short(name: str) -> str:
-    """`layers.0.attn.W_Q` -> `W_Q@0`."""
-    parts = name.split(".")
-    return f"{parts[-1]}@{parts[1]}" if len(parts) == 4 else name
+        return run_batch(cfgs, out, device, resume=args.resume, force=args.force, on_eval=on_eval)
 
 
 def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     single = len(results) == 1
     table = Table(title=results[0].config.name if single else "grokscope run")
@@ -170,8 +137,8 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
         s, g = r.summary, geometry.get(r.config.name, {})
         for t in r.config.data.tasks:
             acc = s["final_acc"].get(t, {})
-            row = [t, _fmt(s["grok_step"][t]), _fmt(s["grok_step_90"][t]), _fmt(acc.get("train"), 3),
-                   _fmt(acc.get("test"), 3), _fmt(g.get("onset")), _fmt((g.get("lead") or {}).get(t))]
+            row = [t, fmt(s["grok_step"][t]), fmt(s["grok_step_90"][t]), fmt(acc.get("train"), ".3f"),
+                   fmt(acc.get("test"), ".3f"), fmt(g.get("onset")), fmt((g.get("lead") or {}).get(t))]
             table.add_row(*row if single else (s["name"], *row))
     console.print(table)
     for r in results:
@@ -179,7 +146,7 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
         if g:
             pc1 = g.get("pc1_percent") or {}
             mean = g.get("pc1_mean")
-            per = ", ".join(f"{_short(k)} {v:.0f}" for k, v in pc1.items())
-            console.print(f"{r.config.name}: PC1% of attention trajectories mean {_fmt(mean)} ({per}); "
-                          f"rho {_fmt(g.get('rho'), 3)}")
+            per = ", ".join(f"{short_name(k)} {v:.0f}" for k, v in pc1.items())
+            console.print(f"{r.config.name}: PC1% of attention trajectories mean {fmt(mean, '.1f')} ({per}); "
+                          f"rho {fmt(g.get('rho'), '.3f')}")
     console.print(f"wall time {wall:.1f} s; runs stored under {results[0].path.parent if results[0].path else '-'}")

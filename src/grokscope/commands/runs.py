@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from grokscope.cli import print_json
+from rich.console import Console
+from rich.pretty import Pretty
+from rich.table import Table
+
+from grokscope.commands.common import print_json
 from grokscope.store import RunDir, find_runs
 
 
@@ -23,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _summary(run: RunDir) -> dict:
-    if run.file("summary.json").exists():
+    if run.has_summary():
         return run.summary()
     return {"name": run.path.name, "config": run.config().to_dict(), "grok_step": {}, "final_acc": {},
             "steps_trained": None, "finished": False}
@@ -40,9 +44,6 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"runs in {args.store}")
     for col in ("path", "tasks", "p", "model", "wd", "lr", "seed", "steps", "grok step"):
         t.add_column(col)
@@ -62,9 +63,6 @@ def show_run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**s, "path": str(run.path), "files": files})
         return 0
-    from rich.console import Console
-    from rich.pretty import Pretty
-
     con = Console()
     con.print(f"[bold]{s['name']}[/bold]  ({run.path})")
     con.print(Pretty(s["config"]))

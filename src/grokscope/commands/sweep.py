@@ -5,13 +5,20 @@ runs and resumes partial ones; `--dry-run` prints the batch plan without trainin
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from grokscope.commands.common import print_json
+from grokscope.config import RunConfig
+from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
+from grokscope.formatting import fmt
+from grokscope.sweep import SweepSpec, load_spec, pending, plan, run_bytes, run_sweep, sweep_status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,16 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def spec_from_args(args: argparse.Namespace) -> Any:
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The spec file with the command line's overrides applied, validated."""
-    from grokscope.sweep import _device, load_spec
-
     spec = load_spec(args.spec)
-    if getattr(args, "device", None):
-        spec = replace(spec, device=_device(args.device))
-    if getattr(args, "out", None):
+    if args.device:
+        spec = replace(spec, device=check_device(args.device))
+    if args.out:
         spec = replace(spec, out=Path(args.out))
-    max_runs = getattr(args, "max_runs", None)
+    max_runs = args.max_runs
     if max_runs is not None:
         if max_runs < 1:
             raise ConfigError(f"--max-runs={max_runs} must be >= 1")
@@ -47,52 +52,32 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grokscope.sweep import pending, plan, run_sweep, sweep_status
-
     spec = spec_from_args(args)
-    executor = getattr(args, "executor", "local") or "local"
-    if getattr(args, "dry_run", False):
+    if args.dry_run:
         status = sweep_status(spec)
-        device = spec.device
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto") if spec.device == "auto" else spec.device
         batches = plan(pending(spec), device, spec.max_runs)
-        _print_plan(spec, status, batches, device, executor, getattr(args, "json", False))
+        _print_plan(spec, status, batches, device, args.executor, args.json)
         return 0
     t0 = time.perf_counter()
-    quiet = getattr(args, "json", False)
-    table = run_sweep(spec, executor=executor, address=getattr(args, "address", None), progress=not quiet)
+    table = run_sweep(spec, executor=args.executor, address=args.address, progress=not args.json)
     wall = time.perf_counter() - t0
-    if quiet:
-        from grokscope.cli import print_json
-
-        print_json([{k: _clean(v) for k, v in row.items()} for row in table.to_dict("records")])
+    if args.json:
+        print_json(table.to_dict("records"))
     else:
         _print_table(spec, table, wall)
     return 0
 
 
-def _clean(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def _print_plan(spec: Any, status: Any, batches: list, device: str, executor: str, as_json: bool) -> None:
-    from grokscope.sweep import run_bytes
-
+def _print_plan(spec: SweepSpec, status: pd.DataFrame, batches: list[list[RunConfig]], device: str,
+                executor: str, as_json: bool) -> None:
     counts = status["state"].value_counts().to_dict()
     if as_json:
-        from grokscope.cli import print_json
-
         print_json({"name": spec.name, "out": str(spec.out), "device": device, "executor": executor,
                     "runs": len(status), "states": counts,
                     "batches": [{"runs": [c.name for c in b], "max_steps": max(c.steps for c in b),
                                  "bytes_per_run": run_bytes(b[0])} for b in batches]})
         return
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     console.print(f"sweep {spec.name!r}: {len(status)} runs ({states}) → {spec.out} on {device} ({executor})")
@@ -115,28 +100,17 @@ def _print_plan(spec: Any, status: Any, batches: list, device: str, executor: st
                       "under this config")
 
 
-def _print_table(spec: Any, table: Any, wall: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _print_table(spec: SweepSpec, table: pd.DataFrame, wall: float) -> None:
     console = Console()
     tasks = [c[len("grok_step."):] for c in table.columns if c.startswith("grok_step.")]
     t = Table(title=f"sweep {spec.name}")
     for col in ("run", "status", "steps", *[f"grok {x}" for x in tasks], *[f"test {x}" for x in tasks]):
         t.add_column(col)
     for _, r in table.iterrows():
-        grok = [_fmt(r.get(f"grok_step.{x}")) for x in tasks]
-        acc = [_fmt(r.get(f"test_acc.{x}"), 3) for x in tasks]
-        t.add_row(r["name"], r["status"], _fmt(r["steps_trained"]), *grok, *acc)
+        grok = [fmt(r.get(f"grok_step.{x}")) for x in tasks]
+        acc = [fmt(r.get(f"test_acc.{x}"), ".3f") for x in tasks]
+        t.add_row(r["name"], r["status"], fmt(r["steps_trained"]), *grok, *acc)
     console.print(t)
     trained = int((table.status == "trained").sum())
     console.print(f"{trained} run(s) trained, {int((table.status == 'skipped').sum())} already done; "
                   f"wall time {wall:.1f} s; store {spec.out}")
-
-
-def _fmt(v: Any, digits: int | None = None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if digits is not None:
-        return f"{float(v):.{digits}f}"
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 
 from grokscope import model as M
+from grokscope.errors import StoreError
+from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis
 from grokscope.problem import Params, Problem
 from grokscope.store import RunDir
 from grokscope.train import Probe
@@ -134,8 +136,6 @@ def _rho(delta: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.
 def _integrability(deltas: torch.Tensor, basis: torch.Tensor, n_random: int,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ρ, ρ of random bases and exec/random projection ratio [R] from all draws' δ [R, K, P]."""
-    from grokscope.geometry.pca import random_basis
-
     R, K, P = deltas.shape
     b = basis if basis.dim() == 2 else basis[:, None]  # [R, P, k] -> [R, 1, P, k] broadcasts over draws
     rho, frac = _rho(deltas, b.to(deltas.device))
@@ -198,9 +198,6 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
     """Post-hoc defects at a run's stored snapshots (`which` selects some), `chunk` snapshots per batched
     program, with ρ against `exec_basis(run)` (columns: step, defect, defect_cross, rho, rho_random,
     proj_ratio; ρ columns are NaN for models without attention)."""
-    from grokscope.errors import StoreError
-    from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots
-
     cfg = run.config()
     problem = Problem([cfg], device)
     steps, snaps = run.snapshots()

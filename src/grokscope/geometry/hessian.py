@@ -1,8 +1,7 @@
-"""Curvature depth (SPEC §4): extreme Hessian eigenvalues of the training loss by batched Lanczos.
+"""Curvature depth (SPEC §4) of a stored run: extreme Hessian eigenvalues at its snapshots, by batched Lanczos.
 
-Everything works on the run axis. A Hessian-vector product of the *summed* loss over R independent
-runs is each run's own HVP, so many checkpoints of one run, many runs, or one checkpoint under several
-losses (total, each task) become one batched program: stack them on R and call `lanczos` once.
+The operator is `grokscope.geometry.hvp.make_hvp`, the algorithms `grokscope.geometry.krylov`; this module
+reads the run directory and batches its checkpoints × losses on the run axis of one Lanczos call.
 
 What `analyze_hessian` reports per (checkpoint, loss):
 - `lambda_min`, `lambda_max`: the smallest / largest Ritz value of 25 Lanczos steps with full
@@ -18,208 +17,19 @@ What `analyze_hessian` reports per (checkpoint, loss):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
 
 from grokscope import model as M
 from grokscope.errors import StoreError
-from grokscope.problem import Params, Problem
+from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp, weighted_loss
+from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
+from grokscope.geometry.pca import exec_basis, flat_layout
+from grokscope.problem import Problem
 from grokscope.store import RunDir
 
-MatVec = Callable[[torch.Tensor], torch.Tensor]
-SAMPLE_SALT = 7  # the fixed draw of training examples the curvature is measured on
-
-
-# ---------------------------------------------------------------------------------------------- losses
-
-
-def hessian_sample(problem: Problem, n_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed training sample the curvature is measured on: pairs [R, n, 2], targets [R, n, T].
-    The whole training split when it has at most `n_samples` examples, else the seeded draw
-    `problem.minibatch(step=0, salt=7, batch=n_samples)` (with replacement, as training batches)."""
-    if n_samples >= problem.n_train:
-        return problem.split("train")
-    return problem.minibatch(step=0, salt=SAMPLE_SALT, batch=n_samples)
-
-
-def loss_weights(tasks: tuple[str, ...], loss: str) -> torch.Tensor:
-    """Task weights [T] that select a loss: 'total' = plain sum of task losses, a task name = that
-    task's loss alone (one-hot)."""
-    if loss == "total":
-        return torch.ones(len(tasks))
-    if loss not in tasks:
-        raise ValueError(f"unknown loss {loss!r}; choose 'total' or one of {', '.join(tasks)}")
-    return torch.eye(len(tasks))[tasks.index(loss)]
-
-
-def weighted_loss(problem: Problem, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
-                  task_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-run loss [R]; `task_weights` is None (sum of tasks), [T] (as `Problem.loss`) or [R, T]
-    (each run its own weighting, so several losses of one checkpoint batch on the run axis)."""
-    if task_weights is None or task_weights.dim() == 1:
-        return problem.loss(params, pairs, targets, task_weights)
-    per_task = M.per_task_loss(M.forward(params, pairs, problem.model, problem.data), targets, problem.model)
-    return (per_task * task_weights.to(per_task)).sum(-1)
-
-
-def make_hvp(problem: Problem, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
-             task_weights: torch.Tensor | None = None, mode: str = "rev") -> MatVec:
-    """Flat Hessian-vector product v [R, P] -> H_r v_r of each run's loss at `params` (layout of
-    `model.flatten`). mode 'rev' = grad of (grad · v), 'fwd' = jvp of grad (same numbers; 'rev'
-    measured ~2x faster on CPU for the P1 trunk)."""
-    if mode not in ("rev", "fwd"):
-        raise ValueError(f"mode must be 'rev' or 'fwd', not {mode!r}")
-    params = {k: v.detach() for k, v in params.items()}
-
-    def total(p: Params) -> torch.Tensor:
-        return weighted_loss(problem, p, pairs, targets, task_weights).sum()
-
-    grad = torch.func.grad(total)
-
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        vd = M.unflatten(v.to(next(iter(params.values())).dtype), params)
-        if mode == "fwd":
-            out = torch.func.jvp(grad, (params,), (vd,))[1]
-        else:
-            def gdotv(p: Params) -> torch.Tensor:
-                g = grad(p)
-                return sum((g[k] * vd[k]).sum() for k in g)
-
-            out = torch.func.grad(gdotv)(params)
-        return M.flatten(out).detach()
-
-    return matvec
-
-
-# --------------------------------------------------------------------------------------------- Lanczos
-
-
-@dataclass
-class LanczosResult:
-    """Ritz values of an m-step Lanczos run per run: `ritz` [R, m] ascending; `bottom` [R, k] the k
-    smallest (ascending), `top` [R, k] the k largest (descending); `residual` [R, m] and `*_residual`
-    the residual norms ‖H y − θ y‖ = |β_m s_m| of the Ritz pairs (each Ritz value lies within its
-    residual of a true eigenvalue); `*_vectors` [R, k, P] when asked for."""
-
-    ritz: torch.Tensor
-    residual: torch.Tensor
-    bottom: torch.Tensor
-    top: torch.Tensor
-    bottom_residual: torch.Tensor
-    top_residual: torch.Tensor
-    iters: int
-    bottom_vectors: torch.Tensor | None = None
-    top_vectors: torch.Tensor | None = None
-
-    @property
-    def lambda_min(self) -> torch.Tensor:
-        return self.bottom[:, 0]
-
-    @property
-    def lambda_max(self) -> torch.Tensor:
-        return self.top[:, 0]
-
-
-def _orthogonalize(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """w [R, P] minus its projection on the rows of Q [R, j, P] (classical Gram–Schmidt, twice)."""
-    for _ in range(2):
-        w = w - torch.einsum("rj,rjp->rp", torch.einsum("rjp,rp->rj", Q, w), Q)
-    return w
-
-
-def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vectors: bool = False,
-            project: MatVec | None = None, seed: int = 0) -> LanczosResult:
-    """Batched symmetric Lanczos with full re-orthogonalisation: `matvec` maps [R, P] -> [R, P] (one
-    symmetric operator per run), `v0` [R, P] starts each run. Returns the k smallest and k largest
-    Ritz values per run. On breakdown (an invariant subspace found) a run restarts from a random
-    vector orthogonal to its basis (`project` maps it into the operator's domain, e.g. a subspace)."""
-    R, P = v0.shape
-    m = min(iters, P)
-    k = min(k, m)
-    dtype, eps = v0.dtype, torch.finfo(v0.dtype).eps
-    gen = torch.Generator().manual_seed(seed)
-    Q = v0.new_zeros(R, m, P)
-    alpha = torch.zeros(R, m, dtype=torch.float64)
-    beta = torch.zeros(R, m, dtype=torch.float64)
-    q = v0 / v0.norm(dim=1, keepdim=True)
-    scale = torch.zeros(R, dtype=torch.float64)
-    for j in range(m):
-        Q[:, j] = q
-        w = matvec(q).to(dtype)
-        a = (w * q).sum(1)
-        w = w - a[:, None] * q
-        if j > 0:
-            w = w - beta[:, j - 1].to(dtype).to(w.device)[:, None] * Q[:, j - 1]
-        w = _orthogonalize(w, Q[:, : j + 1])
-        b = w.norm(dim=1)
-        alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
-        scale = torch.maximum(scale, alpha[:, j].abs() + beta[:, j])
-        if j == m - 1:
-            break
-        dead = (beta[:, j] <= 1e3 * eps * scale.clamp_min(1e-30)).to(w.device)
-        if dead.any():  # invariant subspace: restart with a fresh direction, decoupled (β = 0)
-            fresh = torch.randn(R, P, generator=gen, dtype=dtype).to(w.device)
-            if project is not None:
-                fresh = project(fresh)
-            fresh = _orthogonalize(fresh, Q[:, : j + 1])
-            w = torch.where(dead[:, None], fresh, w)
-            beta[dead.cpu(), j] = 0.0
-        q = w / w.norm(dim=1, keepdim=True)
-
-    off = beta[:, : m - 1]
-    T = torch.diag_embed(alpha) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    theta, S = torch.linalg.eigh(T)  # ascending
-    resid = (beta[:, m - 1 : m] * S[:, m - 1, :]).abs()
-    lo, hi = torch.arange(k), torch.arange(m - 1, m - 1 - k, -1)
-    res = LanczosResult(ritz=theta, residual=resid, bottom=theta[:, lo], top=theta[:, hi],
-                        bottom_residual=resid[:, lo], top_residual=resid[:, hi], iters=m)
-    if vectors:
-        Sd = S.to(device=Q.device, dtype=dtype)
-        res.bottom_vectors = torch.einsum("rjp,rjk->rkp", Q, Sd[:, :, lo])
-        res.top_vectors = torch.einsum("rjp,rjk->rkp", Q, Sd[:, :, hi])
-    return res
-
-
-# ------------------------------------------------------------------------------------------- subspaces
-
-
-def _batched_basis(basis: torch.Tensor, R: int) -> torch.Tensor:
-    return basis.expand(R, *basis.shape) if basis.dim() == 2 else basis
-
-
-def subspace_curvature(matvec: MatVec, basis: torch.Tensor, R: int) -> torch.Tensor:
-    """Eigenvalues [R, K] (ascending) of Bᵀ H_r B for an orthonormal basis B [P, K] (or [R, P, K]):
-    the extreme Rayleigh quotients of each run's Hessian over span(B). K HVPs."""
-    B = _batched_basis(basis, R)
-    HB = torch.stack([matvec(B[:, :, i].contiguous()) for i in range(B.shape[2])], 2)  # [R, P, K]
-    C = torch.einsum("rpk,rpl->rkl", B, HB).double()
-    return torch.linalg.eigvalsh((C + C.transpose(1, 2)) / 2)
-
-
-def complement_projector(basis: torch.Tensor, R: int) -> MatVec:
-    """x [R, P] -> (I − B Bᵀ) x for an orthonormal B [P, K] (or [R, P, K])."""
-    B = _batched_basis(basis, R)
-
-    def proj(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(B)
-        return x - torch.einsum("rpk,rk->rp", B, torch.einsum("rpk,rp->rk", B, x))
-
-    return proj
-
-
-def complement_lanczos(matvec: MatVec, basis: torch.Tensor, v0: torch.Tensor, iters: int = 25,
-                       k: int = 5) -> LanczosResult:
-    """Lanczos on P⊥ H P⊥ (P⊥ = I − B Bᵀ) started in the complement of span(B): Ritz values of H
-    restricted to the orthogonal complement of the subspace."""
-    proj = complement_projector(basis, v0.shape[0])
-    return lanczos(lambda v: proj(matvec(proj(v))), proj(v0), iters, k, project=proj)
-
-
-# -------------------------------------------------------------------------------------------- analysis
+__all__ = ["checkpoint_indices", "analyze_hessian", "summarize_hessian"]
 
 
 def checkpoint_indices(n_snapshots: int, n_checkpoints: int) -> list[int]:
@@ -230,11 +40,7 @@ def checkpoint_indices(n_snapshots: int, n_checkpoints: int) -> list[int]:
 
 
 def _exec_basis(run: RunDir) -> torch.Tensor | None:
-    if run.config().model.kind == "mlp":
-        return None
-    from grokscope.geometry.pca import exec_basis
-
-    return exec_basis(run)
+    return None if run.config().model.kind == "mlp" else exec_basis(run)
 
 
 def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int = 25, n_samples: int = 512,
@@ -244,8 +50,6 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
     one row per (step, loss), in step order, with lambda_min, lambda_max, bottom, top, exec_curv,
     perp_curv (see the module doc). `batch_checkpoints` snapshots × all losses share the run axis of
     one batched Lanczos."""
-    from grokscope.geometry.pca import flat_layout
-
     cfg = run.config()
     problem = Problem([cfg], device)
     tasks = problem.tasks

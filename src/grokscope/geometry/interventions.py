@@ -37,6 +37,8 @@ import torch
 from grokscope import model as M
 from grokscope.config import RunConfig, with_overrides
 from grokscope.errors import ConfigError, StoreError
+from grokscope.geometry import pca
+from grokscope.geometry.commutator import commutator_defect
 from grokscope.problem import Problem
 from grokscope.store import RunDir, write_json, write_table
 from grokscope.train import EvalInfo, GradTransform, train
@@ -111,8 +113,6 @@ def commutator_direction(draws: int = 3) -> DirectionFn:
     """δ [R, P] = θ_AB − θ_BA from `commutator.commutator_defect` (its `delta`), at the current params."""
 
     def fn(problem: Problem, params: Params, step: int) -> torch.Tensor:
-        from grokscope.geometry.commutator import commutator_defect
-
         return commutator_defect(problem, params, step, draws).delta  # the median draw's δ
 
     return fn
@@ -206,8 +206,6 @@ def intervention_basis(run: RunDir, kind: str, k: int = 20, basis: str | None = 
                        ) -> torch.Tensor:
     """The basis [P, K] a projection scan uses: the base run's top-k uncentred trajectory PCs, its
     execution basis, or a random orthonormal basis of rank k."""
-    from grokscope.geometry import pca
-
     which = basis or DEFAULT_BASIS[kind]
     if which == "trajectory":
         return pca.trajectory_pcs(run, k).basis

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from grokscope.errors import StoreError
+from grokscope.formatting import num
+from grokscope.geometry.commutator import commutator_defect
+from grokscope.geometry.onset import lead, lead_fraction, onset_envelope, onset_threshold
+from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout
+from grokscope.problem import Problem
 from grokscope.store import RunDir
 
 DEFECT_TABLE = "defect"  # the inline probe's table (`commutator.defect_probe`)
 
 
-def _num(x: Any) -> float | None:
-    """A JSON-safe float (None for missing or non-finite)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, float | None]:
     """Defect and ρ (vs the run's execution basis B, and vs random bases) at the run's last snapshot."""
-    from grokscope.geometry.commutator import commutator_defect
-    from grokscope.geometry.pca import exec_basis, flat_layout
-    from grokscope.problem import Problem
-
     cfg = run.config()
     steps, snaps = run.snapshots()
     if len(steps) == 0:
@@ -38,17 +30,15 @@ def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dic
     except StoreError:  # no attention matrices (MLP)
         basis = None
     res = commutator_defect(problem, params, step=int(steps[-1]), draws=draws, basis=basis)
-    out = {"defect_final_step": int(steps[-1]), "defect_final": _num(res.defect[0])}
+    out = {"defect_final_step": int(steps[-1]), "defect_final": num(res.defect[0])}
     for k in ("rho", "rho_random", "proj_ratio"):
         v = getattr(res, k)
-        out[k] = _num(v[0]) if v is not None else None
+        out[k] = num(v[0]) if v is not None else None
     return out
 
 
 def defect_onsets(run: RunDir) -> dict[str, Any]:
     """Onsets of the inline defect series (both detectors), peak/baseline ratio, and lead per task."""
-    from grokscope.geometry.onset import lead, lead_fraction, onset_envelope, onset_threshold
-
     grok = run.summary().get("grok_step", {}) if run.file("summary.json").exists() else {}
     out: dict[str, Any] = {"onset": None, "onset_envelope": None, "defect_peak_ratio": None,
                            "lead": {t: None for t in grok}, "lead_fraction": {t: None for t in grok}}
@@ -61,9 +51,9 @@ def defect_onsets(run: RunDir) -> dict[str, Any]:
     onset = onset_threshold(steps, D)
     base = float(np.nanmedian(D[:3]))
     out.update(onset=onset, onset_envelope=onset_envelope(steps, D),
-               defect_peak_ratio=_num(np.nanmax(D) / base) if base > 0 else None,
+               defect_peak_ratio=num(np.nanmax(D) / base) if base > 0 else None,
                lead={t: lead(g, onset) for t, g in grok.items()},
-               lead_fraction={t: _num(lead_fraction(g, onset)) for t, g in grok.items()})
+               lead_fraction={t: num(lead_fraction(g, onset)) for t, g in grok.items()})
     if "defect_cross" in df:
         out["onset_cross"] = onset_threshold(steps, df["defect_cross"].to_numpy(dtype=float))
     return out
@@ -73,14 +63,12 @@ def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[s
     """PC1% per attention matrix and their mean, defect and ρ at the last snapshot, defect `onset` (threshold
     detector; `onset_envelope` the P1 one) of the inline `defect` table, lead and lead fraction per task
     (None where a quantity is undefined: no attention, no defect table, no grokking)."""
-    from grokscope.geometry.pca import attention_pca
-
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
     steps, attn = run.attention_trajectory()
     if attn and len(steps) >= 2:
         df = attention_pca(run, k=3)
-        out["pc1_percent"] = {n: _num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
-        out["pc1_mean"] = _num(df["pc1_percent"].mean())
+        out["pc1_percent"] = {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
+        out["pc1_mean"] = num(df["pc1_percent"].mean())
     out.update(final_integrability(run, draws=draws, device=device))
     out.update(defect_onsets(run))
     return out

@@ -1,0 +1,129 @@
+"""Per-run analyses, registered once: name → fn(run, device, **options) → a JSON-ready result.
+
+Every analysis reads what a run directory holds, writes its tables beside it and returns a small summary.
+`run_analysis` runs one and stores its result through `RunDir.write_analysis` (analyses.json); the sweep,
+the CLI, the report, the phase table and the claims all go through this registry, so an analysis has one
+implementation and one stored form. Add one with `@register("name")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from grokscope.errors import ConfigError
+from grokscope.formatting import num
+from grokscope.geometry.commutator import defects_from_snapshots
+from grokscope.geometry.compress import FragilityConfig, fragility
+from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
+from grokscope.geometry.onset import lead, lead_fraction, onset_threshold
+from grokscope.geometry.pca import attention_pca
+from grokscope.geometry.reconstruct import reconstruction_threshold
+from grokscope.geometry.summary import geometry_summary
+from grokscope.store import RunDir, write_json
+
+__all__ = ["ANALYSES", "register", "analysis_names", "check_analysis", "resolve_analysis", "run_analysis",
+           "analyze_pca", "analyze_defect", "analyze_hessian_run", "analyze_fragility"]
+
+AnalysisFn = Callable[..., dict[str, Any]]
+ANALYSES: dict[str, AnalysisFn] = {}
+
+
+def register(name: str) -> Callable[[AnalysisFn], AnalysisFn]:
+    """Decorator: file `fn(run, device="cpu", **options) -> dict` under `name` (a name is registered once)."""
+
+    def add(fn: AnalysisFn) -> AnalysisFn:
+        if name in ANALYSES:
+            raise ValueError(f"analysis {name!r} is registered twice")
+        ANALYSES[name] = fn
+        return fn
+
+    return add
+
+
+def analysis_names() -> tuple[str, ...]:
+    """The registered analyses, in registration order."""
+    return tuple(ANALYSES)
+
+
+def check_analysis(name: Any) -> str:
+    """`name` if it is a registered analysis, else a one-line ConfigError listing them."""
+    if name not in ANALYSES:
+        raise ConfigError(f"unknown analysis {name!r}; choose from {', '.join(ANALYSES)}")
+    return name
+
+
+def resolve_analysis(name: str) -> AnalysisFn:
+    """The function behind an analysis name."""
+    return ANALYSES[check_analysis(name)]
+
+
+def run_analysis(run: RunDir, name: str, device: str = "cpu", **options: Any) -> Any:
+    """Run one analysis on a stored run and store its result in the run's analyses.json; returns it."""
+    return run.write_analysis(name, resolve_analysis(name)(run, device, **options))
+
+
+def missing_analyses(run: RunDir, names: Sequence[str]) -> list[str]:
+    """Those of `names` the run has no stored result for."""
+    done = run.analyses()
+    return [a for a in names if a not in done]
+
+
+@register("summary")
+def analyze_summary(run: RunDir, device: str = "cpu", draws: int = 9) -> dict[str, Any]:
+    """PC1%, integrability ρ at the last snapshot, defect onset and lead (grokscope.geometry.summary)."""
+    return geometry_summary(run, draws=draws, device=device)
+
+
+@register("pca")
+def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
+    """Attention-trajectory PCA → pca.parquet; summary: PC1% per matrix and mean."""
+    steps, attn = run.attention_trajectory()
+    if not attn:
+        return {"skipped": "no attention matrices (MLP)"}
+    if len(steps) < 2:
+        return {"skipped": "fewer than 2 recorded steps"}
+    df = attention_pca(run)
+    run.write_table("pca", df)
+    return {"pc1_mean": num(df["pc1_percent"].mean()),
+            "pc1_percent": {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}}
+
+
+@register("defect")
+def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9) -> dict[str, Any]:
+    """Defects and ρ at every stored snapshot → defect_posthoc.parquet; summary: onset, lead, ρ."""
+    df = defects_from_snapshots(run, draws=draws, device=device)
+    run.write_table("defect_posthoc", df)
+    onset = onset_threshold(df["step"], df["defect"])
+    grok = run.grok_steps()
+    base = float(df["defect"].iloc[:3].median())
+    return {"n_snapshots": len(df), "onset": onset,
+            "defect_peak_ratio": num(df["defect"].max() / base) if base > 0 else None,
+            "defect_final": num(df["defect"].iloc[-1]), "rho_final": num(df["rho"].iloc[-1]),
+            "rho_median": num(df["rho"].median()), "rho_random_median": num(df["rho_random"].median()),
+            "proj_ratio_median": num(df["proj_ratio"].median()),
+            "lead": {t: lead(g, onset) for t, g in grok.items()},
+            "lead_fraction": {t: num(lead_fraction(g, onset)) for t, g in grok.items()}}
+
+
+@register("hessian")
+def analyze_hessian_run(run: RunDir, device: str = "cpu") -> dict[str, Any]:
+    """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian)."""
+    df = analyze_hessian(run, device=device)
+    run.write_table("hessian", df)
+    return summarize_hessian(df)
+
+
+@register("fragility")
+def analyze_fragility(run: RunDir, device: str = "cpu", k: int = 20, threshold: float = 0.9,
+                      seed: int = 0) -> dict[str, Any]:
+    """Compression/perturbation of the final model → fragility.parquet, the reconstruction threshold k*
+    from the top-k trajectory PCs → reconstruction.parquet; summary (also fragility.json): k*, variance."""
+    frag = fragility(run, FragilityConfig(seed=seed), device)
+    rec = reconstruction_threshold(run, k, threshold, device)
+    run.write_table("fragility", frag)
+    run.write_table("reconstruction", rec.table)
+    summary = {"k_star": rec.k_star, "cumulative_at_k_star": rec.cumulative_at_k_star,
+               "threshold": rec.threshold}
+    write_json(run.file("fragility.json"), summary)
+    return summary

@@ -1,0 +1,76 @@
+"""Hessian-vector products of the training loss: the operator the curvature algorithms act on.
+
+A Hessian-vector product of the *summed* loss over R independent runs is each run's own HVP, so many
+checkpoints of one run, many runs, or one checkpoint under several losses (total, each task) become one
+batched operator on the run axis (see `grokscope.geometry.krylov` for the algorithms).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grokscope import model as M
+from grokscope.geometry.krylov import MatVec
+from grokscope.problem import Params, Problem
+
+__all__ = ["SAMPLE_SALT", "hessian_sample", "loss_weights", "weighted_loss", "make_hvp"]
+
+SAMPLE_SALT = 7  # the fixed draw of training examples the curvature is measured on
+
+
+def hessian_sample(problem: Problem, n_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed training sample the curvature is measured on: pairs [R, n, 2], targets [R, n, T].
+    The whole training split when it has at most `n_samples` examples, else the seeded draw
+    `problem.minibatch(step=0, salt=7, batch=n_samples)` (with replacement, as training batches)."""
+    if n_samples >= problem.n_train:
+        return problem.split("train")
+    return problem.minibatch(step=0, salt=SAMPLE_SALT, batch=n_samples)
+
+
+def loss_weights(tasks: tuple[str, ...], loss: str) -> torch.Tensor:
+    """Task weights [T] that select a loss: 'total' = plain sum of task losses, a task name = that
+    task's loss alone (one-hot)."""
+    if loss == "total":
+        return torch.ones(len(tasks))
+    if loss not in tasks:
+        raise ValueError(f"unknown loss {loss!r}; choose 'total' or one of {', '.join(tasks)}")
+    return torch.eye(len(tasks))[tasks.index(loss)]
+
+
+def weighted_loss(problem: Problem, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
+                  task_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-run loss [R]; `task_weights` is None (sum of tasks), [T] (as `Problem.loss`) or [R, T]
+    (each run its own weighting, so several losses of one checkpoint batch on the run axis)."""
+    if task_weights is None or task_weights.dim() == 1:
+        return problem.loss(params, pairs, targets, task_weights)
+    per_task = M.per_task_loss(M.forward(params, pairs, problem.model, problem.data), targets, problem.model)
+    return (per_task * task_weights.to(per_task)).sum(-1)
+
+
+def make_hvp(problem: Problem, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
+             task_weights: torch.Tensor | None = None, mode: str = "rev") -> MatVec:
+    """Flat Hessian-vector product v [R, P] -> H_r v_r of each run's loss at `params` (layout of
+    `model.flatten`). mode 'rev' = grad of (grad · v), 'fwd' = jvp of grad (same numbers; 'rev'
+    measured ~2x faster on CPU for the P1 trunk)."""
+    if mode not in ("rev", "fwd"):
+        raise ValueError(f"mode must be 'rev' or 'fwd', not {mode!r}")
+    params = {k: v.detach() for k, v in params.items()}
+
+    def total(p: Params) -> torch.Tensor:
+        return weighted_loss(problem, p, pairs, targets, task_weights).sum()
+
+    grad = torch.func.grad(total)
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        vd = M.unflatten(v.to(next(iter(params.values())).dtype), params)
+        if mode == "fwd":
+            out = torch.func.jvp(grad, (params,), (vd,))[1]
+        else:
+            def gdotv(p: Params) -> torch.Tensor:
+                g = grad(p)
+                return sum((g[k] * vd[k]).sum() for k in g)
+
+            out = torch.func.grad(gdotv)(params)
+        return M.flatten(out).detach()
+
+    return matvec

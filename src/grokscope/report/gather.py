@@ -1,0 +1,396 @@
+"""Gathering: what the analyses left in a store, as plain tables the sections draw (store → tables).
+
+`StoreData` reads each quantity once, when a section first asks for it. Everything is read as the
+analysis commands stored it, except PCA and its random-walk null (cheap, computed here) and, when
+`ReportConfig.compute_summary` is set, `geometry_summary` for runs that lack one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grokscope.errors import StoreError
+from grokscope.formatting import num
+from grokscope.geometry.hessian import summarize_hessian
+from grokscope.geometry.onset import lead, lead_fraction, onset_threshold
+from grokscope.geometry.pca import matrix_pca, random_walk_null
+from grokscope.geometry.reconstruct import k_star
+from grokscope.geometry.summary import geometry_summary
+from grokscope.report.config import ReportConfig
+from grokscope.store import RunDir, find_runs, read_json, read_table
+
+__all__ = ["RunInfo", "StoreData", "load_run", "metrics_table", "pc1_table", "defect_series", "onsets",
+           "geometry_summaries", "rho_tables", "hessian_table", "k_star_table", "lead_table",
+           "intervention_table", "fragility_table", "tangent_series", "decoupled_history", "normmin_figures",
+           "claims_rows", "runs_overview"]
+
+
+@dataclass
+class RunInfo:
+    """One run as the report sees it: name, config fields, summary, stored analysis summaries."""
+
+    run: RunDir
+    name: str
+    cfg: Any
+    summary: dict[str, Any]
+    analyses: dict[str, Any]
+
+    @property
+    def grok(self) -> dict[str, int | None]:
+        return dict(self.summary.get("grok_step", {}) or {})
+
+    @property
+    def wd(self) -> float:
+        return float(self.cfg.optim.wd) if self.cfg is not None else float("nan")
+
+
+def load_run(run: RunDir) -> RunInfo:
+    try:
+        cfg = run.config()
+    except (StoreError, KeyError, TypeError, ValueError):
+        cfg = None
+    summary = run.summary() if run.has_summary() else {}
+    name = cfg.name if cfg is not None else summary.get("name", run.path.name)
+    return RunInfo(run, str(name), cfg, summary, run.analyses())
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+
+def metrics_table(runs: list[RunInfo]) -> pd.DataFrame:
+    """All runs' metrics, `run` set to the run's name."""
+    frames = []
+    for r in runs:
+        if r.run.has_table("metrics"):
+            m = r.run.metrics()
+            frames.append(m.assign(run=r.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def pc1_table(runs: list[RunInfo], cfg: ReportConfig) -> pd.DataFrame:
+    """PC1% per (run, attention matrix) and, for the first `cfg.null_runs` runs, the random-walk null."""
+    rows = []
+    n_null = 0
+    for r in runs:
+        if not r.run.has_trajectory():
+            continue
+        steps, attn = r.run.attention_trajectory()
+        if not attn or len(steps) < 2:
+            continue
+        with_null = n_null < cfg.null_runs and len(steps) >= 3
+        n_null += with_null
+        for name, traj in attn.items():
+            row = {"run": r.name, "name": name, "pc1_percent": matrix_pca(traj, 1).pc1_percent,
+                   "null_mean": np.nan, "null_std": np.nan, "z": np.nan}
+            if with_null:
+                res = random_walk_null(traj, cfg.n_null, seed=0)
+                row.update(null_mean=res.null_mean, null_std=res.null_std, z=res.z)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        layer = df["name"].str.extract(r"layers\.(\d+)\.")[0].fillna(-1).astype(int)
+        df = df.assign(_layer=layer).sort_values(["_layer", "name"], kind="stable").drop(columns="_layer")
+    return df
+
+
+def defect_series(runs: list[RunInfo]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Defect vs step per run: the inline `defect` table, else the post-hoc one; and which was used."""
+    series, source = {}, {}
+    for r in runs:
+        for table in ("defect", "defect_posthoc"):
+            if r.run.has_table(table):
+                d = r.run.table(table)
+                if len(d) and "defect" in d:
+                    series[r.name], source[r.name] = d, table
+                    break
+    return series, source
+
+
+def onsets(runs: list[RunInfo], series: dict[str, pd.DataFrame]) -> dict[str, int | None]:
+    """Defect onset per run (threshold detector of `geometry.onset`) from its defect series."""
+    out: dict[str, int | None] = {}
+    for r in runs:
+        if r.name in series:
+            d = series[r.name]
+            out[r.name] = onset_threshold(d["step"].to_numpy(), d["defect"].to_numpy(dtype=float))
+        elif "summary" in r.analyses:
+            out[r.name] = r.analyses["summary"].get("onset")
+    return out
+
+
+def geometry_summaries(runs: list[RunInfo], cfg: ReportConfig) -> dict[str, dict[str, Any]]:
+    """Each run's `geometry_summary` as the sweep stored it in analyses.json (or computed, if asked)."""
+    out = {}
+    for r in runs:
+        s = r.analyses.get("summary")
+        if s is None and cfg.compute_summary and r.run.has_trajectory():
+            s = geometry_summary(r.run, draws=cfg.draws, device=cfg.device)
+        if isinstance(s, dict):
+            out[r.name] = s
+    return out
+
+
+def rho_tables(runs: list[RunInfo], summaries: dict[str, dict[str, Any]]
+               ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """(ρ vs step per run from defect_posthoc, final ρ per run from the summary or the last post-hoc row)."""
+    series, finals = {}, []
+    for r in runs:
+        post = r.run.table("defect_posthoc") if r.run.has_table("defect_posthoc") else None
+        if post is not None and "rho" in post and post["rho"].notna().any():
+            series[r.name] = post
+        s = summaries.get(r.name, {})
+        rho, rnd = num(s.get("rho")), num(s.get("rho_random"))
+        if rho is None and r.name in series:
+            last = series[r.name].sort_values("step").iloc[-1]
+            rho, rnd = num(last["rho"]), num(last.get("rho_random"))
+        if rho is not None:
+            finals.append({"run": r.name, "rho": rho, "rho_random": np.nan if rnd is None else rnd})
+    return series, pd.DataFrame(finals, columns=["run", "rho", "rho_random"])
+
+
+def hessian_table(runs: list[RunInfo]) -> pd.DataFrame:
+    """λ_min per (run, loss) from each run's hessian.parquet (`summarize_hessian`), with the run's wd."""
+    rows = []
+    for r in runs:
+        if not r.run.has_table("hessian"):
+            continue
+        df = r.run.table("hessian")
+        if df.empty:
+            continue
+        for loss, s in summarize_hessian(df).items():
+            if isinstance(s, dict):
+                rows.append({"run": r.name, "wd": r.wd, "loss": loss, "lambda_min": s["lambda_min"],
+                             "step": s["step"], "lambda_max_peak": s["lambda_max_peak"]})
+    return pd.DataFrame(rows)
+
+
+def k_star_table(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(k* per run from fragility.json or reconstruction.parquet, all reconstruction rows)."""
+    rows, recon = [], []
+    for r in runs:
+        rec = r.run.table("reconstruction") if r.run.has_table("reconstruction") else None
+        if rec is not None and len(rec):
+            recon.append(rec.assign(run=r.name))
+        ks: Any = None
+        have = False
+        if r.run.file("fragility.json").exists():
+            ks, have = read_json(r.run.file("fragility.json")).get("k_star"), True
+        elif rec is not None and len(rec):
+            wide = rec.pivot_table(index="k", columns="task", values="test_acc")
+            ks, have = k_star(wide.to_numpy(), list(wide.index)), True
+        if have:
+            rows.append({"run": r.name, "wd": r.wd, "k_star": np.nan if ks is None else float(ks)})
+    return (pd.DataFrame(rows, columns=["run", "wd", "k_star"]),
+            pd.concat(recon, ignore_index=True) if recon else pd.DataFrame())
+
+
+def lead_table(runs: list[RunInfo], onset: dict[str, int | None]) -> pd.DataFrame:
+    """One row per (run, task) with both a grok step and a defect onset: t_grok, onset, lead, fraction."""
+    rows = []
+    for r in runs:
+        o = onset.get(r.name)
+        for task, g in r.grok.items():
+            if g is not None and o is not None:
+                rows.append({"run": r.name, "task": task, "grok_step": int(g), "onset": int(o),
+                             "lead": lead(g, o), "lead_fraction": lead_fraction(g, o)})
+    return pd.DataFrame(rows, columns=["run", "task", "grok_step", "onset", "lead", "lead_fraction"])
+
+
+def intervention_table(store: Path, out: Path) -> pd.DataFrame:
+    """Every `intervention.parquet` below the store (see `geometry.interventions.write_scan`), with `base`
+    = the base run's folder name (the scan lives in BASE_RUN/intervene-<kind>/ by default)."""
+    frames = []
+    for f in sorted(store.rglob("intervention.parquet")):
+        if _inside(f, out):
+            continue
+        parent = f.parent
+        base = parent.parent.name if parent.name.startswith("intervene-") else parent.name
+        df = read_table(f)
+        if len(df):
+            frames.append(df.assign(base=base))
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df["grok_step"] = pd.to_numeric(df["grok_step"], errors="coerce").astype(float)
+    if "steps_trained" in df:
+        df["steps_trained"] = pd.to_numeric(df["steps_trained"], errors="coerce").astype(float)
+    return df
+
+
+def fragility_table(runs: list[RunInfo]) -> pd.DataFrame:
+    """All runs' fragility.parquet rows (kind, value, task, test_acc), `run` set to the run's name."""
+    frames = [r.run.table("fragility").assign(run=r.name) for r in runs if r.run.has_table("fragility")]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tangent_series(runs: list[RunInfo]) -> dict[str, pd.DataFrame]:
+    """P3 tangent-cosine rows per run (the `normmin` probe table of `geometry.normmin.tangent_probe`)."""
+    out = {}
+    for r in runs:
+        if r.run.has_table("normmin"):
+            d = r.run.table("normmin")
+            if len(d) and "cos_tangent" in d:
+                out[r.name] = d
+    return out
+
+
+def decoupled_history(store: Path, out: Path) -> pd.DataFrame:
+    """P3 decoupled-dynamics histories (step, seed, test_acc[, w1_norm]) stored as *decoupled*.parquet."""
+    frames = []
+    for f in sorted(store.rglob("*decoupled*.parquet")):
+        if _inside(f, out):
+            continue
+        df = read_table(f)
+        if {"step", "seed", "test_acc"} <= set(df.columns) and len(df):
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def normmin_figures(store: Path, out: Path) -> list[Path]:
+    """PNG figures `grokscope normmin --out` left in the store (normmin_*.png), to show as they are."""
+    return [f for f in sorted(store.rglob("normmin_*.png")) if not _inside(f, out)]
+
+
+def claims_rows(store: Path, out: Path) -> pd.DataFrame:
+    """Rows of every claims_*.json in the store: a list of rows, or {"rows"|"claims": [...]}, each with
+    claim, paper, measured, verdict (other keys kept when present)."""
+    rows = []
+    for f in sorted(store.rglob("claims_*.json")):
+        if _inside(f, out):
+            continue
+        obj = read_json(f)
+        if isinstance(obj, dict):
+            obj = obj.get("rows", obj.get("claims", []))
+        if not isinstance(obj, list):
+            continue
+        for row in obj:
+            if isinstance(row, dict) and "claim" in row:
+                rows.append({"source": f.name, **row})
+    cols = ["source", "paper_id", "claim", "paper", "measured", "verdict", "tolerance", "scale", "note"]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    return df[[c for c in cols if c in df.columns]]
+
+
+def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: dict[str, dict[str, Any]],
+                  kstar: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its config, grok steps, final test accuracy and headline geometry numbers."""
+    ks = dict(zip(kstar["run"], kstar["k_star"], strict=True)) if len(kstar) else {}
+    rows = []
+    for r in runs:
+        c = r.cfg
+        final = r.summary.get("final_acc", {}) or {}
+        s = summaries.get(r.name, {})
+        rows.append({
+            "run": r.name,
+            "tasks": ",".join(c.data.tasks) if c else "",
+            "p": c.data.p if c else None,
+            "model": c.model.kind if c else "",
+            "wd": c.optim.wd if c else None,
+            "lr": c.optim.lr if c else None,
+            "seed": c.seed if c else None,
+            "steps": r.summary.get("steps_trained"),
+            "grok_step": ", ".join(f"{t} {'—' if g is None else g}" for t, g in r.grok.items()),
+            "test_acc": ", ".join(f"{t} {v.get('test', float('nan')):.3f}" for t, v in final.items()
+                                  if isinstance(v, dict)),
+            "pc1_mean": num(s.get("pc1_mean")),
+            "onset": onset.get(r.name),
+            "rho": num(s.get("rho")),
+            "k_star": num(ks.get(r.name)),
+        })
+    return pd.DataFrame(rows)
+
+
+
+@dataclass
+class StoreData:
+    """Every table the report draws, read from the store on first use (each at most once)."""
+
+    store: Path
+    out: Path
+    cfg: ReportConfig
+
+    @cached_property
+    def runs(self) -> list[RunInfo]:
+        return [load_run(r) for r in find_runs([self.store])]
+
+    @cached_property
+    def claims(self) -> pd.DataFrame:
+        return claims_rows(self.store, self.out)
+
+    @cached_property
+    def scans(self) -> pd.DataFrame:
+        return intervention_table(self.store, self.out)
+
+    @cached_property
+    def p3_pngs(self) -> list[Path]:
+        return normmin_figures(self.store, self.out)
+
+    @cached_property
+    def decoupled(self) -> pd.DataFrame:
+        return decoupled_history(self.store, self.out)
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return metrics_table(self.runs)
+
+    @cached_property
+    def grok(self) -> dict[str, dict[str, int | None]]:
+        return {r.name: r.grok for r in self.runs}
+
+    @cached_property
+    def pc1(self) -> pd.DataFrame:
+        return pc1_table(self.runs, self.cfg)
+
+    @cached_property
+    def defects(self) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        return defect_series(self.runs)
+
+    @cached_property
+    def onset(self) -> dict[str, int | None]:
+        return onsets(self.runs, self.defects[0])
+
+    @cached_property
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return geometry_summaries(self.runs, self.cfg)
+
+    @cached_property
+    def rho(self) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+        return rho_tables(self.runs, self.summaries)
+
+    @cached_property
+    def hessian(self) -> pd.DataFrame:
+        return hessian_table(self.runs)
+
+    @cached_property
+    def k_star(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return k_star_table(self.runs)
+
+    @cached_property
+    def leads(self) -> pd.DataFrame:
+        return lead_table(self.runs, self.onset)
+
+    @cached_property
+    def fragility(self) -> pd.DataFrame:
+        return fragility_table(self.runs)
+
+    @cached_property
+    def tangent(self) -> dict[str, pd.DataFrame]:
+        return tangent_series(self.runs)
+
+    def overview(self) -> pd.DataFrame:
+        return runs_overview(self.runs, self.onset, self.summaries, self.k_star[0])

@@ -1,0 +1,160 @@
+"""The report's sections, one function each: (store data) → a Panel (figure to draw, caption, table, or why
+the quantity is absent). `SECTIONS` is the page's order; add a quantity by adding a function to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from grokscope import plots
+from grokscope.geometry.onset import fit_power_law
+from grokscope.report.gather import StoreData
+
+__all__ = ["Panel", "SECTIONS"]
+
+
+@dataclass
+class Panel:
+    """A section before drawing: `draw()` makes its figure (None: no figure), `missing` says why it is empty."""
+
+    key: str
+    title: str
+    draw: Callable[[], Any] | None
+    caption: str = ""
+    missing: str | None = None
+    table: pd.DataFrame | None = None
+
+
+def accuracy(d: StoreData) -> Panel:
+    m = d.metrics
+    return Panel("accuracy", "Accuracy and grokking",
+                 (lambda: plots.accuracy_curves(m, d.grok)) if len(m) else None,
+                 "Test accuracy (solid) and train accuracy (dashed) per task; dotted lines mark each run's grok "
+                 "step (test acc ≥ grok_acc for grok_patience consecutive evaluations).",
+                 None if len(m) else "no metrics.parquet in any run (train runs with `grokscope run`)")
+
+
+def pc1(d: StoreData) -> Panel:
+    t = d.pc1
+    return Panel("pc1", "Attention-trajectory PC1% vs random-walk null",
+                 (lambda: plots.pc1_vs_null(t)) if len(t) else None,
+                 f"Centred PCA of vec(W_t − W_0) per attention matrix (one dot per run); grey: random walks with "
+                 f"the same step norms ({d.cfg.n_null} walks, first {d.cfg.null_runs} runs).",
+                 None if len(t) else "no run has ≥ 2 recorded attention matrices (MLP runs have none)",
+                 t.groupby("name", sort=False)[["pc1_percent", "null_mean", "null_std", "z"]].mean().reset_index()
+                 if len(t) else None)
+
+
+def defect(d: StoreData) -> Panel:
+    series, source = d.defects
+    n = d.cfg.max_panels
+    return Panel("defect", "Commutator defect and its onset",
+                 (lambda: plots.defect_curves(series, d.onset, d.grok, n)) if series else None,
+                 "Median commutator defect D over draws (log scale; tables: "
+                 + ", ".join(sorted(set(source.values()))) + "); red dashed: onset (first D > 10× the median of "
+                 f"the first 3 and D > 20); black dotted: grok steps. At most {n} runs shown.",
+                 None if series else "no defect.parquet (train with defect_every > 0) or defect_posthoc.parquet "
+                 "(`grokscope analyze --what defect`)")
+
+
+def rho(d: StoreData) -> Panel:
+    series, finals = d.rho
+    have = bool(series) or len(finals) > 0
+    return Panel("rho", "Integrability ρ", (lambda: plots.rho_plot(series, finals)) if have else None,
+                 "ρ = ‖δ⊥‖/‖δ‖ with δ⊥ the part of the commutator δ orthogonal to the execution basis B; the "
+                 "control uses random orthonormal bases of the same size (papers: ρ ≈ 1.000 for wd > 0).",
+                 None if have else "no geometry summary (sweep analysis `summary`, or `--compute`) and no "
+                 "defect_posthoc.parquet with ρ")
+
+
+def lambda_min(d: StoreData) -> Panel:
+    h = d.hessian
+    return Panel("lambda_min", "Curvature depth λ_min vs weight decay",
+                 (lambda: plots.lambda_min_vs_wd(h)) if len(h) else None,
+                 "Bottom Hessian eigenvalue (Lanczos), minimum over checkpoints, per loss; mean ± std over seeds.",
+                 None if len(h) else "no hessian.parquet (`grokscope analyze --what hessian`)",
+                 h if len(h) else None)
+
+
+def k_star(d: StoreData) -> Panel:
+    kstar, _ = d.k_star
+    have = bool(kstar["k_star"].notna().any())
+    return Panel("k_star", "Reconstruction threshold k* vs weight decay",
+                 (lambda: plots.k_star_vs_wd(kstar)) if have else None,
+                 "k* = smallest k with every task's test accuracy > 90% for θ₀ + Σ_{i≤k} v_i v_iᵀ Δθ.",
+                 None if have else ("no fragility.json / reconstruction.parquet (`grokscope fragility RUN`)"
+                                    if kstar.empty else "no run reached the threshold within k ≤ 20"),
+                 kstar if len(kstar) else None)
+
+
+def reconstruction(d: StoreData) -> Panel | None:
+    _, recon = d.k_star
+    if not len(recon):
+        return None
+    return Panel("reconstruction", "Reconstruction from trajectory PCs",
+                 lambda: plots.reconstruction_curves(recon),
+                 "Worst task's test accuracy of the model rebuilt from the top-k uncentred trajectory PCs.")
+
+
+def lead(d: StoreData) -> Panel:
+    leads = d.leads
+    pos = leads[(leads["lead"] > 0)] if len(leads) else leads
+    fit, note = None, ""
+    if len(pos):
+        try:
+            fit = fit_power_law(pos["grok_step"], pos["lead"])
+            note = (f" Fit over {fit.n} (run, task) points: α = {fit.alpha:.3f} ± {fit.alpha_se:.3f}, "
+                    f"R² = {fit.r2:.3f} (P2: α = 1.27 ± 0.03, R² 0.97, n = 43).")
+        except ValueError as e:
+            note = f" No fit: {e}."
+    return Panel("lead", "Lead of the defect onset over grokking",
+                 (lambda: plots.lead_power_law(leads, fit)) if len(pos) else None,
+                 "Lead Δt = t_grok − t_onset per (run, task), log–log; dashed: least-squares power law." + note,
+                 None if len(pos) else ("no run has both a grok step and a defect onset" if leads.empty
+                                        else "no positive lead (onset after grokking in every case)"),
+                 leads if len(leads) else None)
+
+
+def interventions(d: StoreData) -> Panel:
+    s = d.scans
+    return Panel("interventions", "Gradient interventions: deletion and suppression scans",
+                 (lambda: plots.intervention_scans(s)) if len(s) else None,
+                 "Grok step vs amount (deletion fraction f, suppression strength s, random controls); × marks "
+                 "runs that did not grok within their budget.",
+                 None if len(s) else "no intervene-*/intervention.parquet (`grokscope intervene`)",
+                 s.drop(columns=[c for c in ("grok_step_90",) if c in s]) if len(s) else None)
+
+
+def compression(d: StoreData) -> Panel:
+    f = d.fragility
+    return Panel("compression", "Compression and perturbation of the final model",
+                 (lambda: plots.compression_curves(f)) if len(f) else None,
+                 "Test accuracy after per-layer SVD of ΔW at rank r, keeping the top q of |Δθ|, scaling "
+                 "θ₀ + sΔθ, and random perturbation (averaged over sizes).",
+                 None if len(f) else "no fragility.parquet (`grokscope fragility RUN`)")
+
+
+def tangent(d: StoreData) -> Panel:
+    t = d.tangent
+    return Panel("tangent", "P3: tangent cosine cos(Δθ, g̃)",
+                 (lambda: plots.tangent_cosine(t, d.grok)) if t else None,
+                 "Cosine between the parameter update over 10 steps and the projection of −θ onto the tangent "
+                 "space of the zero-loss manifold; P3 reports it peaks during grokking.",
+                 None if t else "no normmin.parquet (`grokscope normmin mlp --out STORE`)")
+
+
+def decoupled(d: StoreData) -> Panel:
+    h = d.decoupled
+    return Panel("decoupled", "P3: decoupled two-layer dynamics",
+                 (lambda: plots.decoupled_curves(h)) if len(h) else None,
+                 "W₂ = H⁺Y re-solved every step, W₁ following −∇R (P3 §7): test accuracy and ‖W₁‖ per seed.",
+                 None if len(h) else "no decoupled-dynamics table (*decoupled*.parquet)")
+
+
+SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
+    accuracy, pc1, defect, rho, lambda_min, k_star, reconstruction, lead, interventions, compression, tangent,
+    decoupled,
+)
