@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,9 +10,9 @@ import pytest
 import torch
 
 from grokscope import model as M
-from grokscope.commands import normmin as cmd
+from grokscope.cli import main
 from grokscope.config import preset
-from grokscope.errors import ConfigError, StoreError
+from grokscope.errors import ConfigError
 from grokscope.experiments import p3_mlp as P3
 from grokscope.geometry import normmin as N
 from grokscope.problem import Problem
@@ -193,32 +192,37 @@ def test_run_tangent_cosine_on_transformer_snapshots(stored_run):
 
 # ---- CLI -----------------------------------------------------------------------------------------------
 
-def _ns(**kw):
-    base = dict(json=True, out=None, seeds=None, steps=None)
-    base.update(kw)
-    return argparse.Namespace(**base)
-
-
 def test_cli_toy_json_and_figure(tmp_path, capsys):
-    rc = cmd.run(_ns(normmin_cmd="toy", lams=[0.1], steps=5000, out=str(tmp_path)))
+    rc = main(["normmin", "toy", "--lams", "0.1", "--steps", "5000", "--out", str(tmp_path), "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
-    assert {r["model"] for r in res["rows"]} == {"linear", "three"}
-    assert (tmp_path / "normmin_toy.png").stat().st_size > 0
+    rows = {r["model"]: r for r in res["rows"]}
+    assert set(rows) == {"linear", "three"} and all(r["lam"] == 0.1 for r in rows.values())
+    # after 5000 steps each toy sits on its analytic λ = 0.1 fixed point
+    np.testing.assert_allclose(rows["linear"]["w_final"], N.toy_linear_limit(0.1), atol=1e-5)
+    np.testing.assert_allclose(rows["linear"]["limit"], [2 / 2.1, 2 / 2.1], atol=1e-6)
+    np.testing.assert_allclose(rows["three"]["limit"], N.toy_three_limit(0.1), atol=1e-6)
+    assert rows["linear"]["dist_final"] < 1e-5
+    png = (tmp_path / "normmin_toy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_bad_inputs(tmp_path):
-    with pytest.raises(ConfigError):
-        cmd.run(_ns(normmin_cmd="toy", lams=None, steps=0))
-    with pytest.raises(StoreError):
-        cmd.run(_ns(normmin_cmd="run", run_dir=str(tmp_path), subsample=8, cg_iters=10, max_snapshots=None,
-                    project_steps=0))
-    with pytest.raises(ConfigError):
-        cmd.run(_ns(normmin_cmd=None))
+def test_cli_bad_inputs(tmp_path, capsys):
+    assert main(["normmin", "toy", "--steps", "0"]) == 2
+    assert "--steps=0 must be > 0" in capsys.readouterr().err
+    assert main(["normmin", "run", str(tmp_path), "--subsample", "8", "--cg-iters", "10"]) == 2
+    assert "is not a grokscope run" in capsys.readouterr().err
+    assert main(["normmin"]) == 0  # no experiment: the help, listing them
+    out = capsys.readouterr().out
+    assert all(e in out for e in ("mlp", "decoupled", "toy", "run"))
 
 
-def test_cli_run_human_output(stored_run, capsys):
-    rc = cmd.run(_ns(normmin_cmd="run", run_dir=str(stored_run.path), json=False, subsample=4, cg_iters=20,
-                     max_snapshots=1, project_steps=0))
-    assert rc == 0
-    assert "tangent cosine peaks" in capsys.readouterr().out
+def test_cli_run_human_output_matches_json(stored_run, capsys):
+    args = ["normmin", "run", str(stored_run.path), "--subsample", "4", "--cg-iters", "20", "--max-snapshots", "1"]
+    assert main([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["tangent_cosine"]) == 1 and -1 <= res["peak_cos"] <= 1
+    assert res["peak_step"] == res["tangent_cosine"][0]["step"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"tangent cosine peaks at step {res['peak_step']} (cos {res['peak_cos']:.3g})" in out

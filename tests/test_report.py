@@ -151,13 +151,18 @@ def test_report_loads_in_headless_browser(report, tmp_path):
     assert not console, console
 
 
-def test_cli_report_json_and_errors(store, tmp_path, capsys):
+def test_cli_report_json_and_errors(store, report, tmp_path, capsys):
+    real = [RunDir(p) for p in sorted(store.iterdir()) if p.name.startswith("add")]
+    stored = [r.analyses()["summary"] for r in real]  # `report` ran with compute_summary: it stored them
+    assert all(0.9 < s["rho"] <= 1.0 and s["defect_final_step"] == 150 for s in stored)
     out = tmp_path / "cli"
     assert main(["report", str(store), "--out", str(out), "--json", "--null-runs", "0"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert Path(res["index"]) == out / "index.html" and Path(res["index"]).exists()
     assert all(Path(f).exists() for f in res["figures"])
-    assert "Integrability ρ" in res["missing"]  # no summary stored and --compute not given
+    assert "Integrability ρ" not in res["missing"]  # drawn from the stored summaries, without --compute
+    page = Path(res["index"]).read_text()
+    assert all(f"{s['rho']:.4g}" in page for s in stored)  # the runs table shows the stored ρ
     assert main(["report", str(tmp_path / "nope")]) == 2
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -16,14 +16,24 @@ from grokscope.formatting import num
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
 from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
-from grokscope.geometry.onset import lead, lead_fraction, onset_threshold
+from grokscope.geometry.onset import defect_timing
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
 from grokscope.geometry.summary import geometry_summary
-from grokscope.store import RunDir, write_json
+from grokscope.store import (
+    FRAGILITY,
+    FRAGILITY_TABLE,
+    HESSIAN_TABLE,
+    PCA_TABLE,
+    POSTHOC_TABLE,
+    RECONSTRUCTION_TABLE,
+    RunDir,
+    write_json,
+)
 
 __all__ = ["ANALYSES", "register", "analysis_names", "check_analysis", "resolve_analysis", "run_analysis",
-           "analyze_pca", "analyze_defect", "analyze_hessian_run", "analyze_fragility"]
+           "stored_analysis", "missing_analyses", "analyze_summary", "analyze_pca", "analyze_defect",
+           "analyze_hessian_run", "analyze_fragility"]
 
 AnalysisFn = Callable[..., dict[str, Any]]
 ANALYSES: dict[str, AnalysisFn] = {}
@@ -63,6 +73,11 @@ def run_analysis(run: RunDir, name: str, device: str = "cpu", **options: Any) ->
     return run.write_analysis(name, resolve_analysis(name)(run, device, **options))
 
 
+def stored_analysis(run: RunDir, name: str) -> Any:
+    """A run's stored result of analysis `name` (None when it has not been run on this run)."""
+    return run.analyses().get(check_analysis(name))
+
+
 def missing_analyses(run: RunDir, names: Sequence[str]) -> list[str]:
     """Those of `names` the run has no stored result for."""
     done = run.analyses()
@@ -84,7 +99,7 @@ def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
     if len(steps) < 2:
         return {"skipped": "fewer than 2 recorded steps"}
     df = attention_pca(run)
-    run.write_table("pca", df)
+    run.write_table(PCA_TABLE, df)
     return {"pc1_mean": num(df["pc1_percent"].mean()),
             "pc1_percent": {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}}
 
@@ -93,24 +108,20 @@ def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
 def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9) -> dict[str, Any]:
     """Defects and ρ at every stored snapshot → defect_posthoc.parquet; summary: onset, lead, ρ."""
     df = defects_from_snapshots(run, draws=draws, device=device)
-    run.write_table("defect_posthoc", df)
-    onset = onset_threshold(df["step"], df["defect"])
-    grok = run.grok_steps()
-    base = float(df["defect"].iloc[:3].median())
-    return {"n_snapshots": len(df), "onset": onset,
-            "defect_peak_ratio": num(df["defect"].max() / base) if base > 0 else None,
+    run.write_table(POSTHOC_TABLE, df)
+    timing = defect_timing(df["step"], df["defect"], run.grok_steps())
+    return {"n_snapshots": len(df), "onset": timing["onset"], "defect_peak_ratio": timing["defect_peak_ratio"],
             "defect_final": num(df["defect"].iloc[-1]), "rho_final": num(df["rho"].iloc[-1]),
             "rho_median": num(df["rho"].median()), "rho_random_median": num(df["rho_random"].median()),
             "proj_ratio_median": num(df["proj_ratio"].median()),
-            "lead": {t: lead(g, onset) for t, g in grok.items()},
-            "lead_fraction": {t: num(lead_fraction(g, onset)) for t, g in grok.items()}}
+            "lead": timing["lead"], "lead_fraction": timing["lead_fraction"]}
 
 
 @register("hessian")
 def analyze_hessian_run(run: RunDir, device: str = "cpu") -> dict[str, Any]:
     """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian)."""
     df = analyze_hessian(run, device=device)
-    run.write_table("hessian", df)
+    run.write_table(HESSIAN_TABLE, df)
     return summarize_hessian(df)
 
 
@@ -121,9 +132,9 @@ def analyze_fragility(run: RunDir, device: str = "cpu", k: int = 20, threshold: 
     from the top-k trajectory PCs → reconstruction.parquet; summary (also fragility.json): k*, variance."""
     frag = fragility(run, FragilityConfig(seed=seed), device)
     rec = reconstruction_threshold(run, k, threshold, device)
-    run.write_table("fragility", frag)
-    run.write_table("reconstruction", rec.table)
+    run.write_table(FRAGILITY_TABLE, frag)
+    run.write_table(RECONSTRUCTION_TABLE, rec.table)
     summary = {"k_star": rec.k_star, "cumulative_at_k_star": rec.cumulative_at_k_star,
                "threshold": rec.threshold}
-    write_json(run.file("fragility.json"), summary)
+    write_json(run.file(FRAGILITY), summary)
     return summary

@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 
 from grokscope.geometry.onset import PowerLawFit, fit_power_law
-from grokscope.store import RunDir, find_runs, read_json
+from grokscope.store import FRAGILITY, RunDir, find_runs, read_json
 
 __all__ = ["FAST_FACTOR", "phase_runs", "phase_table", "phase_fit", "regime", "no_decay_failure"]
 
 FAST_FACTOR = 2.0
-ANALYSES_FILE = "analyses.json"
 
 
 def _f(x: Any) -> float:
@@ -43,11 +42,10 @@ def _f(x: Any) -> float:
 
 def _run_row(run: RunDir) -> dict[str, Any] | None:
     """One run's phase quantities (None for a run without summary.json)."""
-    if not run.file("summary.json").exists():
+    if not run.has_summary():
         return None
     cfg, s = run.config(), run.summary()
-    f = run.file(ANALYSES_FILE)
-    an = read_json(f) if f.exists() else {}
+    an = run.analyses()
     grok = s.get("grok_step") or {}
     tasks = list(cfg.data.tasks)
     row: dict[str, Any] = {
@@ -75,8 +73,8 @@ def _run_row(run: RunDir) -> dict[str, Any] | None:
     hess = an.get("hessian") or {}
     row["lambda_min"] = _f(hess.get("depth"))
     frag = an.get("fragility") or {}
-    if not frag and run.file("fragility.json").exists():
-        frag = read_json(run.file("fragility.json"))
+    if not frag and run.file(FRAGILITY).exists():
+        frag = read_json(run.file(FRAGILITY))
     row["k_star"] = _f(frag.get("k_star"))
     return row
 

@@ -1,4 +1,5 @@
-"""Run-directory I/O: config.json, metrics.parquet, trajectory.safetensors, checkpoint.safetensors.
+"""Run-directory I/O: config.json, metrics.parquet, trajectory.safetensors, checkpoint.safetensors, and the
+analyses' files; every file name a run directory holds is defined here.
 
 Every write goes to a temporary file in the same directory and is renamed into place, so a killed
 process leaves either the old file or the new one, never half of one. Nothing loads through pickle.
@@ -26,11 +27,24 @@ from grokscope.config import RunConfig
 from grokscope.errors import StoreError
 
 CONFIG = "config.json"
-METRICS = "metrics.parquet"
 TRAJECTORY = "trajectory.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 SUMMARY = "summary.json"
 ANALYSES = "analyses.json"  # {analysis name: its JSON result}, written by `RunDir.write_analysis`
+FRAGILITY = "fragility.json"  # k* summary of the fragility analysis (also in analyses.json)
+# Tables beside a run: `<name>.parquet`, read with `RunDir.table(name)`.
+METRICS_TABLE = "metrics"  # the long table run, step, task, split, loss, acc, weight_norm
+DEFECT_TABLE = "defect"  # the inline commutator-defect probe (train with defect_every > 0)
+POSTHOC_TABLE = "defect_posthoc"  # defects at the stored snapshots (the `defect` analysis)
+PCA_TABLE = "pca"
+HESSIAN_TABLE = "hessian"
+FRAGILITY_TABLE = "fragility"
+RECONSTRUCTION_TABLE = "reconstruction"
+TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe
+# An intervention scan's folder (`grokscope intervene`).
+INTERVENTION_TABLE = "intervention.parquet"
+INTERVENTION_METRICS = "intervention_metrics.parquet"
+INTERVENTION_JSON = "intervention.json"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -142,7 +156,7 @@ class RunDir:
 
     def metrics(self) -> pd.DataFrame:
         """Long table: run, step, task, split, loss, acc, weight_norm."""
-        return read_table(self.file(METRICS))
+        return self.table(METRICS_TABLE)
 
     def table(self, name: str) -> pd.DataFrame:
         return read_table(self.file(f"{name}.parquet"))
@@ -225,7 +239,7 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunDir]:
 
 def load_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """All runs' metrics below `paths` as one long DataFrame (column `run` names each run)."""
-    frames = [r.metrics() for r in find_runs(paths) if r.file(METRICS).exists()]
+    frames = [r.metrics() for r in find_runs(paths) if r.has_table(METRICS_TABLE)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -24,7 +24,7 @@ from grokscope.config import RunConfig, with_overrides  # noqa: F401  (re-export
 from grokscope.errors import ConfigError, StoreError
 from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
 from grokscope.problem import Params, Problem
-from grokscope.store import CHECKPOINT, RunDir, write_json, write_tensors
+from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, TRAJECTORY, RunDir, write_json, write_tensors
 
 GradTransform = Callable[[int, Params, Params], Params]
 
@@ -84,14 +84,14 @@ class _Recorder:
 
     def load(self, run: RunDir, upto: int, probe_names: list[str]) -> None:
         """Refill from a run directory, dropping anything written after checkpoint step `upto`."""
-        if run.has_table("metrics"):
+        if run.has_table(METRICS_TABLE):
             df = run.metrics()
             self.rows = df[df.step <= upto].to_dict("records")
         for name in probe_names:
             if run.has_table(name):
                 df = run.table(name)
                 self.probe_rows[name] = df[df.step <= upto].to_dict("records")
-        if run.file("trajectory.safetensors").exists():
+        if run.has_trajectory():
             t, _ = run.trajectory()
             keep = t["attn_steps"] <= upto
             self.attn_steps = t["attn_steps"][keep].tolist()
@@ -253,11 +253,11 @@ class _Loop:
             self.written_final[r] = bool(self.stopped[r])
             rec = self.rec[r]
             d.write_config(self.pb.cfgs[r])
-            write_tensors(d.file("trajectory.safetensors"), rec.trajectory())
-            d.write_table("metrics", pd.DataFrame(rec.rows))
+            write_tensors(d.file(TRAJECTORY), rec.trajectory())
+            d.write_table(METRICS_TABLE, pd.DataFrame(rec.rows))
             for name, rows in rec.probe_rows.items():
                 d.write_table(name, pd.DataFrame(rows))
-            write_json(d.file("summary.json"), self._summary(r, step))
+            write_json(d.file(SUMMARY), self._summary(r, step))
             tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
             tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),

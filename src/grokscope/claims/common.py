@@ -19,7 +19,7 @@ import pandas as pd
 
 from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.geometry.interventions import ScanConfig, intervention_scan, write_scan
-from grokscope.store import RunDir, jsonable, read_json
+from grokscope.store import INTERVENTION_JSON, RunDir, jsonable, read_json
 from grokscope.sweep import run_sweep, spec_from_dict
 
 REPRODUCED = "reproduced"
@@ -227,7 +227,7 @@ def stored_scan(ctx: ClaimContext, run: RunDir, scan: ScanConfig) -> tuple[pd.Da
     same scan is stored there; returns (its table: one row per (value, task)) and where it is stored."""
     tag = f"{scan.kind}-{scan.basis or 'default'}-{run.path.name}"
     out = ctx.store / "scans" / tag
-    f = out / "intervention.json"
+    f = out / INTERVENTION_JSON
     want = json_roundtrip(asdict(scan))
     if not (f.exists() and read_json(f).get("scan") == want):
         write_scan(intervention_scan(run, scan, ctx.device), out)

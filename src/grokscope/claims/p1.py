@@ -36,7 +36,7 @@ from grokscope.claims.common import (
 )
 from grokscope.geometry.interventions import ScanConfig
 from grokscope.phase import no_decay_failure, phase_fit, phase_runs, phase_table
-from grokscope.store import RunDir
+from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 PAPER = "P1"
 
@@ -381,8 +381,8 @@ def claim_pc1_alone(ctx: ClaimContext) -> ClaimRow:
     table, spec = _dual(ctx)
     accs, cums, p = [], [], int(table.p.iloc[0])
     for run in _final_runs(table):
-        if run.has_table("reconstruction"):
-            rec = run.table("reconstruction")
+        if run.has_table(RECONSTRUCTION_TABLE):
+            rec = run.table(RECONSTRUCTION_TABLE)
             k1 = rec[rec.k == 1]
             accs.append(float(k1.test_acc.mean()))
             cums.append(float(k1.cumulative.iloc[0]))
@@ -405,9 +405,9 @@ def _fragility(ctx: ClaimContext, kind: str, values: tuple[float, ...], claim: s
     p = int(table.p.iloc[0])
     accs = []
     for run in _final_runs(table):
-        if not run.has_table("fragility"):
+        if not run.has_table(FRAGILITY_TABLE):
             continue
-        fr = run.table("fragility")
+        fr = run.table(FRAGILITY_TABLE)
         for v in values:
             sel = fr[(fr.kind == kind) & np.isclose(fr.value, v)]
             if len(sel):

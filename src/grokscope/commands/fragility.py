@@ -13,7 +13,7 @@ import math
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import print_json
 from grokscope.errors import StoreError
-from grokscope.store import RunDir
+from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if not rd.has_checkpoint() or not rd.has_trajectory():
         raise StoreError(f"{rd.path} has no checkpoint/trajectory yet; train it first")
     summary = run_analysis(rd, "fragility", args.device, k=args.k, threshold=args.threshold, seed=args.seed)
-    frag, rec = rd.table("fragility"), rd.table("reconstruction")
+    frag, rec = rd.table(FRAGILITY_TABLE), rd.table(RECONSTRUCTION_TABLE)
     if args.json:
         print_json({"run": str(rd.path), **summary, "fragility": frag.to_dict("records"),
                     "reconstruction": rec.to_dict("records")})

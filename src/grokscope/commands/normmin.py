@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd = verbs.add_parser("run", help="tangent cosine and norm-vs-decay of a stored run")
     rd.add_argument("run_dir")
     common(rd, seeds=False, steps=False)
+    rd.set_defaults(steps=None)
     rd.add_argument("--subsample", type=int, default=64, help="training examples in J (default 64)")
     rd.add_argument("--cg-iters", type=int, default=100)
     rd.add_argument("--max-snapshots", type=int, default=None)
@@ -82,11 +83,9 @@ def _positive(name: str, v: int | float | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cmd = getattr(args, "normmin_cmd", None)
+    cmd = args.normmin_cmd
     handlers = {"mlp": _mlp, "decoupled": _decoupled, "toy": _toy, "run": _run}
-    if cmd not in handlers:
-        raise ConfigError("choose an experiment: normmin mlp | decoupled | toy | run RUN_DIR")
-    _positive("--steps", getattr(args, "steps", None))
+    _positive("--steps", args.steps)
     out = _outdir(args)
     result = handlers[cmd](args, out)
     if args.json:
@@ -105,11 +104,11 @@ def _mlp(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
         over["seeds"] = tuple(args.seeds)
     if args.steps:
         over["steps"] = args.steps
-    if getattr(args, "every", None):
+    if args.every:
         _positive("--every", args.every)
         over["every"] = args.every
         over["eval_every"] = math.gcd(args.every, exp.eval_every)
-    if getattr(args, "train_frac", None) is not None:
+    if args.train_frac is not None:
         over["train_frac"] = args.train_frac
     exp = replace(exp, **over)
     res = run_mlp(exp, str(out / "runs") if out is not None else None)
@@ -129,12 +128,11 @@ def _decoupled(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
         over["seeds"] = tuple(args.seeds)
     if args.steps:
         over["steps"] = args.steps
-    for k in ("lam", "lr"):
-        v = getattr(args, k, None)
+    for k, v in (("lam", args.lam), ("lr", args.lr)):
         if v is not None:
             _positive(f"--{k}", v)
             over[k] = v
-    if getattr(args, "dtype", None):
+    if args.dtype:
         over["dtype"] = args.dtype
     cfg = replace(cfg, **over)
     sim = N.simulate_decoupled(cfg)
@@ -149,7 +147,7 @@ def _decoupled(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
 
 
 def _toy(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
-    lams = tuple(args.lams) if getattr(args, "lams", None) else (0.01, 0.1, 0.2)
+    lams = tuple(args.lams) if args.lams else (0.01, 0.1, 0.2)
     for lam in lams:
         if not lam >= 0:
             raise ConfigError(f"λ={lam} must be >= 0")
@@ -163,8 +161,8 @@ def _run(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     run = RunDir(args.run_dir)
     if not run.exists():
         raise StoreError(f"{args.run_dir} is not a grokscope run (no config.json)")
-    for name in ("subsample", "cg_iters"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    _positive("--subsample", args.subsample)
+    _positive("--cg-iters", args.cg_iters)
     if args.max_snapshots is not None:
         _positive("--max-snapshots", args.max_snapshots)
     if args.project_steps < 0:

@@ -11,11 +11,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from grokscope.analyses import run_analysis
 from grokscope.commands.common import csv_list, print_json
 from grokscope.config import PRESETS, RunConfig, preset, validate, with_overrides
 from grokscope.devices import check_device, resolve_device
 from grokscope.formatting import fmt, short_name
-from grokscope.geometry.summary import geometry_summary
 from grokscope.progress import describe_eval, progress_bar
 from grokscope.runner import grid, run_batch
 from grokscope.store import RunDir
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
-    geometry = {} if args.no_geometry else _geometry(results)
+    geometry = {} if args.no_geometry else _geometry(results, device)
     if args.json:
         print_json([_json_row(r, geometry.get(r.config.name)) for r in results])
     else:
@@ -111,8 +111,9 @@ def _json_row(r: RunResult, geom: dict | None) -> dict:
     return row
 
 
-def _geometry(results: list[RunResult]) -> dict[str, dict]:
-    return {r.config.name: geometry_summary(RunDir(r.path)) for r in results if r.path is not None}
+def _geometry(results: list[RunResult], device: str) -> dict[str, dict]:
+    """Each run's `summary` analysis (PC1%, ρ, defect onset, lead), stored with its other analyses."""
+    return {r.config.name: run_analysis(RunDir(r.path), "summary", device) for r in results if r.path is not None}
 
 
 def _run_with_progress(cfgs: list[RunConfig], out: Path, device: str, args: argparse.Namespace

@@ -18,6 +18,7 @@ from grokscope.config import DataConfig, ModelConfig, OptimConfig, RunConfig, va
 from grokscope.errors import ConfigError
 from grokscope.geometry.normmin.stored import memorisation_step
 from grokscope.geometry.normmin.tangent import tangent_probe
+from grokscope.store import TANGENT_TABLE
 from grokscope.train import RunResult, train
 
 __all__ = ["MLPExperiment", "mlp_configs", "mlp_summary", "run_mlp"]
@@ -65,7 +66,7 @@ def _window_mean(df: pd.DataFrame, lo: float | None, hi: float | None) -> float:
 
 
 
-def mlp_summary(results: list[RunResult], table: str = "normmin"
+def mlp_summary(results: list[RunResult], table: str = TANGENT_TABLE
                 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Join each run's tangent-cosine rows with its metrics and say where the cosine peaks relative to
     memorisation (train acc 100%) and grokking (test acc >= 98% for 3 evals; also first >= 90%)."""

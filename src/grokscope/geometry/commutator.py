@@ -29,7 +29,7 @@ from grokscope import model as M
 from grokscope.errors import StoreError
 from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis
 from grokscope.problem import Params, Problem
-from grokscope.store import RunDir
+from grokscope.store import DEFECT_TABLE, RunDir
 from grokscope.train import Probe
 
 GradFn = Callable[[torch.Tensor], torch.Tensor]
@@ -190,7 +190,7 @@ def defect_probe(every: int, draws: int = 3, eta: float = 1e-3) -> Probe:
             rows.append(row)
         return rows
 
-    return Probe("defect", every, measure)
+    return Probe(DEFECT_TABLE, every, measure)
 
 
 def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta: float = 1e-3,

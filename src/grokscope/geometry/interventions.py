@@ -40,7 +40,14 @@ from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry import pca
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.problem import Problem
-from grokscope.store import RunDir, write_json, write_table
+from grokscope.store import (
+    INTERVENTION_JSON,
+    INTERVENTION_METRICS,
+    INTERVENTION_TABLE,
+    RunDir,
+    write_json,
+    write_table,
+)
 from grokscope.train import EvalInfo, GradTransform, train
 
 Params = M.Params
@@ -243,7 +250,7 @@ def intervention_scan(run: RunDir, scan: ScanConfig, device: str = "cpu",
         B = intervention_basis(run, scan.kind, scan.k, scan.basis, scan.seed)
         transform = projection_transform(B.to(device), amounts.to(device), scan.start)
     results = train(cfgs, None, device, grad_transform=transform, on_eval=on_eval)
-    baseline = run.summary().get("grok_step", {}) if run.file("summary.json").exists() else {}
+    baseline = run.grok_steps()
     return ScanResult(scan, scan_table(scan, results, baseline), _scan_metrics(scan, results), baseline)
 
 
@@ -276,8 +283,8 @@ def write_scan(result: ScanResult, out: str | Path) -> Path:
     """`out/intervention.parquet`, `out/intervention_metrics.parquet` and `out/intervention.json`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_table(out / "intervention.parquet", result.table)
-    write_table(out / "intervention_metrics.parquet", result.metrics)
-    write_json(out / "intervention.json", {"scan": asdict(result.scan), "baseline": result.baseline,
+    write_table(out / INTERVENTION_TABLE, result.table)
+    write_table(out / INTERVENTION_METRICS, result.metrics)
+    write_json(out / INTERVENTION_JSON, {"scan": asdict(result.scan), "baseline": result.baseline,
                                            "rows": json.loads(result.table.to_json(orient="records"))})
     return out

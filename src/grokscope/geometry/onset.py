@@ -6,11 +6,15 @@ Two onset detectors over a defect series D(t):
 - `onset_envelope` (P1's dual-task table): rolling max (window 5) of log10 D above a threshold set by the
   first 25% of the series. See its docstring for how "5×" is read.
 Lead = t_grok − t_onset (positive: the defect rose before grokking); lead fraction = lead / t_grok.
+`defect_timing` is the one place these are put together for a run (onset, peak ratio, lead per task).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +95,27 @@ def lead_fraction(t_grok: int | None, t_onset: int | None) -> float | None:
     """Lead as a fraction of the grok step, (t_grok − t_onset) / t_grok; None when undefined."""
     d = lead(t_grok, t_onset)
     return None if d is None or not t_grok else d / float(t_grok)
+
+
+def peak_ratio(D, n_base: int = 3) -> float | None:
+    """max D / median of the first `n_base` measurements (NaN-aware, in step order); None when undefined."""
+    D = np.asarray(D, dtype=float)
+    if not np.isfinite(D).any() or not np.isfinite(D[:n_base]).any():
+        return None
+    base = float(np.nanmedian(D[:n_base]))
+    ratio = float(np.nanmax(D)) / base if base > 0 else math.nan
+    return ratio if math.isfinite(ratio) else None
+
+
+def defect_timing(steps, D, grok: Mapping[str, int | None]) -> dict[str, Any]:
+    """A defect series' `onset` (threshold detector), `defect_peak_ratio`, and per task the `lead` and
+    `lead_fraction` of the onset over the grok steps `grok` (None where undefined)."""
+    steps, D = _clean(steps, D)
+    onset = onset_threshold(steps, D)
+    frac = {t: lead_fraction(g, onset) for t, g in grok.items()}
+    return {"onset": onset, "defect_peak_ratio": peak_ratio(D),
+            "lead": {t: lead(g, onset) for t, g in grok.items()},
+            "lead_fraction": {t: None if f is None or not math.isfinite(f) else f for t, f in frac.items()}}
 
 
 def fit_power_law(x, y) -> PowerLawFit:

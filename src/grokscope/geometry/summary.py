@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.commutator import commutator_defect
-from grokscope.geometry.onset import lead, lead_fraction, onset_envelope, onset_threshold
+from grokscope.geometry.onset import defect_timing, onset_envelope, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout
 from grokscope.problem import Problem
-from grokscope.store import RunDir
-
-DEFECT_TABLE = "defect"  # the inline probe's table (`commutator.defect_probe`)
+from grokscope.store import DEFECT_TABLE, RunDir
 
 
 def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, float | None]:
@@ -39,7 +35,7 @@ def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dic
 
 def defect_onsets(run: RunDir) -> dict[str, Any]:
     """Onsets of the inline defect series (both detectors), peak/baseline ratio, and lead per task."""
-    grok = run.summary().get("grok_step", {}) if run.file("summary.json").exists() else {}
+    grok = run.grok_steps()
     out: dict[str, Any] = {"onset": None, "onset_envelope": None, "defect_peak_ratio": None,
                            "lead": {t: None for t in grok}, "lead_fraction": {t: None for t in grok}}
     if not run.has_table(DEFECT_TABLE):
@@ -48,12 +44,7 @@ def defect_onsets(run: RunDir) -> dict[str, Any]:
     if df.empty:
         return out
     steps, D = df["step"].to_numpy(), df["defect"].to_numpy(dtype=float)
-    onset = onset_threshold(steps, D)
-    base = float(np.nanmedian(D[:3]))
-    out.update(onset=onset, onset_envelope=onset_envelope(steps, D),
-               defect_peak_ratio=num(np.nanmax(D) / base) if base > 0 else None,
-               lead={t: lead(g, onset) for t, g in grok.items()},
-               lead_fraction={t: num(lead_fraction(g, onset)) for t, g in grok.items()})
+    out.update(defect_timing(steps, D, grok), onset_envelope=onset_envelope(steps, D))
     if "defect_cross" in df:
         out["onset_cross"] = onset_threshold(steps, df["defect_cross"].to_numpy(dtype=float))
     return out

@@ -15,15 +15,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyses import run_analysis
 from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.hessian import summarize_hessian
-from grokscope.geometry.onset import lead, lead_fraction, onset_threshold
+from grokscope.geometry.onset import defect_timing, lead, lead_fraction
 from grokscope.geometry.pca import matrix_pca, random_walk_null
 from grokscope.geometry.reconstruct import k_star
-from grokscope.geometry.summary import geometry_summary
 from grokscope.report.config import ReportConfig
-from grokscope.store import RunDir, find_runs, read_json, read_table
+from grokscope.store import (
+    DEFECT_TABLE,
+    FRAGILITY,
+    FRAGILITY_TABLE,
+    HESSIAN_TABLE,
+    INTERVENTION_TABLE,
+    METRICS_TABLE,
+    POSTHOC_TABLE,
+    RECONSTRUCTION_TABLE,
+    TANGENT_TABLE,
+    RunDir,
+    find_runs,
+    read_json,
+    read_table,
+)
 
 __all__ = ["RunInfo", "StoreData", "load_run", "metrics_table", "pc1_table", "defect_series", "onsets",
            "geometry_summaries", "rho_tables", "hessian_table", "k_star_table", "lead_table",
@@ -73,29 +87,43 @@ def metrics_table(runs: list[RunInfo]) -> pd.DataFrame:
     """All runs' metrics, `run` set to the run's name."""
     frames = []
     for r in runs:
-        if r.run.has_table("metrics"):
+        if r.run.has_table(METRICS_TABLE):
             m = r.run.metrics()
             frames.append(m.assign(run=r.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def stored_pc1(r: RunInfo) -> dict[str, float | None] | None:
+    """PC1% per attention matrix as the `pca` or `summary` analysis stored it (None when neither did)."""
+    for name in ("pca", "summary"):
+        pcs = (r.analyses.get(name) or {}).get("pc1_percent")
+        if pcs:
+            return dict(pcs)
+    return None
+
+
 def pc1_table(runs: list[RunInfo], cfg: ReportConfig) -> pd.DataFrame:
-    """PC1% per (run, attention matrix) and, for the first `cfg.null_runs` runs, the random-walk null."""
+    """PC1% per (run, attention matrix), read from the stored analyses (computed by the same PCA where
+    none is stored) and, for the first `cfg.null_runs` runs, the random-walk null of each matrix."""
     rows = []
     n_null = 0
     for r in runs:
-        if not r.run.has_trajectory():
+        pcs, want_null = stored_pc1(r), n_null < cfg.null_runs
+        attn: dict[str, Any] = {}
+        if (pcs is None or want_null) and r.run.has_trajectory():
+            steps, attn = r.run.attention_trajectory()
+            attn = attn if len(steps) >= 2 else {}
+        if pcs is None:
+            pcs = {name: matrix_pca(traj, 1).pc1_percent for name, traj in attn.items()}
+        if not pcs:
             continue
-        steps, attn = r.run.attention_trajectory()
-        if not attn or len(steps) < 2:
-            continue
-        with_null = n_null < cfg.null_runs and len(steps) >= 3
+        with_null = want_null and len(attn) > 0 and next(iter(attn.values())).shape[0] >= 3
         n_null += with_null
-        for name, traj in attn.items():
-            row = {"run": r.name, "name": name, "pc1_percent": matrix_pca(traj, 1).pc1_percent,
+        for name, pc in pcs.items():
+            row = {"run": r.name, "name": name, "pc1_percent": np.nan if pc is None else float(pc),
                    "null_mean": np.nan, "null_std": np.nan, "z": np.nan}
-            if with_null:
-                res = random_walk_null(traj, cfg.n_null, seed=0)
+            if with_null and name in attn:
+                res = random_walk_null(attn[name], cfg.n_null, seed=0)
                 row.update(null_mean=res.null_mean, null_std=res.null_std, z=res.z)
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -109,7 +137,7 @@ def defect_series(runs: list[RunInfo]) -> tuple[dict[str, pd.DataFrame], dict[st
     """Defect vs step per run: the inline `defect` table, else the post-hoc one; and which was used."""
     series, source = {}, {}
     for r in runs:
-        for table in ("defect", "defect_posthoc"):
+        for table in (DEFECT_TABLE, POSTHOC_TABLE):
             if r.run.has_table(table):
                 d = r.run.table(table)
                 if len(d) and "defect" in d:
@@ -118,13 +146,19 @@ def defect_series(runs: list[RunInfo]) -> tuple[dict[str, pd.DataFrame], dict[st
     return series, source
 
 
-def onsets(runs: list[RunInfo], series: dict[str, pd.DataFrame]) -> dict[str, int | None]:
-    """Defect onset per run (threshold detector of `geometry.onset`) from its defect series."""
+def onsets(runs: list[RunInfo], series: dict[str, pd.DataFrame], source: dict[str, str]
+           ) -> dict[str, int | None]:
+    """Defect onset per run as its analyses stored it: `summary` for the inline defect table, `defect` for
+    the post-hoc one; where a series has no stored result, the same detector (`defect_timing`) on it."""
     out: dict[str, int | None] = {}
     for r in runs:
         if r.name in series:
-            d = series[r.name]
-            out[r.name] = onset_threshold(d["step"].to_numpy(), d["defect"].to_numpy(dtype=float))
+            stored = r.analyses.get("summary" if source[r.name] == DEFECT_TABLE else "defect") or {}
+            if "onset" in stored:
+                out[r.name] = stored["onset"]
+            else:
+                d = series[r.name]
+                out[r.name] = defect_timing(d["step"], d["defect"], {})["onset"]
         elif "summary" in r.analyses:
             out[r.name] = r.analyses["summary"].get("onset")
     return out
@@ -136,7 +170,7 @@ def geometry_summaries(runs: list[RunInfo], cfg: ReportConfig) -> dict[str, dict
     for r in runs:
         s = r.analyses.get("summary")
         if s is None and cfg.compute_summary and r.run.has_trajectory():
-            s = geometry_summary(r.run, draws=cfg.draws, device=cfg.device)
+            s = run_analysis(r.run, "summary", cfg.device, draws=cfg.draws)
         if isinstance(s, dict):
             out[r.name] = s
     return out
@@ -147,7 +181,7 @@ def rho_tables(runs: list[RunInfo], summaries: dict[str, dict[str, Any]]
     """(ρ vs step per run from defect_posthoc, final ρ per run from the summary or the last post-hoc row)."""
     series, finals = {}, []
     for r in runs:
-        post = r.run.table("defect_posthoc") if r.run.has_table("defect_posthoc") else None
+        post = r.run.table(POSTHOC_TABLE) if r.run.has_table(POSTHOC_TABLE) else None
         if post is not None and "rho" in post and post["rho"].notna().any():
             series[r.name] = post
         s = summaries.get(r.name, {})
@@ -164,9 +198,9 @@ def hessian_table(runs: list[RunInfo]) -> pd.DataFrame:
     """λ_min per (run, loss) from each run's hessian.parquet (`summarize_hessian`), with the run's wd."""
     rows = []
     for r in runs:
-        if not r.run.has_table("hessian"):
+        if not r.run.has_table(HESSIAN_TABLE):
             continue
-        df = r.run.table("hessian")
+        df = r.run.table(HESSIAN_TABLE)
         if df.empty:
             continue
         for loss, s in summarize_hessian(df).items():
@@ -180,13 +214,13 @@ def k_star_table(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(k* per run from fragility.json or reconstruction.parquet, all reconstruction rows)."""
     rows, recon = [], []
     for r in runs:
-        rec = r.run.table("reconstruction") if r.run.has_table("reconstruction") else None
+        rec = r.run.table(RECONSTRUCTION_TABLE) if r.run.has_table(RECONSTRUCTION_TABLE) else None
         if rec is not None and len(rec):
             recon.append(rec.assign(run=r.name))
         ks: Any = None
         have = False
-        if r.run.file("fragility.json").exists():
-            ks, have = read_json(r.run.file("fragility.json")).get("k_star"), True
+        if r.run.file(FRAGILITY).exists():
+            ks, have = read_json(r.run.file(FRAGILITY)).get("k_star"), True
         elif rec is not None and len(rec):
             wide = rec.pivot_table(index="k", columns="task", values="test_acc")
             ks, have = k_star(wide.to_numpy(), list(wide.index)), True
@@ -212,7 +246,7 @@ def intervention_table(store: Path, out: Path) -> pd.DataFrame:
     """Every `intervention.parquet` below the store (see `geometry.interventions.write_scan`), with `base`
     = the base run's folder name (the scan lives in BASE_RUN/intervene-<kind>/ by default)."""
     frames = []
-    for f in sorted(store.rglob("intervention.parquet")):
+    for f in sorted(store.rglob(INTERVENTION_TABLE)):
         if _inside(f, out):
             continue
         parent = f.parent
@@ -231,7 +265,7 @@ def intervention_table(store: Path, out: Path) -> pd.DataFrame:
 
 def fragility_table(runs: list[RunInfo]) -> pd.DataFrame:
     """All runs' fragility.parquet rows (kind, value, task, test_acc), `run` set to the run's name."""
-    frames = [r.run.table("fragility").assign(run=r.name) for r in runs if r.run.has_table("fragility")]
+    frames = [r.run.table(FRAGILITY_TABLE).assign(run=r.name) for r in runs if r.run.has_table(FRAGILITY_TABLE)]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -240,8 +274,8 @@ def tangent_series(runs: list[RunInfo]) -> dict[str, pd.DataFrame]:
     """P3 tangent-cosine rows per run (the `normmin` probe table of `geometry.normmin.tangent_probe`)."""
     out = {}
     for r in runs:
-        if r.run.has_table("normmin"):
-            d = r.run.table("normmin")
+        if r.run.has_table(TANGENT_TABLE):
+            d = r.run.table(TANGENT_TABLE)
             if len(d) and "cos_tangent" in d:
                 out[r.name] = d
     return out
@@ -362,7 +396,7 @@ class StoreData:
 
     @cached_property
     def onset(self) -> dict[str, int | None]:
-        return onsets(self.runs, self.defects[0])
+        return onsets(self.runs, *self.defects)
 
     @cached_property
     def summaries(self) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from grokscope.errors import ConfigError
 from grokscope.geometry.krylov import conjugate_gradient
 from grokscope.optim import HyperParams, clip_grads, init_state, sgd_step
 from grokscope.problem import Params, Problem
+from grokscope.store import TANGENT_TABLE
 from grokscope.train import Probe
 
 __all__ = ["output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg", "cosine",
@@ -165,4 +166,4 @@ def tangent_probe(every: int = 100, horizon: int = 10, project_steps: int = 100,
                          "loss_star": float(star_loss[r]), "step_norm": float(delta[r].norm())})
         return rows
 
-    return Probe("normmin", every, measure)
+    return Probe(TANGENT_TABLE, every, measure)
