@@ -1,25 +1,19 @@
 """End to end: a tiny dual-task run with the inline defect probe, its geometry summary, and `analyze`."""
 
-import argparse
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from grokscope.commands import analyze as analyze_cmd
+from grokscope.cli import main
 from grokscope.config import preset
-from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.commutator import defect_probe, defects_from_snapshots
-from grokscope.geometry.pca import exec_basis, trajectory_pcs
+from grokscope.geometry.onset import onset_threshold
+from grokscope.geometry.pca import exec_basis, matrix_pca, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
 from grokscope.store import RunDir
 from grokscope.train import train
-
-
-def _args(runs, what):
-    return argparse.Namespace(runs=runs, what=what, device="cpu", draws=2, json=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +35,32 @@ def test_inline_probe_writes_defect_table(run):
     assert np.isfinite(df["defect_cross"]).all() and (df["defect_cross"] > 0).all()
 
 
-def test_geometry_summary_is_finite(run):
+def test_geometry_summary_values(run):
     g = geometry_summary(run, draws=3)
-    assert set(g["pc1_percent"]) == {f"layers.0.attn.{m}" for m in ("W_Q", "W_K", "W_V", "W_O")}
-    for v in [*g["pc1_percent"].values(), g["pc1_mean"], g["defect_final"], g["rho"], g["rho_random"],
-              g["proj_ratio"]]:
-        assert v is not None and math.isfinite(v)
-    assert 0 < g["rho"] <= 1 + 1e-6 and 0 < g["rho_random"] <= 1 + 1e-6
-    assert g["defect_final"] > 0 and g["defect_peak_ratio"] > 0
-    assert set(g["lead"]) == {"add", "mul"} and set(g["lead_fraction"]) == {"add", "mul"}
-    assert "onset" in g and "onset_envelope" in g and "onset_cross" in g
+    # PC1% per attention matrix: the centred PCA of each recorded matrix trajectory, and their mean
+    _, attn = run.attention_trajectory()
+    assert set(g["pc1_percent"]) == {f"layers.0.attn.{m}" for m in ("W_Q", "W_K", "W_V", "W_O")} == set(attn)
+    for name, pc in g["pc1_percent"].items():
+        assert pc == pytest.approx(matrix_pca(attn[name], 1).pc1_percent, rel=1e-5)
+        assert 0 < pc <= 100
+    assert g["pc1_mean"] == pytest.approx(np.mean(list(g["pc1_percent"].values())), rel=1e-9)
+    # defect and ρ at the last snapshot: the commutator measured there (same draws), ρ in (0, 1]
+    steps, _ = run.snapshots()
+    assert g["defect_final_step"] == int(steps[-1])
+    assert 0 < g["rho"] <= 1 + 1e-6 and 0 < g["rho_random"] <= 1 + 1e-6 and g["defect_final"] > 0
+    # onset, peak ratio and lead: the threshold detector on the inline defect table, against the grok steps
+    d = run.table("defect").sort_values("step")
+    D = d["defect"].to_numpy()
+    onset = onset_threshold(d["step"], D)
+    assert g["onset"] == onset and g["onset_cross"] == onset_threshold(d["step"], d["defect_cross"])
+    assert g["defect_peak_ratio"] == pytest.approx(D.max() / np.median(D[:3]), rel=1e-9)
+    grok = run.grok_steps()
+    assert set(g["lead"]) == set(g["lead_fraction"]) == {"add", "mul"}
+    for t, gs in grok.items():
+        want = None if gs is None or onset is None else gs - onset
+        assert g["lead"][t] == want
+        assert g["lead_fraction"][t] == (None if want is None else pytest.approx(want / gs))
     json.dumps(g, allow_nan=False)  # JSON-safe: no NaN, only numbers and None
-    # the recorded trajectory moved, so the attention matrices have a leading direction
-    assert g["pc1_mean"] > 0, "attention trajectory is constant: are recorded snapshots copies of the params?"
 
 
 def test_exec_basis_and_trajectory_pcs_of_a_run(run):
@@ -78,24 +85,29 @@ def test_posthoc_defects_chunking_is_invisible(run):
 
 
 def test_analyze_command_writes_tables_and_json(run, capsys):
-    args = _args([str(run.path.parent)], ["pca", "defect"])
-    assert analyze_cmd.run(args) == 0
-    out = json.loads(capsys.readouterr().out)
-    res = out[run.config().name]
-    assert run.has_table("pca") and run.has_table("defect_posthoc")
-    assert len(run.table("pca")) == 4 and len(run.table("defect_posthoc")) == res["defect"]["n_snapshots"]
-    assert math.isfinite(res["pca"]["pc1_mean"]) and 0 < res["defect"]["rho_final"] <= 1 + 1e-6
-    args.json = False
-    assert analyze_cmd.run(argparse.Namespace(**{**vars(args), "what": ["pca"]})) == 0
+    assert main(["analyze", str(run.path.parent), "--what", "pca,defect", "--draws", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)[run.config().name]
+    pca, post = run.table("pca"), run.table("defect_posthoc")
+    steps, _ = run.snapshots()
+    assert len(pca) == 4 and list(post["step"]) == steps.tolist() and res["defect"]["n_snapshots"] == len(steps)
+    # the printed results are the tables' numbers, and what the run's analyses.json now holds
+    assert res["pca"]["pc1_mean"] == pytest.approx(pca["pc1_percent"].mean(), rel=1e-9)
+    d = res["defect"]
+    assert d["rho_final"] == pytest.approx(post["rho"].iloc[-1]) and 0 < d["rho_final"] <= 1 + 1e-6
+    assert d["defect_final"] == pytest.approx(post["defect"].iloc[-1])
+    assert d["onset"] == onset_threshold(post["step"], post["defect"])
+    assert d["defect_peak_ratio"] == pytest.approx(post["defect"].max() / post["defect"].iloc[:3].median())
+    assert run.analyses()["pca"] == res["pca"] and run.analyses()["defect"] == d
+    assert main(["analyze", str(run.path), "--what", "pca"]) == 0
     text = capsys.readouterr().out
-    assert "PC1%" in text and "pca.parquet" in text
+    assert f"PC1% mean {res['pca']['pc1_mean']:.1f}" in text and "pca.parquet" in text
 
 
-def test_analyze_command_errors(run, tmp_path):
-    with pytest.raises(ConfigError, match="hesian"):
-        analyze_cmd.run(_args([str(run.path)], ["hesian"]))
-    with pytest.raises(StoreError):
-        analyze_cmd.run(_args([str(tmp_path / "nope")], ["pca"]))
+def test_analyze_command_errors(run, tmp_path, capsys):
+    assert main(["analyze", str(run.path), "--what", "hesian"]) == 2
+    assert "unknown analysis 'hesian'" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "nope"), "--what", "pca"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StoreError, match="no grokscope runs"):
-        analyze_cmd.run(_args([str(tmp_path / "empty")], ["pca"]))
+    assert main(["analyze", str(tmp_path / "empty"), "--what", "pca"]) == 2
+    assert "no grokscope runs" in capsys.readouterr().err

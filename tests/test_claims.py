@@ -24,6 +24,7 @@ from grokscope.claims import (
 )
 from grokscope.cli import main
 from grokscope.phase import no_decay_failure, phase_fit, phase_table
+from grokscope.store import RunDir
 
 
 def test_verdict_value_within_outside_partial():
@@ -126,10 +127,37 @@ def test_claims_command_on_tiny_store(tiny_store, capsys):
         assert r["paper"] and r["measured"] and r["tolerance"]
         assert "tiny-dual" in r["config"]
         assert r["paper_id"] == "P1"
-    nd = next(r for r in rows if r["key"] == "claim_no_decay")
-    # the verdict follows the measurement (None: no wd > 0 run grokked either, so it cannot tell)
-    expect = {True: REPRODUCED, False: NOT_REPRODUCED, None: INCONCLUSIVE}
-    assert nd["verdict"] == expect[nd["values"]["no_decay_failure"]]
+    by = {r["key"]: r for r in rows}
+    # every verdict follows its measurement, and the measurement is what the runs stored
+    runs = {RunDir(p).config().optim.wd: RunDir(p) for p in (store / "tiny-dual").iterdir()}
+    summ = {wd: r.analyses()["summary"] for wd, r in runs.items()}
+    grok = {wd: r.grok_steps() for wd, r in runs.items()}
+    grokked = {wd: all(g is not None for g in gs.values()) for wd, gs in grok.items()}
+    nd = by["claim_no_decay"]
+    want = None if not grokked[1.0] else not grokked[0.0]
+    assert nd["values"]["no_decay_failure"] is want
+    assert nd["verdict"] == {True: REPRODUCED, False: NOT_REPRODUCED, None: INCONCLUSIVE}[want]
+    gw = by["claim_grok_vs_wd"]  # one wd > 0: no power-law fit, nothing to call monotone
+    assert [(r["wd"], r["n_runs"], r["n_grokked"]) for r in gw["values"]["per_wd"]] == [
+        (0.0, 1, int(grokked[0.0])), (1.0, 1, int(grokked[1.0]))]
+    assert gw["verdict"] == INCONCLUSIVE and "no fit" in gw["measured"]
+    pc = by["claim_pc1_dual"]
+    assert pc["values"]["pc1_mean"] == pytest.approx([summ[1.0]["pc1_mean"]])
+    assert pc["verdict"] == verdict_range(summ[1.0]["pc1_mean"], 55, 77, 10.0)
+    rho = by["claim_rho"]
+    assert rho["values"]["rho"] == pytest.approx([summ[1.0]["rho"]])
+    assert rho["verdict"] == verdict_value(summ[1.0]["rho"], 1.0, 0.01, 5.0)
+    leads = [summ[wd]["lead"][t] for t in ("add", "mul") for wd in (0.0, 1.0) if grok[wd][t] is not None]
+    dp = by["claim_defect_precedes"]  # per task column, runs in grid order; no onset → null
+    assert dp["values"]["leads"] == leads
+    assert dp["verdict"] == verdict_count(sum(1 for x in leads if x is not None and x > 0), len(leads))
+    mf = by["claim_mul_first"]
+    if grok[1.0]["add"] is None or grok[1.0]["mul"] is None:
+        assert mf["verdict"] == INCONCLUSIVE and mf["values"] == {}
+    else:
+        gap = grok[1.0]["add"] - grok[1.0]["mul"]
+        assert mf["values"]["gaps"] == [gap]
+        assert mf["verdict"] == (REPRODUCED if 100 <= gap <= 400 else PARTLY if gap > 0 else NOT_REPRODUCED)
     assert _mtimes(store) == before  # the rerun reused the finished runs
     assert main(argv) == 0  # the human table
     out = capsys.readouterr().out

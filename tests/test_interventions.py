@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 
 from grokscope import model as M
-from grokscope.commands import intervene as intervene_cmd
+from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.geometry import interventions as I
 from grokscope.geometry.pca import random_basis
-from grokscope.store import RunDir
+from grokscope.store import INTERVENTION_JSON, INTERVENTION_METRICS, RunDir, read_table
 from grokscope.train import train
 
 torch.set_num_threads(1)
@@ -161,18 +160,31 @@ def test_commutator_kick_scan_runs(base_run):
     assert (w0 != w1).any()  # the kicks moved the kicked run
 
 
-def test_intervene_command_json(base_run, tmp_path, capsys):
-    args = argparse.Namespace(base_run=str(base_run.path), kind="random", fractions=[0.0, 1.0], steps=40,
-                              start=10, k=4, basis=None, every=100, seed=0, device="cpu",
-                              out=str(tmp_path / "o"), json=True)
-    assert intervene_cmd.run(args) == 0
+def test_intervene_command_json_and_table(base_run, tmp_path, capsys):
+    args = ["intervene", str(base_run.path), "--kind", "random", "--fractions", "0,1", "--steps", "40",
+            "--start", "10", "--k", "4", "--out", str(tmp_path / "o")]
+    assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["value"] for r in out["rows"]] == [0.0, 1.0]
-    assert (tmp_path / "o" / "intervention.json").exists()
-    args.json = False
-    assert intervene_cmd.run(args) == 0
-    text = capsys.readouterr().out
-    assert "no grok within budget" in text or "grok" in text
+    tasks = list(base_run.config().data.tasks)
+    rows = out["rows"]
+    assert [(r["value"], r["task"]) for r in rows] == [(v, t) for v in (0.0, 1.0) for t in tasks]
+    assert out["baseline"] == base_run.grok_steps()
+    # f = 0 removes nothing: that run is the base run's first 40 steps, evaluation for evaluation
+    m = read_table(tmp_path / "o" / INTERVENTION_METRICS)
+    mb = base_run.metrics()
+    for split in ("train", "test"):
+        got = m[(m.value == 0.0) & (m.split == split)].sort_values(["step", "task"]).acc.to_numpy()
+        want = mb[(mb.step <= 40) & (mb.split == split)].sort_values(["step", "task"]).acc.to_numpy()
+        assert len(got) == len(want) > 0 and (got == want).all()
+    assert json.loads((tmp_path / "o" / INTERVENTION_JSON).read_text())["baseline"] == out["baseline"]
+    # the printed table shows, per fraction and task, the grok step (or "no grok") and the delay of the JSON
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for v in (0.0, 1.0):
+        line = next(ln for ln in lines if ln.split()[0] == f"{v:g}")
+        for r in (r for r in rows if r["value"] == v):
+            assert (str(r["grok_step"]) if r["grok_step"] is not None else I.NO_GROK) in line
+            assert ("—" if r["delay_pct"] is None else f"{r['delay_pct']:+.1f}%") in line
 
 
 def test_bad_scan_is_a_config_error(base_run):

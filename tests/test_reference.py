@@ -9,10 +9,10 @@ import torch
 
 from grokscope import model as M
 from grokscope import reference as Ref
-from grokscope.config import preset
+from grokscope.config import preset, with_overrides
 from grokscope.errors import ConfigError
 from grokscope.problem import Problem
-from grokscope.train import train, with_overrides
+from grokscope.train import train
 
 TASKS = ("add", "mul")
 

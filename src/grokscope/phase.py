@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.formatting import num
 from grokscope.geometry.onset import PowerLawFit, fit_power_law
 from grokscope.store import FRAGILITY, RunDir, find_runs, read_json
 
@@ -32,12 +33,9 @@ FAST_FACTOR = 2.0
 
 
 def _f(x: Any) -> float:
-    """float, NaN for None/non-numeric."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v
+    """A table cell: the number, NaN where it is missing (see `formatting.num`)."""
+    v = num(x)
+    return math.nan if v is None else v
 
 
 def _run_row(run: RunDir) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from grokscope import model as M
-from grokscope.config import RunConfig, with_overrides  # noqa: F401  (re-exported)
+from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, StoreError
 from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
 from grokscope.problem import Params, Problem

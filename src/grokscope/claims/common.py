@@ -228,15 +228,10 @@ def stored_scan(ctx: ClaimContext, run: RunDir, scan: ScanConfig) -> tuple[pd.Da
     tag = f"{scan.kind}-{scan.basis or 'default'}-{run.path.name}"
     out = ctx.store / "scans" / tag
     f = out / INTERVENTION_JSON
-    want = json_roundtrip(asdict(scan))
+    want = jsonable(asdict(scan))
     if not (f.exists() and read_json(f).get("scan") == want):
         write_scan(intervention_scan(run, scan, ctx.device), out)
     return pd.DataFrame(read_json(f)["rows"]), str(out)
-
-
-def json_roundtrip(obj: Any) -> Any:
-    """obj as it reads back from JSON (tuples → lists, NaN → None), for comparing with a stored record."""
-    return jsonable(obj)
 
 
 def make_row(

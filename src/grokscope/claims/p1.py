@@ -38,8 +38,6 @@ from grokscope.geometry.interventions import ScanConfig
 from grokscope.phase import no_decay_failure, phase_fit, phase_runs, phase_table
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
-PAPER = "P1"
-
 # SPEC §5: dual-task grok step, mean of 3 seeds (add, mul) per wd; wd 0 never groks.
 PAPER_GROK = {
     1.0: (13_300, 13_100),
@@ -49,7 +47,6 @@ PAPER_GROK = {
     0.1: (98_000, 98_800),
 }
 PAPER_LAMBDA_MIN = {1.0: (-63.0, 12.0), 0.5: (-36.0, 6.0), 0.1: (-17.0, 8.0), 0.0: (-50.0, 16.0)}
-PAPER_TRI_WD1 = {"add": 30_500, "mul": 17_900, "sq": 24_800}
 
 
 def _quick_base(tasks: str, steps: int = 4000) -> dict[str, Any]:
@@ -110,7 +107,7 @@ def _dual(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table, spec
 
 
-def _runs(ctx: ClaimContext, spec: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+def _runs(table: pd.DataFrame) -> pd.DataFrame:
     """phase_runs of exactly the sweep's runs."""
     return phase_runs(list(table["path"]))
 
@@ -127,7 +124,7 @@ def paper_alpha() -> Any:
 def claim_grok_vs_wd(ctx: ClaimContext) -> ClaimRow:
     """Dual-task grok step falls with weight decay as a power law t_grok ∝ wd^−α."""
     table, spec = _dual(ctx)
-    runs = _runs(ctx, spec, table)
+    runs = _runs(table)
     pt = phase_table(runs)
     pa = paper_alpha()
     values: dict[str, Any] = {
@@ -169,7 +166,7 @@ def claim_grok_vs_wd(ctx: ClaimContext) -> ClaimRow:
 def claim_no_decay(ctx: ClaimContext) -> ClaimRow:
     """Without weight decay no run groks (the no-decay failure)."""
     table, spec = _dual(ctx)
-    pt = phase_table(_runs(ctx, spec, table))
+    pt = phase_table(_runs(table))
     ok = no_decay_failure(pt)
     zero = pt[pt.wd == 0]
     meas = (
@@ -325,7 +322,7 @@ def claim_defect_precedes(ctx: ClaimContext) -> ClaimRow:
 def claim_lambda_min(ctx: ClaimContext) -> ClaimRow:
     """Curvature depth λ_min (dual, total loss) per wd: −63 ± 12 at wd 1 … −50 ± 16 at wd 0."""
     table, spec = _dual(ctx)
-    pt = phase_table(_runs(ctx, spec, table))
+    pt = phase_table(_runs(table))
     parts, vs = [], []
     for r in pt.itertuples():
         if r.wd in PAPER_LAMBDA_MIN:

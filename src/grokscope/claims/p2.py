@@ -37,7 +37,6 @@ from grokscope.geometry.interventions import ScanConfig
 from grokscope.geometry.onset import fit_power_law
 from grokscope.store import RunDir
 
-PAPER = "P2"
 GROKKING = ("add", "sub", "mul", "sq")
 NEVER = ("sq_ab", "cube_ab")
 PAPER_LEAD_ALPHA = (1.27, 0.03)

@@ -18,7 +18,6 @@ from grokscope.claims.common import (
     ClaimRow,
     combine,
     fmt,
-    json_roundtrip,
     verdict_count,
     verdict_range,
     verdict_value,
@@ -28,9 +27,7 @@ from grokscope.claims.common import (
 )
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry.normmin import DecoupledConfig, decoupled_summary, run_toys, simulate_decoupled
-from grokscope.store import read_json, write_json
-
-PAPER = "P3"
+from grokscope.store import jsonable, read_json, write_json
 
 
 def mlp_experiment(scale: str) -> MLPExperiment:
@@ -48,12 +45,12 @@ def decoupled_config(scale: str) -> DecoupledConfig:
 def _cached(ctx: ClaimContext, name: str, config: dict[str, Any], compute: Any) -> dict[str, Any]:
     """compute() once per config; its JSON result lives in <store>/p3/<name>.json."""
     f = ctx.store / "p3" / f"{name}.json"
-    want = json_roundtrip(config)
+    want = jsonable(config)
     if f.exists():
         got = read_json(f)
         if got.get("config") == want:
             return got["result"]
-    result = json_roundtrip(compute())
+    result = jsonable(compute())
     write_json(f, {"config": want, "result": result})
     return result
 

@@ -1,8 +1,10 @@
-"""Gathering: what the analyses left in a store, as plain tables the sections draw (store → tables).
+"""Gathering: what the analyses left in each run of a store, as plain tables the sections draw.
 
-`StoreData` reads each quantity once, when a section first asks for it. Everything is read as the
-analysis commands stored it, except PCA and its random-walk null (cheap, computed here) and, when
-`ReportConfig.compute_summary` is set, `geometry_summary` for runs that lack one.
+`StoreData` reads each quantity once, when a section first asks for it. Everything is read as the analyses
+stored it (`RunDir.analyses()` and their tables); only the random-walk null of PC1% is computed here, and
+PC1% itself for runs with no stored PCA (by the same PCA). With `ReportConfig.compute_summary`, runs
+lacking the `summary` analysis get it run and stored (`grokscope.analyses.run_analysis`). Files kept
+elsewhere below the store (scans, claims, P3) are gathered by `store_files`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from grokscope.geometry.onset import defect_timing, lead, lead_fraction
 from grokscope.geometry.pca import matrix_pca, random_walk_null
 from grokscope.geometry.reconstruct import k_star
 from grokscope.report.config import ReportConfig
+from grokscope.report.store_files import claims_rows, decoupled_history, intervention_table, normmin_figures
 from grokscope.store import (
     DEFECT_TABLE,
     FRAGILITY,
     FRAGILITY_TABLE,
     HESSIAN_TABLE,
-    INTERVENTION_TABLE,
     METRICS_TABLE,
     POSTHOC_TABLE,
     RECONSTRUCTION_TABLE,
@@ -36,13 +38,11 @@ from grokscope.store import (
     RunDir,
     find_runs,
     read_json,
-    read_table,
 )
 
 __all__ = ["RunInfo", "StoreData", "load_run", "metrics_table", "pc1_table", "defect_series", "onsets",
            "geometry_summaries", "rho_tables", "hessian_table", "k_star_table", "lead_table",
-           "intervention_table", "fragility_table", "tangent_series", "decoupled_history", "normmin_figures",
-           "claims_rows", "runs_overview"]
+           "fragility_table", "tangent_series", "runs_overview"]
 
 
 @dataclass
@@ -72,15 +72,6 @@ def load_run(run: RunDir) -> RunInfo:
     summary = run.summary() if run.has_summary() else {}
     name = cfg.name if cfg is not None else summary.get("name", run.path.name)
     return RunInfo(run, str(name), cfg, summary, run.analyses())
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
 
 
 def metrics_table(runs: list[RunInfo]) -> pd.DataFrame:
@@ -242,27 +233,6 @@ def lead_table(runs: list[RunInfo], onset: dict[str, int | None]) -> pd.DataFram
     return pd.DataFrame(rows, columns=["run", "task", "grok_step", "onset", "lead", "lead_fraction"])
 
 
-def intervention_table(store: Path, out: Path) -> pd.DataFrame:
-    """Every `intervention.parquet` below the store (see `geometry.interventions.write_scan`), with `base`
-    = the base run's folder name (the scan lives in BASE_RUN/intervene-<kind>/ by default)."""
-    frames = []
-    for f in sorted(store.rglob(INTERVENTION_TABLE)):
-        if _inside(f, out):
-            continue
-        parent = f.parent
-        base = parent.parent.name if parent.name.startswith("intervene-") else parent.name
-        df = read_table(f)
-        if len(df):
-            frames.append(df.assign(base=base))
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    df["grok_step"] = pd.to_numeric(df["grok_step"], errors="coerce").astype(float)
-    if "steps_trained" in df:
-        df["steps_trained"] = pd.to_numeric(df["steps_trained"], errors="coerce").astype(float)
-    return df
-
-
 def fragility_table(runs: list[RunInfo]) -> pd.DataFrame:
     """All runs' fragility.parquet rows (kind, value, task, test_acc), `run` set to the run's name."""
     frames = [r.run.table(FRAGILITY_TABLE).assign(run=r.name) for r in runs if r.run.has_table(FRAGILITY_TABLE)]
@@ -281,43 +251,7 @@ def tangent_series(runs: list[RunInfo]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def decoupled_history(store: Path, out: Path) -> pd.DataFrame:
-    """P3 decoupled-dynamics histories (step, seed, test_acc[, w1_norm]) stored as *decoupled*.parquet."""
-    frames = []
-    for f in sorted(store.rglob("*decoupled*.parquet")):
-        if _inside(f, out):
-            continue
-        df = read_table(f)
-        if {"step", "seed", "test_acc"} <= set(df.columns) and len(df):
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-
-def normmin_figures(store: Path, out: Path) -> list[Path]:
-    """PNG figures `grokscope normmin --out` left in the store (normmin_*.png), to show as they are."""
-    return [f for f in sorted(store.rglob("normmin_*.png")) if not _inside(f, out)]
-
-
-def claims_rows(store: Path, out: Path) -> pd.DataFrame:
-    """Rows of every claims_*.json in the store: a list of rows, or {"rows"|"claims": [...]}, each with
-    claim, paper, measured, verdict (other keys kept when present)."""
-    rows = []
-    for f in sorted(store.rglob("claims_*.json")):
-        if _inside(f, out):
-            continue
-        obj = read_json(f)
-        if isinstance(obj, dict):
-            obj = obj.get("rows", obj.get("claims", []))
-        if not isinstance(obj, list):
-            continue
-        for row in obj:
-            if isinstance(row, dict) and "claim" in row:
-                rows.append({"source": f.name, **row})
-    cols = ["source", "paper_id", "claim", "paper", "measured", "verdict", "tolerance", "scale", "note"]
-    if not rows:
-        return pd.DataFrame()
-    df = pd.DataFrame(rows)
-    return df[[c for c in cols if c in df.columns]]
 
 
 def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: dict[str, dict[str, Any]],
@@ -347,7 +281,6 @@ def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: 
             "k_star": num(ks.get(r.name)),
         })
     return pd.DataFrame(rows)
-
 
 
 @dataclass

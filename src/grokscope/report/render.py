@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from grokscope.formatting import fmt
 from grokscope.report.config import Section
-from grokscope.store import atomic_write
+from grokscope.store import atomic_write, jsonable
 
 __all__ = ["INDEX", "CSS", "save_figure", "write_text", "table_html", "render_html"]
 
@@ -30,13 +30,10 @@ def write_text(path: Path, text: str) -> None:
 
 
 def _fmt_cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    """A table cell: numbers to 4 significant digits, '—' where missing, dicts and lists as JSON."""
     if isinstance(v, (dict, list)):
-        return json.dumps(v, default=str)
-    return str(v)
+        return json.dumps(jsonable(v))
+    return fmt(v, ".4g")
 
 
 def table_html(df: pd.DataFrame, verdict_col: str | None = None) -> str:

@@ -1,0 +1,133 @@
+"""The analysis registry on a fixed synthetic run: every analysis gives the numbers the code gave before the
+analyses got one home (measured at commit 863cd29, pinned here), stores them, and reads them back."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from fixed_run import build_fixed_run
+
+from grokscope.analyses import ANALYSES, missing_analyses, register, run_analysis, stored_analysis
+from grokscope.errors import ConfigError
+from grokscope.geometry.onset import defect_timing
+from grokscope.store import ANALYSES as ANALYSES_FILE
+
+PC1 = {"layers.0.attn.W_K": 98.56373725337016, "layers.0.attn.W_O": 99.064715358206,
+       "layers.0.attn.W_Q": 98.70324595122774, "layers.0.attn.W_V": 98.56426013467532}
+# The results of sweep.ANALYSES[name](run, "cpu") at commit 863cd29 on `build_fixed_run` (1 CPU thread).
+PINNED = {
+    "summary": {"pc1_percent": PC1, "pc1_mean": 98.72398967436982, "defect_final_step": 400,
+                "defect_final": 0.32639390230178833, "rho": 0.9994191527366638, "rho_random": 0.9987056851387024,
+                "proj_ratio": 0.6700003147125244, "onset": 200, "onset_envelope": 200, "defect_peak_ratio": 80.0,
+                "lead": {"add": 50, "mul": 150}, "lead_fraction": {"add": 0.2, "mul": 0.42857142857142855},
+                "onset_cross": 250},
+    "pca": {"pc1_mean": 98.72398967436982, "pc1_percent": PC1},
+    "defect": {"n_snapshots": 9, "onset": None, "defect_peak_ratio": 1.7653913670282235,
+               "defect_final": 0.32639390230178833, "rho_final": 0.9994191527366638,
+               "rho_median": 0.9995126724243164, "rho_random_median": 0.9986891150474548,
+               "proj_ratio_median": 0.6097953915596008, "lead": {"add": None, "mul": None},
+               "lead_fraction": {"add": None, "mul": None}},
+    "hessian": {
+        "total": {"lambda_min": -3.25320254393942, "step": 400, "lambda_max": 6.182950067727257,
+                  "lambda_max_peak": 6.182950067727257, "exec_curv": -0.010903505613116354,
+                  "perp_curv": -3.2516053290209244, "n_checkpoints": 9},
+        "add": {"lambda_min": -2.455688597429771, "step": 400, "lambda_max": 5.434452026700059,
+                "lambda_max_peak": 5.434452026700059, "exec_curv": -0.006962142149143594,
+                "perp_curv": -2.451553936180673, "n_checkpoints": 9},
+        "mul": {"lambda_min": -2.0673767605866598, "step": 400, "lambda_max": 4.769780728127639,
+                "lambda_max_peak": 4.769780728127639, "exec_curv": -0.006834687912869179,
+                "perp_curv": -2.065835139586495, "n_checkpoints": 9},
+        "depth": -3.25320254393942},
+    "fragility": {"k_star": None, "cumulative_at_k_star": None, "threshold": 0.9},
+}
+# Tables the analyses wrote at 863cd29 (aggregates).
+POSTHOC_DEFECT = [1.1552808284759521, 0.6459342837333679, 0.6544049382209778, 0.6974350810050964,
+                  0.7629400491714478, 0.6330623030662537, 0.3572006821632385, 0.3758329153060913,
+                  0.32639390230178833]
+FRAGILITY_TEST_ACC = {"full": 0.11666666666666667, "init": 0.15, "perturb": 0.11666666666666665,
+                      "prune": 0.09791666666666667, "scale": 0.11666666666666667, "svd": 0.11875}
+HESSIAN_SUMS = (-49.65247501582419, 119.3329803119237, 27)  # Σ lambda_min, Σ lambda_max, rows
+
+
+def _same(got, want, path=""):
+    """Nested equality: floats to 1e-5 relative (curvature: Lanczos in float32), everything else exactly."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), path
+        for k in want:
+            _same(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, float) and not float(want).is_integer():
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), path
+    else:
+        assert got == want, path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return build_fixed_run(tmp_path_factory.mktemp("fixed") / "run")
+
+
+@pytest.fixture(scope="module")
+def results(run):
+    return {name: run_analysis(run, name) for name in PINNED}
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_analysis_numbers_unchanged(results, name):
+    _same(results[name], PINNED[name], name)
+
+
+def test_results_are_stored_and_read_back(run, results):
+    assert set(PINNED) <= set(ANALYSES)
+    stored = json.loads(run.file(ANALYSES_FILE).read_text())
+    assert stored == results and run.analyses() == results
+    assert all(stored_analysis(run, n) == results[n] for n in PINNED)
+    assert missing_analyses(run, [*PINNED, "nope"]) == ["nope"]
+
+
+def test_tables_written_by_the_analyses_unchanged(run, results):
+    post = run.table("defect_posthoc")
+    np.testing.assert_allclose(post["defect"], POSTHOC_DEFECT, rtol=1e-5)
+    frag = run.table("fragility")
+    got = frag.groupby("kind").test_acc.mean().to_dict()
+    assert set(got) == set(FRAGILITY_TEST_ACC)
+    for k, v in FRAGILITY_TEST_ACC.items():
+        assert got[k] == pytest.approx(v, abs=1e-9)
+    h = run.table("hessian")
+    assert (h.lambda_min.sum(), h.lambda_max.sum(), len(h)) == pytest.approx(HESSIAN_SUMS, rel=1e-5)
+    assert json.loads(run.file("fragility.json").read_text()) == results["fragility"]
+
+
+def test_one_onset_peak_ratio_and_lead(run, results):
+    d = run.table("defect")
+    t = defect_timing(d["step"], d["defect"], run.grok_steps())
+    s = results["summary"]
+    assert {k: s[k] for k in t} == t
+    post = run.table("defect_posthoc")
+    t = defect_timing(post["step"], post["defect"], run.grok_steps())
+    assert {k: results["defect"][k] for k in t} == t
+    # NaN-aware: a missing measurement is skipped (baseline = median of the two left, 1.0 and 0.9)
+    D = d["defect"].to_numpy(dtype=float).copy()
+    D[1] = math.nan
+    t = defect_timing(d["step"], D, {"add": 250})
+    assert t["defect_peak_ratio"] == pytest.approx(80.0 / 0.95) and t["onset"] == 200 and t["lead"] == {"add": 50}
+
+
+def test_register_a_new_analysis(run):
+    @register("test_norm_of_final")
+    def norm_of_final(run, device="cpu", scale=1.0):
+        """Sum of |θ| at the end of training, times `scale` (a stand-in for a new analysis)."""
+        return {"l1": scale * float(sum(v.abs().sum() for v in run.final_params().values()))}
+
+    try:
+        got = run_analysis(run, "test_norm_of_final", scale=2.0)
+        assert got["l1"] == pytest.approx(2 * sum(float(v.abs().sum()) for v in run.final_params().values()))
+        assert stored_analysis(run, "test_norm_of_final") == got
+        with pytest.raises(ValueError, match="twice"):
+            register("test_norm_of_final")(norm_of_final)
+        with pytest.raises(ConfigError, match="unknown analysis"):
+            run_analysis(run, "test_norm_of_fnial")
+    finally:
+        ANALYSES.pop("test_norm_of_final")
