@@ -28,55 +28,59 @@ class Panel:
     table: pd.DataFrame | None = None
 
 
+def _panel(key: str, title: str, have: bool, draw: Callable[[], Any], caption: str, missing: str,
+           table: pd.DataFrame | None = None) -> Panel:
+    """A section that is drawn (with `table`, if any) when the store `have`s its data, else says `missing`."""
+    if have:
+        return Panel(key, title, draw, caption, None, table)
+    return Panel(key, title, None, caption, missing)
+
+
 def accuracy(d: StoreData) -> Panel:
     m = d.metrics
-    return Panel("accuracy", "Accuracy and grokking",
-                 (lambda: plots.accuracy_curves(m, d.grok)) if len(m) else None,
-                 "Test accuracy (solid) and train accuracy (dashed) per task; dotted lines mark each run's grok "
-                 "step (test acc ≥ grok_acc for grok_patience consecutive evaluations).",
-                 None if len(m) else "no metrics.parquet in any run (train runs with `grokscope run`)")
+    return _panel("accuracy", "Accuracy and grokking", len(m) > 0, lambda: plots.accuracy_curves(m, d.grok),
+                  "Test accuracy (solid) and train accuracy (dashed) per task; dotted lines mark each run's grok "
+                  "step (test acc ≥ grok_acc for grok_patience consecutive evaluations).",
+                  "no metrics.parquet in any run (train runs with `grokscope run`)")
 
 
 def pc1(d: StoreData) -> Panel:
     t = d.pc1
-    return Panel("pc1", "Attention-trajectory PC1% vs random-walk null",
-                 (lambda: plots.pc1_vs_null(t)) if len(t) else None,
-                 f"Centred PCA of vec(W_t − W_0) per attention matrix (one dot per run); grey: random walks with "
-                 f"the same step norms ({d.cfg.n_null} walks, first {d.cfg.null_runs} runs).",
-                 None if len(t) else "no run has ≥ 2 recorded attention matrices (MLP runs have none)",
-                 t.groupby("name", sort=False)[["pc1_percent", "null_mean", "null_std", "z"]].mean().reset_index()
-                 if len(t) else None)
+    return _panel("pc1", "Attention-trajectory PC1% vs random-walk null", len(t) > 0, lambda: plots.pc1_vs_null(t),
+                  f"Centred PCA of vec(W_t − W_0) per attention matrix (one dot per run); grey: random walks "
+                  f"with the same step norms ({d.cfg.n_null} walks, first {d.cfg.null_runs} runs).",
+                  "no run has ≥ 2 recorded attention matrices (MLP runs have none)",
+                  t.groupby("name", sort=False)[["pc1_percent", "null_mean", "null_std", "z"]].mean().reset_index()
+                  if len(t) else None)
 
 
 def defect(d: StoreData) -> Panel:
     series, source = d.defects
     n = d.cfg.max_panels
-    return Panel("defect", "Commutator defect and its onset",
-                 (lambda: plots.defect_curves(series, d.onset, d.grok, n)) if series else None,
-                 "Median commutator defect D over draws (log scale; tables: "
-                 + ", ".join(sorted(set(source.values()))) + "); red dashed: onset (first D > 10× the median of "
-                 f"the first 3 and D > 20); black dotted: grok steps. At most {n} runs shown.",
-                 None if series else "no defect.parquet (train with defect_every > 0) or defect_posthoc.parquet "
-                 "(`grokscope analyze --what defect`)")
+    return _panel("defect", "Commutator defect and its onset", bool(series),
+                  lambda: plots.defect_curves(series, d.onset, d.grok, n),
+                  "Median commutator defect D over draws (log scale; tables: "
+                  + ", ".join(sorted(set(source.values()))) + "); red dashed: onset (first D > 10× the median of "
+                  f"the first 3 and D > 20); black dotted: grok steps. At most {n} runs shown.",
+                  "no defect.parquet (train with defect_every > 0) or defect_posthoc.parquet "
+                  "(`grokscope analyze --what defect`)")
 
 
 def rho(d: StoreData) -> Panel:
     series, finals = d.rho
-    have = bool(series) or len(finals) > 0
-    return Panel("rho", "Integrability ρ", (lambda: plots.rho_plot(series, finals)) if have else None,
-                 "ρ = ‖δ⊥‖/‖δ‖ with δ⊥ the part of the commutator δ orthogonal to the execution basis B; the "
-                 "control uses random orthonormal bases of the same size (papers: ρ ≈ 1.000 for wd > 0).",
-                 None if have else "no geometry summary (sweep analysis `summary`, or `--compute`) and no "
-                 "defect_posthoc.parquet with ρ")
+    return _panel("rho", "Integrability ρ", bool(series) or len(finals) > 0, lambda: plots.rho_plot(series, finals),
+                  "ρ = ‖δ⊥‖/‖δ‖ with δ⊥ the part of the commutator δ orthogonal to the execution basis B; the "
+                  "control uses random orthonormal bases of the same size (papers: ρ ≈ 1.000 for wd > 0).",
+                  "no geometry summary (sweep analysis `summary`, or `--compute`) and no "
+                  "defect_posthoc.parquet with ρ")
 
 
 def lambda_min(d: StoreData) -> Panel:
     h = d.hessian
-    return Panel("lambda_min", "Curvature depth λ_min vs weight decay",
-                 (lambda: plots.lambda_min_vs_wd(h)) if len(h) else None,
-                 "Bottom Hessian eigenvalue (Lanczos), minimum over checkpoints, per loss; mean ± std over seeds.",
-                 None if len(h) else "no hessian.parquet (`grokscope analyze --what hessian`)",
-                 h if len(h) else None)
+    return _panel("lambda_min", "Curvature depth λ_min vs weight decay", len(h) > 0,
+                  lambda: plots.lambda_min_vs_wd(h),
+                  "Bottom Hessian eigenvalue (Lanczos), minimum over checkpoints, per loss; mean ± std over seeds.",
+                  "no hessian.parquet (`grokscope analyze --what hessian`)", h)
 
 
 def k_star(d: StoreData) -> Panel:
@@ -120,38 +124,36 @@ def lead(d: StoreData) -> Panel:
 
 def interventions(d: StoreData) -> Panel:
     s = d.scans
-    return Panel("interventions", "Gradient interventions: deletion and suppression scans",
-                 (lambda: plots.intervention_scans(s)) if len(s) else None,
-                 "Grok step vs amount (deletion fraction f, suppression strength s, random controls); × marks "
-                 "runs that did not grok within their budget.",
-                 None if len(s) else "no intervene-*/intervention.parquet (`grokscope intervene`)",
-                 s.drop(columns=[c for c in ("grok_step_90",) if c in s]) if len(s) else None)
+    return _panel("interventions", "Gradient interventions: deletion and suppression scans", len(s) > 0,
+                  lambda: plots.intervention_scans(s),
+                  "Grok step vs amount (deletion fraction f, suppression strength s, random controls); × marks "
+                  "runs that did not grok within their budget.",
+                  "no intervene-*/intervention.parquet (`grokscope intervene`)",
+                  s.drop(columns=[c for c in ("grok_step_90",) if c in s]))
 
 
 def compression(d: StoreData) -> Panel:
     f = d.fragility
-    return Panel("compression", "Compression and perturbation of the final model",
-                 (lambda: plots.compression_curves(f)) if len(f) else None,
-                 "Test accuracy after per-layer SVD of ΔW at rank r, keeping the top q of |Δθ|, scaling "
-                 "θ₀ + sΔθ, and random perturbation (averaged over sizes).",
-                 None if len(f) else "no fragility.parquet (`grokscope fragility RUN`)")
+    return _panel("compression", "Compression and perturbation of the final model", len(f) > 0,
+                  lambda: plots.compression_curves(f),
+                  "Test accuracy after per-layer SVD of ΔW at rank r, keeping the top q of |Δθ|, scaling "
+                  "θ₀ + sΔθ, and random perturbation (averaged over sizes).",
+                  "no fragility.parquet (`grokscope fragility RUN`)")
 
 
 def tangent(d: StoreData) -> Panel:
     t = d.tangent
-    return Panel("tangent", "P3: tangent cosine cos(Δθ, g̃)",
-                 (lambda: plots.tangent_cosine(t, d.grok)) if t else None,
-                 "Cosine between the parameter update over 10 steps and the projection of −θ onto the tangent "
-                 "space of the zero-loss manifold; P3 reports it peaks during grokking.",
-                 None if t else "no normmin.parquet (`grokscope normmin mlp --out STORE`)")
+    return _panel("tangent", "P3: tangent cosine cos(Δθ, g̃)", bool(t), lambda: plots.tangent_cosine(t, d.grok),
+                  "Cosine between the parameter update over 10 steps and the projection of −θ onto the tangent "
+                  "space of the zero-loss manifold; P3 reports it peaks during grokking.",
+                  "no normmin.parquet (`grokscope normmin mlp --out STORE`)")
 
 
 def decoupled(d: StoreData) -> Panel:
     h = d.decoupled
-    return Panel("decoupled", "P3: decoupled two-layer dynamics",
-                 (lambda: plots.decoupled_curves(h)) if len(h) else None,
-                 "W₂ = H⁺Y re-solved every step, W₁ following −∇R (P3 §7): test accuracy and ‖W₁‖ per seed.",
-                 None if len(h) else "no decoupled-dynamics table (*decoupled*.parquet)")
+    return _panel("decoupled", "P3: decoupled two-layer dynamics", len(h) > 0, lambda: plots.decoupled_curves(h),
+                  "W₂ = H⁺Y re-solved every step, W₁ following −∇R (P3 §7): test accuracy and ‖W₁‖ per seed.",
+                  "no decoupled-dynamics table (*decoupled*.parquet)")
 
 
 SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
