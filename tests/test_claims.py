@@ -25,6 +25,7 @@ from grokscope.claims import (
 from grokscope.cli import main
 from grokscope.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.store import RunDir
+from grokscope.sweep import run_sweep, spec_from_dict
 
 
 def test_verdict_value_within_outside_partial():
@@ -91,8 +92,6 @@ def test_phase_table_regimes_and_no_decay_failure():
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     """Two tiny dual-task runs (p 11, wd 0 and 1) trained into a store as the `dual` sweep of P1."""
-    from grokscope.sweep import run_sweep, spec_from_dict
-
     root = tmp_path_factory.mktemp("claims")
     store = root / "store"
     spec = {"name": "tiny-dual",

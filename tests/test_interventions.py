@@ -10,8 +10,9 @@ import torch
 from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.errors import ConfigError
 from grokscope.geometry import interventions as I
-from grokscope.geometry.pca import random_basis
+from grokscope.geometry.pca import exec_basis, random_basis
 from grokscope.store import INTERVENTION_JSON, INTERVENTION_METRICS, RunDir, read_table
 from grokscope.train import train
 
@@ -188,8 +189,6 @@ def test_intervene_command_json_and_table(base_run, tmp_path, capsys):
 
 
 def test_bad_scan_is_a_config_error(base_run):
-    from grokscope.errors import ConfigError
-
     with pytest.raises(ConfigError):
         I.intervention_scan(base_run, I.ScanConfig(kind="bogus"))
     with pytest.raises(ConfigError):
@@ -197,8 +196,6 @@ def test_bad_scan_is_a_config_error(base_run):
 
 
 def test_suppression_uses_the_execution_basis(base_run):
-    from grokscope.geometry.pca import exec_basis
-
     B = I.intervention_basis(base_run, "suppression")
     torch.testing.assert_close(B, exec_basis(base_run))
     assert B.shape[1] == 2 * 4 * base_run.config().model.n_layers  # 2 directions × W_Q, W_K, W_V, W_O

@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+import grokscope.sweep.packing as S
+from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import batch_key, preset
 from grokscope.errors import ConfigError, StoreError
@@ -28,6 +30,7 @@ from grokscope.sweep import (
     run_bytes,
     run_sweep,
     spec_from_dict,
+    train_batch,
 )
 from grokscope.train import train
 
@@ -188,8 +191,6 @@ def test_plan_caps_cpu_batches():
 
 
 def test_plan_fits_device_memory(monkeypatch):
-    import grokscope.sweep.packing as S
-
     cfg = preset("quick", data=dict(p=11))
     fixed = 4 * EVAL_CHUNK * act_floats(cfg)
     monkeypatch.setattr(S, "device_budget", lambda device: (fixed + 5 * run_bytes(cfg) + 1, 1 << 30))
@@ -205,8 +206,6 @@ def test_run_bytes_grows_with_model_and_batch():
     assert run_bytes(preset("quick", data=dict(p=11), model=dict(d_model=128, n_heads=4))) > run_bytes(small)
     assert run_bytes(preset("quick", data=dict(p=11), optim=dict(batch=1024))) > run_bytes(small)
     # at least params + grads + 2 Adam moments in float32
-    from grokscope import model as M
-
     P = M.count_params(M.init_params(small.model, small.data, 0), batched=False)
     assert run_bytes(small) >= 16 * P
 
@@ -223,8 +222,6 @@ def test_sweep_reruns_train_nothing_and_add_missing_analyses(tmp_path):
     calls: list[int] = []
 
     def counting(cfgs, *a, **k):
-        from grokscope.sweep import train_batch
-
         calls.append(len(cfgs))
         return train_batch(cfgs, *a, **k)
 
