@@ -7,6 +7,11 @@ after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_ and mi
 the host and copied to the device every step (grokscope.reference). Both are timed in this process after
 a warm-up; run-steps/s = runs x steps / seconds.
 
+Every row is also put against the machine's limit: the FLOPs of one run-step are counted with torch's
+FlopCounterMode on the trainer's own step (forward + backward matmuls), achieved GFLOP/s = run-steps/s x
+FLOPs per run-step, and the fp32 GEMM rate of this process on the same threads (a 1024^3 matmul, timed
+right before and right after each batched measurement) gives "% of GEMM".
+
     python benchmarks/train_throughput.py --device cpu --R 1,8,18,64
     python benchmarks/train_throughput.py --device cuda --steps 200 --json
 """
@@ -25,6 +30,7 @@ import torch
 
 from grokscope import reference as Ref
 from grokscope.config import RunConfig, preset, with_overrides
+from grokscope.perf import count_flops, gemm_gflops
 from grokscope.train import stepper
 
 WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
@@ -55,10 +61,17 @@ def _auto_steps(seconds_per_step: float, budget_s: float, lo: int = 2) -> int:
     return max(lo, int(budget_s / max(seconds_per_step, 1e-9)))
 
 
-def bench_batched(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
-                  budget_s: float) -> tuple[float, int]:
-    """(run-steps/s, steps timed) of the batched step for these runs."""
+def flops_per_run_step(cfgs: list[RunConfig], device: torch.device) -> float:
+    """FLOPs of one run-step of the trainer's step, counted by FlopCounterMode (one step of all runs / R)."""
     step = stepper(cfgs, device)
+    step(0)
+    return count_flops(lambda: step(1)) / len(cfgs)
+
+
+def bench_batched(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
+                  budget_s: float, compile: bool = True) -> tuple[float, int]:
+    """(run-steps/s, steps timed) of the batched step for these runs."""
+    step = stepper(cfgs, device, compile=compile)
     _timed(step, 0, warmup, device)
     if steps is None:
         steps = _auto_steps(_timed(step, warmup, 1, device), budget_s)
@@ -95,6 +108,11 @@ class Row:
     ratio: float
     batched_steps: int
     per_run_steps: int
+    flops_per_run_step: float  # counted (FlopCounterMode)
+    batched_gflops: float  # achieved by the batched step
+    per_run_gflops: float
+    gemm_gflops: float  # fp32 GEMM of this process, same threads (best measurement around the batched ones)
+    pct_of_gemm: float  # batched_gflops / gemm_gflops, in %
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternate batched / per-run measurements this many times and keep each one's best")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--preset", default="p1-dual")
+    ap.add_argument("--no-compile", action="store_true", help="time the eager step (no torch.compile)")
     ap.add_argument("--json", action="store_true", help="print only JSON")
     args = ap.parse_args(argv)
 
@@ -125,20 +144,25 @@ def main(argv: list[str] | None = None) -> int:
            "torch": torch.__version__, "preset": args.preset}
     if not args.json:
         print(f"# {env}", flush=True)
-        head = ("R", "batched run-steps/s", "per-run run-steps/s", "ratio")
-        print(f"{head[0]:>4} {head[1]:>20} {head[2]:>20} {head[3]:>7}  steps (batched/per-run)")
+        print(f"{'R':>4} {'batched':>9} {'per-run':>9} {'ratio':>6} {'GFLOP/run-step':>15} {'GFLOP/s':>8}"
+              f" {'per-run GFLOP/s':>16} {'GEMM GFLOP/s':>13} {'% of GEMM':>10}  steps (batched/per-run)")
     rows = []
     for R in Rs:
         cfgs = p1_configs(R, args.preset)
-        b = p = 0.0
-        for _ in range(max(1, args.repeats)):  # interleaved, so a change in machine load hits both
-            (b1, nb), (p1, npr) = (bench_batched(cfgs, device, args.steps, warmup, args.seconds),
-                                   bench_per_run(cfgs, device, args.steps, warmup, args.seconds))
+        flops = flops_per_run_step(cfgs, device)
+        b = p = gemm = 0.0
+        for _ in range(max(1, args.repeats)):  # interleaved, so a change in machine load hits all three
+            gemm = max(gemm, gemm_gflops(device=device))
+            b1, nb = bench_batched(cfgs, device, args.steps, warmup, args.seconds, not args.no_compile)
+            gemm = max(gemm, gemm_gflops(device=device))
+            p1, npr = bench_per_run(cfgs, device, args.steps, warmup, args.seconds)
             b, p = max(b, b1), max(p, p1)
-        row = Row(R, b, p, b / p, nb, npr)
+        gf = b * flops / 1e9
+        row = Row(R, b, p, b / p, nb, npr, flops, gf, p * flops / 1e9, gemm, 100 * gf / gemm)
         rows.append(row)
         if not args.json:
-            print(f"{R:>4} {b:>20.2f} {p:>20.2f} {b / p:>6.2f}x  {nb}/{npr}", flush=True)
+            print(f"{R:>4} {b:>9.2f} {p:>9.2f} {b / p:>5.2f}x {flops / 1e9:>15.3f} {gf:>8.1f} "
+                  f"{row.per_run_gflops:>16.1f} {gemm:>13.1f} {row.pct_of_gemm:>9.1f}%  {nb}/{npr}", flush=True)
     if args.json:
         print(json.dumps({**env, "rows": [asdict(r) for r in rows]}, indent=1))
     return 0

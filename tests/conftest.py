@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from grokscope.config import RunConfig, preset
 
 torch.set_num_threads(1)  # tiny models gain nothing from threads; avoids oversubscription
+os.environ.setdefault("GROKSCOPE_COMPILE", "0")  # eager unless a test asks: bitwise checks, no compile time
 
 
 def tiny_config(**overrides) -> RunConfig:

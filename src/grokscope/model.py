@@ -8,6 +8,7 @@ analysis that says "W_Q of layer 0" means one tensor everywhere. Matrices act on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,72 +89,101 @@ def count_params(params: Params, batched: bool = True) -> int:
     return sum(v[0].numel() if batched else v.numel() for v in params.values())
 
 
-def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """LayerNorm with per-run affine parameters w, b of shape [R, d]; x is [R, ..., d]."""
-    shape = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[-1],)
-    return F.layer_norm(x, x.shape[-1:]) * w.view(shape) + b.view(shape)
-
-
 def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x [R, B, S, i] @ W [R, i, o] (+ b [R, o])."""
-    y = torch.einsum("rbsi,rio->rbso", x, W)
-    return y if b is None else y + b[:, None, None, :]
+    """x [R, N, i] @ W [R, i, o] (+ b [R, o]) as one batched GEMM over all runs (the bias rides in it)."""
+    return torch.bmm(x, W) if b is None else torch.baddbmm(b[:, None, :], x, W)
 
 
-def attention(params: Params, pre: str, x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Multi-head self-attention over all positions (encoder, no mask), written with plain matmuls
-    so that it batches over runs."""
-    R, B, S, d = x.shape
+def _fold_affine(W: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor | None,
+                 b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A LayerNorm's per-run affine (w, b) [R, i] folded into the linear map after it:
+    (n * w + b) @ W + bias = n @ (w * W) + (b @ W + bias). The affine then costs work on the weights
+    [R, i, o] instead of two passes over the activations [R, N, i], forward and backward."""
+    if w is None:
+        return W, bias
+    folded = torch.bmm(b[:, None, :], W)[:, 0]
+    return w[:, :, None] * W, folded if bias is None else folded + bias
+
+
+def _cat(params: Params, names: list[str]) -> torch.Tensor | None:
+    """Parameters concatenated on their last axis (None if the first is absent): one GEMM for several maps."""
+    if names[0] not in params:
+        return None
+    return params[names[0]] if len(names) == 1 else torch.cat([params[n] for n in names], -1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Softmax attention of every position over all positions (encoder, no mask) for short sequences:
+    q, k, v [R, B, S, d] -> [R, B, S, d]. Written with broadcast products and sums, which vectorise
+    better than S x S matmuls for S = 2-3 and batch over runs."""
+    R, B, S, d = q.shape
     dh = d // n_heads
-    bias = f"{pre}.b_Q" in params
+    q, k, v = (t.reshape(R, B, S, n_heads, dh) for t in (q, k, v))
+    scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) / math.sqrt(dh)  # [R, B, S_q, S_k, H]
+    z = (scores.softmax(3).unsqueeze(-1) * v.unsqueeze(2)).sum(3)  # [R, B, S_q, H, dh]
+    return z.reshape(R, B, S, d)
 
-    def proj(m: str) -> torch.Tensor:
-        b = params[f"{pre}.b_{m[-1]}"] if bias else None
-        return _linear(x, params[f"{pre}.{m}"], b).view(R, B, S, n_heads, dh)
 
-    q, k, v = proj("W_Q"), proj("W_K"), proj("W_V")
-    scores = torch.einsum("rbqhd,rbkhd->rbhqk", q, k) / math.sqrt(dh)
-    z = torch.einsum("rbhqk,rbkhd->rbqhd", scores.softmax(-1), v).reshape(R, B, S, d)
-    return _linear(z, params[f"{pre}.W_O"], params[f"{pre}.b_O"] if bias else None)
+def attention(params: Params, pre: str, h: torch.Tensor, S: int, n_heads: int,
+              ln: tuple[torch.Tensor, torch.Tensor] | None = None,
+              attend_fn: Callable | None = None) -> torch.Tensor:
+    """Multi-head self-attention on the (normalised) residual stream h [R, B*S, d] -> [R, B*S, d]: Q, K, V
+    from one GEMM (with the preceding LayerNorm's affine `ln` folded in), `attend_fn` (default `attend`),
+    output projection."""
+    R, N, d = h.shape
+    W = _cat(params, [f"{pre}.{m}" for m in ("W_Q", "W_K", "W_V")])
+    b = _cat(params, [f"{pre}.{m}" for m in ("b_Q", "b_K", "b_V")])
+    W, b = _fold_affine(W, b, *(ln or (None, None)))
+    q, k, v = _linear(h, W, b).view(R, N // S, S, 3, d).unbind(3)
+    z = (attend_fn or attend)(q, k, v, n_heads).reshape(R, N, d)
+    return _linear(z, params[f"{pre}.W_O"], params.get(f"{pre}.b_O"))
 
 
 def _embed_tokens(params: Params, tokens: torch.Tensor) -> torch.Tensor:
-    """Token + positional embedding; one-hot matmul keeps the backward deterministic."""
+    """Token + positional embedding [R, B, S, d]; one-hot matmul keeps the backward deterministic."""
     W_E = params["embed.W_E"]
-    onehot = F.one_hot(tokens, W_E.shape[1]).to(W_E.dtype)
-    return torch.einsum("rbsv,rvd->rbsd", onehot, W_E) + params["embed.W_pos"][:, None]
+    R, B, S = tokens.shape
+    onehot = F.one_hot(tokens.reshape(R, B * S), W_E.shape[1]).to(W_E.dtype)
+    return torch.bmm(onehot, W_E).view(R, B, S, -1) + params["embed.W_pos"][:, None]
 
 
-def forward(params: Params, pairs: torch.Tensor, model: ModelConfig, data: DataConfig) -> torch.Tensor:
-    """Logits (or MLP outputs) [R, B, n_tasks, p] for operand pairs [R, B, 2]."""
+def forward(params: Params, pairs: torch.Tensor, model: ModelConfig, data: DataConfig,
+            attend_fn: Callable | None = None) -> torch.Tensor:
+    """Logits (or MLP outputs) [R, B, n_tasks, p] for operand pairs [R, B, 2]. `attend_fn` replaces the
+    attention core (the trainer passes a compiled one)."""
     p = data.p
     if model.kind == "mlp":
         W_in = params["mlp.W_in"]
         x = F.one_hot(pairs, p).to(W_in.dtype).sum(2)  # e_a + e_b
-        h = torch.relu(torch.einsum("rbi,rih->rbh", x, W_in))
-        return torch.stack([torch.einsum("rbh,rho->rbo", h, params[f"head.{t}.W"]) for t in data.tasks], 2)
+        h = torch.relu(torch.bmm(x, W_in))
+        return _linear(h, _cat(params, [f"head.{t}.W" for t in data.tasks])).view(*h.shape[:2], len(data.tasks), p)
 
     trunk = model.kind == "trunk"
     tokens = pairs if trunk else torch.cat([pairs, torch.full_like(pairs[..., :1], p)], -1)
+    R, B, S = tokens.shape
     x = _embed_tokens(params, tokens)
+    d = x.shape[-1]
+    x = x.view(R, B * S, d)
     for i in range(model.n_layers):
         pre = f"layers.{i}"
-        h = _layer_norm(x, params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"]) if trunk else x
-        x = x + attention(params, f"{pre}.attn", h, model.n_heads)
-        h = _layer_norm(x, params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"]) if trunk else x
-        act = F.gelu if trunk else torch.relu
-        h = act(_linear(h, params[f"{pre}.mlp.W_in"], params[f"{pre}.mlp.b_in"]))
+        ln1 = (params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"]) if trunk else None
+        h = F.layer_norm(x, (d,)) if trunk else x
+        x = x + attention(params, f"{pre}.attn", h, S, model.n_heads, ln1, attend_fn)
+        h = F.layer_norm(x, (d,)) if trunk else x
+        W_in, b_in = params[f"{pre}.mlp.W_in"], params[f"{pre}.mlp.b_in"]
+        if trunk:
+            W_in, b_in = _fold_affine(W_in, b_in, params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"])
+        h = (F.gelu if trunk else torch.relu)(_linear(h, W_in, b_in))
         x = x + _linear(h, params[f"{pre}.mlp.W_out"], params[f"{pre}.mlp.b_out"])
+    x = x.view(R, B, S, d)
+    W = _cat(params, [f"head.{t}.W" for t in data.tasks])
+    b = _cat(params, [f"head.{t}.b" for t in data.tasks])
     if trunk:  # final LayerNorm on position 0
-        w, b = params["ln_f.w"], params["ln_f.b"]
-        out = F.layer_norm(x[:, :, 0], x.shape[-1:]) * w[:, None] + b[:, None]
+        out = F.layer_norm(x[:, :, 0], (d,))
+        W, b = _fold_affine(W, b, params["ln_f.w"], params["ln_f.b"])
     else:  # read out at the '=' token
         out = x[:, :, -1]
-    logits = []
-    for t in data.tasks:
-        y = torch.einsum("rbd,rdo->rbo", out, params[f"head.{t}.W"])
-        logits.append(y + params[f"head.{t}.b"][:, None] if trunk else y)
-    return torch.stack(logits, 2)
+    return _linear(out, W, b).view(R, B, len(data.tasks), p)
 
 
 def per_task_loss(outputs: torch.Tensor, targets: torch.Tensor, model: ModelConfig) -> torch.Tensor:
@@ -172,10 +202,10 @@ def per_task_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 def loss(params: Params, pairs: torch.Tensor, targets: torch.Tensor, model: ModelConfig, data: DataConfig,
-         task_weights: torch.Tensor | None = None) -> torch.Tensor:
+         task_weights: torch.Tensor | None = None, attend_fn: Callable | None = None) -> torch.Tensor:
     """Per-run training loss [R]: the plain sum of per-task losses (SPEC §2), or a weighted sum
     (`task_weights` [T]) for analyses that need one task's loss alone."""
-    per_task = per_task_loss(forward(params, pairs, model, data), targets, model)
+    per_task = per_task_loss(forward(params, pairs, model, data, attend_fn), targets, model)
     return per_task.sum(-1) if task_weights is None else per_task @ task_weights.to(per_task.dtype)
 
 

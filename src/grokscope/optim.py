@@ -55,20 +55,19 @@ def init_state(name: str, params: Params) -> Params:
 
 def adamw_step(params: Params, grads: Params, state: Params, hp: HyperParams, t: int,
                active: torch.Tensor) -> None:
-    """In-place AdamW update number `t` (1-based), decoupled decay, torch's update order."""
-    bc1 = 1 - hp.beta1**t
-    bc2 = 1 - hp.beta2**t
+    """In-place AdamW update number `t` (1-based), decoupled decay: torch's fused AdamW kernel (one pass
+    over parameters, gradient and moments) on each active run's rows, with that run's hyper-parameters."""
+    runs = active.nonzero().flatten().tolist()
+    if not runs:
+        return
+    host = {f: getattr(hp, f).tolist() for f in ("lr", "wd", "beta1", "beta2", "eps")}
+    steps = [torch.tensor(float(t), device=next(iter(params.values())).device)]
     for k, p in params.items():
         g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
-        on = _bcast(active, p)
-        b1, b2 = _bcast(hp.beta1, p), _bcast(hp.beta2, p)
-        m_new = m * b1 + g * (1 - b1)
-        v_new = v * b2 + g * g * (1 - b2)
-        denom = (v_new.sqrt() / _bcast(bc2.sqrt(), p)) + _bcast(hp.eps, p)
-        p_new = p * (1 - _bcast(hp.lr * hp.wd, p)) - _bcast(hp.lr / bc1, p) * m_new / denom
-        p.copy_(torch.where(on, p_new, p))
-        m.copy_(torch.where(on, m_new, m))
-        v.copy_(torch.where(on, v_new, v))
+        for r in runs:
+            torch._fused_adamw_([p[r]], [g[r]], [m[r]], [v[r]], [], steps, lr=host["lr"][r],
+                                beta1=host["beta1"][r], beta2=host["beta2"][r], weight_decay=host["wd"][r],
+                                eps=host["eps"][r], amsgrad=False, maximize=False)
 
 
 def sgd_step(params: Params, grads: Params, state: Params, hp: HyperParams, t: int, active: torch.Tensor) -> None:

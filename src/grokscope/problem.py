@@ -6,6 +6,8 @@ re-implements the model, the loss or the data order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from grokscope import model as M
@@ -78,9 +80,10 @@ class Problem:
         return self.pairs[idx], self.targets[idx]
 
     def loss(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
-             task_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-run loss [R] (sum of task losses, or weighted by `task_weights` [T])."""
-        return M.loss(params, pairs, targets, self.model, self.data, task_weights)
+             task_weights: torch.Tensor | None = None, attend_fn: Callable | None = None) -> torch.Tensor:
+        """Per-run loss [R] (sum of task losses, or weighted by `task_weights` [T]); `attend_fn` replaces the
+        model's attention core (the trainer's compiled one)."""
+        return M.loss(params, pairs, targets, self.model, self.data, task_weights, attend_fn)
 
     def grads(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
               task_weights: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
@@ -93,12 +96,15 @@ class Problem:
 
         return torch.func.grad(total, has_aux=True)(params)
 
-    def flat_grads(self, flat: torch.Tensor, like: Params, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-run gradient [R, P] in the flat layout of `like`, at the parameters `flat` [R, P].
-        (Differentiating per tensor and concatenating once is far cheaper than differentiating through the
-        slicing of `flat`, whose backward builds a zero [R, P] buffer per parameter tensor.)"""
-        grads, _ = self.grads(M.unflatten_views(flat, like), pairs, targets)
-        return M.flatten(grads)
+    def flat_grads(self, flat: torch.Tensor, like: Params, pairs: torch.Tensor, targets: torch.Tensor,
+                   attend_fn: Callable | None = None) -> torch.Tensor:
+        """Per-run gradient [R, P] in the flat layout of `like`, at the parameters `flat` [R, P], by plain
+        autograd (so a compiled `attend_fn` runs compiled, forward and backward). Differentiating per tensor
+        and concatenating once is far cheaper than differentiating through the slicing of `flat`, whose
+        backward builds a zero [R, P] buffer per parameter tensor."""
+        leaves = {k: v.detach().requires_grad_() for k, v in M.unflatten_views(flat, like).items()}
+        total = self.loss(leaves, pairs, targets, attend_fn=attend_fn).sum()
+        return torch.cat([g.flatten(1) for g in torch.autograd.grad(total, list(leaves.values()))], 1)
 
     @torch.no_grad()
     def evaluate(self, params: Params, splits: tuple[str, ...] = ("train", "test"),

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from grokscope import compiled
 from grokscope import model as M
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, StoreError
@@ -171,29 +172,35 @@ def train(
     probes: tuple[Probe, ...] = (),
     grad_transform: GradTransform | None = None,
     on_eval: Callable[[EvalInfo], None] | None = None,
+    compile: bool | None = None,
 ) -> list[RunResult]:
     """Train `cfgs` as one batched program; with `out`, keep each run in `out/<run name>/` and resume
-    from checkpoints found there."""
+    from checkpoints found there. `compile`: torch.compile the attention core (None: see
+    `compiled.wanted`, on for long runs; it falls back to eager if compiling fails)."""
     problem = Problem(cfgs, device)
     dirs = prepare_dirs(cfgs, Path(out), resume, force) if out is not None else None
-    return _Loop(problem, dirs, probes, grad_transform, on_eval).run()
+    return _Loop(problem, dirs, probes, grad_transform, on_eval, compile).run()
 
 
-def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu") -> Callable[[int], None]:
+def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu",
+            compile: bool | None = None) -> Callable[[int], None]:
     """The trainer's own per-step update (minibatch, gradients, clipping, optimiser) for `cfgs`, with no
     evaluation, probes or I/O: what the throughput benchmark times."""
-    loop = _Loop(Problem(cfgs, device), None, (), None, None)
+    loop = _Loop(Problem(cfgs, device), None, (), None, None, compile)
     step_fn = STEPS[loop.base.optim.name]
     return lambda s: loop._step(s, step_fn, s < loop.budget)
 
 
 class _Loop:
     def __init__(self, problem: Problem, dirs: list[RunDir] | None, probes: tuple[Probe, ...],
-                 grad_transform: GradTransform | None, on_eval: Callable[[EvalInfo], None] | None) -> None:
+                 grad_transform: GradTransform | None, on_eval: Callable[[EvalInfo], None] | None,
+                 compile: bool | None = None) -> None:
         self.pb, self.dirs, self.probes = problem, dirs, probes
         self.grad_transform, self.on_eval = grad_transform, on_eval
         cfgs, dev, R, T = problem.cfgs, problem.device, problem.R, len(problem.tasks)
         self.base = cfgs[0]
+        use = problem.model.kind != "mlp" and compiled.wanted(compile, max(c.steps for c in cfgs))
+        self.attend = compiled.attend() if use else None
         self.hp = _hyper(cfgs, dev)
         # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
         # is a handful of fused elementwise ops whatever the number of parameter tensors.
@@ -361,11 +368,21 @@ class _Loop:
             s += 1
         return self._results(s)
 
+    def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-run flat gradients at `theta`, through the compiled attention while it works."""
+        if self.attend is not None:
+            try:
+                return self.pb.flat_grads(theta, self.params, pairs, targets, self.attend)
+            except Exception as err:  # no C compiler, unsupported platform, compiler bug: eager from now on
+                compiled.notice_fallback(err)
+                self.attend = None
+        return self.pb.flat_grads(theta, self.params, pairs, targets)
+
     def _step(self, s: int, step_fn: Callable, active: torch.Tensor) -> None:
         """One optimiser step of every run (frozen runs are masked out by `active`)."""
         pb = self.pb
         pairs, targets = pb.minibatch(s)
-        g = clip_grads({"theta": pb.flat_grads(self.flat, self.params, pairs, targets)}, self.hp.clip)
+        g = clip_grads({"theta": self._grads(self.flat, pairs, targets)}, self.hp.clip)
         if self.grad_transform is not None:
             g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
         step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
@@ -386,7 +403,7 @@ class _Loop:
         state = {k: v.index_select(0, live) for k, v in self.flat_state.items()}
         pairs, targets = pb.minibatch(s, runs=live)
         hp = self.hp.select(live)
-        g = clip_grads({"theta": pb.flat_grads(theta, self.params, pairs, targets)}, hp.clip)
+        g = clip_grads({"theta": self._grads(theta, pairs, targets)}, hp.clip)
         step_fn({"theta": theta}, g, state, hp, s + 1, active.index_select(0, live))
         self.flat.index_copy_(0, live, theta)
         for k, v in state.items():

@@ -1,0 +1,51 @@
+"""What the machine can do, measured in-process: the fp32 GEMM rate, counted FLOPs, peak memory.
+
+Benchmarks report every speed against these, so a figure reads as "x % of what these threads can do"
+rather than as a bare number that depends on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def gemm_gflops(n: int = 1024, seconds: float = 0.3, device: str | torch.device = "cpu") -> float:
+    """fp32 GEMM rate (GFLOP/s) of an n x n x n matmul on the current torch threads: best of repeated
+    timings over about `seconds`, so a burst of load from other processes is not taken for the limit."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.mm(a, b, out=c)
+    sync()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds or best == float("inf"):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of `fn` as torch's FlopCounterMode counts them (matmuls, convolutions,
+    attention kernels; elementwise work is not counted)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
