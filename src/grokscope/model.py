@@ -112,13 +112,14 @@ def _cat(params: Params, names: list[str]) -> torch.Tensor | None:
     return params[names[0]] if len(names) == 1 else torch.cat([params[n] for n in names], -1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int) -> torch.Tensor:
+def attend(qkv: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Softmax attention of every position over all positions (encoder, no mask) for short sequences:
-    q, k, v [R, B, S, d] -> [R, B, S, d]. Written with broadcast products and sums, which vectorise
-    better than S x S matmuls for S = 2-3 and batch over runs."""
-    R, B, S, d = q.shape
+    packed queries, keys and values qkv [R, B, S, 3, d] -> [R, B, S, d]. Broadcast products and sums
+    vectorise better than S x S matmuls for S = 2-3; taking q, k, v packed lets a compiled version write
+    their gradient in one buffer."""
+    R, B, S, _, d = qkv.shape
     dh = d // n_heads
-    q, k, v = (t.reshape(R, B, S, n_heads, dh) for t in (q, k, v))
+    q, k, v = (t.reshape(R, B, S, n_heads, dh) for t in qkv.unbind(3))
     scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) / math.sqrt(dh)  # [R, B, S_q, S_k, H]
     z = (scores.softmax(3).unsqueeze(-1) * v.unsqueeze(2)).sum(3)  # [R, B, S_q, H, dh]
     return z.reshape(R, B, S, d)
@@ -134,8 +135,8 @@ def attention(params: Params, pre: str, h: torch.Tensor, S: int, n_heads: int,
     W = _cat(params, [f"{pre}.{m}" for m in ("W_Q", "W_K", "W_V")])
     b = _cat(params, [f"{pre}.{m}" for m in ("b_Q", "b_K", "b_V")])
     W, b = _fold_affine(W, b, *(ln or (None, None)))
-    q, k, v = _linear(h, W, b).view(R, N // S, S, 3, d).unbind(3)
-    z = (attend_fn or attend)(q, k, v, n_heads).reshape(R, N, d)
+    qkv = _linear(h, W, b).view(R, N // S, S, 3, d)
+    z = (attend_fn or attend)(qkv, n_heads).reshape(R, N, d)
     return _linear(z, params[f"{pre}.W_O"], params.get(f"{pre}.b_O"))
 
 

@@ -32,6 +32,8 @@ def grid(base: RunConfig, seeds: Sequence[int] = (), wds: Sequence[float] = (), 
 
 
 def run_batch(cfgs: list[RunConfig], out: str | Path | None, device: str = "cpu", *, resume: bool = False,
-              force: bool = False, on_eval: Callable[[EvalInfo], None] | None = None) -> list[RunResult]:
-    """Train `cfgs` as one batched program with the probes their config asks for."""
-    return train(cfgs, out, device, resume=resume, force=force, probes=probes_for(cfgs[0]), on_eval=on_eval)
+              force: bool = False, on_eval: Callable[[EvalInfo], None] | None = None,
+              compile: bool | None = None) -> list[RunResult]:
+    """Train `cfgs` as one batched program with the probes their config asks for (`compile`: see `train`)."""
+    return train(cfgs, out, device, resume=resume, force=force, probes=probes_for(cfgs[0]), on_eval=on_eval,
+                 compile=compile)

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="store directory (default ./runs)")
     p.add_argument("--resume", action="store_true", help="continue runs found in --out even if their config changed")
     p.add_argument("--force", action="store_true", help="delete runs of the same name in --out and start over")
+    c = p.add_mutually_exclusive_group()
+    c.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
+                   help="torch.compile the attention core (default: only for runs of >= 10k steps, or as "
+                        "$GROKSCOPE_COMPILE=0/1 says; falls back to eager if compiling fails)")
+    c.add_argument("--no-compile", dest="compile", action="store_const", const=False, help="never compile")
     p.add_argument("--no-geometry", action="store_true", help="skip the geometry summary")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.json
     t0 = time.perf_counter()
     if quiet:
-        results = run_batch(cfgs, out, device, resume=args.resume, force=args.force)
+        results = run_batch(cfgs, out, device, resume=args.resume, force=args.force, compile=args.compile)
     else:
         results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
@@ -124,7 +129,8 @@ def _run_with_progress(cfgs: list[RunConfig], out: Path, device: str, args: argp
         def on_eval(e: EvalInfo) -> None:
             bar.update(task, completed=e.step, description=describe_eval(e))
 
-        return run_batch(cfgs, out, device, resume=args.resume, force=args.force, on_eval=on_eval)
+        return run_batch(cfgs, out, device, resume=args.resume, force=args.force, on_eval=on_eval,
+                         compile=args.compile)
 
 
 def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: float) -> None:

@@ -1,0 +1,68 @@
+"""The trainer's compiled attention: same training as the nn.Module reference; a failure to compile falls
+back to eager with one line; when it compiles by default."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from grokscope import compiled
+from grokscope import model as M
+from grokscope import reference as Ref
+from grokscope.config import preset
+from grokscope.problem import Problem
+from grokscope.train import train
+
+
+def _trunk(steps: int):
+    return preset("quick", data=dict(p=11, tasks=("add", "mul")), model=dict(d_model=32, n_heads=2, d_ff=64,
+                  n_layers=2), optim=dict(batch=64, lr=3e-3, wd=0.5, clip=1.0), defect_every=0, steps=steps,
+                  eval_every=50, attn_every=50, checkpoint_every=50)
+
+
+def _movement_error(ours, theirs, start):
+    """Max over tensors of |ours - theirs| relative to how far ours moved (b_K, whose gradient is rounding
+    noise, left out as in test_reference)."""
+    return max((ours[k] - theirs[k]).abs().max().item() / (ours[k] - start[k]).abs().max().item()
+               for k in ours if not k.endswith("b_K"))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_compiled_training_matches_the_module_reference(capsys):
+    steps = 100
+    cfg = _trunk(steps)
+    (ours,) = train([cfg], compile=True)
+    assert "torch.compile unavailable" not in capsys.readouterr().err  # the compiled path really ran
+    pb = Problem([cfg])
+    theirs = Ref.reference_train(cfg, steps, eval_every=steps,
+                                 batches=lambda s: tuple(x[0] for x in pb.minibatch(s)))
+    start = M.init_params(cfg.model, cfg.data, cfg.seed)
+    assert _movement_error(ours.params, theirs.params, start) < 1e-3
+    a = ours.metrics[ours.metrics.step == steps].sort_values(["task", "split"]).loss.values
+    b = theirs.metrics[theirs.metrics.step == steps].sort_values(["task", "split"]).loss.values
+    torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-6)
+
+
+def test_failed_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    def broken(qkv, n_heads):
+        raise RuntimeError("InvalidCxxCompiler: no working C compiler found\nmore detail")
+
+    monkeypatch.setattr(compiled, "attend", lambda: broken)
+    cfg = _trunk(60)
+    (fell_back,) = train([cfg], compile=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grokscope: torch.compile unavailable (RuntimeError")
+    (eager,) = train([cfg], compile=False)
+    assert all(torch.equal(fell_back.params[k], eager.params[k]) for k in eager.params)
+
+
+def test_compile_is_on_for_long_runs_unless_told(monkeypatch):
+    monkeypatch.delenv(compiled.ENV, raising=False)
+    assert compiled.wanted(None, compiled.AUTO_STEPS) and not compiled.wanted(None, compiled.AUTO_STEPS - 1)
+    assert not compiled.wanted(False, 10**6) and compiled.wanted(True, 1)
+    monkeypatch.setenv(compiled.ENV, "0")
+    assert not compiled.wanted(None, 10**6) and compiled.wanted(True, 1)
+    monkeypatch.setenv(compiled.ENV, "1")
+    assert compiled.wanted(None, 1)
