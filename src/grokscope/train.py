@@ -296,7 +296,7 @@ class _Loop:
     def _evaluate(self, s: int) -> None:
         pb = self.pb
         logged = (~self.stopped) & (self.resumed_at < s)  # a resumed run's step is logged already
-        ev = pb.evaluate(self.params)
+        ev = self._with_attend(lambda att: pb.evaluate(self.params, attend_fn=att))
         (tr_loss, tr_acc), (te_loss, te_acc) = ev["train"], ev["test"]
         norm = M.weight_norm(self.params)
         self.consec, self.grok, self.grok90 = update_grok(
@@ -368,15 +368,20 @@ class _Loop:
             s += 1
         return self._results(s)
 
-    def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-run flat gradients at `theta`, through the compiled attention while it works."""
+    def _with_attend(self, fn: Callable[[Callable | None], Any]) -> Any:
+        """fn(compiled attention) while compiling works; fn(None), the eager model, for good once it fails
+        (no C compiler, unsupported platform, compiler bug). `fn` must be pure: it may run twice."""
         if self.attend is not None:
             try:
-                return self.pb.flat_grads(theta, self.params, pairs, targets, self.attend)
-            except Exception as err:  # no C compiler, unsupported platform, compiler bug: eager from now on
+                return fn(self.attend)
+            except Exception as err:
                 compiled.notice_fallback(err)
                 self.attend = None
-        return self.pb.flat_grads(theta, self.params, pairs, targets)
+        return fn(None)
+
+    def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-run flat gradients at `theta`."""
+        return self._with_attend(lambda att: self.pb.flat_grads(theta, self.params, pairs, targets, att))
 
     def _step(self, s: int, step_fn: Callable, active: torch.Tensor) -> None:
         """One optimiser step of every run (frozen runs are masked out by `active`)."""
