@@ -18,17 +18,21 @@ from grokscope.store import ANALYSES as ANALYSES_FILE
 PC1 = {"layers.0.attn.W_K": 98.56373725337016, "layers.0.attn.W_O": 99.064715358206,
        "layers.0.attn.W_Q": 98.70324595122774, "layers.0.attn.W_V": 98.56426013467532}
 # The results of sweep.ANALYSES[name](run, "cpu") at commit 863cd29 on `build_fixed_run` (1 CPU thread).
+# The commutator defects (defect_final, defect_peak_ratio, proj_ratio, POSTHOC_DEFECT) are re-pinned after the model's
+# forward moved to batched GEMMs with folded LayerNorm affines: a defect divides a gradient difference
+# by η = 1e-3, so float32 rounding shows at ~1e-4 relative and moves with the order of operations. In
+# float64 the old and new forward give the same defect to 2e-14; in float32 they differ by 1.2e-4.
 PINNED = {
     "summary": {"pc1_percent": PC1, "pc1_mean": 98.72398967436982, "defect_final_step": 400,
-                "defect_final": 0.32639390230178833, "rho": 0.9994191527366638, "rho_random": 0.9987056851387024,
-                "proj_ratio": 0.6700003147125244, "onset": 200, "onset_envelope": 200, "defect_peak_ratio": 80.0,
+                "defect_final": 0.3264332115650177, "rho": 0.9994191527366638, "rho_random": 0.9987056851387024,
+                "proj_ratio": 0.6701664924621582, "onset": 200, "onset_envelope": 200, "defect_peak_ratio": 80.0,
                 "lead": {"add": 50, "mul": 150}, "lead_fraction": {"add": 0.2, "mul": 0.42857142857142855},
                 "onset_cross": 250},
     "pca": {"pc1_mean": 98.72398967436982, "pc1_percent": PC1},
-    "defect": {"n_snapshots": 9, "onset": None, "defect_peak_ratio": 1.7653913670282235,
-               "defect_final": 0.32639390230178833, "rho_final": 0.9994191527366638,
+    "defect": {"n_snapshots": 9, "onset": None, "defect_peak_ratio": 1.7652901905056317,
+               "defect_final": 0.3264332115650177, "rho_final": 0.9994191527366638,
                "rho_median": 0.9995126724243164, "rho_random_median": 0.9986891150474548,
-               "proj_ratio_median": 0.6097953915596008, "lead": {"add": None, "mul": None},
+               "proj_ratio_median": 0.6096762418746948, "lead": {"add": None, "mul": None},
                "lead_fraction": {"add": None, "mul": None}},
     "hessian": {
         "total": {"lambda_min": -3.25320254393942, "step": 400, "lambda_max": 6.182950067727257,
@@ -44,9 +48,9 @@ PINNED = {
     "fragility": {"k_star": None, "cumulative_at_k_star": None, "threshold": 0.9},
 }
 # Tables the analyses wrote at 863cd29 (aggregates).
-POSTHOC_DEFECT = [1.1552808284759521, 0.6459342837333679, 0.6544049382209778, 0.6974350810050964,
-                  0.7629400491714478, 0.6330623030662537, 0.3572006821632385, 0.3758329153060913,
-                  0.32639390230178833]
+POSTHOC_DEFECT = [1.1552151441574097, 0.6459035277366638, 0.6544052362442017, 0.6974532604217529,
+                  0.7628609538078308, 0.6330736875534058, 0.35720372200012207, 0.375792920589447,
+                  0.3264332115650177]
 FRAGILITY_TEST_ACC = {"full": 0.11666666666666667, "init": 0.15, "perturb": 0.11666666666666665,
                       "prune": 0.09791666666666667, "scale": 0.11666666666666667, "svd": 0.11875}
 HESSIAN_SUMS = (-49.65247501582419, 119.3329803119237, 27)  # Σ lambda_min, Σ lambda_max, rows
