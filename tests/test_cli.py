@@ -54,8 +54,8 @@ def test_corrupt_trajectory_is_refused(tmp_path, capsys):
     out = tmp_path / "store"
     assert main(["run", *TINY, "--json", "--out", str(out)]) == 0
     capsys.readouterr()
-    (traj,) = out.glob("*/trajectory.safetensors")
+    traj = sorted(out.glob("*/trajectory/*.safetensors"))[0]
     traj.write_bytes(b"garbage")
     assert main(["run", *TINY, "--json", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "trajectory.safetensors" in err and "corrupt" in err
+    assert traj.name in err and "corrupt" in err

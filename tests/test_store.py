@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from grokscope.errors import StoreError
-from grokscope.store import RunDir, load_metrics, read_tensors, write_tensors
+from grokscope.store import TRAJECTORY, RunDir, load_metrics, read_tensors, write_tensors
 from grokscope.train import train
 
 from conftest import tiny_config
@@ -44,3 +44,47 @@ def test_rerun_of_finished_run_is_a_noop_and_metrics_api(tmp_path):
         assert a.metrics.equals(b.metrics)
     df = load_metrics([tmp_path])
     assert set(df.run) == {c.name for c in cfgs} and len(df) == 2 * len(first[0].metrics)
+
+
+def _traj(steps):
+    return {"attn_steps": torch.tensor(steps), "snap_steps": torch.tensor(steps[:1]),
+            "attn.W": torch.stack([torch.full((2, 2), float(s)) for s in steps]),
+            "snap.W": torch.full((1, 2, 2), float(steps[0]))}
+
+
+def test_segments_and_an_older_single_file_read_as_one_trajectory(tmp_path):
+    run = RunDir(tmp_path)
+    write_tensors(run.file(TRAJECTORY), _traj([0, 50]))  # a store written before segments
+    run.append_trajectory(150, _traj([100, 150]))
+    run.append_trajectory(250, _traj([200, 250]))
+    t, _ = run.trajectory()
+    assert t["attn_steps"].tolist() == [0, 50, 100, 150, 200, 250] and t["snap_steps"].tolist() == [0, 100, 200]
+    assert t["attn.W"][:, 0, 0].tolist() == [0, 50, 100, 150, 200, 250]
+    run.truncate_trajectory(200)  # resume from a checkpoint at 200: the straddling segment is cut
+    t, _ = run.trajectory()
+    assert t["attn_steps"].tolist() == [0, 50, 100, 150, 200] and t["attn.W"].shape[0] == 5
+    run.truncate_trajectory(30)
+    t, _ = run.trajectory()
+    assert t["attn_steps"].tolist() == [0] and t["snap_steps"].tolist() == [0]
+    run.truncate_trajectory(-1)
+    assert not run.has_trajectory()
+
+
+def test_training_appends_one_segment_per_checkpoint_and_resumes_an_older_store(tmp_path):
+    cfg = tiny_config(steps=300, checkpoint_every=100)
+    train([cfg], tmp_path / "seg")
+    run = RunDir(tmp_path / "seg" / cfg.name)
+    assert [p.stem for p in sorted(run.file("trajectory").iterdir())] == ["0000000100", "0000000200", "0000000300"]
+    full, _ = run.trajectory()
+    assert full["attn_steps"].tolist() == list(range(0, 301, 50))
+    # an older store: the whole trajectory in one file, up to a checkpoint at 200; resuming it continues exactly
+    short = tiny_config(steps=200, checkpoint_every=100)
+    train([short], tmp_path / "old")
+    old = RunDir(tmp_path / "old" / cfg.name)
+    t, _ = old.trajectory()
+    for p in old.file("trajectory").iterdir():
+        p.unlink()
+    write_tensors(old.file(TRAJECTORY), t)
+    train([cfg], tmp_path / "old", resume=True)
+    got, _ = old.trajectory()
+    assert got.keys() == full.keys() and all(torch.equal(got[k], full[k]) for k in full)

@@ -6,6 +6,7 @@ rather than as a bare number that depends on the machine and its load.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -43,6 +44,15 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MiB (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mb()
 
 
 def peak_rss_mb() -> float:

@@ -27,7 +27,8 @@ from grokscope.config import RunConfig
 from grokscope.errors import StoreError
 
 CONFIG = "config.json"
-TRAJECTORY = "trajectory.safetensors"
+TRAJECTORY = "trajectory.safetensors"  # the whole trajectory in one file (stores written before segments)
+TRAJECTORY_SEGMENTS = "trajectory"  # trajectory/<last step>.safetensors: one segment per checkpoint
 CHECKPOINT = "checkpoint.safetensors"
 SUMMARY = "summary.json"
 ANALYSES = "analyses.json"  # {analysis name: its JSON result}, written by `RunDir.write_analysis`
@@ -121,6 +122,22 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise StoreError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
 
 
+def _last_step(path: Path) -> int:
+    """The last step a trajectory file records (-1 if none), reading only its step vectors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            steps = [f.get_tensor(k) for k in ("attn_steps", "snap_steps") if k in f.keys()]
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise StoreError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+    return max((int(t.max()) for t in steps if t.numel()), default=-1)
+
+
+def _select_steps(t: dict[str, torch.Tensor], upto: int) -> dict[str, torch.Tensor]:
+    """A trajectory's records at steps <= upto."""
+    keep = {kind: t[f"{kind}_steps"] <= upto for kind in ("attn", "snap")}
+    return {k: v[keep[k.split("_")[0] if k.endswith("_steps") else k.split(".")[0]]] for k, v in t.items()}
+
+
 def write_table(path: Path, rows: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(rows, preserve_index=False)
     atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
@@ -194,15 +211,43 @@ class RunDir:
         self.file(ANALYSES).unlink(missing_ok=True)
 
     def has_trajectory(self) -> bool:
-        return self.file(TRAJECTORY).exists()
+        return bool(self._trajectory_files())
+
+    def _trajectory_files(self) -> list[Path]:
+        """The single-file trajectory of older stores (if any), then the segments in step order."""
+        legacy = [self.file(TRAJECTORY)] if self.file(TRAJECTORY).exists() else []
+        seg = self.file(TRAJECTORY_SEGMENTS)
+        return legacy + (sorted(seg.glob("*.safetensors")) if seg.is_dir() else [])
+
+    def append_trajectory(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Write the records taken since the last segment, up to `step`, as a new segment: a long run's
+        trajectory is never held whole in memory nor rewritten."""
+        write_tensors(self.file(TRAJECTORY_SEGMENTS) / f"{step:010d}.safetensors", tensors)
+
+    def truncate_trajectory(self, upto: int) -> None:
+        """Drop every record after step `upto` (all of them for upto < 0): what a resume from the checkpoint
+        at `upto` needs, since segments are written just before their checkpoint."""
+        for path in self._trajectory_files():
+            if _last_step(path) <= upto:
+                continue
+            t, _ = read_tensors(path)
+            path.unlink()
+            kept = _select_steps(t, upto)
+            if kept["attn_steps"].numel() or kept["snap_steps"].numel():
+                write_tensors(path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors"), kept)
 
     def has_checkpoint(self) -> bool:
         return self.file(CHECKPOINT).exists()
 
     def trajectory(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Attention matrices `attn.<name>` [T, ...] at `attn_steps`, full snapshots `snap.<name>` [S, ...]
-        at `snap_steps`."""
-        return read_tensors(self.file(TRAJECTORY))
+        at `snap_steps`: the segments (and an older store's single file) read as one trajectory."""
+        files = self._trajectory_files()
+        if not files:
+            raise StoreError(f"{self.file(TRAJECTORY_SEGMENTS)} does not exist")
+        parts = [read_tensors(f)[0] for f in files]
+        keys = list(dict.fromkeys(k for t in parts for k in t))
+        return {k: torch.cat([t[k] for t in parts if k in t]) for k in keys}, {}
 
     def attention_trajectory(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(steps [T], {param name: [T, ...]}) of the attention matrices."""

@@ -25,7 +25,7 @@ from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, StoreError
 from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
 from grokscope.problem import Params, Problem
-from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, TRAJECTORY, RunDir, write_json, write_tensors
+from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
 
 GradTransform = Callable[[int, Params, Params], Params]
 
@@ -76,15 +76,21 @@ class _Recorder:
         self.snap_steps: list[int] = []
         self.snaps: dict[str, list[torch.Tensor]] = {}
 
-    def trajectory(self) -> dict[str, torch.Tensor]:
+    def take_segment(self) -> dict[str, torch.Tensor] | None:
+        """The attention matrices and snapshots recorded since the last call, as one trajectory segment
+        (None if there are none); they leave memory."""
+        if not self.attn_steps and not self.snap_steps:
+            return None
         out = {"attn_steps": torch.tensor(self.attn_steps, dtype=torch.int64),
                "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
         out.update({f"attn.{k}": torch.stack(v) for k, v in self.attn.items()})
         out.update({f"snap.{k}": torch.stack(v) for k, v in self.snaps.items()})
+        self.attn_steps, self.attn, self.snap_steps, self.snaps = [], {}, [], {}
         return out
 
     def load(self, run: RunDir, upto: int, probe_names: list[str]) -> None:
-        """Refill from a run directory, dropping anything written after checkpoint step `upto`."""
+        """Refill the tables from a run directory and cut its trajectory back, dropping anything written
+        after checkpoint step `upto`."""
         if run.has_table(METRICS_TABLE):
             df = run.metrics()
             self.rows = df[df.step <= upto].to_dict("records")
@@ -92,14 +98,7 @@ class _Recorder:
             if run.has_table(name):
                 df = run.table(name)
                 self.probe_rows[name] = df[df.step <= upto].to_dict("records")
-        if run.has_trajectory():
-            t, _ = run.trajectory()
-            keep = t["attn_steps"] <= upto
-            self.attn_steps = t["attn_steps"][keep].tolist()
-            self.attn = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("attn.")}
-            keep = t["snap_steps"] <= upto
-            self.snap_steps = t["snap_steps"][keep].tolist()
-            self.snaps = {k[5:]: list(v[keep]) for k, v in t.items() if k.startswith("snap.")}
+        run.truncate_trajectory(upto)
 
 
 def _host_copy(t: torch.Tensor) -> torch.Tensor:
@@ -231,6 +230,7 @@ class _Loop:
     def _load(self) -> None:
         for r, d in enumerate(self.dirs):
             if not d.file(CHECKPOINT).exists():
+                d.truncate_trajectory(-1)  # segments of a run killed before its first checkpoint
                 continue
             tensors, meta = d.checkpoint()
             for k, v in self.params.items():
@@ -260,7 +260,9 @@ class _Loop:
             self.written_final[r] = bool(self.stopped[r])
             rec = self.rec[r]
             d.write_config(self.pb.cfgs[r])
-            write_tensors(d.file(TRAJECTORY), rec.trajectory())
+            segment = rec.take_segment()
+            if segment is not None:
+                d.append_trajectory(step, segment)
             d.write_table(METRICS_TABLE, pd.DataFrame(rec.rows))
             for name, rows in rec.probe_rows.items():
                 d.write_table(name, pd.DataFrame(rows))
