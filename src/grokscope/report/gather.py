@@ -21,7 +21,7 @@ from grokscope.analyses import run_analysis
 from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.hessian import summarize_hessian
-from grokscope.geometry.onset import defect_timing, lead, lead_fraction
+from grokscope.geometry.onset import defect_timing
 from grokscope.geometry.pca import matrix_pca, random_walk_null
 from grokscope.geometry.reconstruct import k_star
 from grokscope.report.config import ReportConfig
@@ -40,7 +40,7 @@ from grokscope.store import (
     read_json,
 )
 
-__all__ = ["RunInfo", "StoreData", "load_run", "metrics_table", "pc1_table", "defect_series", "onsets",
+__all__ = ["RunInfo", "StoreData", "load_run", "metrics_table", "pc1_table", "defect_series", "defect_timings",
            "geometry_summaries", "rho_tables", "hessian_table", "k_star_table", "lead_table",
            "fragility_table", "tangent_series", "runs_overview"]
 
@@ -137,21 +137,22 @@ def defect_series(runs: list[RunInfo]) -> tuple[dict[str, pd.DataFrame], dict[st
     return series, source
 
 
-def onsets(runs: list[RunInfo], series: dict[str, pd.DataFrame], source: dict[str, str]
-           ) -> dict[str, int | None]:
-    """Defect onset per run as its analyses stored it: `summary` for the inline defect table, `defect` for
-    the post-hoc one; where a series has no stored result, the same detector (`defect_timing`) on it."""
-    out: dict[str, int | None] = {}
+def defect_timings(runs: list[RunInfo], series: dict[str, pd.DataFrame], source: dict[str, str]
+                   ) -> dict[str, dict[str, Any]]:
+    """Defect onset, lead and lead fraction per run as its analyses stored them: `summary` for the inline
+    defect table, `defect` for the post-hoc one; for a series with no stored result, the same function
+    (`geometry.onset.defect_timing`) on it."""
+    out: dict[str, dict[str, Any]] = {}
     for r in runs:
         if r.name in series:
             stored = r.analyses.get("summary" if source[r.name] == DEFECT_TABLE else "defect") or {}
             if "onset" in stored:
-                out[r.name] = stored["onset"]
+                out[r.name] = stored
             else:
                 d = series[r.name]
-                out[r.name] = defect_timing(d["step"], d["defect"], {})["onset"]
+                out[r.name] = defect_timing(d["step"], d["defect"], r.grok)
         elif "summary" in r.analyses:
-            out[r.name] = r.analyses["summary"].get("onset")
+            out[r.name] = r.analyses["summary"]
     return out
 
 
@@ -221,15 +222,16 @@ def k_star_table(runs: list[RunInfo]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat(recon, ignore_index=True) if recon else pd.DataFrame())
 
 
-def lead_table(runs: list[RunInfo], onset: dict[str, int | None]) -> pd.DataFrame:
+def lead_table(runs: list[RunInfo], timing: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per (run, task) with both a grok step and a defect onset: t_grok, onset, lead, fraction."""
     rows = []
     for r in runs:
-        o = onset.get(r.name)
+        t = timing.get(r.name, {})
+        leads, fracs = t.get("lead") or {}, t.get("lead_fraction") or {}
         for task, g in r.grok.items():
-            if g is not None and o is not None:
-                rows.append({"run": r.name, "task": task, "grok_step": int(g), "onset": int(o),
-                             "lead": lead(g, o), "lead_fraction": lead_fraction(g, o)})
+            if g is not None and t.get("onset") is not None and leads.get(task) is not None:
+                rows.append({"run": r.name, "task": task, "grok_step": int(g), "onset": int(t["onset"]),
+                             "lead": leads[task], "lead_fraction": fracs.get(task)})
     return pd.DataFrame(rows, columns=["run", "task", "grok_step", "onset", "lead", "lead_fraction"])
 
 
@@ -328,8 +330,12 @@ class StoreData:
         return defect_series(self.runs)
 
     @cached_property
+    def timing(self) -> dict[str, dict[str, Any]]:
+        return defect_timings(self.runs, *self.defects)
+
+    @cached_property
     def onset(self) -> dict[str, int | None]:
-        return onsets(self.runs, *self.defects)
+        return {name: t.get("onset") for name, t in self.timing.items()}
 
     @cached_property
     def summaries(self) -> dict[str, dict[str, Any]]:
@@ -349,7 +355,7 @@ class StoreData:
 
     @cached_property
     def leads(self) -> pd.DataFrame:
-        return lead_table(self.runs, self.onset)
+        return lead_table(self.runs, self.timing)
 
     @cached_property
     def fragility(self) -> pd.DataFrame:
