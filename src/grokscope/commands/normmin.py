@@ -9,11 +9,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from grokscope.commands.common import csv_list, print_json
 from grokscope.errors import ConfigError, StoreError
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry import normmin as N
-from grokscope.store import RunDir
+from grokscope.store import RunDir, atomic_write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -216,19 +219,22 @@ def _print(cmd: str, res: dict[str, Any]) -> None:
         print("  " + "  ".join(_fmt(r.get(k)) for k in keys))
 
 
-def _plt() -> Any:
-    import matplotlib
+def _save(fig: Figure, path: Path) -> None:
+    """Lay the figure out and write it as a PNG, atomically."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float], sharex: bool = False) -> tuple[Figure, Any]:
+    """A matplotlib Figure on the Agg canvas (no pyplot state) and its axes."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, sharex=sharex)
 
 
 def _fig_mlp(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
     t = res["table"]
-    fig, ax = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    fig, ax = _figure(3, 1, (8, 9), sharex=True)
     for seed, d in t.groupby("seed"):
         ax[0].plot(d.step, d.cos_tangent, label=f"seed {seed}")
         ax[1].plot(d.step, d.weight_norm)
@@ -244,15 +250,12 @@ def _fig_mlp(res: dict[str, Any], path: Path) -> None:
     ax[2].set_ylabel("test acc")
     ax[2].set_xlabel("step (dotted: memorised, dashed: grokked)")
     ax[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _fig_decoupled(sim: dict[str, Any], path: Path) -> None:
-    plt = _plt()
     h, cfg = sim["history"], sim["config"]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    fig, ax = _figure(1, 3, (14, 4))
     for seed, d in h.groupby("seed"):
         ax[0].plot(d.step, d.test_acc, label=f"seed {seed}")
         ax[1].plot(d.step, d.w1_norm)
@@ -267,14 +270,11 @@ def _fig_decoupled(sim: dict[str, Any], path: Path) -> None:
     ax[2].bar([i + 0.2 for i in k], im[0].tolist(), width=0.4, label="‖Im F_k‖")
     ax[2].set_xlabel(f"frequency k (seed {cfg.seeds[0]}, final W₁)")
     ax[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _fig_toy(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, ax = _figure(1, 2, (11, 4.5))
     lin, three = res["linear"], res["three"]
     for i, lam in enumerate(lin["lams"]):
         ax[0].plot(lin["w"][i, :, 0], lin["w"][i, :, 1], label=f"λ={lam:g}")
@@ -289,14 +289,11 @@ def _fig_toy(res: dict[str, Any], path: Path) -> None:
     ax[1].set_xlabel("step")
     ax[1].set_ylabel("w₃ (dotted: 2^¼)")
     ax[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _fig_run(cos: Any, norms: Any, info: dict[str, Any], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, ax = _figure(2, 1, (8, 7), sharex=True)
     ax[0].plot(cos.step, cos.cos_tangent, label="cos(Δθ, g̃)")
     ax[0].plot(cos.step, cos.cos_decay, label="cos(Δθ, −θ)")
     ax[0].legend(fontsize=7)
@@ -309,6 +306,4 @@ def _fig_run(cos: Any, norms: Any, info: dict[str, Any], path: Path) -> None:
             if info.get(key) is not None:
                 a.axvline(info[key], color="k", lw=0.6, ls=style)
     ax[1].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
