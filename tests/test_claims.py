@@ -168,3 +168,88 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
     assert "unknown paper" in capsys.readouterr().err
     assert main(["claims", "p1", "--scale", "huge", "--store", str(tmp_path)]) == 2
     assert "unknown scale" in capsys.readouterr().err
+
+
+# ---- claim rules as the papers state them (issue 10 / FIDELITY-AUDIT items 1, 3, 7, 14) ---------------
+
+
+def test_mul_first_rule_passes_the_papers_own_table():
+    """P1 Table 1 gaps t_add − t_mul (mean of 3 seeds): 200, 67, 200, 100, −866 at wd 1 … 0.1."""
+    from grokscope.claims.p1 import mul_first_verdict
+
+    table1 = {1.0: [200.0], 0.5: [67.0], 0.3: [200.0], 0.2: [100.0], 0.1: [-866.0]}
+    verdict, means = mul_first_verdict(table1)
+    assert verdict == REPRODUCED and means[0.1] == -866.0
+    # a "100–400 steps in every condition" rule fails the paper's own numbers: 67 and −866
+    assert sum(100 <= g[0] <= 400 for g in table1.values()) == 3
+    assert mul_first_verdict({1.0: [0.0, 0.0], 0.5: [100.0]})[0] == PARTLY  # same eval is not "first"
+    assert mul_first_verdict({1.0: [-100.0], 0.5: [-200.0]})[0] == NOT_REPRODUCED
+    assert mul_first_verdict({0.1: [300.0]})[0] == INCONCLUSIVE  # wd 0.1 is not scored
+
+
+def test_deletion_rule_is_the_papers_scan():
+    from grokscope.claims.p1 import deletion_scan, deletion_verdict
+
+    paper = {0.01: True, 0.05: True, 0.1: False, 0.15: False, 0.25: False, 0.5: True}
+    assert deletion_verdict(paper) == REPRODUCED
+    assert deletion_verdict({**paper, 0.5: False}) == PARTLY  # "≥ 10 % never groks" is not P1's result
+    assert deletion_verdict({0.1: True, 0.15: True, 0.25: True, 0.5: False}) == NOT_REPRODUCED
+    for scale in ("cpu", "paper"):
+        scan = deletion_scan(scale)
+        assert scan.steps == 50_000 and scan.start == 499 and scan.k == 20
+        assert {0.1, 0.15, 0.25, 0.5} <= set(scan.values)
+
+
+def test_grok_distribution_and_paper_alpha():
+    from grokscope.claims.p1 import PAPER_GROK, grok_distribution, paper_alpha
+
+    d = grok_distribution(np.array([14_000.0, 12_000, 13_000, 9_000]), np.array([13_900.0, 12_000, 13_100, 8_000]))
+    assert d["mul_first"] == 2 and d["same"] == 1
+    assert d["median_add"] == 12_500 and d["min"] == 8_500 and d["max"] == 13_950
+    assert d["q25"] == pytest.approx(np.percentile([13_950, 12_000, 13_050, 8_500], 25))
+    full, cut = paper_alpha(), paper_alpha([1.0, 0.5, 0.3])
+    logs = np.log10([np.mean(PAPER_GROK[w]) for w in (1.0, 0.5, 0.3)])
+    slope = -np.polyfit(np.log10([1.0, 0.5, 0.3]), logs, 1)[0]
+    assert cut.alpha == pytest.approx(slope, rel=1e-6) and cut.n == 3 and full.n == 5
+
+
+def test_rho_verdict_can_fail(tmp_path):
+    from grokscope.claims.common import ClaimContext, rho_row
+
+    ctx = ClaimContext(store=tmp_path)
+    ok = pd.DataFrame({"summary.rho": [0.99996, 0.99998], "summary.rho_random": [0.99997] * 2,
+                       "summary.proj_ratio": [2.1, 2.6]})
+    assert rho_row(ctx, ok, "s", "ρ").verdict == REPRODUCED
+    inside = ok.assign(**{"summary.proj_ratio": [40.0, 60.0]})  # δ concentrated in the basis
+    assert rho_row(ctx, inside, "s", "ρ").verdict == PARTLY
+    low = inside.assign(**{"summary.rho": [0.9, 0.92]})
+    assert rho_row(ctx, low, "s", "ρ").verdict == NOT_REPRODUCED
+
+
+def test_default_store_outside_the_work_tree(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from grokscope.claims.common import default_store
+
+    monkeypatch.setenv("GROKSCOPE_CACHE", str(tmp_path))
+    assert default_store("cpu") == tmp_path / "claims-cpu"
+    monkeypatch.delenv("GROKSCOPE_CACHE")
+    assert default_store("paper") == Path.home() / ".cache" / "grokscope" / "claims-paper"
+    assert default_store("quick") == Path("runs/claims-quick")
+
+
+def test_cpu_scale_keeps_the_papers_models():
+    """The cpu scale cuts grids, never the model, p or hyper-parameters."""
+    from grokscope.claims import p1, p2
+    from grokscope.config import preset
+
+    for spec in (p1.dual_spec("cpu"), p1.dual0_spec("cpu"), p1.seeds_spec("cpu"), p1.tri_spec("cpu"),
+                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu")):
+        assert set(spec["base"]) <= {"preset", "defect_every", "defect_draws"}
+        cfg = preset(spec["base"]["preset"])
+        assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
+    assert len(p1.seeds_spec("cpu")["grid"]["seeds"]) + len(p1.dual_spec("cpu")["grid"]["seeds"]) == 10
+    assert p1.dual0_spec("cpu")["grid"]["steps"] >= max(p1.dual_spec("cpu")["grid"]["steps"].values())
+    q = p1.dual_spec("quick")["grid"]["steps"]
+    assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
+    assert p2.single_spec("cpu")["base"]["defect_draws"] == 5

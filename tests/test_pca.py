@@ -168,3 +168,21 @@ def test_flatten_snapshots_follows_model_flatten_layout():
     assert list(shuffled) != list(stacked)
     flat = flatten_snapshots(shuffled, M.param_slices(stacked))
     assert torch.equal(flat, M.flatten(stacked))
+
+
+def test_weight_svd_basis_spans_each_matrix_top_singular_pairs():
+    from grokscope.geometry.pca import weight_svd_basis
+
+    g = torch.Generator().manual_seed(0)
+    mats = {"layers.0.attn.W_Q": torch.randn(6, 6, generator=g), "layers.0.attn.W_O": torch.randn(6, 6, generator=g)}
+    slices = {"layers.0.attn.W_Q": slice(3, 39), "layers.0.attn.W_O": slice(40, 76)}
+    B = weight_svd_basis(mats, slices, P=80, k=3).double()
+    assert B.shape == (80, 6)
+    torch.testing.assert_close(B.T @ B, torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
+    for name, W in mats.items():
+        v = torch.zeros(80, dtype=torch.float64)
+        v[slices[name]] = W.double().flatten()
+        s = torch.linalg.svdvals(W.double())
+        # the part of vec(W) in the basis is its rank-3 truncation: norm sqrt(s1² + s2² + s3²)
+        assert float((B.T @ v).norm()) == pytest.approx(float(s[:3].norm()), rel=1e-5)
+    assert float(B[:3].abs().max()) < 1e-12 and float(B[76:].abs().max()) < 1e-12  # only their slices

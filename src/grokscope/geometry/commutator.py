@@ -27,7 +27,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.errors import StoreError
-from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis
+from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis, weight_svd_basis
 from grokscope.problem import Params, Problem
 from grokscope.store import DEFECT_TABLE, RunDir
 from grokscope.train import Probe
@@ -193,11 +193,19 @@ def defect_probe(every: int, draws: int = 3, eta: float = 1e-3) -> Probe:
     return Probe(DEFECT_TABLE, every, measure)
 
 
+BASIS_KINDS = ("exec", "weight_svd")
+
+
 def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta: float = 1e-3,
-                           chunk: int = 4, n_random: int = 5, which: slice | None = None) -> pd.DataFrame:
+                           chunk: int = 4, n_random: int = 5, which: slice | np.ndarray | None = None,
+                           basis_kind: str = "exec", svd_k: int = 3) -> pd.DataFrame:
     """Post-hoc defects at a run's stored snapshots (`which` selects some), `chunk` snapshots per batched
-    program, with ρ against `exec_basis(run)` (columns: step, defect, defect_cross, rho, rho_random,
-    proj_ratio; ρ columns are NaN for models without attention)."""
+    program, with ρ against `exec_basis(run)` (`basis_kind="exec"`, P1/SPEC) or against P2's weight-SVD
+    basis rebuilt at each snapshot from its own attention matrices (`"weight_svd"`, `svd_k` per matrix)
+    (columns: step, defect, defect_cross, rho, rho_random, proj_ratio; ρ columns are NaN for models
+    without attention)."""
+    if basis_kind not in BASIS_KINDS:
+        raise ValueError(f"basis_kind={basis_kind!r}: choose from {', '.join(BASIS_KINDS)}")
     cfg = run.config()
     problem = Problem([cfg], device)
     steps, snaps = run.snapshots()
@@ -226,7 +234,12 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
             res[mode] = (D.view(len(part), draws), delta.view(len(part), draws, -1))
         D, deltas = res["total"]
         med = D.median(1).values
-        if basis is not None:
+        if basis is not None and basis_kind == "weight_svd":
+            attn = {k: v for k, v in slices.items() if ".attn.W_" in k}
+            per = [weight_svd_basis({k: snaps[k][i] for k in attn}, slices, theta_all.shape[1], svd_k)
+                   for i in part]
+            rho, rho_random, ratio = _integrability(deltas, torch.stack(per).to(device), n_random)
+        elif basis is not None:
             rho, rho_random, ratio = _integrability(deltas, basis, n_random)
         else:
             rho = rho_random = ratio = torch.full((len(part),), float("nan"))

@@ -241,6 +241,28 @@ def exec_basis_from_traj(attn: dict[str, torch.Tensor], slices: dict[str, slice]
     return Q.float().contiguous()
 
 
+def weight_svd_basis(mats: dict[str, torch.Tensor], slices: dict[str, slice], P: int, k: int = 3
+                     ) -> torch.Tensor:
+    """P2's control basis (grok_integrability_controls.py, k = 3 → K = 24 for 2 layers × 4 matrices): for
+    each attention matrix W [d, d] at one checkpoint, the rank-one directions vec(u_i v_iᵀ) of its top-k
+    singular pairs, embedded at the matrix's slice of [P] and QR-orthonormalised: B [P, K]. Unlike
+    `exec_basis` it is built from the weights themselves, so it is rebuilt at every checkpoint."""
+    cols = []
+    for name, W in mats.items():
+        if name not in slices:
+            raise ValueError(f"{name!r} has no slice in the flat layout")
+        U, _, Vh = torch.linalg.svd(W.detach().to("cpu", torch.float64), full_matrices=False)
+        sl = slices[name]
+        for i in range(min(k, U.shape[1])):
+            v = torch.zeros(P, dtype=torch.float64)
+            v[sl] = torch.outer(U[:, i], Vh[i]).flatten()
+            cols.append(v)
+    if not cols:
+        raise ValueError("no attention matrices to build a weight-SVD basis from")
+    Q, _ = torch.linalg.qr(torch.stack(cols, 1))
+    return Q.float().contiguous()
+
+
 def exec_basis(run: RunDir, per_matrix: int = 2, upto: int | None = None) -> torch.Tensor:
     """The execution basis B [P, K] of a run from its recorded attention trajectory (steps ≤ `upto` if
     given, e.g. a phase-1 basis)."""
