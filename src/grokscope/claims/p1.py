@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.analyses import analyze_hessian_run
+from grokscope.analyses import missing_analyses, run_analysis
 from grokscope.claims.common import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -463,8 +463,8 @@ def claim_lambda_min(ctx: ClaimContext) -> ClaimRow:
         table = table[table.seed == 42]
         for path in table.path:
             run = RunDir(path)
-            if not run.has_table("hessian"):
-                analyze_hessian_run(run, ctx.device)
+            if missing_analyses(run, ["hessian"]):
+                run_analysis(run, "hessian", ctx.device)
     pt = phase_table(_runs(table))
     parts, vs = [], []
     for r in pt.itertuples():
