@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     mlp = verbs.add_parser("mlp", help="P3 exp. 4.6: mod-11 MLP, cos(Δθ, tangent of -θ) during grokking")
     common(mlp)
-    mlp.add_argument("--every", type=int, default=None, help="probe interval in steps (default 100)")
-    mlp.add_argument("--train-frac", type=float, default=None)
+    mlp.add_argument("--every", type=int, default=None, help="probe interval in steps (default 1, as P3)")
+    mlp.add_argument("--n-test", type=int, default=None, help="held-out pairs (default 7 of the 66 a ≤ b)")
     dec = verbs.add_parser("decoupled", help="P3 §7: W₂ = H⁺Y, W₁ follows -∇R; p=37, d_h 512")
     common(dec)
     dec.add_argument("--lam", type=float, default=None, help="λ in R (default 1)")
@@ -110,9 +110,9 @@ def _mlp(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     if args.every:
         _positive("--every", args.every)
         over["every"] = args.every
-        over["eval_every"] = math.gcd(args.every, exp.eval_every)
-    if args.train_frac is not None:
-        over["train_frac"] = args.train_frac
+        over["eval_every"] = math.gcd(args.every, exp.horizon)
+    if args.n_test is not None:
+        over["n_test"] = args.n_test
     exp = replace(exp, **over)
     res = run_mlp(exp, str(out / "runs") if out is not None else None)
     if out is not None:

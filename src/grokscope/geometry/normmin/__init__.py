@@ -22,6 +22,7 @@ from grokscope.geometry.normmin.decoupled import (
     decoupled_R,
     decoupled_readout,
     decoupled_summary,
+    decoupled_update,
     fourier_norms,
     neuron_top_frequency_share,
     simulate_decoupled,
@@ -51,7 +52,8 @@ from grokscope.geometry.normmin.toys import (
 __all__ = [
     "output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg", "project_to_zero_loss",
     "replay_sgd", "cosine", "tangent_probe", "memorisation_step", "norm_vs_decay", "RunTangentConfig",
-    "run_tangent_cosine", "decoupled_R", "decoupled_readout", "decoupled_grad", "fourier_norms",
+    "run_tangent_cosine", "decoupled_R", "decoupled_readout", "decoupled_grad", "decoupled_update",
+    "fourier_norms",
     "neuron_top_frequency_share", "DecoupledConfig", "decoupled_data", "simulate_decoupled",
     "decoupled_summary", "toy_linear", "toy_linear_limit", "toy_three", "toy_three_limit", "toy_grad_linear",
     "toy_grad_three", "toy_rows", "run_toys",
