@@ -125,6 +125,18 @@ def test_toy_linear_reaches_analytic_limit_then_min_norm():
     assert rows[0]["near_limit_step"] > rows[1]["near_limit_step"] > rows[2]["near_limit_step"]
 
 
+def test_toy2_is_p3s_three_input_linear_model():
+    """P3 toy 2: ŷ = w₁x₁ + w₂x₂ + w₃x₃ on 1 + 1 + 1 = 3; limit 3/(3 + λ) per weight, (1, 1, 1) at λ → 0."""
+    lams = (0.01, 0.2)
+    res = N.toy_linear3(lams, steps=20_000)
+    for i, lam in enumerate(lams):
+        np.testing.assert_allclose(res["w"][i, -1], np.full(3, 3 / (3 + lam)), atol=1e-6)
+    rows = N.toy_rows("linear3", res, N.toy_linear3_limit, N.toy_grad_linear)
+    assert rows[0]["min_norm_lam0"] == [1.0, 1.0, 1.0]
+    assert all(r["fit_step"] < r["near_limit_step"] for r in rows)  # fit first, then the drift
+    assert [r["model"] for r in N.run_toys(lams, steps=2000)["rows"]] == ["linear"] * 2 + ["linear3"] * 2
+
+
 def test_toy_three_reaches_analytic_limit_and_lam0_limit_is_min_norm():
     lams = (0.01, 0.1, 0.2)
     res = N.toy_three(lams, steps=40_000)
@@ -250,11 +262,12 @@ def test_cli_toy_json_and_figure(tmp_path, capsys):
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     rows = {r["model"]: r for r in res["rows"]}
-    assert set(rows) == {"linear", "three"} and all(r["lam"] == 0.1 for r in rows.values())
+    assert set(rows) == {"linear", "linear3"} and all(r["lam"] == 0.1 for r in rows.values())
     # after 5000 steps each toy sits on its analytic λ = 0.1 fixed point
     np.testing.assert_allclose(rows["linear"]["w_final"], N.toy_linear_limit(0.1), atol=1e-5)
     np.testing.assert_allclose(rows["linear"]["limit"], [2 / 2.1, 2 / 2.1], atol=1e-6)
-    np.testing.assert_allclose(rows["three"]["limit"], N.toy_three_limit(0.1), atol=1e-6)
+    np.testing.assert_allclose(rows["linear3"]["limit"], [3 / 3.1] * 3, atol=1e-6)
+    np.testing.assert_allclose(rows["linear3"]["w_final"], N.toy_linear3_limit(0.1), atol=1e-5)
     assert rows["linear"]["dist_final"] < 1e-5
     png = (tmp_path / "normmin_toy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

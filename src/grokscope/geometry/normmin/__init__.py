@@ -43,6 +43,8 @@ from grokscope.geometry.normmin.toys import (
     toy_grad_linear,
     toy_grad_three,
     toy_linear,
+    toy_linear3,
+    toy_linear3_limit,
     toy_linear_limit,
     toy_rows,
     toy_three,
@@ -55,6 +57,7 @@ __all__ = [
     "run_tangent_cosine", "decoupled_R", "decoupled_readout", "decoupled_grad", "decoupled_update",
     "fourier_norms",
     "neuron_top_frequency_share", "DecoupledConfig", "decoupled_data", "simulate_decoupled",
-    "decoupled_summary", "toy_linear", "toy_linear_limit", "toy_three", "toy_three_limit", "toy_grad_linear",
+    "decoupled_summary", "toy_linear", "toy_linear_limit", "toy_linear3",
+    "toy_linear3_limit", "toy_three", "toy_three_limit", "toy_grad_linear",
     "toy_grad_three", "toy_rows", "run_toys",
 ]
