@@ -189,6 +189,19 @@ def test_replay_matches_trainer_and_probe_rows(tmp_path):
     assert len(out["seeds"]) == 2
 
 
+def test_mlp_jacobian_closed_form_equals_reverse_mode():
+    exp, cfgs = _mlp_cfgs(seeds=(0, 1), p=5, width=8)
+    pb = Problem(cfgs)
+    params = pb.init_params()
+    pairs, _ = pb.split("train")
+    J = N.output_jacobian(pb.model, pb.data, params, pairs)
+    f = N.output_fn(pb.model, pb.data, params)
+    flat = M.flatten(params).double()
+    ref = torch.stack([torch.func.jacrev(f)(flat[r], pairs[r]) for r in range(2)])
+    assert J.shape == ref.shape
+    torch.testing.assert_close(J, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_p3_mlp_split_is_the_papers():
     """App. D: unordered pairs a ≤ b at p 11 (e_a + e_b is symmetric), 7 held out for test."""
     from grokscope.tasks import make_split

@@ -21,8 +21,8 @@ from grokscope.problem import Params, Problem
 from grokscope.store import TANGENT_TABLE
 from grokscope.train import Probe
 
-__all__ = ["output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg", "cosine",
-           "project_to_zero_loss", "replay_sgd", "tangent_probe"]
+__all__ = ["output_fn", "output_jacobian", "mlp_output_jacobian", "tangent_projection_dense", "tangent_projection_cg",
+           "cosine", "project_to_zero_loss", "replay_sgd", "tangent_probe"]
 
 
 def output_fn(model: ModelConfig, data: DataConfig, like: Params) -> Callable[[torch.Tensor, torch.Tensor],
@@ -37,10 +37,28 @@ def output_fn(model: ModelConfig, data: DataConfig, like: Params) -> Callable[[t
 
 def output_jacobian(model: ModelConfig, data: DataConfig, params: Params, pairs: torch.Tensor,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Dense Jacobians J [R, B·T·p, P] of each run's outputs on its `pairs` [R, B, 2] (small models only)."""
+    """Dense Jacobians J [R, B·T·p, P] of each run's outputs on its `pairs` [R, B, 2] (small models only):
+    in closed form for the one-task bias-free MLP (`mlp_output_jacobian`), by reverse mode otherwise."""
+    if model.kind == "mlp" and list(params) == ["mlp.W_in", f"head.{data.tasks[0]}.W"]:
+        return mlp_output_jacobian(params, pairs, data.p, dtype)
     f = output_fn(model, data, params)
     flat = M.flatten(params).to(dtype)
     return torch.stack([torch.func.jacrev(f)(flat[r], pairs[r]) for r in range(flat.shape[0])])
+
+
+def mlp_output_jacobian(params: Params, pairs: torch.Tensor, p: int, dtype: torch.dtype = torch.float64
+                        ) -> torch.Tensor:
+    """J [R, B·p, P] of ŷ = relu(X W_in) W_out (X = e_a + e_b) in the flat layout (W_in, then W_out):
+    ∂ŷ_no/∂W_in[i, h] = X_ni·1[Z_nh > 0]·W_out[h, o] and ∂ŷ_no/∂W_out[h, o'] = H_nh·δ_oo'."""
+    W_in, W_out = (v.detach().to(dtype) for v in params.values())
+    X = torch.nn.functional.one_hot(pairs, p).to(dtype).sum(2)  # [R, B, p]
+    Z = X @ W_in
+    H, gate = torch.relu(Z), (Z > 0).to(dtype)
+    R, B = X.shape[:2]
+    w, o = W_out.shape[1:]
+    J1 = torch.einsum("rni,rnh,rho->rnoih", X, gate, W_out).reshape(R, B * o, -1)
+    J2 = torch.einsum("rnh,oq->rnohq", H, torch.eye(o, dtype=dtype)).reshape(R, B * o, -1)
+    return torch.cat([J1, J2], dim=2)
 
 
 def tangent_projection_dense(J: torch.Tensor, v: torch.Tensor, rcond: float = 1e-6) -> torch.Tensor:
