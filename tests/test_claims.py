@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,23 @@ from grokscope.claims import (
     VERDICTS,
     ClaimRow,
     combine,
+    p1,
+    p2,
     verdict_count,
     verdict_range,
     verdict_value,
 )
+from grokscope.claims.common import ClaimContext, default_store, rho_row
+from grokscope.claims.p1 import (
+    PAPER_GROK,
+    deletion_scan,
+    deletion_verdict,
+    grok_distribution,
+    mul_first_verdict,
+    paper_alpha,
+)
 from grokscope.cli import main
+from grokscope.config import preset
 from grokscope.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.store import RunDir
 from grokscope.sweep import run_sweep, spec_from_dict
@@ -178,7 +191,6 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
 
 def test_mul_first_rule_passes_the_papers_own_table():
     """P1 Table 1 gaps t_add − t_mul (mean of 3 seeds): 200, 67, 200, 100, −866 at wd 1 … 0.1."""
-    from grokscope.claims.p1 import mul_first_verdict
 
     table1 = {1.0: [200.0], 0.5: [67.0], 0.3: [200.0], 0.2: [100.0], 0.1: [-866.0]}
     verdict, means = mul_first_verdict(table1)
@@ -191,7 +203,6 @@ def test_mul_first_rule_passes_the_papers_own_table():
 
 
 def test_deletion_rule_is_the_papers_scan():
-    from grokscope.claims.p1 import deletion_scan, deletion_verdict
 
     paper = {0.01: True, 0.05: True, 0.1: False, 0.15: False, 0.25: False, 0.5: True}
     assert deletion_verdict(paper) == REPRODUCED
@@ -204,7 +215,6 @@ def test_deletion_rule_is_the_papers_scan():
 
 
 def test_grok_distribution_and_paper_alpha():
-    from grokscope.claims.p1 import PAPER_GROK, grok_distribution, paper_alpha
 
     d = grok_distribution(np.array([14_000.0, 12_000, 13_000, 9_000]), np.array([13_900.0, 12_000, 13_100, 8_000]))
     assert d["mul_first"] == 2 and d["same"] == 1
@@ -217,7 +227,6 @@ def test_grok_distribution_and_paper_alpha():
 
 
 def test_rho_verdict_can_fail(tmp_path):
-    from grokscope.claims.common import ClaimContext, rho_row
 
     ctx = ClaimContext(store=tmp_path)
     ok = pd.DataFrame({"summary.rho": [0.99996, 0.99998], "summary.rho_random": [0.99997] * 2,
@@ -230,9 +239,7 @@ def test_rho_verdict_can_fail(tmp_path):
 
 
 def test_default_store_outside_the_work_tree(monkeypatch, tmp_path):
-    from pathlib import Path
 
-    from grokscope.claims.common import default_store
 
     monkeypatch.setenv("GROKSCOPE_CACHE", str(tmp_path))
     assert default_store("cpu") == tmp_path / "claims-cpu"
@@ -243,11 +250,11 @@ def test_default_store_outside_the_work_tree(monkeypatch, tmp_path):
 
 def test_cpu_scale_keeps_the_papers_models():
     """The cpu scale cuts grids, never the model, p or hyper-parameters."""
-    from grokscope.claims import p1, p2
-    from grokscope.config import preset
+
 
     for spec in (p1.dual_spec("cpu"), p1.dual0_spec("cpu"), p1.seeds_spec("cpu"), p1.tri_spec("cpu"),
                  p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu")):
+        spec_from_dict({**spec, "out": "unused"})  # every cpu sweep is a valid spec
         assert set(spec["base"]) <= {"preset", "defect_every", "defect_draws"}
         cfg = preset(spec["base"]["preset"])
         assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
@@ -256,3 +263,25 @@ def test_cpu_scale_keeps_the_papers_models():
     q = p1.dual_spec("quick")["grid"]["steps"]
     assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
     assert p2.single_spec("cpu")["base"]["defect_draws"] == 5
+
+
+def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
+    """`--scale cpu` with the sweeps swapped for tiny ones: the wider-seed row reads both sweeps; at the
+    quick scale the same row says it is not part of that scale."""
+    store, specs = tiny_store
+    spec = yaml.safe_load(specs.read_text())["dual"]
+    wide = {**spec, "name": "tiny-seeds", "grid": {"wd": [1], "seeds": [7]}, "analyses": ["summary"]}
+    cpu_specs = tmp_path / "cpu.yaml"
+    cpu_specs.write_text(yaml.safe_dump({"dual": spec, "seeds": wide}))
+    assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
+                 "--only", "grok_spread,grok_steps", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    spread = rows["claim_grok_spread"]
+    assert spread["scale"] == "cpu" and "quick scale" not in spread["note"]
+    n = len(spread["values"]["add"])
+    assert n == 2  # seed 42 of the dual sweep at wd 1 and seed 7 of the seed sweep
+    assert rows["claim_grok_steps"]["verdict"] in VERDICTS
+    assert main(["claims", "p1", "--store", str(store), "--specs", str(specs), "--only", "grok_spread",
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["verdict"] == "not run" and "paper-only" in row["note"]

@@ -7,7 +7,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
-from grokscope.geometry.commutator import commutator_defect, defect_from_grad_fn, defect_probe
+from grokscope.geometry.commutator import commutator_defect, defect_from_grad_fn, defect_precision, defect_probe
 from grokscope.geometry.pca import random_basis
 from grokscope.problem import Problem
 
@@ -164,7 +164,6 @@ def test_defect_probe_rows():
 def test_defect_precision_three_ways():
     """Gradient-difference δ in float32 matches the float64 defect; subtracting θ_AB − θ_BA in float32
     is off by at most a few round-off floors 2⁻²⁴‖θ‖/(‖ηg_A‖‖ηg_B‖) (FIDELITY-AUDIT item 13)."""
-    from grokscope.geometry.commutator import defect_precision
 
     pb = _problem()
     params = pb.init_params()

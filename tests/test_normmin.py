@@ -17,6 +17,7 @@ from grokscope.experiments import p3_mlp as P3
 from grokscope.geometry import normmin as N
 from grokscope.problem import Problem
 from grokscope.store import RunDir
+from grokscope.tasks import make_split
 from grokscope.train import train
 
 
@@ -204,7 +205,6 @@ def test_mlp_jacobian_closed_form_equals_reverse_mode():
 
 def test_p3_mlp_split_is_the_papers():
     """App. D: unordered pairs a ≤ b at p 11 (e_a + e_b is symmetric), 7 held out for test."""
-    from grokscope.tasks import make_split
 
     exp = P3.MLPExperiment(seeds=(0, 1))
     assert exp.n_pairs == 66 and exp.every == 1 and exp.horizon == 10

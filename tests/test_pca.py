@@ -14,6 +14,7 @@ from grokscope.geometry.pca import (
     random_basis,
     random_walk_null,
     trajectory_pcs_from_matrix,
+    weight_svd_basis,
 )
 
 
@@ -171,7 +172,6 @@ def test_flatten_snapshots_follows_model_flatten_layout():
 
 
 def test_weight_svd_basis_spans_each_matrix_top_singular_pairs():
-    from grokscope.geometry.pca import weight_svd_basis
 
     g = torch.Generator().manual_seed(0)
     mats = {"layers.0.attn.W_Q": torch.randn(6, 6, generator=g), "layers.0.attn.W_O": torch.randn(6, 6, generator=g)}

@@ -113,7 +113,7 @@ def dual0_spec(scale: str) -> dict[str, Any] | None:
     if scale != "cpu":
         return None
     return {"name": "p1-cpu-dual-wd0", "base": {"preset": "p1-dual", "defect_every": 0},
-            "grid": {"wd": [0], "seeds": [42], "steps": 100000}, "analyses": []}
+            "grid": {"wd": [0], "seeds": [42], "steps": 100000}}
 
 
 def seeds_spec(scale: str) -> dict[str, Any] | None:
@@ -121,7 +121,7 @@ def seeds_spec(scale: str) -> dict[str, Any] | None:
     if scale != "cpu":
         return None
     return {"name": "p1-cpu-dual-seeds", "base": {"preset": "p1-dual", "defect_every": 0},
-            "grid": {"wd": [1], "seeds": list(WIDE_SEEDS), "steps": 30000}, "analyses": []}
+            "grid": {"wd": [1], "seeds": list(WIDE_SEEDS), "steps": 30000}}
 
 
 def tri_spec(scale: str) -> dict[str, Any]:
