@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,23 @@ from grokscope.claims import (
     VERDICTS,
     ClaimRow,
     combine,
+    p1,
+    p2,
     verdict_count,
     verdict_range,
     verdict_value,
 )
+from grokscope.claims.common import ClaimContext, default_store, rho_row
+from grokscope.claims.p1 import (
+    PAPER_GROK,
+    deletion_scan,
+    deletion_verdict,
+    grok_distribution,
+    mul_first_verdict,
+    paper_alpha,
+)
 from grokscope.cli import main
+from grokscope.config import preset
 from grokscope.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.store import RunDir
 from grokscope.sweep import run_sweep, spec_from_dict
@@ -98,7 +111,7 @@ def tiny_store(tmp_path_factory):
             "base": {"preset": "quick", "data": {"tasks": "add+mul", "p": 11},
                      "model": {"d_model": 32, "n_heads": 2, "d_ff": 64}, "steps": 200, "eval_every": 50,
                      "attn_every": 50, "checkpoint_every": 100, "defect_every": 50},
-            "grid": {"wd": [0, 1], "seeds": [42]}, "analyses": ["summary"]}
+            "grid": {"wd": [0, 1], "seeds": [42]}, "analyses": ["summary", "defect"]}
     run_sweep(spec_from_dict({**spec, "out": str(store / "tiny-dual"), "device": "cpu"}), progress=False)
     specs = root / "specs.yaml"
     specs.write_text(yaml.safe_dump({"dual": spec}))
@@ -143,20 +156,23 @@ def test_claims_command_on_tiny_store(tiny_store, capsys):
     pc = by["claim_pc1_dual"]
     assert pc["values"]["pc1_mean"] == pytest.approx([summ[1.0]["pc1_mean"]])
     assert pc["verdict"] == verdict_range(summ[1.0]["pc1_mean"], 55, 77, 10.0)
-    rho = by["claim_rho"]
+    rho = by["claim_rho"]  # ρ must read 1.000 and the exec basis catch < 10× a random basis's share
     assert rho["values"]["rho"] == pytest.approx([summ[1.0]["rho"]])
-    assert rho["verdict"] == verdict_value(summ[1.0]["rho"], 1.0, 0.01, 5.0)
-    leads = [summ[wd]["lead"][t] for t in ("add", "mul") for wd in (0.0, 1.0) if grok[wd][t] is not None]
-    dp = by["claim_defect_precedes"]  # per task column, runs in grid order; no onset → null
-    assert dp["values"]["leads"] == leads
+    ratio_ok = REPRODUCED if summ[1.0]["proj_ratio"] < 10 else NOT_REPRODUCED
+    assert rho["verdict"] == combine([verdict_value(summ[1.0]["rho"], 1.0, 5e-4, 10.0), ratio_ok])
+    # P1's leads: the post-hoc envelope onset to the first task's grok step, wd > 0 runs that grokked
+    dfc = runs[1.0].analyses()["defect"]
+    leads = [dfc["lead_envelope"]] if dfc["grok_first"] is not None else []
+    dp = by["claim_defect_precedes"]
+    assert [None if x is None or x != x else x for x in dp["values"]["leads"]] == leads
     assert dp["verdict"] == verdict_count(sum(1 for x in leads if x is not None and x > 0), len(leads))
-    mf = by["claim_mul_first"]
+    mf = by["claim_mul_first"]  # the seed-mean gap per wd ≥ 0.2 must be > 0
     if grok[1.0]["add"] is None or grok[1.0]["mul"] is None:
-        assert mf["verdict"] == INCONCLUSIVE and mf["values"] == {}
+        assert mf["verdict"] == INCONCLUSIVE and mf["values"]["gaps"] == {"1.0": []}
     else:
         gap = grok[1.0]["add"] - grok[1.0]["mul"]
-        assert mf["values"]["gaps"] == [gap]
-        assert mf["verdict"] == (REPRODUCED if 100 <= gap <= 400 else PARTLY if gap > 0 else NOT_REPRODUCED)
+        assert mf["values"]["gaps"] == {"1.0": [gap]}
+        assert mf["verdict"] == (REPRODUCED if gap > 0 else NOT_REPRODUCED)
     assert _mtimes(store) == before  # the rerun reused the finished runs
     assert main(argv) == 0  # the human table
     out = capsys.readouterr().out
@@ -168,3 +184,104 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
     assert "unknown paper" in capsys.readouterr().err
     assert main(["claims", "p1", "--scale", "huge", "--store", str(tmp_path)]) == 2
     assert "unknown scale" in capsys.readouterr().err
+
+
+# ---- claim rules as the papers state them (issue 10 / FIDELITY-AUDIT items 1, 3, 7, 14) ---------------
+
+
+def test_mul_first_rule_passes_the_papers_own_table():
+    """P1 Table 1 gaps t_add − t_mul (mean of 3 seeds): 200, 67, 200, 100, −866 at wd 1 … 0.1."""
+
+    table1 = {1.0: [200.0], 0.5: [67.0], 0.3: [200.0], 0.2: [100.0], 0.1: [-866.0]}
+    verdict, means = mul_first_verdict(table1)
+    assert verdict == REPRODUCED and means[0.1] == -866.0
+    # a "100–400 steps in every condition" rule fails the paper's own numbers: 67 and −866
+    assert sum(100 <= g[0] <= 400 for g in table1.values()) == 3
+    assert mul_first_verdict({1.0: [0.0, 0.0], 0.5: [100.0]})[0] == PARTLY  # same eval is not "first"
+    assert mul_first_verdict({1.0: [-100.0], 0.5: [-200.0]})[0] == NOT_REPRODUCED
+    assert mul_first_verdict({0.1: [300.0]})[0] == INCONCLUSIVE  # wd 0.1 is not scored
+
+
+def test_deletion_rule_is_the_papers_scan():
+
+    paper = {0.01: True, 0.05: True, 0.1: False, 0.15: False, 0.25: False, 0.5: True}
+    assert deletion_verdict(paper) == REPRODUCED
+    assert deletion_verdict({**paper, 0.5: False}) == PARTLY  # "≥ 10 % never groks" is not P1's result
+    assert deletion_verdict({0.1: True, 0.15: True, 0.25: True, 0.5: False}) == NOT_REPRODUCED
+    for scale in ("cpu", "paper"):
+        scan = deletion_scan(scale)
+        assert scan.steps == 50_000 and scan.start == 499 and scan.k == 20
+        assert {0.1, 0.15, 0.25, 0.5} <= set(scan.values)
+
+
+def test_grok_distribution_and_paper_alpha():
+
+    d = grok_distribution(np.array([14_000.0, 12_000, 13_000, 9_000]), np.array([13_900.0, 12_000, 13_100, 8_000]))
+    assert d["mul_first"] == 2 and d["same"] == 1
+    assert d["median_add"] == 12_500 and d["min"] == 8_500 and d["max"] == 13_950
+    assert d["q25"] == pytest.approx(np.percentile([13_950, 12_000, 13_050, 8_500], 25))
+    full, cut = paper_alpha(), paper_alpha([1.0, 0.5, 0.3])
+    logs = np.log10([np.mean(PAPER_GROK[w]) for w in (1.0, 0.5, 0.3)])
+    slope = -np.polyfit(np.log10([1.0, 0.5, 0.3]), logs, 1)[0]
+    assert cut.alpha == pytest.approx(slope, rel=1e-6) and cut.n == 3 and full.n == 5
+
+
+def test_rho_verdict_can_fail(tmp_path):
+
+    ctx = ClaimContext(store=tmp_path)
+    ok = pd.DataFrame({"summary.rho": [0.99996, 0.99998], "summary.rho_random": [0.99997] * 2,
+                       "summary.proj_ratio": [2.1, 2.6]})
+    assert rho_row(ctx, ok, "s", "ρ").verdict == REPRODUCED
+    inside = ok.assign(**{"summary.proj_ratio": [40.0, 60.0]})  # δ concentrated in the basis
+    assert rho_row(ctx, inside, "s", "ρ").verdict == PARTLY
+    low = inside.assign(**{"summary.rho": [0.9, 0.92]})
+    assert rho_row(ctx, low, "s", "ρ").verdict == NOT_REPRODUCED
+
+
+def test_default_store_outside_the_work_tree(monkeypatch, tmp_path):
+
+
+    monkeypatch.setenv("GROKSCOPE_CACHE", str(tmp_path))
+    assert default_store("cpu") == tmp_path / "claims-cpu"
+    monkeypatch.delenv("GROKSCOPE_CACHE")
+    assert default_store("paper") == Path.home() / ".cache" / "grokscope" / "claims-paper"
+    assert default_store("quick") == Path("runs/claims-quick")
+
+
+def test_cpu_scale_keeps_the_papers_models():
+    """The cpu scale cuts grids, never the model, p or hyper-parameters."""
+
+
+    for spec in (p1.dual_spec("cpu"), p1.dual0_spec("cpu"), p1.seeds_spec("cpu"), p1.tri_spec("cpu"),
+                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu")):
+        spec_from_dict({**spec, "out": "unused"})  # every cpu sweep is a valid spec
+        assert set(spec["base"]) <= {"preset", "defect_every", "defect_draws"}
+        cfg = preset(spec["base"]["preset"])
+        assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
+    assert len(p1.seeds_spec("cpu")["grid"]["seeds"]) + len(p1.dual_spec("cpu")["grid"]["seeds"]) == 10
+    assert p1.dual0_spec("cpu")["grid"]["steps"] >= max(p1.dual_spec("cpu")["grid"]["steps"].values())
+    q = p1.dual_spec("quick")["grid"]["steps"]
+    assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
+    assert p2.single_spec("cpu")["base"]["defect_draws"] == 5
+
+
+def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
+    """`--scale cpu` with the sweeps swapped for tiny ones: the wider-seed row reads both sweeps; at the
+    quick scale the same row says it is not part of that scale."""
+    store, specs = tiny_store
+    spec = yaml.safe_load(specs.read_text())["dual"]
+    wide = {**spec, "name": "tiny-seeds", "grid": {"wd": [1], "seeds": [7]}, "analyses": ["summary"]}
+    cpu_specs = tmp_path / "cpu.yaml"
+    cpu_specs.write_text(yaml.safe_dump({"dual": spec, "seeds": wide}))
+    assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
+                 "--only", "grok_spread,grok_steps", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    spread = rows["claim_grok_spread"]
+    assert spread["scale"] == "cpu" and "quick scale" not in spread["note"]
+    n = len(spread["values"]["add"])
+    assert n == 2  # seed 42 of the dual sweep at wd 1 and seed 7 of the seed sweep
+    assert rows["claim_grok_steps"]["verdict"] in VERDICTS
+    assert main(["claims", "p1", "--store", str(store), "--specs", str(specs), "--only", "grok_spread",
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["verdict"] == "not run" and "paper-only" in row["note"]

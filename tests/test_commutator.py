@@ -7,7 +7,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
-from grokscope.geometry.commutator import commutator_defect, defect_from_grad_fn, defect_probe
+from grokscope.geometry.commutator import commutator_defect, defect_from_grad_fn, defect_precision, defect_probe
 from grokscope.geometry.pca import random_basis
 from grokscope.problem import Problem
 
@@ -159,3 +159,19 @@ def test_defect_probe_rows():
     one = _problem(seeds=(1,))
     single = defect_probe(every=100, draws=2).measure(one, one.init_params(), 0)
     assert set(single[0]) == {"r", "defect"}
+
+
+def test_defect_precision_three_ways():
+    """Gradient-difference δ in float32 matches the float64 defect; subtracting θ_AB − θ_BA in float32
+    is off by at most a few round-off floors 2⁻²⁴‖θ‖/(‖ηg_A‖‖ηg_B‖) (FIDELITY-AUDIT item 13)."""
+
+    pb = _problem()
+    params = pb.init_params()
+    res = defect_precision(pb, params, step=3, draws=4)
+    assert res.reference.shape == (2, 4)
+    ref = res.reference.float()
+    assert float(((res.gradient_difference - ref).abs() / ref).max()) < 1e-3
+    err = (res.subtraction - ref).abs()
+    assert bool((err <= 4 * res.roundoff_floor + 1e-3 * ref).all())
+    # at this tiny scale the floor is ~half the defect, and subtraction's error is 100× gradient difference's
+    assert float(err.mean()) > 100 * float((res.gradient_difference - ref).abs().mean())

@@ -43,6 +43,30 @@ def test_full_rank_svd_is_identity_and_rank_r_is_optimal():
     assert torch.equal(small["a"][0], theta["a"])
 
 
+def test_joint_qkv_truncation_is_the_packed_in_proj_svd():
+    """The authors cut PyTorch's in_proj_weight [3d, d] = [W_Qᵀ; W_Kᵀ; W_Vᵀ] (x @ W here) as one matrix."""
+    g = torch.Generator().manual_seed(3)
+    d = 8
+    names = [f"layers.0.attn.W_{m}" for m in "QKVO"]
+    theta0 = {k: torch.randn(d, d, generator=g, dtype=torch.float64) for k in names}
+    theta = {k: v + 0.5 * torch.randn(d, d, generator=g, dtype=torch.float64) for k, v in theta0.items()}
+    joint = C.svd_truncate(theta0, theta, [3, d], min_numel=1)
+    sep = C.svd_truncate(theta0, theta, [3], min_numel=1, qkv="separate")
+    packed = torch.cat([(theta[k] - theta0[k]).T for k in names[:3]])  # [3d, d], torch's layout
+    U, S, Vh = torch.linalg.svd(packed, full_matrices=False)
+    cut = (U[:, :3] * S[:3]) @ Vh[:3]
+    for i, k in enumerate(names[:3]):
+        torch.testing.assert_close(joint[k][0] - theta0[k], cut[i * d:(i + 1) * d].T, atol=1e-10, rtol=0)
+        assert torch.equal(joint[k][1], theta[k])  # rank d = the packed matrix's smaller side: untouched
+        assert not torch.allclose(sep[k][0], joint[k][0])  # separate cuts differ
+        s_k = torch.linalg.svdvals(theta[k] - theta0[k])
+        err = torch.linalg.matrix_norm(theta[k] - sep[k][0])
+        assert float(err) == pytest.approx(float(s_k[3:].norm()), rel=1e-8)
+    torch.testing.assert_close(joint[names[3]][0], sep[names[3]][0])  # W_O is cut alone either way
+    with pytest.raises(ValueError, match="qkv"):
+        C.svd_truncate(theta0, theta, [1], qkv="packed")
+
+
 def test_prune_keep_all_is_identity_and_keeps_the_largest():
     g = torch.Generator().manual_seed(1)
     theta0, theta = torch.randn(200, generator=g), torch.randn(200, generator=g)

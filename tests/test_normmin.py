@@ -17,6 +17,7 @@ from grokscope.experiments import p3_mlp as P3
 from grokscope.geometry import normmin as N
 from grokscope.problem import Problem
 from grokscope.store import RunDir
+from grokscope.tasks import make_split
 from grokscope.train import train
 
 
@@ -74,6 +75,24 @@ def test_decoupled_simulation_decreases_R_and_records_history():
     assert len(rows) == 2 and all(0 < r["top3_power_share_final"] <= 1 for r in rows)
 
 
+def test_decoupled_step_is_p3s_update_and_init():
+    """P3 §7: E ← E + η ΔE, ΔE = Xᵀ((A Y Yᵀ A H) ⊙ σ′(X E)) − E with A = (HHᵀ)⁻¹; E ~ N(0, p^−1/2)."""
+    _, X, Y, W1 = _decoupled_small()
+    H = torch.relu(X @ W1)
+    A = torch.linalg.inv(H @ H.transpose(-1, -2))
+    dE = X.transpose(-1, -2) @ ((A @ Y @ Y.transpose(-1, -2) @ A @ H) * (X @ W1 > 0)) - W1
+    for lam in (1.0, 0.3):
+        g, _ = N.decoupled_grad(W1, X, Y, lam)
+        torch.testing.assert_close(N.decoupled_update(g, lam), dE, rtol=1e-7, atol=1e-9)
+    cfg = N.DecoupledConfig(p=37, width=512, seeds=(0,), steps=1, eval_every=1, lr=1e-3)
+    assert cfg.std == pytest.approx(37 ** -0.5)
+    sim = N.simulate_decoupled(cfg)
+    W0 = torch.randn(37, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 37 ** -0.5
+    Xtr, Ytr, _, _ = N.decoupled_data(cfg)
+    g, _ = N.decoupled_grad(W0[None], Xtr, Ytr, 1.0)
+    torch.testing.assert_close(sim["W1"], W0[None] + 1e-3 * (-g / 2), rtol=1e-10, atol=1e-12)
+
+
 def test_decoupled_rejects_width_below_training_pairs():
     with pytest.raises(ConfigError):
         N.simulate_decoupled(N.DecoupledConfig(p=11, width=16, steps=1))
@@ -105,6 +124,18 @@ def test_toy_linear_reaches_analytic_limit_then_min_norm():
     assert small["fit_step"] is not None and small["near_limit_step"] > 10 * small["fit_step"]
     # smaller λ drifts more slowly along w₁ + w₂ = 2
     assert rows[0]["near_limit_step"] > rows[1]["near_limit_step"] > rows[2]["near_limit_step"]
+
+
+def test_toy2_is_p3s_three_input_linear_model():
+    """P3 toy 2: ŷ = w₁x₁ + w₂x₂ + w₃x₃ on 1 + 1 + 1 = 3; limit 3/(3 + λ) per weight, (1, 1, 1) at λ → 0."""
+    lams = (0.01, 0.2)
+    res = N.toy_linear3(lams, steps=20_000)
+    for i, lam in enumerate(lams):
+        np.testing.assert_allclose(res["w"][i, -1], np.full(3, 3 / (3 + lam)), atol=1e-6)
+    rows = N.toy_rows("linear3", res, N.toy_linear3_limit, N.toy_grad_linear)
+    assert rows[0]["min_norm_lam0"] == [1.0, 1.0, 1.0]
+    assert all(r["fit_step"] < r["near_limit_step"] for r in rows)  # fit first, then the drift
+    assert [r["model"] for r in N.run_toys(lams, steps=2000)["rows"]] == ["linear"] * 2 + ["linear3"] * 2
 
 
 def test_toy_three_reaches_analytic_limit_and_lam0_limit_is_min_norm():
@@ -154,9 +185,56 @@ def test_replay_matches_trainer_and_probe_rows(tmp_path):
     exp = P3.MLPExperiment(p=5, width=16, steps=20, seeds=(0, 1), every=10, eval_every=10, project_steps=5)
     out = P3.run_mlp(exp)
     t = out["table"]
-    assert len(t) == 2 * 3 and set(t.step) == {0, 10, 20}
+    assert len(t) == 2 * 2 and set(t.step) == {10, 20}  # Δθ_n = θ_n − θ_{n−10}: none at step 0
     assert t.cos_tangent.between(-1, 1).all() and t.tangent_frac.between(0, 1 + 1e-9).all()
     assert len(out["seeds"]) == 2
+
+
+def test_mlp_jacobian_closed_form_equals_reverse_mode():
+    exp, cfgs = _mlp_cfgs(seeds=(0, 1), p=5, width=8)
+    pb = Problem(cfgs)
+    params = pb.init_params()
+    pairs, _ = pb.split("train")
+    J = N.output_jacobian(pb.model, pb.data, params, pairs)
+    f = N.output_fn(pb.model, pb.data, params)
+    flat = M.flatten(params).double()
+    ref = torch.stack([torch.func.jacrev(f)(flat[r], pairs[r]) for r in range(2)])
+    assert J.shape == ref.shape
+    torch.testing.assert_close(J, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_p3_mlp_split_is_the_papers():
+    """App. D: unordered pairs a ≤ b at p 11 (e_a + e_b is symmetric), 7 held out for test."""
+
+    exp = P3.MLPExperiment(seeds=(0, 1))
+    assert exp.n_pairs == 66 and exp.every == 1 and exp.horizon == 10
+    assert (exp.lr, exp.wd, exp.project_steps, exp.project_momentum) == (1.0, 1e-4, 100, 0.9)
+    for cfg in P3.mlp_configs(exp):
+        d = cfg.data
+        sp = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.exclude_zero, d.unordered)
+        assert len(sp.pairs) == 66 and sp.n_train == 59 and sp.test_idx.numel() == 7
+        assert bool((sp.pairs[:, 0] <= sp.pairs[:, 1]).all()) and int(sp.pairs.min()) == 0
+        assert cfg.optim.name == "sgd" and cfg.optim.batch is None and cfg.optim.clip == 0
+    with pytest.raises(ConfigError, match="n_test"):
+        P3.mlp_configs(P3.MLPExperiment(n_test=66))
+
+
+def test_tangent_probe_uses_the_backward_difference_and_minus_theta():
+    exp, cfgs = _mlp_cfgs(seeds=(0,), p=5, width=8)
+    pb = Problem(cfgs)
+    g = torch.Generator().manual_seed(0)
+    p0 = M.init_params(cfgs[0].model, cfgs[0].data, 0)
+    p0 = {k: v[None] for k, v in p0.items()}
+    p1 = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in p0.items()}
+    probe = N.tangent_probe(every=10, horizon=10, project_steps=5, eval_every=10)
+    assert probe.measure(pb, p0, 0) == []  # nothing 10 steps back yet
+    row = probe.measure(pb, p1, 10)[0]
+    d = (M.flatten(p1) - M.flatten(p0)).double()[0]
+    th = M.flatten(p1).double()[0]
+    assert row["step_norm"] == pytest.approx(float(d.norm()), rel=1e-9)
+    assert row["cos_decay"] == pytest.approx(float(d @ -th / (d.norm() * th.norm())), rel=1e-6)
+    with pytest.raises(ConfigError, match="multiples"):
+        N.tangent_probe(every=10, horizon=5, eval_every=10)
 
 
 def test_probe_refuses_adamw():
@@ -197,11 +275,12 @@ def test_cli_toy_json_and_figure(tmp_path, capsys):
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     rows = {r["model"]: r for r in res["rows"]}
-    assert set(rows) == {"linear", "three"} and all(r["lam"] == 0.1 for r in rows.values())
+    assert set(rows) == {"linear", "linear3"} and all(r["lam"] == 0.1 for r in rows.values())
     # after 5000 steps each toy sits on its analytic λ = 0.1 fixed point
     np.testing.assert_allclose(rows["linear"]["w_final"], N.toy_linear_limit(0.1), atol=1e-5)
     np.testing.assert_allclose(rows["linear"]["limit"], [2 / 2.1, 2 / 2.1], atol=1e-6)
-    np.testing.assert_allclose(rows["three"]["limit"], N.toy_three_limit(0.1), atol=1e-6)
+    np.testing.assert_allclose(rows["linear3"]["limit"], [3 / 3.1] * 3, atol=1e-6)
+    np.testing.assert_allclose(rows["linear3"]["w_final"], N.toy_linear3_limit(0.1), atol=1e-5)
     assert rows["linear"]["dist_final"] < 1e-5
     png = (tmp_path / "normmin_toy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

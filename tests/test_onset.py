@@ -9,6 +9,7 @@ from grokscope.geometry.onset import (
     lead_fraction,
     onset_envelope,
     onset_threshold,
+    posthoc_indices,
     rolling_max,
 )
 
@@ -40,12 +41,53 @@ def test_threshold_detector_needs_both_ratio_and_floor():
     assert onset_threshold(steps[:3], D[:3]) is None
 
 
+def test_threshold_detector_is_p2s_rule():
+    """Baseline max(median of the first 3, 0.1); the first 2 measurements are never the onset."""
+    steps = np.arange(10) * 100
+    D = np.array([1.0, 500.0, 1.0, 1.0, 30.0, 30.0, 1.0, 1.0, 1.0, 1.0])
+    assert onset_threshold(steps, D) == 400  # index 1 exceeds both thresholds but precedes index 2
+    tiny = np.array([0.001, 0.001, 0.001, 0.5, 1.5, 21.0, 1.0, 1.0, 1.0, 1.0])
+    assert onset_threshold(steps, tiny) == 500  # D > 20
+    assert onset_threshold(steps, tiny, floor=0.0) == 400  # D > 10 × max(0.001, 0.1) = 1
+    assert onset_threshold(steps, tiny, floor=0.0, base_floor=0.0) == 300  # D > 10 × 0.001
+
+
+def _envelope_by_hand(D, w=5, frac=0.25, mult=5.0):
+    """defect_wd_replot.py's rule spelled out once more, loop by loop, for comparison."""
+    x = np.log10(np.where(D == 0, 0.01, D) + 1e-15)
+    env = np.array([x[max(0, i - w // 2):min(len(x), i + w // 2 + 1)].max() for i in range(len(x))])
+    nb = max(3, int(len(env) * frac))
+    thr = np.median(env[:nb]) + np.log10(mult)
+    return next((i for i in range(nb, len(env)) if env[i] > thr), None)
+
+
 def test_envelope_detector_finds_planted_onset():
-    steps, D = _series(onset_at=3100, base=3.0, high=60.0)
-    assert onset_envelope(steps, D) == 3100
-    # a centred window sees the rise up to window//2 measurements early
-    assert onset_envelope(steps, D, center=True) == 2900
-    assert onset_envelope(steps[:40], np.full(40, 3.0) * np.exp(0.1 * np.sin(np.arange(40)))) is None
+    steps = np.arange(100) * 200
+    D = np.full(100, 2.0)
+    D[60:] = 60.0  # 30× the early defect from index 60 on
+    assert onset_envelope(steps, D) == 58 * 200  # the centred window sees it window//2 = 2 points early
+    assert onset_envelope(steps, D, center=False) == 60 * 200
+    D[70:] = 2.0
+    D[40] = 9.0  # 4.5× for one point: below 5×
+    assert onset_envelope(steps, D) == 58 * 200
+    assert onset_envelope(steps, np.full(100, 2.0)) is None
+
+
+def test_envelope_baseline_and_search_window():
+    steps = np.arange(100) * 200
+    D = np.full(100, 2.0)
+    D[10:20] = 500.0  # a rise inside the first 25 % raises the baseline envelope only a little (median)
+    assert onset_envelope(steps, D) is None
+    D = np.full(8, 1.0)
+    D[3] = 0.0  # an exact zero is read as 0.01, not -inf
+    D[6] = 10.0
+    assert onset_envelope(np.arange(8), D) == 4  # n_base = max(3, 2) = 3; envelope at 4 reaches index 6
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(5, 120))
+        D = np.exp(rng.normal(0, 1.5, n)) * (rng.random(n) > 0.1)
+        i = _envelope_by_hand(D)
+        assert onset_envelope(np.arange(n), D) == i
 
 
 def test_envelope_factor_multiplies_D_not_log_D():
@@ -54,13 +96,21 @@ def test_envelope_factor_multiplies_D_not_log_D():
     four, six = base.copy(), base.copy()
     four[20:], six[20:] = 400.0, 600.0
     assert onset_envelope(steps, four) is None  # 4× < 5×
-    assert onset_envelope(steps, six) == 2000  # 6× > 5× (5 × log10 D would need D > 1e10)
+    assert onset_envelope(steps, six) == 1800  # 6× > 5×; centred window: 2 points early
+
+
+def test_posthoc_indices_subsample_evenly():
+    np.testing.assert_array_equal(posthoc_indices(50), np.arange(50))
+    idx = posthoc_indices(151, 120)
+    assert len(idx) == 120 and idx[0] == 0 and idx[-1] == 150
+    np.testing.assert_array_equal(idx, np.linspace(0, 150, 120, dtype=int))
 
 
 def test_rolling_max_trailing_and_centred():
     x = np.array([1.0, 3.0, 2.0, 0.0, 5.0, 1.0])
     np.testing.assert_array_equal(rolling_max(x, 3), [1, 3, 3, 3, 5, 5])
     np.testing.assert_array_equal(rolling_max(x, 3, center=True), [3, 3, 3, 5, 5, 5])
+    np.testing.assert_array_equal(rolling_max(x, 5, center=True), [3, 3, 5, 5, 5, 5])
 
 
 def test_lead_and_fraction():

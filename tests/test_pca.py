@@ -14,6 +14,7 @@ from grokscope.geometry.pca import (
     random_basis,
     random_walk_null,
     trajectory_pcs_from_matrix,
+    weight_svd_basis,
 )
 
 
@@ -88,6 +89,48 @@ def test_random_walk_null_separates_a_line_from_a_walk():
     assert res_walk.observed < res.observed
 
 
+def _mc_walk_pc1(T, D, n, rng, norms=None):
+    """PC1% of centred random walks (numpy, SVD of the centred points), written independently."""
+    out = []
+    for _ in range(n):
+        inc = rng.standard_normal((T - 1, D))
+        inc /= np.linalg.norm(inc, axis=1, keepdims=True)
+        if norms is not None:
+            inc *= np.asarray(norms)[:, None]
+        pts = np.vstack([np.zeros(D), np.cumsum(inc, 0)])
+        pts -= pts.mean(0)
+        s2 = np.linalg.svd(pts, compute_uv=False) ** 2
+        out.append(100 * s2[0] / s2.sum())
+    return float(np.mean(out))
+
+
+def test_random_walk_null_equal_steps_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    for T in (10, 12):
+        # the observed trajectory's own step profile must not matter for the equal-step null
+        traj = torch.randn(T, 40, 40, dtype=torch.float64).cumsum(0) * torch.linspace(5, 1, T)[:, None, None]
+        res = random_walk_null(traj, n_null=40, seed=3)
+        mc = _mc_walk_pc1(T, 1600, 200, rng)
+        assert res.null_mean == pytest.approx(mc, abs=1.0)
+        assert 60.0 < res.null_mean < 63.5  # ≈ 61–62 % for 10–12 snapshots
+    long = random_walk_null(torch.randn(200, 30, 30).cumsum(0), n_null=10, seed=0)
+    assert long.null_mean == pytest.approx(600 / np.pi**2, abs=2.0)  # 6/π², the many-snapshot limit
+
+
+def test_random_walk_null_matched_steps_follows_the_step_profile():
+    rng = np.random.default_rng(1)
+    norms = np.array([5.5, 2.1, 1.3, 1.2, 1.1, 1.3, 1.8, 1.7, 2.3, 1.1])  # a quick run's W_K steps
+    inc = rng.standard_normal((10, 1600))
+    inc *= (norms / np.linalg.norm(inc, axis=1))[:, None]
+    traj = torch.from_numpy(np.vstack([np.zeros(1600), np.cumsum(inc, 0)])).reshape(11, 40, 40)
+    res = random_walk_null(traj, n_null=40, seed=0, steps="matched")
+    mc = _mc_walk_pc1(11, 1600, 200, rng, norms)
+    assert res.null_mean == pytest.approx(mc, abs=1.0)
+    assert res.null_mean < 57  # the big first step pulls the matched null ~7 points below the equal-step one
+    with pytest.raises(ValueError, match="steps"):
+        random_walk_null(traj, steps="other")
+
+
 def test_random_basis_orthonormal_and_seeded():
     Q = random_basis(300, 7, seed=3)
     assert Q.shape == (300, 7)
@@ -126,3 +169,20 @@ def test_flatten_snapshots_follows_model_flatten_layout():
     assert list(shuffled) != list(stacked)
     flat = flatten_snapshots(shuffled, M.param_slices(stacked))
     assert torch.equal(flat, M.flatten(stacked))
+
+
+def test_weight_svd_basis_spans_each_matrix_top_singular_pairs():
+
+    g = torch.Generator().manual_seed(0)
+    mats = {"layers.0.attn.W_Q": torch.randn(6, 6, generator=g), "layers.0.attn.W_O": torch.randn(6, 6, generator=g)}
+    slices = {"layers.0.attn.W_Q": slice(3, 39), "layers.0.attn.W_O": slice(40, 76)}
+    B = weight_svd_basis(mats, slices, P=80, k=3).double()
+    assert B.shape == (80, 6)
+    torch.testing.assert_close(B.T @ B, torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
+    for name, W in mats.items():
+        v = torch.zeros(80, dtype=torch.float64)
+        v[slices[name]] = W.double().flatten()
+        s = torch.linalg.svdvals(W.double())
+        # the part of vec(W) in the basis is its rank-3 truncation: norm sqrt(s1² + s2² + s3²)
+        assert float((B.T @ v).norm()) == pytest.approx(float(s[:3].norm()), rel=1e-5)
+    assert float(B[:3].abs().max()) < 1e-12 and float(B[76:].abs().max()) < 1e-12  # only their slices

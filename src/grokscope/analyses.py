@@ -16,7 +16,7 @@ from grokscope.formatting import num
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
 from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
-from grokscope.geometry.onset import defect_timing
+from grokscope.geometry.onset import defect_timing, lead, lead_fraction, onset_envelope, posthoc_indices
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
 from grokscope.geometry.summary import geometry_summary
@@ -105,16 +105,27 @@ def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
 
 
 @register("defect")
-def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9) -> dict[str, Any]:
-    """Defects and ρ at every stored snapshot → defect_posthoc.parquet; summary: onset, lead, ρ."""
-    df = defects_from_snapshots(run, draws=draws, device=device)
+def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points: int = 120) -> dict[str, Any]:
+    """Defects and ρ at ≤ `max_points` stored snapshots spread evenly (P1's post-hoc protocol,
+    defect_wd_comparison.py) → defect_posthoc.parquet; summary: both onsets, leads, ρ. `onset` (P2's
+    threshold rule) gives `lead` per task; `onset_envelope` (P1's Table 5 rule) gives `lead_envelope`, the
+    lead to the first task's grok step as P1 measures it."""
+    steps, _ = run.snapshots()
+    df = defects_from_snapshots(run, draws=draws, device=device, which=posthoc_indices(len(steps), max_points))
     run.write_table(POSTHOC_TABLE, df)
-    timing = defect_timing(df["step"], df["defect"], run.grok_steps())
-    return {"n_snapshots": len(df), "onset": timing["onset"], "defect_peak_ratio": timing["defect_peak_ratio"],
+    grok = run.grok_steps()
+    timing = defect_timing(df["step"], df["defect"], grok)
+    onset_env = onset_envelope(df["step"], df["defect"])
+    grokked = [g for g in grok.values() if g is not None]
+    first = min(grokked) if grokked else None
+    return {"n_snapshots": len(df), "onset": timing["onset"], "onset_envelope": onset_env,
+            "defect_peak_ratio": timing["defect_peak_ratio"],
             "defect_final": num(df["defect"].iloc[-1]), "rho_final": num(df["rho"].iloc[-1]),
             "rho_median": num(df["rho"].median()), "rho_random_median": num(df["rho_random"].median()),
             "proj_ratio_median": num(df["proj_ratio"].median()),
-            "lead": timing["lead"], "lead_fraction": timing["lead_fraction"]}
+            "lead": timing["lead"], "lead_fraction": timing["lead_fraction"],
+            "grok_first": first, "lead_envelope": lead(first, onset_env),
+            "lead_fraction_envelope": num(lead_fraction(first, onset_env))}
 
 
 @register("hessian")

@@ -9,6 +9,7 @@ same store reuses every finished run.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +29,20 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 NOT_RUN = "not run"
 VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INCONCLUSIVE, NOT_RUN)
-SCALES = ("quick", "paper")
+SCALES = ("quick", "cpu", "paper")
 QUICK_NOTE = "quick scale (small p and model, few seeds): a smoke test of the claim, not the paper's setup"
+CPU_NOTE = "cpu scale: the paper's model, p and hyper-parameters; a cut grid"
+PAPER_ONLY = "paper-only"
+
+
+def default_store(scale: str) -> Path:
+    """Where a scale's claim runs live by default: `runs/claims-quick` for the quick scale (minutes, in the
+    work tree); for cpu and paper a directory that survives between sessions,
+    `$GROKSCOPE_CACHE` or `~/.cache/grokscope`, then `claims-<scale>`."""
+    if scale == "quick":
+        return Path("runs/claims-quick")
+    root = os.environ.get("GROKSCOPE_CACHE") or Path.home() / ".cache" / "grokscope"
+    return Path(root) / f"claims-{scale}"
 
 
 @dataclass
@@ -150,7 +163,7 @@ class ClaimContext:
 
     @property
     def note(self) -> str:
-        return QUICK_NOTE if self.scale == "quick" else "paper scale"
+        return {"quick": QUICK_NOTE, "cpu": CPU_NOTE}.get(self.scale, "paper scale")
 
 
 def sweep_table(ctx: ClaimContext, spec: dict[str, Any]) -> pd.DataFrame:
@@ -234,6 +247,12 @@ def stored_scan(ctx: ClaimContext, run: RunDir, scan: ScanConfig) -> tuple[pd.Da
     return pd.DataFrame(read_json(f)["rows"]), str(out)
 
 
+def paper_only_row(ctx: ClaimContext, claim: str, paper: str, needs: str) -> ClaimRow:
+    """The row of a claim this scale does not run: it needs `needs` (more than the scale's budget)."""
+    return ClaimRow(claim=claim, paper=paper, measured="—", verdict=NOT_RUN, tolerance="", config="",
+                    scale=ctx.scale, note=f"{PAPER_ONLY}: needs {needs}")
+
+
 def make_row(
     ctx: ClaimContext,
     claim: str,
@@ -256,3 +275,28 @@ def finite_values(table: pd.DataFrame, col: str) -> tuple[np.ndarray, float | No
     v = table[col].astype(float).to_numpy() if col in table else np.array([])
     v = v[np.isfinite(v)]
     return v, (float(v.mean()) if len(v) else None)
+
+
+RHO_TOL = 5e-4  # ρ rounds to the paper's 1.000
+
+
+def rho_row(ctx: ClaimContext, t: pd.DataFrame, spec: Any, claim: str) -> ClaimRow:
+    """ρ ≈ 1 judged with its random-basis null: a random δ has ρ ≈ 1 − K/(2P) too, so the verdict needs
+    ρ to read 1.000 (≥ 1 − 5e-4) *and* the basis to catch no more than 10× a random basis's share of δ
+    (exec/random projection ratio < 10): a δ lying in the basis fails both."""
+    v, mean = finite_values(t, "summary.rho")
+    vr, mean_r = finite_values(t, "summary.rho_random")
+    vq, ratio = finite_values(t, "summary.proj_ratio")
+    ok_rho = verdict_value(mean, 1.0, RHO_TOL, 10.0)
+    ok_null = INCONCLUSIVE if ratio is None else (REPRODUCED if ratio < 10 else NOT_REPRODUCED)
+    return make_row(
+        ctx,
+        claim,
+        "ρ ≈ 1.000",
+        f"ρ = {fmt(mean, 5)} (mean of {len(v)} runs, min {fmt(float(v.min()) if len(v) else None, 5)}); "
+        f"random bases of equal rank ρ = {fmt(mean_r, 5)}; exec/random projection ratio {fmt(ratio)}",
+        combine([ok_rho, ok_null]),
+        f"ρ ≥ 1 − {RHO_TOL:g} (reads 1.000) and exec/random ratio < 10; partly ρ ≥ 0.995",
+        spec,
+        {"rho": v.tolist(), "rho_random": vr.tolist(), "proj_ratio": vq.tolist()},
+    )

@@ -13,17 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyses import missing_analyses, run_analysis
 from grokscope.claims.common import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     PARTLY,
-    REPRODUCED,
     ClaimContext,
     ClaimRow,
     combine,
+    describe_spec,
     finite_values,
     fmt,
     grok_value,
+    paper_only_row,
+    rho_row,
     stored_scan,
     sweep_table,
     verdict_bool,
@@ -49,6 +52,18 @@ PAPER_GROK = {
 PAPER_LAMBDA_MIN = {1.0: (-63.0, 12.0), 0.5: (-36.0, 6.0), 0.1: (-17.0, 8.0), 0.0: (-50.0, 16.0)}
 
 
+PAPER_S42_WD1 = (14_100, 14_000)  # seed 42, wd 1: add, mul (P1; issue 10)
+# P1's deletion result (ortho_fine_scan.py, dual wd 1 seed 42, 50k budget): these fractions stop grokking;
+# 50 % groks again (+163 %, 36.9k), smaller fractions grok with a delay.
+DELETION_FAIL = (0.1, 0.15, 0.25)
+DELETION_RECOVER = 0.5
+DELETION_BUDGET = 50_000
+WIDE_SEEDS = (0, 1, 2, 3, 4, 5, 7)  # with 42, 137, 2024: ten seeds at wd 1 (cpu scale)
+# Fixed before any result (issue 10 item 7): relative error of a mean grok step, and |Δα|.
+GROK_TOL, GROK_PARTLY = 0.10, 0.25
+ALPHA_TOL, ALPHA_PARTLY = 0.15, 0.30
+
+
 def _quick_base(tasks: str, steps: int = 4000) -> dict[str, Any]:
     return {
         "preset": "quick",
@@ -60,7 +75,8 @@ def _quick_base(tasks: str, steps: int = 4000) -> dict[str, Any]:
 
 
 def dual_spec(scale: str) -> dict[str, Any]:
-    """The dual-task (add+mul) weight-decay sweep of this scale (a sweep spec mapping)."""
+    """The dual-task (add+mul) weight-decay sweep of this scale (a sweep spec mapping). At the cpu scale
+    wd 0 is its own sweep (`dual0_spec`, one seed) and the wider seed set another (`seeds_spec`)."""
     if scale == "paper":
         return {
             "name": "p1-dual-wd",
@@ -70,7 +86,15 @@ def dual_spec(scale: str) -> dict[str, Any]:
                 "seeds": [42, 137, 2024],
                 "steps": {0: 100000, 0.1: 250000, 0.2: 120000, 0.3: 80000, 0.5: 50000, 1: 30000},
             },
-            "analyses": ["summary", "hessian", "fragility"],
+            "analyses": ["summary", "defect", "hessian", "fragility"],
+        }
+    if scale == "cpu":
+        return {
+            "name": "p1-cpu-dual-wd",
+            "base": {"preset": "p1-dual", "defect_every": 0},
+            "grid": {"wd": [1, 0.5, 0.3], "seeds": [42, 137, 2024],
+                     "steps": {0.3: 80000, 0.5: 50000, 1: 30000}},
+            "analyses": ["summary", "defect", "fragility"],  # Hessian: seed 42 only, in claim_lambda_min
         }
     return {
         "name": "p1-quick-dual",
@@ -78,10 +102,26 @@ def dual_spec(scale: str) -> dict[str, Any]:
         "grid": {
             "wd": [0, 0.5, 1],
             "seeds": [42, 137],
-            "steps": {0: 3000, 0.5: 8000, 1: 6000},
+            "steps": {0: 8000, 0.5: 8000, 1: 6000},  # wd 0 gets the longest wd > 0 budget
         },
-        "analyses": ["summary", "hessian", "fragility"],
+        "analyses": ["summary", "defect", "hessian", "fragility"],
     }
+
+
+def dual0_spec(scale: str) -> dict[str, Any] | None:
+    """cpu scale: wd 0, seed 42, to the paper's 100k budget (the quick and paper sweeps hold wd 0)."""
+    if scale != "cpu":
+        return None
+    return {"name": "p1-cpu-dual-wd0", "base": {"preset": "p1-dual", "defect_every": 0},
+            "grid": {"wd": [0], "seeds": [42], "steps": 100000}}
+
+
+def seeds_spec(scale: str) -> dict[str, Any] | None:
+    """cpu scale: seven more seeds at wd 1 (ten with the main sweep's three), grok steps only."""
+    if scale != "cpu":
+        return None
+    return {"name": "p1-cpu-dual-seeds", "base": {"preset": "p1-dual", "defect_every": 0},
+            "grid": {"wd": [1], "seeds": list(WIDE_SEEDS), "steps": 30000}}
 
 
 def tri_spec(scale: str) -> dict[str, Any]:
@@ -93,6 +133,13 @@ def tri_spec(scale: str) -> dict[str, Any]:
             "grid": {"wd": [1], "seeds": [42, 137, 2024], "steps": 50000},
             "analyses": ["summary"],
         }
+    if scale == "cpu":
+        return {
+            "name": "p1-cpu-tri-wd1",
+            "base": {"preset": "p1-tri", "defect_every": 0},
+            "grid": {"wd": [1], "seeds": [42], "steps": 50000},
+            "analyses": ["summary"],
+        }
     return {
         "name": "p1-quick-tri",
         "base": _quick_base("add+mul+sq", 5000),
@@ -101,9 +148,20 @@ def tri_spec(scale: str) -> dict[str, Any]:
     }
 
 
-def _dual(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _optional(ctx: ClaimContext, role: str, default: Any) -> pd.DataFrame | None:
+    """The table of an optional sweep role (None when this scale has none)."""
+    spec = ctx.specs.get(role) or default(ctx.scale)
+    return sweep_table(ctx, spec) if spec else None
+
+
+def _dual(ctx: ClaimContext, with_wd0: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The dual sweep's table (with the cpu scale's separate wd-0 run when `with_wd0`) and its spec."""
     spec = ctx.spec("dual", dual_spec)
     table = sweep_table(ctx, spec)
+    if with_wd0:
+        zero = _optional(ctx, "dual0", dual0_spec)
+        if zero is not None:
+            table = pd.concat([table, zero], ignore_index=True)
     return table, spec
 
 
@@ -115,9 +173,11 @@ def _runs(table: pd.DataFrame) -> pd.DataFrame:
 # ---- phase structure -----------------------------------------------------------------------------------
 
 
-def paper_alpha() -> Any:
-    """α of t_grok ∝ wd^−α fitted to the paper's own dual-task grok steps (mean of add and mul)."""
-    df = pd.DataFrame({"wd": list(PAPER_GROK), "grok_step": [np.mean(v) for v in PAPER_GROK.values()]})
+def paper_alpha(wds: Any = None) -> Any:
+    """α of t_grok ∝ wd^−α fitted to the paper's own dual-task grok steps (mean of add and mul), over
+    `wds` (default: every wd of its table), so a cut grid is compared with the paper on the same wds."""
+    keep = [w for w in PAPER_GROK if wds is None or any(np.isclose(w, x) for x in wds)]
+    df = pd.DataFrame({"wd": keep, "grok_step": [np.mean(PAPER_GROK[w]) for w in keep]})
     return phase_fit(df)
 
 
@@ -126,49 +186,133 @@ def claim_grok_vs_wd(ctx: ClaimContext) -> ClaimRow:
     table, spec = _dual(ctx)
     runs = _runs(table)
     pt = phase_table(runs)
-    pa = paper_alpha()
+    pos = pt[(pt.wd > 0) & np.isfinite(pt.grok_step)]
+    paper_wds = [w for w in pos.wd if any(np.isclose(w, x) for x in PAPER_GROK)]
+    try:
+        pa = paper_alpha(paper_wds if len(paper_wds) >= 2 else None)
+    except ValueError:
+        pa = paper_alpha()
     values: dict[str, Any] = {
         "per_wd": pt[["wd", "n_runs", "n_grokked", "grok_step", "regime"]].to_dict("records"),
         "paper_alpha": pa.alpha,
-        "paper_alpha_se": pa.alpha_se,
+        "paper_wds": paper_wds,
     }
-    pos = pt[(pt.wd > 0) & np.isfinite(pt.grok_step)]
     steps = pos.sort_values("wd").grok_step.to_numpy()
     monotone = bool(len(steps) >= 2 and np.all(np.diff(steps) < 0))
     try:
         fit = phase_fit(runs)
         values.update(alpha=fit.alpha, alpha_se=fit.alpha_se, r2=fit.r2, n=fit.n)
-        tol = 2 * float(np.hypot(pa.alpha_se, fit.alpha_se))
-        verdict = verdict_value(fit.alpha, pa.alpha, tol)
-        if verdict == NOT_REPRODUCED and monotone:
-            verdict = PARTLY
+        verdict = verdict_value(fit.alpha, pa.alpha, ALPHA_TOL, ALPHA_PARTLY / ALPHA_TOL)
         measured = f"α = {fit.alpha:.2f} ± {fit.alpha_se:.2f} (R² {fit.r2:.2f}, n {fit.n})"
     except ValueError as e:
-        tol = float("nan")
-        verdict = PARTLY if monotone else INCONCLUSIVE
+        verdict = INCONCLUSIVE
         measured = f"no fit ({e})"
     per = "; ".join(
         f"wd {r.wd:g}: {fmt(r.grok_step, 4)} ({r.n_grokked}/{r.n_runs}, {r.regime})" for r in pt.itertuples()
     )
+    wd_txt = ", ".join(f"{w:g}" for w in paper_wds) if paper_wds else "all"
     return _row(
         ctx,
         "grok step ∝ wd^−α (dual add+mul)",
-        f"α = {pa.alpha:.2f} ± {pa.alpha_se:.2f} from the paper's table (13.2k at wd 1 … 98.4k at 0.1)",
-        f"{measured}; {per}",
+        f"α = {pa.alpha:.2f} from the paper's grok steps at wd {wd_txt}",
+        f"{measured}; monotone {monotone}; {per}",
         verdict,
-        f"|Δα| ≤ 2·√(se_paper² + se_measured²) = {fmt(tol, 2)}; partly: grok step falls monotonically "
-        "with wd but α outside",
+        f"|Δα| ≤ {ALPHA_TOL} (fixed in advance); partly ≤ {ALPHA_PARTLY}",
         spec,
         values,
+        note="" if ctx.scale != "cpu" else "cpu scale fits wd 0.3–1; wd 0.1 and 0.2 (120k–250k steps) are "
+        "paper-only",
     )
+
+
+def claim_grok_steps(ctx: ClaimContext) -> ClaimRow:
+    """Dual-task grok steps per wd (mean of the paper's three seeds) against the paper's table."""
+    table, spec = _dual(ctx)
+    parts, vs, per_wd = [], [], []
+    for wd, grp in table[table.wd > 0].groupby("wd"):
+        paper = next((v for w, v in PAPER_GROK.items() if np.isclose(w, wd)), None)
+        means = [finite_values(grp, f"grok_step.{t}")[1] for t in ("add", "mul")]
+        per_wd.append({"wd": float(wd), "add": means[0], "mul": means[1], "paper": paper,
+                       "n": len(grp)})
+        if paper is None:
+            continue
+        for m, pv in zip(means, paper, strict=True):
+            vs.append(verdict_value(None if m is None else m / pv, 1.0, GROK_TOL, GROK_PARTLY / GROK_TOL))
+        parts.append(f"wd {wd:g}: add {fmt(means[0], 5)} / mul {fmt(means[1], 5)} "
+                     f"(paper {paper[0]} / {paper[1]}; {len(grp)} seeds)")
+    s42 = table[(table.wd == 1.0) & (table.seed == 42)]
+    if len(s42):
+        g = [grok_value(s42[f"grok_step.{t}"].iloc[0]) for t in ("add", "mul")]
+        parts.append(f"seed 42 wd 1: {g[0]} / {g[1]} (paper {PAPER_S42_WD1[0]} / {PAPER_S42_WD1[1]})")
+    return _row(
+        ctx,
+        "dual-task grok steps per wd (add / mul)",
+        "; ".join(f"wd {w:g}: {a} / {m}" for w, (a, m) in PAPER_GROK.items()),
+        "; ".join(parts) or "no wd > 0 run",
+        combine(vs) if vs else INCONCLUSIVE,
+        f"each task's 3-seed mean within ±{GROK_TOL:.0%} of the paper's (fixed in advance); partly "
+        f"±{GROK_PARTLY:.0%}; combined over wd",
+        spec,
+        {"per_wd": per_wd},
+        note="grok steps move by ±40 % with the data order alone (issue 10): per-seed agreement needs the "
+        "authors' split and minibatch stream",
+    )
+
+
+def claim_grok_spread(ctx: ClaimContext) -> ClaimRow:
+    """At wd 1 over ten seeds: the distribution of grok steps and of the mul-before-add order."""
+    table, spec = _dual(ctx)
+    wide = _optional(ctx, "seeds", seeds_spec)
+    if wide is None:
+        return paper_only_row(ctx, "wd 1 grok steps over ten seeds", "13.3k / 13.1k (3 seeds)",
+                              "the cpu scale's wider seed set (not in this scale's grid)")
+    t = pd.concat([table[table.wd == 1.0], wide], ignore_index=True)
+    add = t["grok_step.add"].astype(float).to_numpy()
+    mul = t["grok_step.mul"].astype(float).to_numpy()
+    both = np.isfinite(add) & np.isfinite(mul)
+    dist = grok_distribution(add[both], mul[both])
+    lo, hi = dist["q25"], dist["q75"]
+    paper_mean = float(np.mean(PAPER_GROK[1.0]))
+    mean_both = (add[both] + mul[both]) / 2
+    verdict = (verdict_range(paper_mean, lo, hi, 0.0) if len(mean_both) else INCONCLUSIVE)
+    if verdict == NOT_REPRODUCED and len(mean_both) and mean_both.min() <= paper_mean <= mean_both.max():
+        verdict = PARTLY
+    return _row(
+        ctx,
+        "wd 1 grok steps over ten seeds (distribution)",
+        f"mean of seeds 42/137/2024: add {PAPER_GROK[1.0][0]}, mul {PAPER_GROK[1.0][1]}",
+        f"{int(both.sum())}/{len(t)} runs grokked both; median add {fmt(dist['median_add'], 5)}, mul "
+        f"{fmt(dist['median_mul'], 5)}; (add+mul)/2 quartiles {fmt(lo, 5)}–{fmt(hi, 5)}, range "
+        f"{fmt(dist['min'], 5)}–{fmt(dist['max'], 5)}; mul strictly first in {dist['mul_first']}/"
+        f"{int(both.sum())}, same eval in {dist['same']}",
+        verdict,
+        "the paper's 3-seed mean inside the measured interquartile range of (add+mul)/2; partly inside "
+        "its range",
+        describe_spec(spec) + " + " + describe_spec(ctx.specs.get("seeds") or seeds_spec(ctx.scale)),
+        {"add": add.tolist(), "mul": mul.tolist(), **dist},
+    )
+
+
+def grok_distribution(add: np.ndarray, mul: np.ndarray) -> dict[str, Any]:
+    """Median, quartiles and range of (add+mul)/2 over seeds, and how often mul groks strictly first."""
+    if not len(add):
+        return {"median_add": None, "median_mul": None, "q25": None, "q75": None, "min": None,
+                "max": None, "mul_first": 0, "same": 0}
+    m = (add + mul) / 2
+    return {"median_add": float(np.median(add)), "median_mul": float(np.median(mul)),
+            "q25": float(np.percentile(m, 25)), "q75": float(np.percentile(m, 75)),
+            "min": float(m.min()), "max": float(m.max()),
+            "mul_first": int((mul < add).sum()), "same": int((mul == add).sum())}
 
 
 def claim_no_decay(ctx: ClaimContext) -> ClaimRow:
     """Without weight decay no run groks (the no-decay failure)."""
-    table, spec = _dual(ctx)
+    table, spec = _dual(ctx, with_wd0=True)
     pt = phase_table(_runs(table))
     ok = no_decay_failure(pt)
     zero = pt[pt.wd == 0]
+    if not zero.empty and len(pt[pt.wd > 0]) and zero.budget.min() < pt[pt.wd > 0].budget.max():
+        ok = None  # a shorter wd-0 budget than some wd > 0 run's cannot show "never"
     meas = (
         "wd 0 not in the sweep"
         if zero.empty
@@ -182,44 +326,44 @@ def claim_no_decay(ctx: ClaimContext) -> ClaimRow:
         "wd 0: never (within 100k steps)",
         meas,
         verdict_bool(ok),
-        "exact: no wd-0 run groks while some wd > 0 run does (inconclusive if no wd > 0 run groks)",
+        "exact: no wd-0 run groks while some wd > 0 run does (inconclusive if no wd > 0 run groks or the "
+        "wd-0 budget is shorter than a wd > 0 one)",
         spec,
         {"no_decay_failure": ok},
     )
 
 
+def mul_first_verdict(gaps_by_wd: dict[float, list[float]]) -> tuple[str, dict[float, float]]:
+    """P1's order claim as its text states it, "multiplication generalizes first ... with consistent delays
+    across seeds": for each wd condition where the paper's own Table 1 has mul first (wd ≥ 0.2; at 0.1
+    its add is 866 steps ahead), the seed-mean gap t_add − t_mul must be > 0. The "100–400 steps" is
+    reported, not required: the paper's own wd 0.5 mean gap is 67. Returns (verdict, mean gap per wd)."""
+    means = {w: float(np.mean(g)) for w, g in gaps_by_wd.items() if len(g)}
+    scored = [m for w, m in means.items() if w >= 0.2 - 1e-9]
+    return verdict_count(sum(m > 0 for m in scored), len(scored)), means
+
+
 def claim_mul_first(ctx: ClaimContext) -> ClaimRow:
-    """Multiplication groks before addition, by 100–400 steps."""
+    """Multiplication groks before addition (mean over seeds, in every wd condition the paper has mul first)."""
     table, spec = _dual(ctx)
-    d = (table["grok_step.add"].astype(float) - table["grok_step.mul"].astype(float))[table.wd > 0]
-    d = d[np.isfinite(d)]
-    if d.empty:
-        return _row(
-            ctx,
-            "mul groks before add",
-            "by 100–400 steps",
-            "no run grokked both tasks",
-            INCONCLUSIVE,
-            "[100, 400] steps",
-            spec,
-            {},
-        )
-    mean = float(d.mean())
-    first = int((d > 0).sum())
-    verdict = verdict_range(mean, 100, 400, 0)
-    if verdict == NOT_REPRODUCED:
-        verdict = (
-            PARTLY if verdict_count(first, len(d)) in (REPRODUCED, PARTLY) and mean > 0 else NOT_REPRODUCED
-        )
+    t = table[table.wd > 0]
+    d = t["grok_step.add"].astype(float) - t["grok_step.mul"].astype(float)
+    gaps = {float(w): [x for x in d[t.wd == w] if np.isfinite(x)] for w in sorted(set(t.wd))}
+    verdict, means = mul_first_verdict(gaps)
+    allg = [x for g in gaps.values() for x in g]
+    first = sum(x > 0 for x in allg)
     return _row(
         ctx,
         "mul groks before add",
-        "mul first by 100–400 steps (all wd > 0)",
-        f"t_add − t_mul = {mean:.0f} steps on average; mul first (strictly) in {first}/{len(d)} runs",
+        "mul first, 100–400 steps (Table 1: 200, 67, 200, 100 at wd 1–0.2; −866 at 0.1)",
+        "; ".join(f"wd {w:g}: t_add − t_mul = {m:.0f}" for w, m in means.items())
+        + f"; mul strictly first in {first}/{len(allg)} runs",
         verdict,
-        "mean gap in [100, 400] steps; partly: mul first in most runs, gap outside",
+        "seed-mean gap > 0 in every wd ≥ 0.2 condition (the paper's own table passes this rule and fails "
+        "a 100–400-step rule); partly: in ≥ half",
         spec,
-        {"gaps": d.tolist()},
+        {"gaps": {str(k): v for k, v in gaps.items()}, "mean_gap": means},
+        note="" if allg else "no run grokked both tasks",
     )
 
 
@@ -281,47 +425,46 @@ def claim_pc1_tri(ctx: ClaimContext) -> ClaimRow:
 
 
 def claim_rho(ctx: ClaimContext) -> ClaimRow:
-    """Integrability ρ ≈ 1.000 for wd > 0 (defect orthogonal to the execution basis)."""
+    """Integrability ρ ≈ 1.000 for wd > 0 (defect orthogonal to the execution basis), against its null."""
     table, spec = _dual(ctx)
-    v, mean = finite_values(table[table.wd > 0], "summary.rho")
-    return _row(
-        ctx,
-        "integrability ρ ≈ 1 for wd > 0",
-        "ρ ≈ 1.000",
-        f"ρ = {fmt(mean, 4)} (mean of {len(v)} runs, min {fmt(float(v.min()) if len(v) else None, 4)})",
-        verdict_value(mean, 1.0, 0.01, 5.0),
-        "|ρ − 1| ≤ 0.01; partly ≤ 0.05",
-        spec,
-        {"rho": v.tolist()},
-    )
+    return rho_row(ctx, table[table.wd > 0], spec, "integrability ρ ≈ 1 for wd > 0")
 
 
 def claim_defect_precedes(ctx: ClaimContext) -> ClaimRow:
-    """Defect onset precedes grokking in every condition (P1/P2: 42/42)."""
+    """Defect onset precedes grokking in every dual-task condition (P1 Table 5: post-hoc envelope detector)."""
     table, spec = _dual(ctx)
-    leads = []
-    for c in [c for c in table.columns if c.startswith("summary.lead.")]:
-        g = table[c.replace("summary.lead.", "grok_step.")].astype(float)
-        v = table[c].astype(float)
-        leads += [x for x, gg in zip(v, g, strict=True) if np.isfinite(gg)]
+    col = "defect.lead_envelope"
+    t = table[(table.wd > 0) & table["defect.grok_first"].notna()] if "defect.grok_first" in table else \
+        table.iloc[0:0]
+    leads = t[col].astype(float).tolist() if col in t else []
     n = len(leads)
     pos = sum(1 for x in leads if np.isfinite(x) and x > 0)
     missing = sum(1 for x in leads if not np.isfinite(x))
+    per = "; ".join(f"wd {r.wd:g} s{r.seed}: {fmt(x)}" for r, x in zip(t.itertuples(), leads, strict=True))
     return _row(
         ctx,
-        "defect onset precedes grokking",
-        "42/42 conditions",
-        f"{pos}/{n} grokked (run, task) pairs with lead > 0 ({missing} without a detected onset)",
+        "defect onset precedes grokking (dual)",
+        "every condition (P1: 42/42 = 15 dual + 27 tri, Table 5 leads)",
+        f"{pos}/{n} grokked runs with lead > 0 ({missing} without a detected onset); {per}",
         verdict_count(pos, n),
-        "every grokked (run, task): lead > 0; partly ≥ half",
+        "every grokked wd > 0 run: first task's grok step − envelope onset > 0; partly ≥ half",
         spec,
         {"leads": leads},
+        note="onset: defect_wd_replot.py's envelope (K = 9 defects at ≤ 120 stored snapshots, centred "
+        "rolling max w 5 of log10 D, baseline median of the first max(3, 25 %), 5×); lead to the first "
+        "task's 98 %×3 grok step",
     )
 
 
 def claim_lambda_min(ctx: ClaimContext) -> ClaimRow:
     """Curvature depth λ_min (dual, total loss) per wd: −63 ± 12 at wd 1 … −50 ± 16 at wd 0."""
-    table, spec = _dual(ctx)
+    table, spec = _dual(ctx, with_wd0=True)
+    if ctx.scale == "cpu":  # Lanczos at ≤ 30 checkpoints costs ~15 CPU-min per run: seed 42 only
+        table = table[table.seed == 42]
+        for path in table.path:
+            run = RunDir(path)
+            if missing_analyses(run, ["hessian"]):
+                run_analysis(run, "hessian", ctx.device)
     pt = phase_table(_runs(table))
     parts, vs = [], []
     for r in pt.itertuples():
@@ -441,8 +584,31 @@ def claim_scale(ctx: ClaimContext) -> ClaimRow:
     )
 
 
+def deletion_verdict(grokked: dict[float, bool]) -> str:
+    """P1's deletion result as its scan found it: f ∈ {10, 15, 25} % never grok; f = 50 % groks again
+    (the dual model's partial recovery); f < 10 % grok (later). Each scanned fraction is one case."""
+    ok = []
+    for f, g in grokked.items():
+        if any(np.isclose(f, x) for x in DELETION_FAIL):
+            ok.append(not g)
+        elif np.isclose(f, DELETION_RECOVER) or f < min(DELETION_FAIL):
+            ok.append(bool(g))
+    return verdict_count(sum(ok), len(ok))
+
+
+def deletion_scan(scale: str) -> Any:
+    """The scan of this scale: P1's fractions and 50k budget (ortho_fine_scan.py), from the authors' step
+    500 (the trainer's 0-based step 499); the quick scale keeps its base budget."""
+    if scale == "paper":
+        return ScanConfig(kind="deletion", values=(0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25, 0.5),
+                          steps=DELETION_BUDGET, start=499)
+    if scale == "cpu":
+        return ScanConfig(kind="deletion", values=(0.1, 0.15, 0.25, 0.5), steps=DELETION_BUDGET, start=499)
+    return ScanConfig(kind="deletion", values=(0.1, 0.25, 0.5), start=200)
+
+
 def claim_deletion(ctx: ClaimContext) -> ClaimRow:
-    """Orthogonal gradient deletion (top-20 trajectory PCs) of ≥ 10% stops grokking (wd 1)."""
+    """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
     table, spec = _dual(ctx)
     base = table[(table.wd == 1.0)]
     base = base[
@@ -451,29 +617,24 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
         .all(axis=1)
     ]
     if base.empty:
-        return _row(
-            ctx,
-            "orthogonal deletion ≥ 10% → no grokking",
-            "≥ 10% → no grokking (wd 1)",
-            "no grokked wd-1 base run",
-            INCONCLUSIVE,
-            "no deleted run groks",
-            spec,
-            {},
-        )
+        return _row(ctx, "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
+                    "f 10–25 % → no grokking; 50 % groks (+163 %)", "no grokked wd-1 base run",
+                    INCONCLUSIVE, "", spec, {})
+    base = base.sort_values("seed", key=lambda s: s != 42)  # seed 42, as the authors' scan
     run = RunDir(base.path.iloc[0])
-    scan = ScanConfig(kind="deletion", values=(0.1, 0.5), start=500 if ctx.scale == "paper" else 200)
+    scan = deletion_scan(ctx.scale)
     df, out = stored_scan(ctx, run, scan)
     per = df.groupby("value").grokked.all()
-    k = int((~per).sum())
+    delay = df.groupby("value").delay_pct.max()
     return _row(
         ctx,
-        "orthogonal deletion ≥ 10% → no grokking",
-        "f ≥ 10% → no grokking (wd 1)",
-        "; ".join(f"f {v:g}: {'grokked' if g else 'no grok'}" for v, g in per.items())
-        + f" (base {run.path.name}, budget = base run's)",
-        verdict_count(k, len(per)),
-        "no run with f ≥ 10% groks within the base budget; partly ≥ half",
+        "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
+        "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k); f < 10 % groks "
+        "later (wd 1, seed 42)",
+        "; ".join(f"f {v:g}: " + (f"grokked ({fmt(delay[v])} %)" if g else "no grok") for v, g in per.items())
+        + f" (base {run.path.name}, budget {scan.steps or 'base run'})",
+        deletion_verdict({float(v): bool(g) for v, g in per.items()}),
+        "every scanned f as the paper found it (10–25 %: no grok; 50 % and < 10 %: grok); partly ≥ half",
         spec,
         {"rows": df.to_dict("records")},
         note=f"scan stored in {out}",
@@ -482,6 +643,8 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
 
 CLAIMS = (
     claim_grok_vs_wd,
+    claim_grok_steps,
+    claim_grok_spread,
     claim_no_decay,
     claim_mul_first,
     claim_tri_order,

@@ -13,26 +13,33 @@ from rich.markup import escape
 from rich.table import Table
 
 from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate
+from grokscope.claims.common import SCALES, default_store
 from grokscope.commands.common import print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
+
+ROLES = ("dual", "dual0", "seeds", "tri", "single", "lr")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("claims", help="check a paper's claims: measured vs claimed, with verdicts")
     p.add_argument("paper", help="p1, p2 or p3")
     p.add_argument(
-        "--scale", default="quick", help="quick (CPU, minutes; smaller p/models/seeds) or paper (GPU)"
+        "--scale", default="quick",
+        help="quick (minutes; smaller p/models/seeds), cpu (the papers' models and hyper-parameters, a grid "
+        "cut to ~2 h per paper on 2 cores) or paper (the papers' full grids)"
     )
     p.add_argument(
-        "--store", default=None, help="run store (default runs/claims-<scale>); finished runs are reused"
+        "--store", default=None,
+        help="run store (default runs/claims-quick; ~/.cache/grokscope/claims-<scale> for cpu and paper, "
+        "or $GROKSCOPE_CACHE/claims-<scale>); finished runs and analyses are reused"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--only", default=None, help="comma-separated substrings of claim function names")
     p.add_argument(
         "--specs",
         default=None,
-        help="YAML mapping role (dual, tri, single, lr) → sweep spec, replacing the scale's sweeps",
+        help=f"YAML mapping role ({', '.join(ROLES)}) → sweep spec, replacing the scale's sweeps",
     )
     p.add_argument("--progress", action="store_true", help="show training progress on stderr")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
@@ -48,9 +55,9 @@ def _specs(path: str | None) -> dict[str, dict[str, Any]]:
     raw = yaml.safe_load(f.read_text()) or {}
     if not isinstance(raw, dict) or not all(isinstance(v, dict) and "name" in v for v in raw.values()):
         raise ConfigError(f"{path}: expected a mapping role → sweep spec (each with a name)")
-    bad = sorted(set(raw) - {"dual", "tri", "single", "lr"})
+    bad = sorted(set(raw) - set(ROLES))
     if bad:
-        raise ConfigError(f"{path}: unknown role {bad[0]!r}; choose from dual, tri, single, lr")
+        raise ConfigError(f"{path}: unknown role {bad[0]!r}; choose from {', '.join(ROLES)}")
     return raw
 
 
@@ -59,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     if paper not in PAPERS:
         raise ConfigError(f"unknown paper {args.paper!r}; choose from {', '.join(PAPERS)}")
     scale = args.scale
-    store = Path(args.store or f"runs/claims-{scale}")
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    store = Path(args.store or default_store(scale))
     ctx = ClaimContext(
         scale=scale,
         store=store,

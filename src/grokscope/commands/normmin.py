@@ -34,14 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     mlp = verbs.add_parser("mlp", help="P3 exp. 4.6: mod-11 MLP, cos(Δθ, tangent of -θ) during grokking")
     common(mlp)
-    mlp.add_argument("--every", type=int, default=None, help="probe interval in steps (default 100)")
-    mlp.add_argument("--train-frac", type=float, default=None)
+    mlp.add_argument("--every", type=int, default=None, help="probe interval in steps (default 1, as P3)")
+    mlp.add_argument("--n-test", type=int, default=None, help="held-out pairs (default 7 of the 66 a ≤ b)")
     dec = verbs.add_parser("decoupled", help="P3 §7: W₂ = H⁺Y, W₁ follows -∇R; p=37, d_h 512")
     common(dec)
     dec.add_argument("--lam", type=float, default=None, help="λ in R (default 1)")
     dec.add_argument("--lr", type=float, default=None, help="η (default 1e-3)")
     dec.add_argument("--dtype", choices=("float64", "float32"), default=None)
-    toy = verbs.add_parser("toy", help="P3 §4: ŷ = w₁x₁ + w₂x₂ and ŷ = w₃(w₁x₁ + w₂x₂) on 1 + 1 = 2")
+    toy = verbs.add_parser("toy", help="P3 §4: ŷ = w₁x₁ + w₂x₂ on 1 + 1 = 2, ŷ = w₁x₁ + w₂x₂ + w₃x₃ on 3")
     common(toy, seeds=False)
     toy.add_argument("--lams", type=csv_list(float), default=None,
                      help="comma-separated λ (default 0.01,0.1,0.2)")
@@ -110,9 +110,9 @@ def _mlp(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     if args.every:
         _positive("--every", args.every)
         over["every"] = args.every
-        over["eval_every"] = math.gcd(args.every, exp.eval_every)
-    if args.train_frac is not None:
-        over["train_frac"] = args.train_frac
+        over["eval_every"] = math.gcd(args.every, exp.horizon)
+    if args.n_test is not None:
+        over["n_test"] = args.n_test
     exp = replace(exp, **over)
     res = run_mlp(exp, str(out / "runs") if out is not None else None)
     if out is not None:
@@ -275,19 +275,19 @@ def _fig_decoupled(sim: dict[str, Any], path: Path) -> None:
 
 def _fig_toy(res: dict[str, Any], path: Path) -> None:
     fig, ax = _figure(1, 2, (11, 4.5))
-    lin, three = res["linear"], res["three"]
+    lin, lin3 = res["linear"], res["linear3"]
     for i, lam in enumerate(lin["lams"]):
         ax[0].plot(lin["w"][i, :, 0], lin["w"][i, :, 1], label=f"λ={lam:g}")
-        ax[1].plot(three["steps"], three["w"][i, :, 2], label=f"w₃, λ={lam:g}")
+        ax[1].plot(lin3["steps"], lin3["w"][i, :, 0], label=f"w₁, λ={lam:g}")
     xs = [-1.2, 2.2]
     ax[0].plot(xs, [2 - x for x in xs], "k:", lw=0.8, label="w₁ + w₂ = 2")
     ax[0].plot([1], [1], "k*", ms=10)
     ax[0].set_xlabel("w₁")
     ax[0].set_ylabel("w₂")
     ax[0].legend(fontsize=7)
-    ax[1].axhline(2 ** 0.25, color="k", ls=":", lw=0.8)
+    ax[1].axhline(1.0, color="k", ls=":", lw=0.8)
     ax[1].set_xlabel("step")
-    ax[1].set_ylabel("w₃ (dotted: 2^¼)")
+    ax[1].set_ylabel("toy 2 (w₁ + w₂ + w₃ = 3): w₁ (dotted: 1)")
     ax[1].legend(fontsize=7)
     _save(fig, path)
 

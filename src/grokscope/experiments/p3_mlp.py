@@ -26,29 +26,46 @@ __all__ = ["MLPExperiment", "mlp_configs", "mlp_summary", "run_mlp"]
 
 @dataclass(frozen=True)
 class MLPExperiment:
-    """P3 experiment 4.6: e_a + e_b inputs, one-hot targets, squared error, bias-free ReLU MLP,
-    full-batch GD with L2 decay, R seeds as one batch; the tangent cosine every `every` steps."""
+    """P3 experiment 4.6 / App. D: e_a + e_b inputs over the unordered pairs a ≤ b (the input is symmetric,
+    so ordered pairs would leak a test pair's mirror into training), `n_test` of them held out, one-hot
+    targets, squared error, bias-free ReLU MLP (PyTorch's default init), full-batch GD lr 1 with L2 decay
+    1e-4, R seeds as one batch; the tangent cosine every `every` steps (P3: every step)."""
 
     p: int = 11
     width: int = 128
-    train_frac: float = 0.9
+    unordered: bool = True
+    n_test: int = 7
     lr: float = 1.0
     wd: float = 1e-4
     steps: int = 30_000
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    every: int = 500
+    every: int = 1
     horizon: int = 10
     project_steps: int = 100
     project_momentum: float = 0.9
-    eval_every: int = 100
+    eval_every: int = 1
+
+    @property
+    def n_pairs(self) -> int:
+        """Operand pairs: p(p+1)/2 unordered (66 at p 11), p² ordered."""
+        return self.p * (self.p + 1) // 2 if self.unordered else self.p * self.p
+
+    @property
+    def train_frac(self) -> float:
+        """The fraction that leaves exactly `n_test` pairs for the test set."""
+        return (self.n_pairs - self.n_test) / self.n_pairs
 
 
 def mlp_configs(exp: MLPExperiment) -> list[RunConfig]:
     """One trainer config per seed (never stops on grokking, so the post-grokking cosine is seen too)."""
-    if exp.every % exp.eval_every:
-        raise ConfigError(f"every={exp.every} must be a multiple of eval_every={exp.eval_every}")
+    if exp.every % exp.eval_every or exp.horizon % exp.eval_every:
+        raise ConfigError(f"every={exp.every} and horizon={exp.horizon} must be multiples of "
+                          f"eval_every={exp.eval_every}")
+    if not 0 < exp.n_test < exp.n_pairs:
+        raise ConfigError(f"n_test={exp.n_test} must be between 1 and {exp.n_pairs - 1} (of {exp.n_pairs} pairs)")
     return [validate(RunConfig(
-        data=DataConfig(tasks=("add",), p=exp.p, train_frac=exp.train_frac, exclude_zero=False),
+        data=DataConfig(tasks=("add",), p=exp.p, train_frac=exp.train_frac, exclude_zero=False,
+                        unordered=exp.unordered),
         model=ModelConfig(kind="mlp", width=exp.width),
         optim=OptimConfig(name="sgd", lr=exp.lr, wd=exp.wd, clip=0.0, momentum=0.0, batch=None),
         seed=s, steps=exp.steps, eval_every=exp.eval_every, attn_every=exp.eval_every,
@@ -112,7 +129,8 @@ def run_mlp(exp: MLPExperiment, out: str | None = None) -> dict[str, Any]:
     table, the per-seed summary and the wall time."""
     t0 = time.perf_counter()
     cfgs = mlp_configs(exp)
-    probe = tangent_probe(exp.every, exp.horizon, exp.project_steps, exp.project_momentum)
+    probe = tangent_probe(exp.every, exp.horizon, exp.project_steps, exp.project_momentum,
+                          eval_every=exp.eval_every)
     results = train(cfgs, out, probes=(probe,), force=out is not None)
     table, seeds = mlp_summary(results)
     return {"experiment": exp, "table": table, "seeds": seeds, "results": results,

@@ -27,7 +27,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.errors import StoreError
-from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis
+from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis, weight_svd_basis
 from grokscope.problem import Params, Problem
 from grokscope.store import DEFECT_TABLE, RunDir
 from grokscope.train import Probe
@@ -193,11 +193,19 @@ def defect_probe(every: int, draws: int = 3, eta: float = 1e-3) -> Probe:
     return Probe(DEFECT_TABLE, every, measure)
 
 
+BASIS_KINDS = ("exec", "weight_svd")
+
+
 def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta: float = 1e-3,
-                           chunk: int = 4, n_random: int = 5, which: slice | None = None) -> pd.DataFrame:
+                           chunk: int = 4, n_random: int = 5, which: slice | np.ndarray | None = None,
+                           basis_kind: str = "exec", svd_k: int = 3) -> pd.DataFrame:
     """Post-hoc defects at a run's stored snapshots (`which` selects some), `chunk` snapshots per batched
-    program, with ρ against `exec_basis(run)` (columns: step, defect, defect_cross, rho, rho_random,
-    proj_ratio; ρ columns are NaN for models without attention)."""
+    program, with ρ against `exec_basis(run)` (`basis_kind="exec"`, P1/SPEC) or against P2's weight-SVD
+    basis rebuilt at each snapshot from its own attention matrices (`"weight_svd"`, `svd_k` per matrix)
+    (columns: step, defect, defect_cross, rho, rho_random, proj_ratio; ρ columns are NaN for models
+    without attention)."""
+    if basis_kind not in BASIS_KINDS:
+        raise ValueError(f"basis_kind={basis_kind!r}: choose from {', '.join(BASIS_KINDS)}")
     cfg = run.config()
     problem = Problem([cfg], device)
     steps, snaps = run.snapshots()
@@ -226,7 +234,12 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
             res[mode] = (D.view(len(part), draws), delta.view(len(part), draws, -1))
         D, deltas = res["total"]
         med = D.median(1).values
-        if basis is not None:
+        if basis is not None and basis_kind == "weight_svd":
+            attn = {k: v for k, v in slices.items() if ".attn.W_" in k}
+            per = [weight_svd_basis({k: snaps[k][i] for k in attn}, slices, theta_all.shape[1], svd_k)
+                   for i in part]
+            rho, rho_random, ratio = _integrability(deltas, torch.stack(per).to(device), n_random)
+        elif basis is not None:
             rho, rho_random, ratio = _integrability(deltas, basis, n_random)
         else:
             rho = rho_random = ratio = torch.full((len(part),), float("nan"))
@@ -239,3 +252,50 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
     df = pd.DataFrame(rows)
     df.insert(0, "run", cfg.name)
     return df
+
+
+# ---- precision: δ by subtracting two parameter vectors, as the authors do -------------------------------
+
+@dataclass
+class DefectPrecision:
+    """Per draw [R, K]: D with δ from gradient differences (this module's way) in the params' dtype,
+    D with δ = θ_AB − θ_BA formed by subtracting two parameter vectors in the same dtype (the authors'
+    way), and a float64 reference of D; also ‖θ‖ and the float32 round-off floor 2⁻²⁴‖θ‖/(‖ηg_A‖‖ηg_B‖)."""
+
+    gradient_difference: torch.Tensor
+    subtraction: torch.Tensor
+    reference: torch.Tensor
+    theta_norm: torch.Tensor
+    roundoff_floor: torch.Tensor
+
+
+def defect_precision(problem: Problem, params: Params, step: int = 0, draws: int = 9,
+                     eta: float = 1e-3) -> DefectPrecision:
+    """The commutator defect three ways at the same minibatches (FIDELITY-AUDIT item 13)."""
+    R = problem.R
+    pa, ta, pb, tb = _draws(problem, step, draws, None)
+    wa, wb = _task_weights(problem, "total")
+    out: dict[str, torch.Tensor] = {}
+    for dtype in (None, torch.float64):
+        like = {k: v.detach() if dtype is None else v.detach().to(dtype) for k, v in params.items()}
+        theta = M.flatten(like).repeat(draws, 1)
+        N = theta.shape[0]
+        ga = _flat_grad_fn(problem, like, pa, ta, wa.expand(N, -1))(theta)
+        gb = _flat_grad_fn(problem, like, pb, tb, wb.expand(N, -1))(theta)
+        gb_a = _flat_grad_fn(problem, like, pb, tb, wb.expand(N, -1))(theta - eta * ga)
+        ga_b = _flat_grad_fn(problem, like, pa, ta, wa.expand(N, -1))(theta - eta * gb)
+        diff = eta * ((gb - gb_a) - (ga - ga_b))
+        tag = "ref" if dtype is not None else "low"
+        out[f"grad_{tag}"] = _normalise(diff, ga, gb, eta)
+        theta_ab = (theta - eta * ga) - eta * gb_a
+        theta_ba = (theta - eta * gb) - eta * ga_b
+        out[f"sub_{tag}"] = _normalise(theta_ab - theta_ba, ga, gb, eta)
+        if dtype is None:
+            out["theta"] = theta.norm(dim=1)
+            out["floor"] = 2.0 ** -24 * out["theta"] / ((eta * ga.norm(dim=1)) * (eta * gb.norm(dim=1)))
+    def shape(x: torch.Tensor) -> torch.Tensor:  # rows k·R + r -> [R, K]
+        return x.view(draws, R).T.contiguous()
+
+    return DefectPrecision(gradient_difference=shape(out["grad_low"]), subtraction=shape(out["sub_low"]),
+                           reference=shape(out["grad_ref"]), theta_norm=shape(out["theta"]),
+                           roundoff_floor=shape(out["floor"]))

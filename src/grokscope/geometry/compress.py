@@ -3,7 +3,9 @@
 Four families of edited models, each evaluated for per-task accuracy as one batched program (variants
 on the run axis):
 - `svd`: every weight matrix's ΔW (2-D, ≥ `min_numel` entries, as the authors' `postgrok_compression.py`)
-  replaced by its best rank-r approximation; vectors keep their full Δ;
+  replaced by its best rank-r approximation; vectors keep their full Δ. W_Q, W_K, W_V of a layer are
+  truncated jointly as one [d, 3d] matrix by default (`qkv="joint"`), as the authors' SVD of PyTorch's
+  packed in_proj_weight [3d, d] does (snapshot_decomposition.py); `qkv="separate"` cuts each alone;
 - `prune`: magnitude pruning of Δθ, keeping the top fraction q of |Δθ| over the whole vector;
 - `scale`: θ₀ + s·Δθ;
 - `perturb`: a random fraction x of the parameters multiplied by (1 + ε·z), z ~ N(0, 1) — relative noise
@@ -40,28 +42,61 @@ class FragilityConfig:
     perturb_fractions: tuple[float, ...] = (0.01, 0.05, 0.1)
     perturb_sizes: tuple[float, ...] = (0.05, 0.2)
     min_numel: int = 128
+    qkv: str = "joint"  # joint: one SVD of [W_Q | W_K | W_V] per layer (the authors' in_proj); separate
     seed: int = 0
     chunk: int = 16  # variants evaluated per batched call
 
 
 # ---- the edits (pure functions; single-run params without a run axis, flat vectors [P]) ----------
 
-def svd_truncate(theta0: Params, theta: Params, ranks: Sequence[int], min_numel: int = 128) -> Params:
-    """θ with each weight matrix's ΔW cut to its best rank-r approximation, one variant per rank:
-    {name: [len(ranks), ...]}. Ranks ≥ min(ΔW.shape) leave that matrix untouched (bitwise)."""
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in theta}
-    for k, w in theta.items():
-        if w.dim() != 2 or w.numel() < min_numel:
-            out[k] = [w] * len(ranks)
+QKV_MODES = ("joint", "separate")
+
+
+def _qkv_groups(theta: Params, qkv: str) -> list[list[str]]:
+    """Names truncated together: each layer's [W_Q, W_K, W_V] when `qkv="joint"`, else one per matrix."""
+    if qkv not in QKV_MODES:
+        raise ValueError(f"qkv={qkv!r}: choose from {', '.join(QKV_MODES)}")
+    groups, seen = [], set()
+    for k in theta:
+        if k in seen:
             continue
-        dW = (w - theta0[k]).double()
+        if qkv == "joint" and k.endswith(".attn.W_Q"):
+            trio = [k[: -len("W_Q")] + m for m in ("W_Q", "W_K", "W_V")]
+            if all(t in theta for t in trio):
+                groups.append(trio)
+                seen.update(trio)
+                continue
+        groups.append([k])
+        seen.add(k)
+    return groups
+
+
+def svd_truncate(theta0: Params, theta: Params, ranks: Sequence[int], min_numel: int = 128,
+                 qkv: str = "joint") -> Params:
+    """θ with each weight matrix's ΔW cut to its best rank-r approximation, one variant per rank:
+    {name: [len(ranks), ...]}. A layer's W_Q, W_K, W_V (x @ W, [d, d] each) are cut as one [d, 3d]
+    matrix with `qkv="joint"` (the authors' packed in_proj). Ranks ≥ the (joint) matrix's smaller side
+    leave it untouched (bitwise)."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in theta}
+    for names in _qkv_groups(theta, qkv):
+        w = torch.cat([theta[k] for k in names], dim=1) if len(names) > 1 else theta[names[0]]
+        if w.dim() != 2 or w.numel() < min_numel:
+            for k in names:
+                out[k] = [theta[k]] * len(ranks)
+            continue
+        w0 = torch.cat([theta0[k] for k in names], dim=1) if len(names) > 1 else theta0[names[0]]
+        dW = (w - w0).double()
         U, S, Vh = torch.linalg.svd(dW, full_matrices=False)
+        widths = [theta[k].shape[1] for k in names]
         for r in ranks:
             if r >= min(dW.shape):
-                out[k].append(w)
-                continue
-            dropped = (U[:, r:] * S[r:]) @ Vh[r:]  # ΔW − ΔW_r
-            out[k].append(w - dropped.to(w.dtype))
+                parts = [theta[k] for k in names]
+            else:
+                dropped = ((U[:, r:] * S[r:]) @ Vh[r:]).to(w.dtype)  # ΔW − ΔW_r
+                cut = w - dropped
+                parts = list(torch.split(cut, widths, dim=1)) if len(names) > 1 else [cut]
+            for k, part in zip(names, parts, strict=True):
+                out[k].append(part)
     return {k: torch.stack(v) for k, v in out.items()}
 
 
@@ -145,7 +180,7 @@ def fragility(run: RunDir, cfg: FragilityConfig | None = None, device: str = "cp
 
     kinds: list[tuple[str, float, float]] = [("full", 1.0, float("nan")), ("init", 0.0, float("nan"))]
     blocks = [theta[None], theta0[None]]
-    svd = svd_truncate(theta0_d, theta_d, cfg.ranks, cfg.min_numel)
+    svd = svd_truncate(theta0_d, theta_d, cfg.ranks, cfg.min_numel, cfg.qkv)
     blocks.append(M.flatten(svd))
     kinds += [("svd", float(r), float("nan")) for r in cfg.ranks]
     blocks.append(prune_delta(theta0, theta, cfg.keeps))

@@ -1,11 +1,14 @@
 """Defect onset, lead over grokking and the lead–grok-time power law (SPEC §4).
 
-Two onset detectors over a defect series D(t):
-- `onset_threshold` (P2, the default): first step with D > 10 × baseline and D > 20, baseline = median
-  of the first 3 measurements;
-- `onset_envelope` (P1's dual-task table): rolling max (window 5) of log10 D above a threshold set by the
-  first 25% of the series. See its docstring for how "5×" is read.
+Two onset detectors over a defect series D(t), each the rule of the script behind a paper's numbers:
+- `onset_threshold` (P2 §4.3; grok_generalization_dynamics.py `find_spike_step`): first step, from the
+  third measurement on, with D > 10 × max(median of the first 3 measurements, 0.1) and D > 20;
+- `onset_envelope` (P1 Table 5; defect_wd_replot.py `detect_onset_envelope`): centred rolling max (window 5)
+  of log10 D, baseline = median of that envelope over the first max(3, ⌊25 %⌋) measurements, onset = first
+  measurement after those where the envelope exceeds baseline + log10 5 (i.e. 5× the early defect).
 Lead = t_grok − t_onset (positive: the defect rose before grokking); lead fraction = lead / t_grok.
+P2 measures the lead to the first evaluation ≥ 90 % test accuracy; P1 to the first task's grok step
+(98 % for 3 evaluations), with the envelope detector on ≤ 120 post-hoc checkpoints (`posthoc_indices`).
 `defect_timing` is the one place these are put together for a run (onset, peak ratio, lead per task).
 """
 
@@ -38,46 +41,54 @@ def _clean(steps, D) -> tuple[np.ndarray, np.ndarray]:
     return steps[order], D[order]
 
 
-def onset_threshold(steps, D, factor: float = 10.0, floor: float = 20.0, n_base: int = 3) -> int | None:
-    """First step with D > factor × median(first `n_base` measurements of D) and D > floor; None if never."""
+def onset_threshold(steps, D, factor: float = 10.0, floor: float = 20.0, n_base: int = 3,
+                    base_floor: float = 0.1) -> int | None:
+    """P2's onset: first step at index ≥ n_base − 1 with D > factor × max(median(D[:n_base]), base_floor)
+    and D > floor; None if never (or with fewer than n_base measurements)."""
     steps, D = _clean(steps, D)
-    if len(D) <= n_base:
+    if len(D) < n_base:
         return None
-    base = float(np.nanmedian(D[:n_base]))
+    base = max(float(np.nanmedian(D[:n_base])), base_floor)
     hit = np.flatnonzero((D > factor * base) & (D > floor))
+    hit = hit[hit >= n_base - 1]
     return int(steps[hit[0]]) if len(hit) else None
 
 
 def onset_envelope(steps, D, window: int = 5, factor: float = 5.0, base_frac: float = 0.25,
-                   center: bool = False) -> int | None:
-    """P1's detector: first step where the rolling max (over `window` measurements) of log10 D exceeds
-    log10(factor × baseline), baseline = median D over the first `base_frac` of the series.
-
-    "5×" multiplies D, not log10 D: the test is max_window log10 D > log10 5 + median(log10 D_first 25%),
-    i.e. the envelope rises to 5× the early defect (the same kind of ratio as the 10× of
-    `onset_threshold`; a multiple of log10 D would depend on D's units and misfire for a baseline < 1).
-    The window trails (causal, as a detector run during training must be): then the first crossing of
-    the envelope is the first crossing of D itself and the window only smooths the reported envelope;
-    `center=True` gives the centred window, which fires up to window//2 measurements earlier."""
+                   min_base: int = 3, center: bool = True) -> int | None:
+    """P1's post-hoc onset: envelope = rolling max (centred, `window`) of log10 D with exact zeros read as
+    0.01; baseline = median of the envelope over the first n_base = max(min_base, ⌊base_frac·n⌋)
+    measurements; the first step after those whose envelope exceeds baseline + log10(factor). None if
+    never. `center=False` gives a trailing (causal) window, which a detector run during training needs."""
     steps, D = _clean(steps, D)
     n = len(D)
-    n_base = max(1, int(np.floor(base_frac * n)))
+    n_base = max(min_base, int(base_frac * n))
     if n <= n_base:
         return None
+    D = np.where(D == 0, 0.01, D)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logD = np.log10(D)
-    thr = np.log10(factor) + float(np.nanmedian(logD[:n_base]))
+        logD = np.log10(D + 1e-15)
     env = rolling_max(logD, window, center)
-    hit = np.flatnonzero(env > thr)
-    return int(steps[hit[0]]) if len(hit) else None
+    thr = float(np.nanmedian(env[:n_base])) + np.log10(factor)
+    hit = np.flatnonzero(env[n_base:] > thr)
+    return int(steps[n_base + hit[0]]) if len(hit) else None
+
+
+def posthoc_indices(n: int, max_points: int = 120) -> np.ndarray:
+    """Which of n stored checkpoints P1's post-hoc defect uses: all when n ≤ max_points, else max_points
+    spread evenly (integer linspace, first and last included), as defect_wd_comparison.py subsamples."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.linspace(0, n - 1, max_points).astype(int)
 
 
 def rolling_max(x: np.ndarray, window: int, center: bool = False) -> np.ndarray:
-    """Max over the last `window` entries (or the centred window), NaN-aware, shortened at the ends."""
+    """Max over the last `window` entries, or over i ± window//2 (centred), NaN-aware, shortened at the
+    ends."""
     x = np.asarray(x, dtype=float)
     n, out = len(x), np.full(len(x), np.nan)
     for i in range(n):
-        lo, hi = (i - window // 2, i - window // 2 + window) if center else (i - window + 1, i + 1)
+        lo, hi = (i - window // 2, i + window // 2 + 1) if center else (i - window + 1, i + 1)
         seg = x[max(lo, 0):min(hi, n)]
         if np.isfinite(seg).any():
             out[i] = np.nanmax(seg)

@@ -48,7 +48,7 @@ class TrajectoryPCs:
 
 @dataclass
 class NullResult:
-    """Observed PC1% against a random walk with the same step norms: null mean, std and z-score."""
+    """Observed PC1% against a random-walk null (`random_walk_null`): null mean, spread over walks and z."""
 
     observed: float
     null_mean: float
@@ -184,19 +184,33 @@ def expanding_pc1(traj: torch.Tensor, min_snapshots: int = 3) -> tuple[np.ndarra
     return idx, np.array([_pc1_from_gram(K[: i + 1, : i + 1]) for i in idx])
 
 
-def random_walk_null(traj: torch.Tensor, n_null: int = 20, seed: int = 0) -> NullResult:
-    """Observed PC1% vs random walks with the same number of steps and per-step norms, random directions."""
+NULL_STEPS = ("equal", "matched")
+
+
+def random_walk_null(traj: torch.Tensor, n_null: int = 20, seed: int = 0, steps: str = "equal") -> NullResult:
+    """Observed PC1% vs random walks with the same number of snapshots in random directions.
+
+    `steps="equal"` (default): every step has the same norm, the classic isotropic-walk null (PC1% ≈ 61–62 %
+    for 10–12 snapshots, → 6/π² ≈ 60.8 % for many; Antognini & Sohl-Dickstein 2018). `"matched"`: step i has
+    the norm of the trajectory's step i; this ties the null to the optimiser's speed profile (AdamW's large
+    first step from θ₀ alone moves it by ±10 points between matrices of one run), which is why it is not the
+    default. `null_std` is the spread over walks in the matrix's dimension D; it shrinks like 1/√D, so z
+    grows with D and is no significance test: compare `observed − null_mean` in points."""
+    if steps not in NULL_STEPS:
+        raise ValueError(f"steps={steps!r}: choose from {', '.join(NULL_STEPS)}")
     X = _as_rows(traj)
     if X.shape[0] < 3:
         raise ValueError("the random-walk null needs at least 3 snapshots")
     observed = _pc1_from_gram((X - X[0]) @ (X - X[0]).T)
     norms = (X[1:] - X[:-1]).norm(dim=1)
+    if steps == "equal":
+        norms = torch.ones_like(norms)
     g = torch.Generator().manual_seed(int(seed))
     null = []
     for _ in range(n_null):
-        steps = torch.randn(X.shape[0] - 1, X.shape[1], generator=g, dtype=torch.float64)
-        steps = steps / steps.norm(dim=1, keepdim=True) * norms[:, None]
-        walk = torch.cat([torch.zeros(1, X.shape[1], dtype=torch.float64), steps.cumsum(0)])
+        inc = torch.randn(X.shape[0] - 1, X.shape[1], generator=g, dtype=torch.float64)
+        inc = inc / inc.norm(dim=1, keepdim=True) * norms[:, None]
+        walk = torch.cat([torch.zeros(1, X.shape[1], dtype=torch.float64), inc.cumsum(0)])
         null.append(_pc1_from_gram(walk @ walk.T))
     mean, std = float(np.mean(null)), float(np.std(null, ddof=1)) if n_null > 1 else float("nan")
     z = (observed - mean) / std if std and np.isfinite(std) and std > 0 else float("nan")
@@ -223,6 +237,28 @@ def exec_basis_from_traj(attn: dict[str, torch.Tensor], slices: dict[str, slice]
             cols.append(v)
     if not cols:
         raise ValueError("no attention matrices to build an execution basis from")
+    Q, _ = torch.linalg.qr(torch.stack(cols, 1))
+    return Q.float().contiguous()
+
+
+def weight_svd_basis(mats: dict[str, torch.Tensor], slices: dict[str, slice], P: int, k: int = 3
+                     ) -> torch.Tensor:
+    """P2's control basis (grok_integrability_controls.py, k = 3 → K = 24 for 2 layers × 4 matrices): for
+    each attention matrix W [d, d] at one checkpoint, the rank-one directions vec(u_i v_iᵀ) of its top-k
+    singular pairs, embedded at the matrix's slice of [P] and QR-orthonormalised: B [P, K]. Unlike
+    `exec_basis` it is built from the weights themselves, so it is rebuilt at every checkpoint."""
+    cols = []
+    for name, W in mats.items():
+        if name not in slices:
+            raise ValueError(f"{name!r} has no slice in the flat layout")
+        U, _, Vh = torch.linalg.svd(W.detach().to("cpu", torch.float64), full_matrices=False)
+        sl = slices[name]
+        for i in range(min(k, U.shape[1])):
+            v = torch.zeros(P, dtype=torch.float64)
+            v[sl] = torch.outer(U[:, i], Vh[i]).flatten()
+            cols.append(v)
+    if not cols:
+        raise ValueError("no attention matrices to build a weight-SVD basis from")
     Q, _ = torch.linalg.qr(torch.stack(cols, 1))
     return Q.float().contiguous()
 

@@ -34,17 +34,22 @@ def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dic
 
 
 def defect_onsets(run: RunDir) -> dict[str, Any]:
-    """Onsets of the inline defect series (both detectors), peak/baseline ratio, and lead per task."""
+    """Onsets of the inline defect series (both detectors), peak/baseline ratio, and lead per task: `lead`
+    to the 98 %×3 grok step, `lead_90` to the first evaluation ≥ 90 % (P2's t_grok), both from the
+    threshold onset."""
     grok = run.grok_steps()
+    grok90 = dict(run.summary().get("grok_step_90") or {}) if run.has_summary() else {}
     out: dict[str, Any] = {"onset": None, "onset_envelope": None, "defect_peak_ratio": None,
-                           "lead": {t: None for t in grok}, "lead_fraction": {t: None for t in grok}}
+                           "lead": {t: None for t in grok}, "lead_fraction": {t: None for t in grok},
+                           "lead_90": {t: None for t in grok90}}
     if not run.has_table(DEFECT_TABLE):
         return out
     df = run.table(DEFECT_TABLE).sort_values("step")
     if df.empty:
         return out
     steps, D = df["step"].to_numpy(), df["defect"].to_numpy(dtype=float)
-    out.update(defect_timing(steps, D, grok), onset_envelope=onset_envelope(steps, D))
+    out.update(defect_timing(steps, D, grok), onset_envelope=onset_envelope(steps, D),
+               lead_90=defect_timing(steps, D, grok90)["lead"])
     if "defect_cross" in df:
         out["onset_cross"] = onset_threshold(steps, df["defect_cross"].to_numpy(dtype=float))
     return out

@@ -13,8 +13,8 @@ import torch
 from grokscope.errors import ConfigError
 from grokscope.tasks import make_split
 
-__all__ = ["decoupled_R", "decoupled_readout", "decoupled_grad", "fourier_norms", "neuron_top_frequency_share",
-           "DecoupledConfig", "decoupled_data", "simulate_decoupled", "decoupled_summary"]
+__all__ = ["decoupled_R", "decoupled_readout", "decoupled_grad", "decoupled_update", "fourier_norms",
+           "neuron_top_frequency_share", "DecoupledConfig", "decoupled_data", "simulate_decoupled", "decoupled_summary"]
 
 
 def decoupled_R(W1: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, lam: float) -> torch.Tensor:
@@ -46,6 +46,12 @@ def decoupled_grad(W1: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, lam: floa
     return 2 * lam * W1 - 2 * lam * X.transpose(-1, -2) @ G, W2
 
 
+def decoupled_update(grad: torch.Tensor, lam: float) -> torch.Tensor:
+    """P3 §7's ΔE = Xᵀ((A Y Yᵀ A H) ⊙ σ′(X E)) − E from ∇R: ΔE = −∇R / (2λ), so E ← E + η ΔE has no λ
+    (the previous W₁ ← W₁ − η∇R stepped 2λη, twice P3's step at λ = 1)."""
+    return -grad / (2 * lam)
+
+
 def fourier_norms(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frequency norms of the real and imaginary parts of the DFT of an embedding W [..., p, d] over
     its token axis: ([..., p//2 + 1], [..., p//2 + 1]) for k = 0..p//2."""
@@ -64,7 +70,9 @@ def neuron_top_frequency_share(W: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class DecoupledConfig:
     """P3 §7 simulation: p = 37, pairs a ≤ b, e_a + e_b inputs, one-hot (a+b mod p) targets, 70% train,
-    hidden width 512, W₁ ← W₁ − η∇R for `steps` steps, R seeds batched."""
+    hidden width 512, E = W₁ ~ N(0, p^−1/2) (read as standard deviation p^−1/2; `init_std` overrides),
+    E ← E + η ΔE with ΔE = Xᵀ((A Y Yᵀ A H) ⊙ σ′(X E)) − E = −∇R/(2λ), A = (HHᵀ)⁻¹, η = 1e-3, for
+    `steps` steps, R seeds batched."""
 
     p: int = 37
     width: int = 512
@@ -74,8 +82,13 @@ class DecoupledConfig:
     steps: int = 5000
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     eval_every: int = 50
-    init_std: float = 1.0  # W₁ ~ N(0, init_std²), drawn from each seed
+    init_std: float | None = None  # W₁ ~ N(0, init_std²) from each seed; None: p^−1/2 (P3 §7)
     dtype: str = "float64"
+
+    @property
+    def std(self) -> float:
+        """The standard deviation W₁ is drawn with."""
+        return self.p ** -0.5 if self.init_std is None else float(self.init_std)
 
 
 def decoupled_data(cfg: DecoupledConfig) -> tuple[torch.Tensor, ...]:
@@ -100,7 +113,7 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
     dt = getattr(torch, cfg.dtype)
     Xtr, Ytr, Xte = Xtr.to(dt), Ytr.to(dt), Xte.to(dt)
     W1 = torch.stack([torch.randn(cfg.p, cfg.width, generator=torch.Generator().manual_seed(s),
-                                  dtype=torch.float64) for s in cfg.seeds]).to(dt) * cfg.init_std
+                                  dtype=torch.float64) for s in cfg.seeds]).to(dt) * cfg.std
     re0, im0 = fourier_norms(W1)
     neuron_share0 = neuron_top_frequency_share(W1)
     rows = []
@@ -118,7 +131,7 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
             if not bool(torch.isfinite(grad).all()):
                 break
         if step < cfg.steps:
-            W1 = W1 - cfg.lr * grad
+            W1 = W1 + cfg.lr * decoupled_update(grad, cfg.lam)
     re1, im1 = fourier_norms(W1)
     return {"config": cfg, "history": pd.DataFrame(rows), "W1": W1, "neuron_share_init": neuron_share0,
             "neuron_share_final": neuron_top_frequency_share(W1),

@@ -21,8 +21,8 @@ from grokscope.problem import Params, Problem
 from grokscope.store import TANGENT_TABLE
 from grokscope.train import Probe
 
-__all__ = ["output_fn", "output_jacobian", "tangent_projection_dense", "tangent_projection_cg", "cosine",
-           "project_to_zero_loss", "replay_sgd", "tangent_probe"]
+__all__ = ["output_fn", "output_jacobian", "mlp_output_jacobian", "tangent_projection_dense", "tangent_projection_cg",
+           "cosine", "project_to_zero_loss", "replay_sgd", "tangent_probe"]
 
 
 def output_fn(model: ModelConfig, data: DataConfig, like: Params) -> Callable[[torch.Tensor, torch.Tensor],
@@ -37,10 +37,28 @@ def output_fn(model: ModelConfig, data: DataConfig, like: Params) -> Callable[[t
 
 def output_jacobian(model: ModelConfig, data: DataConfig, params: Params, pairs: torch.Tensor,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Dense Jacobians J [R, B·T·p, P] of each run's outputs on its `pairs` [R, B, 2] (small models only)."""
+    """Dense Jacobians J [R, B·T·p, P] of each run's outputs on its `pairs` [R, B, 2] (small models only):
+    in closed form for the one-task bias-free MLP (`mlp_output_jacobian`), by reverse mode otherwise."""
+    if model.kind == "mlp" and list(params) == ["mlp.W_in", f"head.{data.tasks[0]}.W"]:
+        return mlp_output_jacobian(params, pairs, data.p, dtype)
     f = output_fn(model, data, params)
     flat = M.flatten(params).to(dtype)
     return torch.stack([torch.func.jacrev(f)(flat[r], pairs[r]) for r in range(flat.shape[0])])
+
+
+def mlp_output_jacobian(params: Params, pairs: torch.Tensor, p: int, dtype: torch.dtype = torch.float64
+                        ) -> torch.Tensor:
+    """J [R, B·p, P] of ŷ = relu(X W_in) W_out (X = e_a + e_b) in the flat layout (W_in, then W_out):
+    ∂ŷ_no/∂W_in[i, h] = X_ni·1[Z_nh > 0]·W_out[h, o] and ∂ŷ_no/∂W_out[h, o'] = H_nh·δ_oo'."""
+    W_in, W_out = (v.detach().to(dtype) for v in params.values())
+    X = torch.nn.functional.one_hot(pairs, p).to(dtype).sum(2)  # [R, B, p]
+    Z = X @ W_in
+    H, gate = torch.relu(Z), (Z > 0).to(dtype)
+    R, B = X.shape[:2]
+    w, o = W_out.shape[1:]
+    J1 = torch.einsum("rni,rnh,rho->rnoih", X, gate, W_out).reshape(R, B * o, -1)
+    J2 = torch.einsum("rnh,oq->rnohq", H, torch.eye(o, dtype=dtype)).reshape(R, B * o, -1)
+    return torch.cat([J1, J2], dim=2)
 
 
 def tangent_projection_dense(J: torch.Tensor, v: torch.Tensor, rcond: float = 1e-6) -> torch.Tensor:
@@ -144,26 +162,37 @@ def replay_sgd(problem: Problem, params: Params, step: int, horizon: int = 10) -
 
 
 def tangent_probe(every: int = 100, horizon: int = 10, project_steps: int = 100,
-                  project_momentum: float = 0.9, rcond: float = 1e-6) -> Probe:
-    """In-loop probe: cos(Δθ over `horizon` steps, g̃) with g̃ = (I − J⁺J)(−θ*) at the projection θ* of θ
-    onto the zero-loss set (dense J of all training outputs: for the small MLP)."""
+                  project_momentum: float = 0.9, rcond: float = 1e-6, eval_every: int = 1) -> Probe:
+    """In-loop probe (P3 App. D): cos(Δθ_n, g̃) with Δθ_n = θ_n − θ_{n−horizon} and g̃ = (I − J⁺J)(−θ_n),
+    J the dense Jacobian of all training outputs at θ′, the projection of θ_n onto the zero-loss set
+    (`project_steps` GD steps with momentum). The probe is called at every evaluation (`eval_every`
+    steps, which must divide `horizon` and `every`) to keep θ_{n−horizon}; it measures every `every`
+    steps from step `horizon` on (dense J: for the small MLP)."""
+    if horizon % eval_every or every % eval_every:
+        raise ConfigError(f"horizon={horizon} and every={every} must be multiples of eval_every={eval_every}")
+    past: dict[int, torch.Tensor] = {}
 
     def measure(problem: Problem, params: Params, step: int) -> list[dict[str, Any]]:
-        delta = M.flatten(replay_sgd(problem, params, step, horizon)).to(torch.float64)
+        theta = M.flatten(params).detach().to(torch.float64)
+        past[step] = theta.clone()
+        for s in [s for s in past if s < step - horizon]:
+            del past[s]
+        if step % every or (step - horizon) not in past:
+            return []
+        delta = theta - past[step - horizon]
         star, star_loss = project_to_zero_loss(problem, params, project_steps, momentum=project_momentum)
         pairs, _ = problem.split("train")
         J = output_jacobian(problem.model, problem.data, star, pairs)
-        theta = M.flatten(params).to(torch.float64)
         theta_star = M.flatten(star).to(torch.float64)
-        g = tangent_projection_dense(J, -theta_star, rcond)
+        g = tangent_projection_dense(J, -theta, rcond)
         cos_t = cosine(delta, g)
         cos_d = cosine(delta, -theta)
         rows = []
         for r in range(problem.R):
             rows.append({"r": r, "cos_tangent": float(cos_t[r]), "cos_decay": float(cos_d[r]),
-                         "tangent_frac": float(g[r].norm() / theta_star[r].norm()),
+                         "tangent_frac": float(g[r].norm() / theta[r].norm()),
                          "dist_to_Z": float((theta_star[r] - theta[r]).norm()),
                          "loss_star": float(star_loss[r]), "step_norm": float(delta[r].norm())})
         return rows
 
-    return Probe(TANGENT_TABLE, every, measure)
+    return Probe(TANGENT_TABLE, eval_every, measure)

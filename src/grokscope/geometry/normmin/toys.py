@@ -1,5 +1,7 @@
-"""P3 §4's toy models: gradient descent with L2 decay on ŷ = w₁x₁ + w₂x₂ and ŷ = w₃(w₁x₁ + w₂x₂) fit to
-1 + 1 = 2, every λ at once; after the fit, w drifts along the zero-loss set to the minimum-norm point."""
+"""P3 §4's toy models: gradient descent with L2 decay on ŷ = w₁x₁ + w₂x₂ fit to 1 + 1 = 2 (toy 1) and on
+ŷ = w₁x₁ + w₂x₂ + w₃x₃ fit to 1 + 1 + 1 = 3 (toy 2, minimum-norm point (1, 1, 1)), every λ at once; after
+the fit, w drifts along the zero-loss set to the minimum-norm point. The curved ŷ = w₃(w₁x₁ + w₂x₂)
+(`toy_three`) is grokscope's own extra, not P3's."""
 
 from __future__ import annotations
 
@@ -10,14 +12,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["toy_linear_limit", "toy_three_limit", "toy_grad_linear", "toy_grad_three", "toy_linear", "toy_three",
-           "toy_rows", "run_toys"]
+__all__ = ["toy_linear_limit", "toy_linear3_limit", "toy_three_limit", "toy_grad_linear", "toy_grad_three",
+           "toy_linear", "toy_linear3", "toy_three", "toy_rows", "run_toys", "TOYS"]
 
 
 def toy_linear_limit(lam: float) -> np.ndarray:
     """Fixed point of GD on (w₁ + w₂ − 2)² + λ(w₁² + w₂²): w₁ = w₂ = 2/(2 + λ) → (1, 1) as λ → 0."""
     c = 2.0 / (2.0 + lam)
     return np.array([c, c])
+
+
+def toy_linear3_limit(lam: float) -> np.ndarray:
+    """Fixed point of GD on (w₁ + w₂ + w₃ − 3)² + λ‖w‖²: w_i = 3/(3 + λ) → (1, 1, 1) as λ → 0."""
+    return np.full(3, 3.0 / (3.0 + lam))
 
 
 def toy_three_limit(lam: float) -> np.ndarray:
@@ -28,7 +35,8 @@ def toy_three_limit(lam: float) -> np.ndarray:
 
 
 def toy_grad_linear(w: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r = w.sum(-1) - 2.0
+    """(gradient, squared error) of (Σw − n)² + λ‖w‖² for the all-ones input of n = len(w) features."""
+    r = w.sum(-1) - float(w.shape[-1])
     return 2 * r[:, None] + 2 * lam[:, None] * w, r ** 2
 
 
@@ -63,6 +71,13 @@ def toy_linear(lams: tuple[float, ...] = (0.01, 0.1, 0.2), w0: tuple[float, floa
     return _toy(toy_grad_linear, w0, lams, lr, steps, record_every)
 
 
+def toy_linear3(lams: tuple[float, ...] = (0.01, 0.1, 0.2), w0: tuple[float, float, float] = (-1.0, 1.0, 1.0),
+                lr: float = 0.1, steps: int = 20_000, record_every: int = 10) -> dict[str, Any]:
+    """P3's toy 2: GD on ŷ = w₁x₁ + w₂x₂ + w₃x₃ fit to 1 + 1 + 1 = 3 with L2 penalty λ (zero-loss plane
+    w₁ + w₂ + w₃ = 3, minimum-norm point (1, 1, 1))."""
+    return _toy(toy_grad_linear, w0, lams, lr, steps, record_every)
+
+
 def toy_three(lams: tuple[float, ...] = (0.01, 0.1, 0.2), w0: tuple[float, float, float] = (-1.0, 1.0, 1.0),
               lr: float = 0.05, steps: int = 40_000, record_every: int = 10) -> dict[str, Any]:
     """The three-parameter toy ŷ = w₃(w₁x₁ + w₂x₂) (curved zero-loss set w₃(w₁ + w₂) = 2)."""
@@ -87,12 +102,22 @@ def toy_rows(name: str, res: dict[str, Any], limit: Callable[[float], np.ndarray
     return rows
 
 
-def run_toys(lams: tuple[float, ...] = (0.01, 0.1, 0.2), steps: int | None = None) -> dict[str, Any]:
-    """Both toys for every λ; rows: final w, analytic limit, the step the fit is reached (squared error
-    within 1e-2 of its value at the limit) and the step w comes within 1e-2 of the limit."""
+TOYS = {"linear": (toy_linear, toy_linear_limit, toy_grad_linear),
+        "linear3": (toy_linear3, toy_linear3_limit, toy_grad_linear),
+        "three": (toy_three, toy_three_limit, toy_grad_three)}
+
+
+def run_toys(lams: tuple[float, ...] = (0.01, 0.1, 0.2), steps: int | None = None,
+             models: tuple[str, ...] = ("linear", "linear3")) -> dict[str, Any]:
+    """The toys `models` (default P3's two; "three" is the curved extra) for every λ; rows: final w,
+    analytic limit, the step the fit is reached (squared error within 1e-2 of its value at the limit) and
+    the step w comes within 1e-2 of the limit."""
     t0 = time.perf_counter()
-    lin = toy_linear(lams, **({"steps": steps} if steps else {}))
-    three = toy_three(lams, **({"steps": steps} if steps else {}))
-    rows = (toy_rows("linear", lin, toy_linear_limit, toy_grad_linear)
-            + toy_rows("three", three, toy_three_limit, toy_grad_three))
-    return {"linear": lin, "three": three, "rows": rows, "wall_s": time.perf_counter() - t0}
+    out: dict[str, Any] = {"rows": []}
+    for name in models:
+        run, limit, grad = TOYS[name]
+        res = run(lams, **({"steps": steps} if steps else {}))
+        out[name] = res
+        out["rows"] += toy_rows(name, res, limit, grad)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
