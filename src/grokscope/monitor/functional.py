@@ -62,8 +62,9 @@ class Target:
         return {n: self.live[n].detach().to("cpu", copy=True) for n in names}
 
     def weight_norm(self) -> float:
+        """Total L2 norm of the parameters (as `model.weight_norm`)."""
         with torch.no_grad():
-            return float(torch.sqrt(sum(p.detach().double().pow(2).sum() for p in self.live.values())))
+            return float(torch.sqrt(sum(p.detach().pow(2).sum() for p in self.live.values())))
 
     def select(self, patterns: list[str] | None) -> list[str]:
         """Parameter names matching any glob in `patterns`; None: matrices named like attention (`*attn*`,
@@ -92,15 +93,17 @@ class Target:
             out = self.forward(params, *inputs)
         return self.loss_fn(out, target)
 
+    def grad(self, theta: torch.Tensor, batch: Any) -> torch.Tensor:
+        """Gradient [P] of the loss of `batch` at θ [P] (plain autograd on per-tensor leaves: measured ~25 %
+        cheaper than torch.func.grad for the example transformer on CPU)."""
+        leaves = {n: t.detach().clone().requires_grad_(True) for n, t in self.unflatten(theta).items()}
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.loss(leaves, batch), list(leaves.values()))
+        return torch.cat([g.reshape(-1) for g in grads])
+
     def grad_fn(self, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """θ [N, P] -> per-row gradient [N, P] of the loss of `batch` (the `GradFn` of geometry.commutator)."""
-        g = torch.func.grad(lambda p: self.loss(p, batch))
-
-        def rows(theta: torch.Tensor) -> torch.Tensor:
-            out = [g(self.unflatten(t)) for t in theta]
-            return torch.stack([torch.cat([r[n].reshape(-1) for n in self.names]) for r in out])
-
-        return rows
+        return lambda theta: torch.stack([self.grad(t, batch) for t in theta])
 
     def hvp(self, theta: torch.Tensor, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """v [1, P] -> H v [1, P] at θ [P] for the loss of `batch` (the `MatVec` of geometry.hessian)."""
@@ -116,7 +119,7 @@ class Target:
 
             # reverse over reverse, as hessian.make_hvp's default; the math attention kernel is the one that is
             # twice differentiable (the fused CPU kernel's backward has no derivative)
-            with sdpa_kernel(SDPBackend.MATH):
+            with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
                 out = torch.func.grad(gdotv)(params)
             return torch.cat([out[n].reshape(-1) for n in self.names])[None].detach()
 

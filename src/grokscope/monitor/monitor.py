@@ -36,6 +36,7 @@ from grokscope.monitor.batches import make_source
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.warning import OnsetDetector, WarningEvent
 from grokscope.store import MONITOR, SUMMARY, RunDir, write_json
 from grokscope.train import GrokState, update_grok
@@ -138,8 +139,6 @@ class Monitor:
     def _open_tensorboard(self, tensorboard: bool | str) -> Any:
         if not tensorboard:
             return None
-        from grokscope.monitor.tensorboard import open_writer
-
         return open_writer(self.run.path / "tensorboard" if tensorboard is True else Path(tensorboard))
 
     # ---- the per-step call --------------------------------------------------------------------------
