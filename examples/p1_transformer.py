@@ -6,7 +6,7 @@ grokscope's training code. `grokscope.Monitor` records the run into a store and 
 defect's onset announces grokking.
 
     python examples/p1_transformer.py                      # a few CPU minutes; store in runs/p1-plain
-    python examples/p1_transformer.py --p 11 --steps 60    # tiny (what the test suite runs)
+    python examples/p1_transformer.py --p 11 --steps 60 --eval-every 20    # tiny (as in the tests)
     grokscope report runs/p1-plain
 """
 
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
     ap.add_argument("--p", type=int, default=31)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--eval-every", type=int, default=100, help="evaluate and log metrics every N steps")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--wd", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-3)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         metrics = None
-        if step % 100 == 0:
+        if step % args.eval_every == 0:
             tr, te = evaluate(model, X, y), evaluate(model, X_test, y_test)
             metrics = {"train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
             print(f"step {step:5d}  train acc {tr[1]:.3f}  test acc {te[1]:.3f}", flush=True)

@@ -7,7 +7,7 @@ records the commutator defect every 100 steps and prints the early warning when 
 grokking window predicted by the lead relation; at the end the script says whether the warning came first.
 
     python examples/sparse_parity.py                  # about 1–3 CPU minutes; store in runs/sparse-parity
-    python examples/sparse_parity.py --steps 40 --n-train 200 --width 32    # tiny (what the test suite runs)
+    python examples/sparse_parity.py --steps 60 --n-train 200 --width 32 --eval-every 20  # tiny (as in the tests)
     grokscope report runs/sparse-parity
 """
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--wd", type=float, default=1.0)
+    ap.add_argument("--eval-every", type=int, default=100, help="evaluate and log metrics every N steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/sparse-parity")
     args = ap.parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
         loss.backward()
         opt.step()
         metrics = None
-        if step % 100 == 0:
+        if step % args.eval_every == 0:
             tr, te = evaluate(model, X, y), evaluate(model, X_test, y_test)
             metrics = {"train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
             print(f"step {step:5d}  train acc {tr[1]:.3f}  test acc {te[1]:.3f}", flush=True)
