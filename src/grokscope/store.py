@@ -46,9 +46,10 @@ TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe
 INTERVENTION_TABLE = "intervention.parquet"
 INTERVENTION_METRICS = "intervention_metrics.parquet"
 INTERVENTION_JSON = "intervention.json"
-MONITOR = "monitor.json"  # grokscope.Monitor\'s settings and the user\'s model description
-WARNINGS_TABLE = "warnings"  # the monitor\'s early-warning events
-SCALARS_TABLE = "scalars"  # the monitor\'s other logged scalars (step, name, value)
+MONITOR = "monitor.json"  # grokscope.Monitor's settings and the user's model description
+WARNINGS_TABLE = "warnings"  # the monitor's early-warning events
+SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, value)
+TENSORBOARD_DIR = "tensorboard"  # event files beside a run (`grokscope runs tensorboard`, Monitor(tensorboard=True))
 
 
 def atomic_write(path: Path, write) -> None:

@@ -16,7 +16,7 @@ from grokscope.errors import ConfigError, StoreError
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
-from grokscope.store import RunDir, find_runs
+from grokscope.store import TENSORBOARD_DIR, RunDir, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,7 +100,7 @@ def tensorboard(args: argparse.Namespace) -> int:
     if not runs:
         raise StoreError(f"no grokscope runs under {', '.join(args.runs)}")
     for run in runs:
-        logdir = Path(args.out) / run.path.name if args.out else run.path / "tensorboard"
+        logdir = Path(args.out) / run.path.name if args.out else run.path / TENSORBOARD_DIR
         counts = write_run(run, logdir)
         print(f"{run.path} -> {logdir} ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'nothing to write'})")
     return 0

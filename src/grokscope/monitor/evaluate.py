@@ -17,14 +17,12 @@ import pandas as pd
 from grokscope.errors import StoreError
 from grokscope.geometry.onset import onset_threshold
 from grokscope.monitor.warning import DEFAULT_LEAD, LeadModel, replay
-from grokscope.store import RunDir
-
-DEFECT_TABLE = "defect"
+from grokscope.store import DEFECT_TABLE, RunDir
 
 
 def _grok(run: RunDir) -> int | None:
     """The run's first grok step over its tasks (None: no task grokked)."""
-    g = [v for v in (run.summary().get("grok_step") or {}).values() if v is not None]
+    g = [v for v in run.grok_steps().values() if v is not None]
     return min(g) if g else None
 
 
@@ -41,7 +39,7 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
     rows = []
     for run in runs:
         s = _series(run)
-        if s is None or not run.file("summary.json").exists():
+        if s is None or not run.has_summary():
             continue
         cfg, summ = run.config(), run.summary()
         grok = _grok(run)
@@ -84,7 +82,7 @@ def calibrate(runs: list[RunDir], source: str = "") -> LeadModel:
     x, y = [], []
     for run in runs:
         s = _series(run)
-        grok = _grok(run) if run.file("summary.json").exists() else None
+        grok = _grok(run) if run.has_summary() else None
         if s is None or grok is None:
             continue
         onset = onset_threshold(*s)

@@ -38,7 +38,18 @@ from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.warning import OnsetDetector, WarningEvent
-from grokscope.store import MONITOR, SUMMARY, RunDir, write_json
+from grokscope.store import (
+    DEFECT_TABLE,
+    HESSIAN_TABLE,
+    METRICS_TABLE,
+    MONITOR,
+    SCALARS_TABLE,
+    SUMMARY,
+    TENSORBOARD_DIR,
+    WARNINGS_TABLE,
+    RunDir,
+    write_json,
+)
 from grokscope.train import GrokState, update_grok
 
 SPLITS = {"train": "train", "test": "test", "val": "test", "valid": "test"}
@@ -139,7 +150,7 @@ class Monitor:
     def _open_tensorboard(self, tensorboard: bool | str) -> Any:
         if not tensorboard:
             return None
-        return open_writer(self.run.path / "tensorboard" if tensorboard is True else Path(tensorboard))
+        return open_writer(self.run.path / TENSORBOARD_DIR if tensorboard is True else Path(tensorboard))
 
     # ---- the per-step call --------------------------------------------------------------------------
     def step(self, step: int, metrics: dict[str, float] | None = None) -> WarningEvent | None:
@@ -334,16 +345,16 @@ class Monitor:
         traj.update({f"attn.{n}": torch.stack(v) for n, v in self.watch_records.items() if v})
         traj.update({f"snap.{n}": torch.stack(v) for n, v in self.snaps.items() if v})
         run.write_trajectory(traj)
-        run.write_table("metrics", pd.DataFrame(self.rows, columns=["run", "step", "task", "split", "loss", "acc",
+        run.write_table(METRICS_TABLE, pd.DataFrame(self.rows, columns=["run", "step", "task", "split", "loss", "acc",
                                                                     "weight_norm"]))
         if self.scalars:
-            run.write_table("scalars", pd.DataFrame(self.scalars))
+            run.write_table(SCALARS_TABLE, pd.DataFrame(self.scalars))
         if self.defect_rows:
-            run.write_table("defect", pd.DataFrame(self.defect_rows))
+            run.write_table(DEFECT_TABLE, pd.DataFrame(self.defect_rows))
         if self.hessian_rows:
-            run.write_table("hessian", pd.DataFrame(self.hessian_rows))
+            run.write_table(HESSIAN_TABLE, pd.DataFrame(self.hessian_rows))
         if self.events:
-            run.write_table("warnings", pd.DataFrame([e.to_row() for e in self.events]))
+            run.write_table(WARNINGS_TABLE, pd.DataFrame([e.to_row() for e in self.events]))
         write_json(run.file(SUMMARY), self.summary())
         if self._tb is not None:
             self._tb.flush()

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from grokscope.errors import ConfigError
-from grokscope.store import RunDir
+from grokscope.store import DEFECT_TABLE, HESSIAN_TABLE, METRICS_TABLE, SCALARS_TABLE, WARNINGS_TABLE, RunDir
 
 EXTRA = 'TensorBoard output needs the optional extra: pip install "grokscope[tensorboard]"'
 
@@ -57,31 +57,31 @@ def write_run(run: RunDir, logdir: str | Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     try:
         w = open_writer(tmp)
-        if run.has_table("metrics"):
+        if run.has_table(METRICS_TABLE):
             m = run.metrics()
             for (task, split), g in m.groupby(["task", "split"], sort=True):
                 counts["metrics"] = counts.get("metrics", 0) + _scalars(w, g, "loss", f"{task}/{split}_loss")
                 counts["metrics"] += _scalars(w, g, "acc", f"{task}/{split}_acc")
             if "weight_norm" in m:
                 counts["weight_norm"] = _scalars(w, m.drop_duplicates("step"), "weight_norm", "weight_norm")
-        if run.has_table("defect"):
-            d = run.table("defect")
+        if run.has_table(DEFECT_TABLE):
+            d = run.table(DEFECT_TABLE)
             counts["defect"] = _scalars(w, d, "defect", "geometry/defect")
             if "defect_cross" in d:
                 _scalars(w, d, "defect_cross", "geometry/defect_cross")
-        if run.has_table("hessian"):
-            h = run.table("hessian")
+        if run.has_table(HESSIAN_TABLE):
+            h = run.table(HESSIAN_TABLE)
             h = h[h["loss"] == "total"] if "loss" in h else h
             counts["lambda_min"] = _scalars(w, h, "lambda_min", "geometry/lambda_min")
             _scalars(w, h, "lambda_max", "geometry/lambda_max")
-        if run.has_table("scalars"):
-            for name, g in run.table("scalars").groupby("name", sort=True):
+        if run.has_table(SCALARS_TABLE):
+            for name, g in run.table(SCALARS_TABLE).groupby("name", sort=True):
                 counts["scalars"] = counts.get("scalars", 0) + _scalars(w, g, "value", f"scalars/{name}")
-        if run.has_table("warnings"):
-            for _, e in run.table("warnings").iterrows():
+        if run.has_table(WARNINGS_TABLE):
+            for _, e in run.table(WARNINGS_TABLE).iterrows():
                 w.add_text("early_warning", json.dumps({k: str(v) for k, v in e.items()}), int(e["step"]))
                 counts["warnings"] = counts.get("warnings", 0) + 1
-        if run.file("summary.json").exists():
+        if run.has_summary():
             w.add_text("summary", "```\n" + json.dumps(run.summary(), indent=2, default=str) + "\n```", 0)
         w.close()
         if logdir.exists():
