@@ -150,3 +150,20 @@ def test_bad_input_is_one_clear_error(tmp_path):
     with pytest.raises(StoreError, match="already holds a run"):
         Monitor(_model(), F.cross_entropy, (X, y), out=tmp_path / "ok")
     assert isinstance(RunDir(tmp_path / "ok").metrics(), pd.DataFrame)
+
+
+def test_params_dict_with_functional_forward_equals_the_module(tmp_path):
+    X, y = _data()
+    net = nn.Sequential(nn.Linear(6, 16, bias=False), nn.ReLU(), nn.Linear(16, 2, bias=False))
+    params = {"W1": net[0].weight.detach().clone(), "W2": net[2].weight.detach().clone()}
+
+    def forward(p, x):
+        return torch.relu(x @ p["W1"].T) @ p["W2"].T
+
+    a = Monitor(net, F.cross_entropy, (X, y), out=tmp_path / "a", batch_size=16, defect_every=0, warn=False)
+    b = Monitor(params, F.cross_entropy, (X, y), out=tmp_path / "b", batch_size=16, forward=forward,
+                defect_every=0, warn=False)
+    torch.testing.assert_close(a.defects_at(7), b.defects_at(7), rtol=0, atol=0)
+    assert b.target.names == ["W1", "W2"]
+    with pytest.raises(ConfigError, match="needs forward="):
+        Monitor(params, F.cross_entropy, (X, y), out=tmp_path / "c")

@@ -79,3 +79,11 @@ def test_warning_table_counts_hits_late_warnings_and_false_alarms(tmp_path):
     assert s["n_grokking"] == 2 and s["n_warned_before"] == 1 and s["n_warned_late"] == 1
     assert s["fraction_warned_before"] == 0.5 and s["median_lead"] == 1000
     assert s["n_never_grok"] == 2 and s["false_alarms"] == 1
+
+
+def test_lead_fit_with_p2_alpha_fixed_fits_the_intercept():
+    x = np.array([800, 1200, 3000.0])
+    y = 10**-1.5 * x**1.27 * np.array([1.1, 0.9, 1.0])
+    lm = LeadModel.fit(x, y, alpha=1.27)
+    assert lm.alpha == 1.27 and lm.intercept == pytest.approx(-1.5 + np.log10([1.1, 0.9, 1.0]).mean())
+    assert lm.resid_sd > 0 and lm.n == 3

@@ -16,7 +16,7 @@ import pandas as pd
 
 from grokscope.errors import StoreError
 from grokscope.geometry.onset import onset_threshold
-from grokscope.monitor.warning import DEFAULT_LEAD, LeadModel, replay
+from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, replay
 from grokscope.store import DEFECT_TABLE, RunDir
 
 
@@ -77,8 +77,9 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def calibrate(runs: list[RunDir], source: str = "") -> LeadModel:
-    """The lead relation lead = 10^b t_grok^α fitted on runs' threshold onsets (positive leads only)."""
+def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = "") -> LeadModel:
+    """The lead relation lead = 10^b t_grok^α fitted on runs' threshold onsets (positive leads only): with
+    P2's α = 1.27 fixed by default (b alone is fitted), or α too when `alpha` is None."""
     x, y = [], []
     for run in runs:
         s = _series(run)
@@ -89,6 +90,7 @@ def calibrate(runs: list[RunDir], source: str = "") -> LeadModel:
         if onset is not None and grok > onset:
             x.append(grok)
             y.append(grok - onset)
-    if len(x) < 3:
-        raise StoreError(f"calibration needs >= 3 grokking runs with an onset before grokking, found {len(x)}")
-    return LeadModel.fit(x, y, source=source or f"{len(x)} runs")
+    need = 3 if alpha is None else 2
+    if len(x) < need:
+        raise StoreError(f"calibration needs >= {need} grokking runs with an onset before grokking, found {len(x)}")
+    return LeadModel.fit(x, y, alpha=alpha, source=source or f"{len(x)} runs")

@@ -20,6 +20,7 @@ import numpy as np
 from grokscope.errors import ConfigError
 from grokscope.geometry.onset import fit_power_law, onset_envelope, onset_threshold
 
+P2_ALPHA = 1.27  # P2: lead ∝ t_grok^1.27 across an lr sweep
 DETECTORS: dict[str, Callable[..., int | None]] = {"threshold": onset_threshold, "envelope": onset_envelope}
 
 
@@ -34,13 +35,21 @@ class LeadModel:
     source: str = ""
 
     @classmethod
-    def fit(cls, t_grok, leads, source: str = "") -> LeadModel:
-        """Least squares in log–log (`geometry.onset.fit_power_law`) over points with positive lead."""
+    def fit(cls, t_grok, leads, alpha: float | None = None, source: str = "") -> LeadModel:
+        """Least squares in log–log over points with positive lead: slope and intercept
+        (`geometry.onset.fit_power_law`), or with `alpha` fixed (e.g. P2's 1.27) the intercept alone."""
         x, y = np.asarray(t_grok, dtype=float), np.asarray(leads, dtype=float)
-        f = fit_power_law(x, y)
         ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-        resid = np.log10(y[ok]) - (f.intercept + f.alpha * np.log10(x[ok]))
-        return cls(f.alpha, f.intercept, float(np.sqrt((resid**2).sum() / max(1, f.n - 2))), f.n, source)
+        lx, ly = np.log10(x[ok]), np.log10(y[ok])
+        if alpha is None:
+            f = fit_power_law(x, y)
+            a, b, dof = f.alpha, f.intercept, len(lx) - 2
+        else:
+            if len(lx) < 2:
+                raise ValueError(f"fitting the lead intercept needs at least 2 positive points, got {len(lx)}")
+            a, b, dof = float(alpha), float((ly - alpha * lx).mean()), len(lx) - 1
+        resid = ly - (b + a * lx)
+        return cls(a, b, float(np.sqrt((resid**2).sum() / max(1, dof))), len(lx), source)
 
     def grok_step(self, onset: float, shift: float = 0.0) -> float | None:
         """t_grok solving t − 10^(intercept+shift) t^α = onset on the branch through t = onset (None: the
