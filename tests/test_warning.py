@@ -64,7 +64,7 @@ def _fake_run(path, name, grok, series):
     from grokscope.config import preset
 
     run.write_config(preset("quick", seed=len(name)))
-    write_json(run.file("summary.json"), {"grok_step": {"add": grok}, "steps_trained": 4000})
+    write_json(run.file("summary.json"), {"grok_step": {"add": grok}, "steps_trained": 4000, "finished": True})
     run.write_table("defect", pd.DataFrame({"step": series[0], "defect": series[1]}))
     return run
 
@@ -73,12 +73,14 @@ def test_warning_table_counts_hits_late_warnings_and_false_alarms(tmp_path):
     runs = [_fake_run(tmp_path, "early", 2500, _series(1, 1500)),  # warned 1000 steps ahead
             _fake_run(tmp_path, "late", 1200, _series(2, 1500)),  # warned after grokking
             _fake_run(tmp_path, "never", None, _series(3, 2000)),  # false alarm
-            _fake_run(tmp_path, "quiet", None, _series(4, None))]  # correctly silent
+            _fake_run(tmp_path, "quiet", None, _series(4, None)),  # correctly silent
+            _fake_run(tmp_path, "running", None, _series(5, 1000))]  # still training: no outcome yet
+    write_json(runs[-1].file("summary.json"), {"grok_step": {"add": None}, "finished": False})
     table = warning_table(runs)
     s = warning_summary(table)
     assert s["n_grokking"] == 2 and s["n_warned_before"] == 1 and s["n_warned_late"] == 1
     assert s["fraction_warned_before"] == 0.5 and s["median_lead"] == 1000
-    assert s["n_never_grok"] == 2 and s["false_alarms"] == 1
+    assert s["n_never_grok"] == 2 and s["false_alarms"] == 1 and s["n_unfinished"] == 1 and s["n_runs"] == 4
 
 
 def test_lead_fit_with_p2_alpha_fixed_fits_the_intercept():

@@ -47,6 +47,7 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
         warned = ev.step if ev is not None else None
         row = {"run": cfg.name, "tasks": ",".join(cfg.data.tasks), "model": cfg.model.kind, "wd": cfg.optim.wd,
                "lr": cfg.optim.lr, "seed": cfg.seed, "steps_trained": summ.get("steps_trained"),
+               "finished": bool(summ.get("finished")),
                "grok_step": grok, "warning_step": warned, "onset": ev.onset if ev else None,
                "lead": (grok - warned) if grok is not None and warned is not None else None,
                "predicted": ev.predicted_grok if ev else None, "window_lo": ev.window_lo if ev else None,
@@ -59,9 +60,12 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
 
 
 def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers of a `warning_table`."""
+    """Headline numbers of a `warning_table` over its finished runs (a run still training has no outcome yet;
+    a finished run without a grok step never grokked within its budget)."""
     if table.empty:
         return {"n_runs": 0}
+    n_unfinished = int((~table["finished"]).sum())
+    table = table[table["finished"]]
     grokked = table[table["grok_step"].notna()]
     never = table[table["grok_step"].isna()]
     before = grokked[grokked["warned_before"]]
@@ -74,6 +78,7 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
         "median_lead_fraction": float((leads / before["grok_step"].astype(float)).median()) if len(leads) else None,
         "fraction_in_window": float(grokked["in_window"].mean()) if len(grokked) else None,
         "n_never_grok": len(never), "false_alarms": int(never["warning_step"].notna().sum()),
+        "n_unfinished": n_unfinished,
     }
 
 
