@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import pandas as pd
@@ -167,3 +168,13 @@ def test_params_dict_with_functional_forward_equals_the_module(tmp_path):
     assert b.target.names == ["W1", "W2"]
     with pytest.raises(ConfigError, match="needs forward="):
         Monitor(params, F.cross_entropy, (X, y), out=tmp_path / "c")
+
+
+def test_missing_tensorboard_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
+    X, y = _data()
+    with pytest.raises(ConfigError, match=r'pip install "grokscope\[tensorboard\]"'):
+        Monitor(_model(), F.cross_entropy, (X, y), out=tmp_path / "tb", tensorboard=True)
+    assert not (tmp_path / "tb").exists()  # nothing written
+    assert cli(["runs", "tensorboard", str(tmp_path)]) == 2
+    assert 'grokscope[tensorboard]' in capsys.readouterr().err

@@ -37,6 +37,7 @@ from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.tensorboard import open_writer
+from grokscope.monitor.tensorboard import require as require_tensorboard
 from grokscope.monitor.warning import OnsetDetector, WarningEvent
 from grokscope.store import (
     DEFECT_TABLE,
@@ -99,6 +100,8 @@ class Monitor:
         self.watched = self.target.select(list(watch) if watch is not None else None)
         self.tasks = tuple(tasks)
         self.run = RunDir(out)
+        if tensorboard:
+            require_tensorboard()  # a missing extra fails before anything is written
         self._prepare_dir(overwrite)
         self.run_cfg = RunConfig(
             data=DataConfig(tasks=self.tasks, p=0, train_frac=0.0),
