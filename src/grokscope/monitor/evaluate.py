@@ -70,6 +70,7 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
     never = table[table["grok_step"].isna()]
     before = grokked[grokked["warned_before"]]
     leads = before["lead"].astype(float)
+    pred = grokked[grokked["predicted"].notna()]
     return {
         "n_runs": len(table), "n_grokking": len(grokked), "n_warned_before": len(before),
         "fraction_warned_before": len(before) / len(grokked) if len(grokked) else None,
@@ -77,6 +78,9 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
         "median_lead": float(leads.median()) if len(leads) else None,
         "median_lead_fraction": float((leads / before["grok_step"].astype(float)).median()) if len(leads) else None,
         "fraction_in_window": float(grokked["in_window"].mean()) if len(grokked) else None,
+        "median_predicted_over_actual": (float((pred["predicted"].astype(float) / pred["grok_step"].astype(float))
+                                               .median()) if len(pred) else None),
+        "n_window_open_ended": int((grokked["warning_step"].notna() & grokked["window_hi"].isna()).sum()),
         "n_never_grok": len(never), "false_alarms": int(never["warning_step"].notna().sum()),
         "n_unfinished": n_unfinished,
     }

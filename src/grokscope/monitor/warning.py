@@ -83,9 +83,13 @@ class LeadModel:
                 self.grok_step(onset, z * self.resid_sd))
 
 
-# Calibrated on the quick preset (p 31, add, wd 1, lr 2e-3/5e-3/1e-2, seeds 42/137), inline defects every
-# 100 steps, threshold onsets; `python benchmarks/early_warning.py --calibrate` refits it (docs/early-warning.md).
-DEFAULT_LEAD = LeadModel(alpha=1.27, intercept=-0.6, resid_sd=0.2, n=0, source="placeholder")
+# P2's α = 1.27 with the intercept fitted on grokscope's quick preset (p 31, add, wd 1, seeds 42/137, lr 2e-3 and
+# 5e-3: the 3 runs whose threshold onset came before grokking; lr 1e-2 gave lead 0 or no onset), inline
+# defects every 100 steps, 1 thread. Refit: `grokscope runs warnings STORE --calibrate CALIB_STORE`
+# (docs/early-warning.md). With this intercept the relation has no root for onsets later than ≈ 2.0k steps
+# (its largest grok step is ≈ 9.6k), so a warning there comes without a predicted step.
+DEFAULT_LEAD = LeadModel(alpha=P2_ALPHA, intercept=-1.1796, resid_sd=0.2204, n=3,
+                         source="quick preset, add, wd 1, seeds 42/137, lr 2e-3/5e-3")
 
 
 @dataclass
