@@ -254,7 +254,8 @@ class RunDir:
         return {k: torch.cat([t[k] for t in parts if k in t]) for k in keys}, {}
 
     def write_trajectory(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Write the trajectory (keys as `trajectory` returns them), replacing the stored one."""
+        """Write the whole trajectory (keys as `trajectory` returns them) as one file, replacing it: for a
+        recorder that thins its records (grokscope.Monitor), so it cannot append segments."""
         write_tensors(self.file(TRAJECTORY), tensors)
 
     def attention_trajectory(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
