@@ -21,6 +21,7 @@ from grokscope.config import DataConfig, ModelConfig, OptimConfig, RunConfig, pr
 from grokscope.geometry.onset import defect_timing, fit_power_law, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
+from grokscope.monitor import LeadModel, Monitor, MonitorConfig, OnsetDetector, WarningEvent
 from grokscope.phase import phase_runs, phase_table
 from grokscope.store import RunDir, find_runs, load_metrics, load_summaries
 from grokscope.train import train
@@ -29,5 +30,6 @@ __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunDir", "f
            "load_summaries", "preset", "train", "run_analysis", "stored_analysis", "analysis_names", "register",
            "analyze_summary", "analyze_pca", "analyze_defect", "analyze_hessian_run", "analyze_fragility",
            "geometry_summary", "attention_pca", "exec_basis", "trajectory_pcs", "defect_timing", "onset_threshold",
-           "fit_power_law", "phase_runs", "phase_table"]
+           "fit_power_law", "phase_runs", "phase_table", "Monitor", "MonitorConfig", "OnsetDetector", "WarningEvent",
+           "LeadModel"]
 __version__ = "0.1.0"

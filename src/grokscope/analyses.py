@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from grokscope.config import EXTERNAL
 from grokscope.errors import ConfigError
 from grokscope.formatting import num
 from grokscope.geometry.commutator import defects_from_snapshots
@@ -19,8 +20,9 @@ from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
 from grokscope.geometry.onset import defect_timing, lead, lead_fraction, onset_envelope, posthoc_indices
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
-from grokscope.geometry.summary import geometry_summary
+from grokscope.geometry.summary import defect_onsets, geometry_summary
 from grokscope.store import (
+    DEFECT_TABLE,
     FRAGILITY,
     FRAGILITY_TABLE,
     HESSIAN_TABLE,
@@ -104,12 +106,22 @@ def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
             "pc1_percent": {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}}
 
 
+def _external(run: RunDir) -> bool:
+    """A run recorded by grokscope.Monitor: the model is the user's, so only what the monitor recorded is read."""
+    return run.config().model.kind == EXTERNAL
+
+
 @register("defect")
 def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points: int = 120) -> dict[str, Any]:
     """Defects and ρ at ≤ `max_points` stored snapshots spread evenly (P1's post-hoc protocol,
     defect_wd_comparison.py) → defect_posthoc.parquet; summary: both onsets, leads, ρ. `onset` (P2's
     threshold rule) gives `lead` per task; `onset_envelope` (P1's Table 5 rule) gives `lead_envelope`, the
-    lead to the first task's grok step as P1 measures it."""
+    lead to the first task's grok step as P1 measures it. A monitored run: the onset and lead of its inline
+    defect table (grokscope cannot re-measure the user's model)."""
+    if _external(run):
+        if not run.has_table(DEFECT_TABLE):
+            return {"skipped": "monitored run without inline defects (Monitor defect_every=0)"}
+        return {"source": "inline (Monitor)", **defect_onsets(run)}
     steps, _ = run.snapshots()
     df = defects_from_snapshots(run, draws=draws, device=device, which=posthoc_indices(len(steps), max_points))
     run.write_table(POSTHOC_TABLE, df)
@@ -130,7 +142,12 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points:
 
 @register("hessian")
 def analyze_hessian_run(run: RunDir, device: str = "cpu") -> dict[str, Any]:
-    """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian)."""
+    """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian). A
+    monitored run: the summary of the λ_min its monitor recorded (Monitor hessian_every)."""
+    if _external(run):
+        if not run.has_table(HESSIAN_TABLE):
+            return {"skipped": "monitored run without λ_min (Monitor hessian_every=0)"}
+        return {"source": "inline (Monitor)", **summarize_hessian(run.table(HESSIAN_TABLE))}
     df = analyze_hessian(run, device=device)
     run.write_table(HESSIAN_TABLE, df)
     return summarize_hessian(df)

@@ -14,6 +14,9 @@ from grokscope.tasks import OPERATIONS, is_prime
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS", "preset", "validate"]
 
 
+EXTERNAL = "external"  # model kind of runs recorded by grokscope.Monitor
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which operations, over which modulus, and how the (a, b) pairs are split."""
@@ -28,7 +31,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """`trunk`: P1/P2 shared-trunk pre-norm encoder; `transformer1`: the 1-layer [a, b, =] grokking
-    transformer; `mlp`: P3's two-layer ReLU MLP without biases on one-hot-sum inputs."""
+    transformer; `mlp`: P3's two-layer ReLU MLP without biases on one-hot-sum inputs; `external`: a user's
+    own model recorded by `grokscope.Monitor` (grokscope cannot build it; its sizes are 0 = not applicable)."""
 
     kind: str = "trunk"
     d_model: int = 128
@@ -92,6 +96,8 @@ class RunConfig:
     def name(self) -> str:
         """Readable directory name from the fields a sweep varies; a store refuses a second config
         under the same name (unless told to resume or overwrite)."""
+        if self.model.kind == EXTERNAL:
+            return self.tag
         o = self.optim
         return (
             f"{'+'.join(self.data.tasks)}-p{self.data.p}-{self.model.kind}"
@@ -136,6 +142,9 @@ def batch_key(cfg: RunConfig) -> str:
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError (one line, naming the value) on anything that cannot train."""
     data, model, optim = cfg.data, cfg.model, cfg.optim
+    if model.kind == EXTERNAL:
+        raise ConfigError(f"run {cfg.name!r} was recorded by grokscope.Monitor from the user's own model "
+                          "(model kind 'external'): grokscope cannot rebuild, train or re-measure it")
     if not data.tasks:
         raise ConfigError("tasks: at least one task is required")
     for t in data.tasks:

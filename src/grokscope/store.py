@@ -46,6 +46,10 @@ TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe
 INTERVENTION_TABLE = "intervention.parquet"
 INTERVENTION_METRICS = "intervention_metrics.parquet"
 INTERVENTION_JSON = "intervention.json"
+MONITOR = "monitor.json"  # grokscope.Monitor's settings and the user's model description
+WARNINGS_TABLE = "warnings"  # the monitor's early-warning events
+SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, value)
+TENSORBOARD_DIR = "tensorboard"  # event files beside a run (`grokscope runs tensorboard`, Monitor(tensorboard=True))
 
 
 def atomic_write(path: Path, write) -> None:
@@ -248,6 +252,11 @@ class RunDir:
         parts = [read_tensors(f)[0] for f in files]
         keys = list(dict.fromkeys(k for t in parts for k in t))
         return {k: torch.cat([t[k] for t in parts if k in t]) for k in keys}, {}
+
+    def write_trajectory(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Write the whole trajectory (keys as `trajectory` returns them) as one file, replacing it: for a
+        recorder that thins its records (grokscope.Monitor), so it cannot append segments."""
+        write_tensors(self.file(TRAJECTORY), tensors)
 
     def attention_trajectory(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(steps [T], {param name: [T, ...]}) of the attention matrices."""

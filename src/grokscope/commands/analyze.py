@@ -63,13 +63,17 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             else:
                 per = ", ".join(f"{short_name(k)} {fmt(v, '.0f')}" for k, v in p["pc1_percent"].items())
                 print(f"  pca: PC1% mean {fmt(p['pc1_mean'], '.1f')} ({per})  -> pca.parquet")
-        if "defect" in res:
+        for key in ("defect", "hessian"):
+            if "skipped" in res.get(key, {}):
+                print(f"  {key}: skipped, {res[key]['skipped']}")
+        if "defect" in res and "skipped" not in res["defect"]:
             d = res["defect"]
             leads = ", ".join(f"{t} {fmt(v, '.1f')}" for t, v in d["lead"].items())
+            where = "defect.parquet (inline, Monitor)" if "source" in d else "defect_posthoc.parquet"
             print(f"  defect: onset {fmt(d['onset'], '.1f')}, peak/baseline {fmt(d['defect_peak_ratio'], '.1f')}, "
-                  f"rho final {fmt(d['rho_final'], '.4f')} (random {fmt(d['rho_random_median'], '.4f')}), "
-                  f"lead {leads or '—'}  -> defect_posthoc.parquet")
-        if "hessian" in res:
+                  f"rho final {fmt(d.get('rho_final'), '.4f')} (random {fmt(d.get('rho_random_median'), '.4f')}), "
+                  f"lead {leads or '—'}  -> {where}")
+        if "hessian" in res and "skipped" not in res["hessian"]:
             flat = {k: v for k, v in res["hessian"].items() if not isinstance(v, dict | list)}
             h = ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in flat.items())
             print(f"  hessian: {h}  -> hessian.parquet")

@@ -1,15 +1,22 @@
-"""`grokscope runs list [STORE]` and `grokscope runs show RUN_DIR`: what a store holds."""
+"""`grokscope runs list [STORE]`, `runs show RUN_DIR`: what a store holds; `runs tensorboard RUN...`: its
+event files; `runs warnings RUN...`: what the early-warning detector says of stored runs."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.pretty import Pretty
 from rich.table import Table
 
 from grokscope.commands.common import print_json
-from grokscope.store import RunDir, find_runs
+from grokscope.errors import ConfigError, StoreError
+from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
+from grokscope.monitor.tensorboard import require, write_run
+from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
+from grokscope.store import TENSORBOARD_DIR, RunDir, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("run_dir")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=show_run)
+    tb = verbs.add_parser("tensorboard", help="write TensorBoard event files from stored runs (extra: tensorboard)")
+    tb.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders of runs")
+    tb.add_argument("--out", default=None, help="log folder (default: each RUN/tensorboard); one subfolder per run")
+    tb.set_defaults(func=tensorboard)
+    wr = verbs.add_parser("warnings", help="replay the early-warning detector on stored runs' inline defects")
+    wr.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders of runs")
+    wr.add_argument("--detector", default="threshold", help="threshold (P2, default) or envelope (P1)")
+    wr.add_argument("--calibrate", default=None, metavar="STORE",
+                    help="fit the lead relation on the runs of STORE (default: the built-in calibration)")
+    wr.add_argument("--json", action="store_true")
+    wr.set_defaults(func=warnings)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
@@ -73,4 +91,37 @@ def show_run(args: argparse.Namespace) -> int:
                   f"final train {acc.get('train', float('nan')):.3f} test {acc.get('test', float('nan')):.3f}")
     con.print(f"  steps trained {s.get('steps_trained')}, finished {s.get('finished')}, "
               f"wall {s.get('wall_time')} s; files: {', '.join(files)}")
+    return 0
+
+
+def tensorboard(args: argparse.Namespace) -> int:
+    require()  # a missing extra fails before anything is written
+    runs = find_runs(args.runs)
+    if not runs:
+        raise StoreError(f"no grokscope runs under {', '.join(args.runs)}")
+    for run in runs:
+        logdir = Path(args.out) / run.path.name if args.out else run.path / TENSORBOARD_DIR
+        counts = write_run(run, logdir)
+        print(f"{run.path} -> {logdir} ({', '.join(f'{k} {v}' for k, v in counts.items()) or 'nothing to write'})")
+    return 0
+
+
+def warnings(args: argparse.Namespace) -> int:
+    if args.detector not in DETECTORS:
+        raise ConfigError(f"unknown detector {args.detector!r}; choose from {', '.join(DETECTORS)}")
+    lead = calibrate(find_runs([args.calibrate]), source=str(args.calibrate)) if args.calibrate else DEFAULT_LEAD
+    runs = find_runs(args.runs)
+    if not runs:
+        raise StoreError(f"no grokscope runs under {', '.join(args.runs)}")
+    table = warning_table(runs, args.detector, lead)
+    summary = warning_summary(table)
+    if args.json:
+        print_json({"lead_model": lead.__dict__, "summary": summary, "runs": table.to_dict("records")})
+        return 0
+    cols = ["run", "grok_step", "warning_step", "lead", "predicted", "window_lo", "window_hi", "peak_ratio"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[cols].to_string(index=False) if len(table) else "no runs with an inline defect table")
+    print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
+          f"({lead.source})")
+    print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     return 0

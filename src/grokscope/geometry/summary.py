@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from grokscope.config import EXTERNAL
 from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.commutator import commutator_defect
@@ -58,13 +59,15 @@ def defect_onsets(run: RunDir) -> dict[str, Any]:
 def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, Any]:
     """PC1% per attention matrix and their mean, defect and ρ at the last snapshot, defect `onset` (threshold
     detector; `onset_envelope` the P1 one) of the inline `defect` table, lead and lead fraction per task
-    (None where a quantity is undefined: no attention, no defect table, no grokking)."""
+    (None where a quantity is undefined: no attention, no defect table, no grokking; a run recorded by
+    grokscope.Monitor has no post-hoc defect or ρ)."""
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
     steps, attn = run.attention_trajectory()
     if attn and len(steps) >= 2:
         df = attention_pca(run, k=3)
         out["pc1_percent"] = {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
         out["pc1_mean"] = num(df["pc1_percent"].mean())
-    out.update(final_integrability(run, draws=draws, device=device))
+    if run.config().model.kind != EXTERNAL:  # a monitored user model cannot be re-measured post hoc
+        out.update(final_integrability(run, draws=draws, device=device))
     out.update(defect_onsets(run))
     return out

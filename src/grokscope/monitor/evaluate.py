@@ -1,0 +1,105 @@
+"""How well the early warning works on stored runs: replay each run's inline defect series through the online
+detector (exactly what it would have done live) and compare with the run's grok step.
+
+`warning_table(runs)` gives one row per run; `warning_summary(table)` the headline numbers: the fraction of
+grokking runs warned before they grok, the median lead (grok step − warning step), how often the predicted
+window held the grok step, and false alarms on runs that never grok. `calibrate(runs)` fits the lead
+relation (grok step vs threshold-onset lead) on other runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grokscope.errors import StoreError
+from grokscope.geometry.onset import onset_threshold
+from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, replay
+from grokscope.store import DEFECT_TABLE, RunDir
+
+
+def _grok(run: RunDir) -> int | None:
+    """The run's first grok step over its tasks (None: no task grokked)."""
+    g = [v for v in run.grok_steps().values() if v is not None]
+    return min(g) if g else None
+
+
+def _series(run: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
+    if not run.has_table(DEFECT_TABLE):
+        return None
+    d = run.table(DEFECT_TABLE).sort_values("step")
+    return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
+
+
+def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD,
+                  **options: Any) -> pd.DataFrame:
+    """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window."""
+    rows = []
+    for run in runs:
+        s = _series(run)
+        if s is None or not run.has_summary():
+            continue
+        cfg, summ = run.config(), run.summary()
+        grok = _grok(run)
+        ev = replay(*s, detector=detector, lead_model=lead_model, **options)
+        warned = ev.step if ev is not None else None
+        row = {"run": cfg.name, "tasks": ",".join(cfg.data.tasks), "model": cfg.model.kind, "wd": cfg.optim.wd,
+               "lr": cfg.optim.lr, "seed": cfg.seed, "steps_trained": summ.get("steps_trained"),
+               "finished": bool(summ.get("finished")),
+               "grok_step": grok, "warning_step": warned, "onset": ev.onset if ev else None,
+               "lead": (grok - warned) if grok is not None and warned is not None else None,
+               "predicted": ev.predicted_grok if ev else None, "window_lo": ev.window_lo if ev else None,
+               "window_hi": ev.window_hi if ev else None, "peak_ratio": float(np.nanmax(s[1]) / np.nanmedian(s[1][:3]))}
+        row["warned_before"] = grok is not None and warned is not None and warned < grok
+        row["in_window"] = (grok is not None and ev is not None and ev.window_lo is not None
+                            and ev.window_lo <= grok <= (ev.window_hi if ev.window_hi is not None else np.inf))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers of a `warning_table` over its finished runs (a run still training has no outcome yet;
+    a finished run without a grok step never grokked within its budget)."""
+    if table.empty:
+        return {"n_runs": 0}
+    n_unfinished = int((~table["finished"]).sum())
+    table = table[table["finished"]]
+    grokked = table[table["grok_step"].notna()]
+    never = table[table["grok_step"].isna()]
+    before = grokked[grokked["warned_before"]]
+    leads = before["lead"].astype(float)
+    pred = grokked[grokked["predicted"].notna()]
+    return {
+        "n_runs": len(table), "n_grokking": len(grokked), "n_warned_before": len(before),
+        "fraction_warned_before": len(before) / len(grokked) if len(grokked) else None,
+        "n_warned_late": int((grokked["warning_step"].notna() & ~grokked["warned_before"]).sum()),
+        "median_lead": float(leads.median()) if len(leads) else None,
+        "median_lead_fraction": float((leads / before["grok_step"].astype(float)).median()) if len(leads) else None,
+        "fraction_in_window": float(grokked["in_window"].mean()) if len(grokked) else None,
+        "median_predicted_over_actual": (float((pred["predicted"].astype(float) / pred["grok_step"].astype(float))
+                                               .median()) if len(pred) else None),
+        "n_window_open_ended": int((grokked["warning_step"].notna() & grokked["window_hi"].isna()).sum()),
+        "n_never_grok": len(never), "false_alarms": int(never["warning_step"].notna().sum()),
+        "n_unfinished": n_unfinished,
+    }
+
+
+def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = "") -> LeadModel:
+    """The lead relation lead = 10^b t_grok^α fitted on runs' threshold onsets (positive leads only): with
+    P2's α = 1.27 fixed by default (b alone is fitted), or α too when `alpha` is None."""
+    x, y = [], []
+    for run in runs:
+        s = _series(run)
+        grok = _grok(run) if run.has_summary() else None
+        if s is None or grok is None:
+            continue
+        onset = onset_threshold(*s)
+        if onset is not None and grok > onset:
+            x.append(grok)
+            y.append(grok - onset)
+    need = 3 if alpha is None else 2
+    if len(x) < need:
+        raise StoreError(f"calibration needs >= {need} grokking runs with an onset before grokking, found {len(x)}")
+    return LeadModel.fit(x, y, alpha=alpha, source=source or f"{len(x)} runs")

@@ -1,0 +1,381 @@
+"""`grokscope.Monitor`: grokscope's measurements from inside a researcher's own PyTorch training loop.
+
+    mon = gs.Monitor(model, loss_fn, (X_train, y_train), out="runs/mine", watch=["*attn*"], batch_size=256)
+    for step in range(1, steps + 1):
+        ...; optimizer.step()
+        mon.step(step, metrics={"train_loss": ..., "test_acc": ...} if step % 100 == 0 else None)
+    mon.close()
+
+`step` is the number of optimiser steps taken so far (the monitor records θ₀ as step 0 when it starts).
+It writes the trainer's run-store format (config.json with model kind `external`, metrics.parquet,
+trajectory with the watched tensors as `attn.<name>` and full snapshots as `snap.<name>`, defect.parquet,
+hessian.parquet, summary.json) plus monitor.json and warnings.parquet, so `grokscope runs`, `analyze` and
+`report` read it. The math is grokscope's own (`geometry.commutator.defect_from_grad_fn`,
+`geometry.hessian.lanczos`, `train.update_grok`). It never writes to the model, the optimiser or any global
+random stream: parameters are read as copies, buffers are copied, and every generator is restored.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from grokscope.config import EXTERNAL, DataConfig, ModelConfig, OptimConfig, RunConfig
+from grokscope.errors import ConfigError, StoreError
+from grokscope.geometry.commutator import defect_from_grad_fn
+from grokscope.geometry.hessian import lanczos
+from grokscope.monitor.batches import make_source
+from grokscope.monitor.functional import Forward, LossFn, Params, Target
+from grokscope.monitor.rng import preserved_rng
+from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.tensorboard import open_writer
+from grokscope.monitor.tensorboard import require as require_tensorboard
+from grokscope.monitor.warning import OnsetDetector, WarningEvent
+from grokscope.store import (
+    DEFECT_TABLE,
+    HESSIAN_TABLE,
+    METRICS_TABLE,
+    MONITOR,
+    SCALARS_TABLE,
+    SUMMARY,
+    TENSORBOARD_DIR,
+    WARNINGS_TABLE,
+    RunDir,
+    write_json,
+)
+from grokscope.train import GrokState, update_grok
+
+SPLITS = {"train": "train", "test": "test", "val": "test", "valid": "test"}
+KINDS = ("loss", "acc")
+
+
+def parse_metric(key: str, default_task: str) -> tuple[str, str, str] | None:
+    """'test_acc' -> (task, 'test', 'acc'); 'mul/train_loss' -> ('mul', 'train', 'loss'); else None.
+    'val'/'valid' count as the held-out split the grok rule reads ('test')."""
+    task, _, rest = key.rpartition("/")
+    split, _, kind = rest.rpartition("_")
+    if split in SPLITS and kind in KINDS:
+        return task or default_task, SPLITS[split], kind
+    return None
+
+
+def _optim_config(optimizer: torch.optim.Optimizer | None, batch: int | None) -> OptimConfig:
+    """The user's optimiser as the store's OptimConfig (first param group; NaN where unknown)."""
+    nan = float("nan")
+    if optimizer is None:
+        return OptimConfig(name="unknown", lr=nan, wd=nan, beta1=nan, beta2=nan, eps=nan, clip=nan, batch=batch)
+    g = optimizer.param_groups[0]
+    betas = g.get("betas", (nan, nan))
+    return OptimConfig(name=type(optimizer).__name__.lower(), lr=float(g.get("lr", nan)),
+                       wd=float(g.get("weight_decay", 0.0)), beta1=float(betas[0]), beta2=float(betas[1]),
+                       eps=float(g.get("eps", nan)), clip=nan, momentum=float(g.get("momentum", 0.0) or 0.0),
+                       batch=batch)
+
+
+class Monitor:
+    """Records grokscope's measurements of a user's model into a run directory (see the module doc)."""
+
+    def __init__(self, model: nn.Module | Params, loss_fn: LossFn, batches: Any, out: str | Path, *,
+                 watch: list[str] | None = None, forward: Forward | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, tasks: tuple[str, ...] = ("task",),
+                 batch_size: int | None = None, seed: int = 0, steps: int = 0, start_step: int = 0,
+                 overwrite: bool = False, on_warning: Callable[[WarningEvent], None] | None = None,
+                 detector: OnsetDetector | None = None, tensorboard: bool | str = False,
+                 config: MonitorConfig | None = None, **settings: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.cfg = MonitorConfig(**{**(config.to_dict() if config else {}), **settings})
+        except TypeError as e:
+            raise ConfigError(f"Monitor: {e}") from None
+        self.target = Target(model, loss_fn, forward)
+        self.source = make_source(batches, batch_size, seed)
+        self.watched = self.target.select(list(watch) if watch is not None else None)
+        self.tasks = tuple(tasks)
+        self.run = RunDir(out)
+        if tensorboard:
+            require_tensorboard()  # a missing extra fails before anything is written
+        self._prepare_dir(overwrite)
+        self.run_cfg = RunConfig(
+            data=DataConfig(tasks=self.tasks, p=0, train_frac=0.0),
+            model=ModelConfig(kind=EXTERNAL, d_model=0, n_heads=0, d_ff=0, n_layers=0, width=0),
+            optim=_optim_config(optimizer, self.source.batch_size), seed=int(seed), steps=int(steps),
+            eval_every=1, attn_every=self.cfg.watch_every, n_snapshots=self.cfg.n_snapshots,
+            checkpoint_every=self.cfg.flush_every, grok_acc=self.cfg.grok_acc,
+            grok_patience=self.cfg.grok_patience, grok_acc_90=self.cfg.grok_acc_90,
+            defect_every=self.cfg.defect_every, defect_draws=self.cfg.draws, preset="monitor",
+            tag=self.run.path.name)
+        self.seed = int(seed)
+        self.detector = detector if detector is not None else (OnsetDetector() if self.cfg.warn else None)
+        self.on_warning = on_warning
+        self.events: list[WarningEvent] = []
+        self.rows: list[dict[str, Any]] = []
+        self.scalars: list[dict[str, Any]] = []
+        self.defect_rows: list[dict[str, Any]] = []
+        self.hessian_rows: list[dict[str, Any]] = []
+        self.watch_steps: list[int] = []
+        self.watch_records: dict[str, list[torch.Tensor]] = {n: [] for n in self.watched}
+        self.snap_steps: list[int] = []
+        self.snaps: dict[str, list[torch.Tensor]] = {n: [] for n in self.target.names}
+        self._watch_stride = self._snap_stride = 1
+        self.grok: dict[str, GrokState] = {}
+        self.final_acc: dict[str, dict[str, float]] = {}
+        self.last_step: int | None = None
+        self.closed = False
+        self._tb = self._open_tensorboard(tensorboard)
+        self._hessian_batch = None
+        self.spent = 0.0  # seconds inside the monitor
+        self._started = t0
+        with preserved_rng():
+            self._record(int(start_step), None, force=True)
+        self.spent += time.perf_counter() - t0
+
+    # ---- setup ------------------------------------------------------------------------------------
+    def _prepare_dir(self, overwrite: bool) -> None:
+        p = self.run.path
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"out={str(p)!r} exists and is not a folder")
+        if p.exists() and any(p.iterdir()):
+            if not self.run.exists():
+                raise StoreError(f"out={str(p)!r} exists and is not a grokscope run; choose another folder")
+            if not overwrite:
+                raise StoreError(f"out={str(p)!r} already holds a run; pass overwrite=True to replace it")
+            shutil.rmtree(p)
+        p.mkdir(parents=True, exist_ok=True)
+
+    def _open_tensorboard(self, tensorboard: bool | str) -> Any:
+        if not tensorboard:
+            return None
+        return open_writer(self.run.path / TENSORBOARD_DIR if tensorboard is True else Path(tensorboard))
+
+    # ---- the per-step call --------------------------------------------------------------------------
+    def step(self, step: int, metrics: dict[str, float] | None = None) -> WarningEvent | None:
+        """Record after optimiser step `step` (steps taken so far): metrics if given, and whatever measurement
+        is due. Returns the early-warning event if the detector fired now."""
+        t0 = time.perf_counter()
+        if self.closed:
+            raise ConfigError("Monitor.step called after close()")
+        step = int(step)
+        if self.last_step is not None and step <= self.last_step:
+            raise ConfigError(f"Monitor.step({step}): steps must increase (last recorded {self.last_step}); pass the "
+                              "number of optimiser steps taken so far (1 after the first update)")
+        with preserved_rng():
+            event = self._record(step, metrics)
+            if step % self.cfg.flush_every == 0:
+                self.flush()
+        self.spent += time.perf_counter() - t0
+        return event
+
+    def _record(self, step: int, metrics: dict[str, float] | None, force: bool = False) -> WarningEvent | None:
+        cfg = self.cfg
+        self.last_step = step
+        if metrics:
+            self._log_metrics(step, metrics)
+        if force or step % (cfg.watch_every * self._watch_stride) == 0:
+            self._record_watch(step)
+        if cfg.n_snapshots and (force or step % (cfg.snapshot_every * self._snap_stride) == 0):
+            self._record_snapshot(step)
+        event = None
+        if cfg.defect_every and (force or step % cfg.defect_every == 0):
+            event = self._measure_defect(step)
+        if cfg.hessian_every and (force or step % cfg.hessian_every == 0):
+            self._measure_hessian(step)
+        return event
+
+    def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        groups: dict[tuple[str, str], dict[str, float]] = {}
+        for key, value in metrics.items():
+            value = float(value)
+            parsed = parse_metric(key, self.tasks[0])
+            if parsed is None:
+                self.scalars.append({"run": self.run_cfg.name, "step": step, "name": key, "value": value})
+            else:
+                task, split, kind = parsed
+                groups.setdefault((task, split), {})[kind] = value
+            if self._tb is not None:
+                self._tb.add_scalar(f"metrics/{key}", value, step)
+        norm = self.target.weight_norm() if groups else None
+        for (task, split), vals in groups.items():
+            if task not in self.tasks:
+                self.tasks = self.tasks + (task,)
+            self.rows.append({"run": self.run_cfg.name, "step": step, "task": task, "split": split,
+                              "loss": vals.get("loss", float("nan")), "acc": vals.get("acc", float("nan")),
+                              "weight_norm": norm})
+            if "acc" in vals:
+                self.final_acc.setdefault(task, {})[split] = vals["acc"]
+                if split == "test":
+                    self._update_grok(task, step, vals["acc"])
+
+    def _update_grok(self, task: str, step: int, acc: float) -> None:
+        """The trainer's grok rule (`train.update_grok`) on this task's logged test accuracy."""
+        state = self.grok.get(task) or GrokState(torch.zeros(1, 1, dtype=torch.int64),
+                                                 torch.full((1, 1), -1, dtype=torch.int64),
+                                                 torch.full((1, 1), -1, dtype=torch.int64))
+        self.grok[task] = update_grok(state, torch.tensor([[acc]], dtype=torch.float64),
+                                      torch.ones(1, dtype=torch.bool), step, self.run_cfg)
+
+    def grok_step(self, which: str = "grok") -> dict[str, int | None]:
+        """Per task: the step the grok rule fired (`which='grok90'`: first test acc ≥ 90 %), None if not yet."""
+        out: dict[str, int | None] = {}
+        for task in self.tasks:
+            st = self.grok.get(task)
+            v = -1 if st is None else int(getattr(st, which)[0, 0])
+            out[task] = v if v >= 0 else None
+        return out
+
+    def _record_watch(self, step: int) -> None:
+        self.watch_steps.append(step)
+        for n, t in self.target.host_copy(self.watched).items():
+            self.watch_records[n].append(t)
+        if len(self.watch_steps) > self.cfg.max_records:  # keep every other record, halve the cadence
+            self.watch_steps = self.watch_steps[::2]
+            self.watch_records = {n: v[::2] for n, v in self.watch_records.items()}
+            self._watch_stride *= 2
+
+    def _record_snapshot(self, step: int) -> None:
+        self.snap_steps.append(step)
+        for n, t in self.target.host_copy(self.target.names).items():
+            self.snaps[n].append(t)
+        if len(self.snap_steps) > self.cfg.n_snapshots:
+            self.snap_steps = self.snap_steps[::2]
+            self.snaps = {n: v[::2] for n, v in self.snaps.items()}
+            self._snap_stride *= 2
+
+    # ---- measurements --------------------------------------------------------------------------------
+    def defects_at(self, step: int) -> torch.Tensor:
+        """D of each of the K draws [K] at the current parameters, minibatches A_k, B_k = salts 2k+1, 2k+2 at
+        `step` (as `geometry.commutator`), by `defect_from_grad_fn`."""
+        theta = self.target.theta()[None]
+        out = []
+        with self.target.measuring(self.cfg.eval_mode):
+            for k in range(self.cfg.draws):
+                a = self.source.draw(step, 2 * k + 1, self.cfg.defect_batch)
+                b = self.source.draw(step, 2 * k + 2, self.cfg.defect_batch)
+                D, _ = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
+                out.append(D[0].detach())
+        return torch.stack(out).cpu()
+
+    def _measure_defect(self, step: int) -> WarningEvent | None:
+        D = self.defects_at(step)
+        median = float(D.median())  # the lower median for even K, as commutator_defect
+        self.defect_rows.append({"run": self.run_cfg.name, "step": step, "defect": median,
+                                 "defect_draws": [float(d) for d in D]})
+        if self._tb is not None:
+            self._tb.add_scalar("geometry/defect", median, step)
+        if self.detector is None:
+            return None
+        event = self.detector.update(step, median)
+        if event is not None:
+            self._warn(event)
+        return event
+
+    def _warn(self, event: WarningEvent) -> None:
+        self.events.append(event)
+        if self.cfg.verbose:
+            print(event.message(), flush=True)
+        if self._tb is not None:
+            self._tb.add_text("early_warning", event.message(), event.step)
+        if self.on_warning is not None:
+            self.on_warning(event)
+        self.flush()
+
+    def lambda_min_at(self, step: int, k: int = 5) -> dict[str, Any]:
+        """Bottom/top Hessian eigenvalues of the loss on the fixed sample (salt 7, `hessian_samples` examples)
+        at the current parameters: `geometry.hessian.lanczos` with the monitor's HVP."""
+        if self._hessian_batch is None:
+            self._hessian_batch = self.source.fixed_sample(self.cfg.hessian_samples)
+        theta = self.target.theta()
+        with self.target.measuring(self.cfg.eval_mode):
+            hvp = self.target.hvp(theta, self._hessian_batch)
+            v0 = torch.randn(1, theta.numel(), generator=torch.Generator().manual_seed(self.seed * 7919 + step),
+                             dtype=theta.dtype).to(theta.device)
+            res = lanczos(hvp, v0, self.cfg.hessian_iters, k)
+            with torch.no_grad():
+                value = float(self.target.loss(self.target.unflatten(theta), self._hessian_batch))
+        nan = float("nan")
+        return {"step": step, "loss": "total", "lambda_min": float(res.bottom[0, 0]),
+                "lambda_max": float(res.top[0, 0]), "bottom": res.bottom[0].tolist(), "top": res.top[0].tolist(),
+                "exec_curv": nan, "perp_curv": nan, "exec_max": nan, "perp_max": nan,
+                "lambda_min_residual": float(res.bottom_residual[0, 0]), "loss_value": value}
+
+    def _measure_hessian(self, step: int) -> None:
+        row = self.lambda_min_at(step)
+        self.hessian_rows.append(row)
+        if self._tb is not None:
+            self._tb.add_scalar("geometry/lambda_min", row["lambda_min"], step)
+            self._tb.add_scalar("geometry/lambda_max", row["lambda_max"], step)
+
+    # ---- the store -------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """As the trainer's summary.json, plus the monitor's own time and the warnings."""
+        wall = time.perf_counter() - self._started
+        return {
+            "name": self.run_cfg.name, "config": self.config().to_dict(),
+            "grok_step": self.grok_step("grok"), "grok_step_90": self.grok_step("grok90"),
+            "final_acc": self.final_acc, "steps_trained": self.last_step, "finished": self.closed,
+            "diverged": False, "wall_time": round(wall, 3),
+            "monitor": {"seconds": round(self.spent, 3), "overhead": round(self.overhead(), 4),
+                        "warnings": [e.to_row() for e in self.events]},
+        }
+
+    def overhead(self) -> float:
+        """Time spent in the monitor over the rest of the wall time since it started (the user's training)."""
+        rest = time.perf_counter() - self._started - self.spent
+        return self.spent / rest if rest > 0 else float("nan")
+
+    def config(self) -> RunConfig:
+        """The store's config.json: model kind `external`, tasks as logged so far."""
+        return replace(self.run_cfg, data=replace(self.run_cfg.data, tasks=self.tasks), steps=self.last_step or 0)
+
+    def flush(self) -> None:
+        """Write everything recorded so far (each file atomically)."""
+        run = self.run
+        run.write_config(self.config())
+        write_json(run.file(MONITOR), {
+            "settings": self.cfg.to_dict(), "watch": self.watched, "n_params": self.target.n_params,
+            "parameters": {n: list(s) for n, s in self.target.shapes.items()},
+            "model": type(self.target.module).__name__ if self.target.module is not None else "params dict",
+            "batch_source": type(self.source).__name__})
+        traj = {"attn_steps": torch.tensor(self.watch_steps, dtype=torch.int64),
+                "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
+        traj.update({f"attn.{n}": torch.stack(v) for n, v in self.watch_records.items() if v})
+        traj.update({f"snap.{n}": torch.stack(v) for n, v in self.snaps.items() if v})
+        run.write_trajectory(traj)
+        run.write_table(METRICS_TABLE, pd.DataFrame(self.rows, columns=["run", "step", "task", "split", "loss", "acc",
+                                                                    "weight_norm"]))
+        if self.scalars:
+            run.write_table(SCALARS_TABLE, pd.DataFrame(self.scalars))
+        if self.defect_rows:
+            run.write_table(DEFECT_TABLE, pd.DataFrame(self.defect_rows))
+        if self.hessian_rows:
+            run.write_table(HESSIAN_TABLE, pd.DataFrame(self.hessian_rows))
+        if self.events:
+            run.write_table(WARNINGS_TABLE, pd.DataFrame([e.to_row() for e in self.events]))
+        write_json(run.file(SUMMARY), self.summary())
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Write the store one last time and mark the run finished."""
+        if self.closed:
+            return
+        t0 = time.perf_counter()
+        self.closed = True
+        with preserved_rng():
+            self.flush()
+            if self._tb is not None:
+                self._tb.close()
+        self.spent += time.perf_counter() - t0
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

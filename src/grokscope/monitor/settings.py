@@ -1,0 +1,60 @@
+"""`MonitorConfig`: what `grokscope.Monitor` records and how often; every check of its values lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from grokscope.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Cadences (in the user's steps; 0 turns a measurement off) and sizes of the monitor's records.
+
+    Defaults keep the overhead near 5 % of a small model's training: K = 3 commutator draws (4 gradient
+    evaluations each) every 200 steps, the watched tensors every 100, λ_min off."""
+
+    watch_every: int = 100  # watched tensors -> trajectory `attn.<name>` (what PCA reads)
+    max_records: int = 500  # watched-tensor records kept; beyond it every other one is dropped (bounded memory)
+    n_snapshots: int = 20  # full parameter snapshots kept (thinned the same way); 0: none
+    snapshot_every: int = 500
+    defect_every: int = 200  # inline commutator defect (K draws) -> defect.parquet
+    draws: int = 3
+    eta: float = 1e-3  # the defect's plain step size (SPEC §4)
+    defect_batch: int | None = None  # minibatch size of A and B (None: the batch source's own)
+    hessian_every: int = 0  # periodic λ_min by Lanczos -> hessian.parquet
+    hessian_iters: int = 25
+    hessian_samples: int = 512
+    flush_every: int = 1000  # write the store every N steps (and at close)
+    grok_acc: float = 0.98  # the trainer's grok rule on the logged test accuracy
+    grok_patience: int = 3
+    grok_acc_90: float = 0.90
+    eval_mode: bool = True  # measure with the model in eval mode (no dropout), restored afterwards
+    warn: bool = True  # run the early-warning detector on the defect series
+    verbose: bool = True  # print warnings as they fire
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __post_init__(self) -> None:
+        for name in ("watch_every", "max_records", "snapshot_every", "draws", "hessian_iters", "hessian_samples",
+                     "flush_every", "grok_patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"monitor {name}={v!r} must be a positive integer")
+        for name in ("n_snapshots", "defect_every", "hessian_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"monitor {name}={v!r} must be an integer >= 0 (0 turns it off)")
+        if self.max_records < 2:
+            raise ConfigError(f"monitor max_records={self.max_records} must be >= 2")
+        if not self.eta > 0:
+            raise ConfigError(f"monitor eta={self.eta!r} must be > 0")
+        if self.defect_batch is not None and (not isinstance(self.defect_batch, int) or self.defect_batch <= 0):
+            raise ConfigError(f"monitor defect_batch={self.defect_batch!r} must be a positive integer or None")
+        for name in ("grok_acc", "grok_acc_90"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ConfigError(f"monitor {name}={v!r} must lie in (0, 1]")
