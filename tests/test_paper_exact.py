@@ -174,7 +174,7 @@ def test_batched_equals_alone_and_resume_is_exact(tmp_path):
     train([_tiny_exact(seed=2, steps=40)], tmp_path)
     (run,) = [p for p in tmp_path.iterdir()]
     tensors, meta = read_tensors(run / "checkpoint.safetensors")
-    assert "sampler.key" in tensors and meta["sampler"]["next_step"] == 40
+    assert "sampler.key" in tensors and meta["sampler"]["next_draw"] == 40
     resumed = train(cfgs[1:], tmp_path, resume=True)
     for k, v in alone[0].params.items():
         assert torch.equal(resumed[0].params[k], v), k
@@ -217,3 +217,31 @@ def test_independent_init_and_counter_sampler_remain_available():
     assert not torch.equal(ours["layers.0.attn.W_Q"][0], ours["layers.1.attn.W_Q"][0])
     assert not torch.equal(ours["layers.0.attn.W_Q"][0], theirs["layers.0.attn.W_Q"])
     assert torch.equal(ours["embed.W_E"][0], M.init_params(cfg.model, cfg.data, 42)["embed.W_E"])
+
+
+def test_p2_inline_defects_draw_from_the_training_stream_as_the_dynamics_script():
+    """grok_generalization_dynamics.py: K = 5 commutator pairs (A, B) from the training stream at step 0,
+    then one training batch per step and K more pairs after every 100th step."""
+    cfg = preset("p2-single", seed=137, defect_every=100, data={"p": 23})
+    tr, _ = script_split(23, 0.5, 137, nonzero=False)
+    saved = np.random.get_state()
+    try:
+        np.random.seed(137)
+
+        def draw():
+            return np.array([tr[i] for i in np.random.randint(0, len(tr), size=cfg.optim.batch)])
+
+        expected = {("probe", 0, j): draw() for j in range(10)}
+        for step in range(1, 251):
+            expected[("train", step - 1)] = draw()
+            if step % 100 == 0:
+                expected.update({("probe", step, j): draw() for j in range(10)})
+    finally:
+        np.random.set_state(saved)
+    pb = Problem([cfg])
+    for key in sorted(expected, key=lambda k: (k[1], k[0] == "train", k[-1])):  # the trainer's order
+        got = pb.minibatch(key[1])[0] if key[0] == "train" else pb.probe_minibatch(key[1], key[2])[0]
+        assert np.array_equal(got[0].numpy(), expected[key]), key
+    assert not Problem([preset("p2-single", seed=137, data={"p": 23})]).stream.probe_every  # no defects: GS
+    with pytest.raises(ConfigError, match="defect_stream"):
+        validate(preset("p2-single", defect_stream="numpy"))

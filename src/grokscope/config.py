@@ -92,6 +92,7 @@ class RunConfig:
     init: str = "independent"  # "authors": the scripts' module after torch.manual_seed(seed), layers copied
     sampler: str = "counter"  # "authors": np.random.seed(seed) + np.random.randint per step
     snapshot_spacing: int = 0  # 0: `n_snapshots` spread over the budget; N > 0: every N steps (P1: 200)
+    defect_stream: str = "counter"  # "training": inline defects draw A/B from the training stream (sampler authors)
 
     @property
     def split_seed(self) -> int:
@@ -189,6 +190,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose counter or authors")
     if cfg.sampler == "authors" and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32) for the authors' numpy sampler")
+    if cfg.defect_stream not in ("counter", "training"):
+        raise ConfigError(f"unknown defect_stream {cfg.defect_stream!r}; choose counter or training")
     if cfg.snapshot_spacing < 0 or cfg.snapshot_spacing % cfg.eval_every:
         raise ConfigError(f"snapshot_spacing={cfg.snapshot_spacing} must be 0 or a multiple of "
                           f"eval_every={cfg.eval_every}")
@@ -247,7 +250,8 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # The papers' runs, exactly (docs/fidelity.md): the scripts' split, θ₀ and numpy minibatch stream.
     # P2 (grok_sweep.py): 4 heads, zero excluded for mul only, no other task; snapshots every 100 steps
-    # (MODEL_LOG_EVERY) through `attn_every`; inline defects with K = 5 draws (P2 §3).
+    # (MODEL_LOG_EVERY) through `attn_every`; inline defects with K = 5 draws (P2 §3) taken from the training
+    # stream, as grok_generalization_dynamics.py does (it matters only when defect_every > 0).
     "p2-single": _base(
         data=DataConfig(tasks=("add",), exclude_zero=False, nonzero_tasks=("mul",), split="authors"),
         model=ModelConfig(kind="trunk", n_heads=4),
@@ -255,6 +259,7 @@ PRESETS: dict[str, RunConfig] = {
         defect_draws=5,
         init="authors",
         sampler="authors",
+        defect_stream="training",
         preset="p2-single",
     ),
     # P1 (train_multitask.py, train_tritask.py): zero excluded for every task; state_dict checkpoints every

@@ -45,7 +45,10 @@ class Problem:
         self.seeds = torch.tensor([c.seed for c in cfgs], device=self.device, dtype=torch.int64)
         self.batch = base.optim.batch or self.n_train
         # The papers' numpy stream (sampler "authors"): one stateful stream per run, host-side.
-        self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch)
+        # With defect_stream "training", inline defects draw their A/B batches from that stream too (P2 GD).
+        probe = base.defect_stream == "training" and base.defect_every > 0
+        self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch,
+                                     base.defect_every if probe else 0, 2 * base.defect_draws if probe else 0)
                        if base.sampler == "authors" and base.optim.batch is not None else None)
 
     @property
@@ -83,6 +86,15 @@ class Problem:
             seeds = seeds if salt == 0 else seeds ^ (0x5F3759DF * salt)
             idx = train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
         return self.pairs[idx], self.targets[idx]
+
+    def probe_minibatch(self, step: int, j: int, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minibatch j of an inline measurement at `step` (commutator A_k = 2k, B_k = 2k + 1): the next draws
+        of each run's training stream when the config says so (defect_stream "training", as P2's
+        grok_generalization_dynamics.py), else independent draws (`minibatch` with salt j + 1)."""
+        if self.stream is not None and self.stream.probe_every and (batch or self.batch) == self.batch:
+            idx = self.train_idx.gather(1, self.stream.probe_indices(step, j).to(self.device))
+            return self.pairs[idx], self.targets[idx]
+        return self.minibatch(step, salt=j + 1, batch=batch)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.train_idx if name == "train" else self.test_idx
