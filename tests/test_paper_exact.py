@@ -191,7 +191,7 @@ def test_cli_run_stores_the_scripts_theta0_and_records_the_schemes(tmp_path):
     assert cli.main(["run", "--preset", "p1-dual", "--seeds", "42", "--steps", "2", "--no-geometry", "--json",
                      "--out", str(out)]) == 0
     (run,) = [RunDir(p) for p in out.iterdir()]
-    snaps, _ = read_tensors(run.file("trajectory.safetensors"))
+    snaps, _ = run.trajectory()
     assert int(snaps["snap_steps"][0]) == 0
     theirs = script_theta0(preset("p1-dual", seed=42))
     for k, v in theirs.items():
