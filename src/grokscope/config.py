@@ -26,6 +26,17 @@ class DataConfig:
     train_frac: float = 0.5
     exclude_zero: bool = True  # papers' code: a, b in 1..p-1 (paper text: 0..p-1)
     unordered: bool = False  # P3: keep pairs a <= b only
+    # None: `exclude_zero` decides for every task. A tuple: zero is excluded iff one of the run's tasks is
+    # listed, whatever `exclude_zero` says (P2's grok_sweep.py: restrict_nonzero for mul only).
+    nonzero_tasks: tuple[str, ...] | None = None
+    split: str = "randperm"  # "randperm" (torch.randperm, sorted) or "authors" (random.Random(seed).shuffle)
+
+    @property
+    def zero_excluded(self) -> bool:
+        """Whether operands run over 1..p-1 (True) or 0..p-1 for this run's tasks."""
+        if self.nonzero_tasks is None:
+            return self.exclude_zero
+        return any(t in self.nonzero_tasks for t in self.tasks)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,11 @@ class RunConfig:
     defect_draws: int = 3
     preset: str = "custom"
     tag: str = ""  # appended to the run name: tells apart runs that differ only in an intervention, say
+    # Paper-exact switches (defaults: grokscope's own schemes, as stored before these fields existed).
+    init: str = "independent"  # "authors": the scripts' module after torch.manual_seed(seed), layers copied
+    sampler: str = "counter"  # "authors": np.random.seed(seed) + np.random.randint per step
+    snapshot_spacing: int = 0  # 0: `n_snapshots` spread over the budget; N > 0: every N steps (P1: 200)
+    defect_stream: str = "counter"  # "training": inline defects draw A/B from the training stream (sampler authors)
 
     @property
     def split_seed(self) -> int:
@@ -88,9 +104,17 @@ class RunConfig:
 
     @property
     def snapshot_every(self) -> int:
-        """Full snapshots spaced so a run that uses its whole budget keeps at most `n_snapshots`."""
+        """Steps between full snapshots: `snapshot_spacing` if set, else spaced so a run that uses its whole
+        budget keeps at most `n_snapshots`."""
+        if self.snapshot_spacing > 0:
+            return self.snapshot_spacing
         k = max(1, -(-self.steps // max(1, self.n_snapshots - 1)))
         return -(-k // self.eval_every) * self.eval_every
+
+    @property
+    def max_snapshots(self) -> int:
+        """Most full snapshots a run can store (every `snapshot_every` steps, plus its stop step)."""
+        return self.steps // self.snapshot_every + 2
 
     @property
     def name(self) -> str:
@@ -114,6 +138,8 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         raw = dict(d.pop("data", {}))
+        if raw.get("nonzero_tasks") is not None:
+            raw["nonzero_tasks"] = tuple(raw["nonzero_tasks"])
         data = DataConfig(**{**raw, "tasks": tuple(raw.get("tasks", ("add",)))})
         model = ModelConfig(**d.pop("model", {}))
         optim = OptimConfig(**d.pop("optim", {}))
@@ -160,6 +186,24 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"p={data.p} is not prime, but task {needs[0]!r} needs a prime modulus "
             "(division needs inverses; mul/sq-type ops form a field only mod a prime)"
         )
+    for t in data.nonzero_tasks or ():
+        if t not in OPERATIONS:
+            raise ConfigError(f"unknown task {t!r} in nonzero_tasks; choose from {', '.join(OPERATIONS)}")
+    if data.split not in ("randperm", "authors"):
+        raise ConfigError(f"unknown split {data.split!r}; choose randperm or authors")
+    if cfg.init not in ("independent", "authors"):
+        raise ConfigError(f"unknown init {cfg.init!r}; choose independent or authors")
+    if cfg.init == "authors" and model.kind != "trunk":
+        raise ConfigError(f"init 'authors' exists for model kind 'trunk' only (got {model.kind!r})")
+    if cfg.sampler not in ("counter", "authors"):
+        raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose counter or authors")
+    if cfg.sampler == "authors" and not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32) for the authors' numpy sampler")
+    if cfg.defect_stream not in ("counter", "training"):
+        raise ConfigError(f"unknown defect_stream {cfg.defect_stream!r}; choose counter or training")
+    if cfg.snapshot_spacing < 0 or cfg.snapshot_spacing % cfg.eval_every:
+        raise ConfigError(f"snapshot_spacing={cfg.snapshot_spacing} must be 0 or a multiple of "
+                          f"eval_every={cfg.eval_every}")
     if not 0.0 < data.train_frac < 1.0:
         raise ConfigError(f"train fraction {data.train_frac!r} must lie strictly between 0 and 1")
     if model.kind not in ("trunk", "transformer1", "mlp"):
@@ -213,14 +257,26 @@ PRESETS: dict[str, RunConfig] = {
         defect_every=100,
         preset="quick",
     ),
+    # The papers' runs, exactly (docs/fidelity.md): the scripts' split, θ₀ and numpy minibatch stream.
+    # P2 (grok_sweep.py): 4 heads, zero excluded for mul only, no other task; snapshots every 100 steps
+    # (MODEL_LOG_EVERY) through `attn_every`; inline defects with K = 5 draws (P2 §3) taken from the training
+    # stream, as grok_generalization_dynamics.py does (it matters only when defect_every > 0).
     "p2-single": _base(
-        data=DataConfig(tasks=("add",)),
-        model=ModelConfig(kind="trunk", n_heads=1),
+        data=DataConfig(tasks=("add",), exclude_zero=False, nonzero_tasks=("mul",), split="authors"),
+        model=ModelConfig(kind="trunk", n_heads=4),
         steps=30_000,
+        defect_draws=5,
+        init="authors",
+        sampler="authors",
+        defect_stream="training",
         preset="p2-single",
     ),
-    "p1-dual": _base(data=DataConfig(tasks=("add", "mul")), steps=30_000, preset="p1-dual"),
-    "p1-tri": _base(data=DataConfig(tasks=("add", "mul", "sq")), steps=50_000, preset="p1-tri"),
+    # P1 (train_multitask.py, train_tritask.py): zero excluded for every task; state_dict checkpoints every
+    # 200 steps (CHECKPOINT_EVERY), defects with K = 9 draws (P1 §2).
+    "p1-dual": _base(data=DataConfig(tasks=("add", "mul"), split="authors"), steps=30_000, defect_draws=9,
+                     init="authors", sampler="authors", snapshot_spacing=200, preset="p1-dual"),
+    "p1-tri": _base(data=DataConfig(tasks=("add", "mul", "sq"), split="authors"), steps=50_000, defect_draws=9,
+                    init="authors", sampler="authors", snapshot_spacing=200, preset="p1-tri"),
     "nanda": _base(
         data=DataConfig(tasks=("add",), p=113, train_frac=0.3, exclude_zero=False),
         model=ModelConfig(kind="transformer1", d_model=128, n_heads=4, d_ff=512, n_layers=1),

@@ -13,7 +13,8 @@ import torch
 from grokscope import model as M
 from grokscope.config import RunConfig, batch_key, validate
 from grokscope.errors import ConfigError
-from grokscope.sampler import sample_indices
+from grokscope.init_authors import initial_params
+from grokscope.sampler import AuthorsStream, sample_indices
 from grokscope.tasks import make_split
 
 Params = M.Params
@@ -35,13 +36,20 @@ class Problem:
         base = cfgs[0]
         self.model, self.data = base.model, base.data
         d = self.data
-        splits = [make_split(d.tasks, d.p, d.train_frac, c.split_seed, d.exclude_zero, d.unordered) for c in cfgs]
+        splits = [make_split(d.tasks, d.p, d.train_frac, c.split_seed, d.zero_excluded, d.unordered, d.split)
+                  for c in cfgs]
         self.pairs = splits[0].pairs.to(self.device)
         self.targets = splits[0].targets.to(self.device)
         self.train_idx = torch.stack([s.train_idx for s in splits]).to(self.device)
         self.test_idx = torch.stack([s.test_idx for s in splits]).to(self.device)
         self.seeds = torch.tensor([c.seed for c in cfgs], device=self.device, dtype=torch.int64)
         self.batch = base.optim.batch or self.n_train
+        # The papers' numpy stream (sampler "authors"): one stateful stream per run, host-side.
+        # With defect_stream "training", inline defects draw their A/B batches from that stream too (P2 GD).
+        probe = base.defect_stream == "training" and base.defect_every > 0
+        self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch,
+                                     base.defect_every if probe else 0, 2 * base.defect_draws if probe else 0)
+                       if base.sampler == "authors" and base.optim.batch is not None else None)
 
     @property
     def R(self) -> int:
@@ -56,24 +64,37 @@ class Problem:
         return self.data.tasks
 
     def init_params(self) -> Params:
-        """Each run's initial parameters from its own seed, stacked on the device."""
-        runs = [M.init_params(self.model, self.data, c.seed) for c in self.cfgs]
+        """Each run's initial parameters from its own seed (by its config's `init` scheme), on the device."""
+        runs = [initial_params(self.model, self.data, c.seed, c.init) for c in self.cfgs]
         return {k: v.to(self.device) for k, v in M.stack_params(runs).items()}
 
     def minibatch(self, step: int, salt: int = 0, batch: int | None = None,
                   runs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pairs [R, B, 2] and targets [R, B, T] for `step`; the full training set for full-batch
-        runs. `salt` > 0 gives other, independent draws (commutator minibatches A and B); `runs` (indices)
-        restricts to some runs, whose draws are the same as in the full batch."""
+        runs. `salt` > 0 gives other, independent draws (commutator minibatches A and B, always from the
+        counter sampler); `runs` (indices) restricts to some runs, whose draws are the same as in the full
+        batch. With sampler "authors" the training draws (salt 0) come from each run's numpy stream."""
         batch = batch or self.batch
         train_idx = self.train_idx if runs is None else self.train_idx.index_select(0, runs)
         if self.cfgs[0].optim.batch is None and salt == 0 and batch == self.n_train:
             idx = train_idx
+        elif self.stream is not None and salt == 0 and batch == self.batch:
+            which = None if runs is None else runs.tolist()
+            idx = train_idx.gather(1, self.stream.indices(step, which).to(self.device))
         else:
             seeds = self.seeds if runs is None else self.seeds.index_select(0, runs)
             seeds = seeds if salt == 0 else seeds ^ (0x5F3759DF * salt)
             idx = train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
         return self.pairs[idx], self.targets[idx]
+
+    def probe_minibatch(self, step: int, j: int, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minibatch j of an inline measurement at `step` (commutator A_k = 2k, B_k = 2k + 1): the next draws
+        of each run's training stream when the config says so (defect_stream "training", as P2's
+        grok_generalization_dynamics.py), else independent draws (`minibatch` with salt j + 1)."""
+        if self.stream is not None and self.stream.probe_every and (batch or self.batch) == self.batch:
+            idx = self.train_idx.gather(1, self.stream.probe_indices(step, j).to(self.device))
+            return self.pairs[idx], self.targets[idx]
+        return self.minibatch(step, salt=j + 1, batch=batch)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.train_idx if name == "train" else self.test_idx

@@ -25,6 +25,7 @@ from torch import nn
 from grokscope import model as M
 from grokscope.config import DataConfig, ModelConfig, RunConfig, validate
 from grokscope.errors import ConfigError
+from grokscope.init_authors import initial_params
 from grokscope.tasks import make_split
 
 Params = M.Params
@@ -138,16 +139,16 @@ def load_from_params(module: nn.Module, params: Params) -> nn.Module:
 
 
 def init_module(cfg: RunConfig, device: str | torch.device = "cpu", init: str = "grokscope") -> nn.Module:
-    """The run's module on `device`, starting from grokscope's `init_params(..., cfg.seed)` (init="grokscope",
-    so it starts where the batched trainer's run does) or from torch's defaults after
-    torch.manual_seed(cfg.seed) (init="torch", as the papers' scripts)."""
+    """The run's module on `device`, starting where the batched trainer's run does (init="grokscope": θ₀ by
+    the config's own `init` scheme) or from torch's defaults after torch.manual_seed(cfg.seed) (init="torch",
+    as the papers' scripts)."""
     if init not in ("grokscope", "torch"):
         raise ConfigError(f"init={init!r}: choose grokscope or torch")
     with torch.random.fork_rng(devices=[]):  # the papers seed the global RNG; keep the caller's intact
         torch.manual_seed(cfg.seed)
         module = build_module(cfg.model, cfg.data)
     if init == "grokscope":
-        load_from_params(module, M.init_params(cfg.model, cfg.data, cfg.seed))
+        load_from_params(module, initial_params(cfg.model, cfg.data, cfg.seed, cfg.init))
     return module.to(device)
 
 
@@ -173,20 +174,25 @@ def reference_step(module: nn.Module, opt: torch.optim.Optimizer, pairs: torch.T
 
 
 def host_batches(cfg: RunConfig, device: str | torch.device = "cpu") -> Batches:
-    """The papers' data feed: `batch` training indices drawn with replacement by a CPU generator seeded
-    with `cfg.seed`, gathered on the host and copied to `device` every step (full batch: the training set,
-    copied once). Returns `get(step) -> (pairs [B, 2], targets [B, T])`; draws follow call order."""
+    """The papers' data feed: `batch` training indices drawn with replacement on the host (sampler "authors":
+    the scripts' numpy stream, `np.random.seed(cfg.seed)` + `np.random.randint`; otherwise a CPU torch
+    generator seeded with `cfg.seed`), gathered and copied to `device` every step (full batch: the training
+    set, copied once). Returns `get(step) -> (pairs [B, 2], targets [B, T])`; draws follow call order."""
     d, device = cfg.data, torch.device(device)
-    split = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.exclude_zero, d.unordered)
+    split = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.zero_excluded, d.unordered, d.split)
     pairs, targets = split.pairs[split.train_idx], split.targets[split.train_idx]
     if cfg.optim.batch is None:
         full = (pairs.to(device), targets.to(device))
         return lambda step: full
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n, batch = len(pairs), cfg.optim.batch
+    rng = np.random.RandomState(cfg.seed) if cfg.sampler == "authors" else None
 
     def get(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(n, (batch,), generator=gen)
+        if rng is not None:
+            idx = torch.from_numpy(rng.randint(0, n, size=batch).astype(np.int64))
+        else:
+            idx = torch.randint(n, (batch,), generator=gen)
         return pairs[idx].to(device), targets[idx].to(device)
 
     return get
@@ -232,7 +238,7 @@ def reference_train(cfg: RunConfig, steps: int | None = None, device: str | torc
     module = init_module(cfg, device, init)
     opt = make_optimizer(module, cfg)
 
-    split = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.exclude_zero, d.unordered)
+    split = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.zero_excluded, d.unordered, d.split)
     evals = {name: (split.pairs[idx].to(device), split.targets[idx].to(device))
              for name, idx in (("train", split.train_idx), ("test", split.test_idx))}
     get = batches or host_batches(cfg, device)

@@ -18,7 +18,7 @@ def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:
     """Inline measurements requested by the config (shared by every run of a batch)."""
     probes: list[Probe] = []
     if cfg.defect_every:
-        probes.append(defect_probe(cfg.defect_every, draws=cfg.defect_draws))
+        probes.append(defect_probe(cfg.defect_every, draws=cfg.defect_draws, stream=cfg.defect_stream == "training"))
     return tuple(probes)
 
 

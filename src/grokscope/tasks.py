@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,14 +89,28 @@ def make_split(
     data_seed: int,
     exclude_zero: bool = True,
     unordered: bool = False,
+    order: str = "randperm",
 ) -> Split:
-    """One split shared by all tasks: a seeded permutation of the pairs, first `train_frac` for training."""
+    """One split shared by all tasks: a seeded permutation of the pairs, first `train_frac` for training.
+
+    `order` "randperm": torch.randperm from `data_seed`, round(train_frac·N) training pairs, index lists
+    sorted. "authors": the papers' scripts, `random.Random(data_seed).shuffle` of the pair list (a outer,
+    b inner), the first int(train_frac·N) for training, and the index lists kept in that shuffled order
+    (their minibatch sampler indexes the shuffled training list)."""
     pairs = all_pairs(p, exclude_zero, unordered)
     if any(t == "div" for t in tasks) and not exclude_zero:
         # b = 0 has no inverse: keep those pairs out of every task of this run.
         pairs = pairs[pairs[:, 1] != 0]
     a, b = pairs[:, 0], pairs[:, 1]
     targets = torch.stack([OPERATIONS[t].fn(a, b, p) for t in tasks], dim=1)
+    if order == "authors":
+        perm_list = list(range(len(pairs)))  # shuffling positions = shuffling the pair list itself
+        random.Random(data_seed).shuffle(perm_list)
+        n = int(train_frac * len(pairs))
+        perm_t = torch.tensor(perm_list, dtype=torch.int64)
+        return Split(pairs, targets, perm_t[:n], perm_t[n:])
+    if order != "randperm":
+        raise ValueError(f"unknown split order {order!r}; choose randperm or authors")
     gen = torch.Generator().manual_seed(int(data_seed))
     perm = torch.randperm(len(pairs), generator=gen)
     n_train = max(1, min(len(pairs) - 1, int(round(train_frac * len(pairs)))))

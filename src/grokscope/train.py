@@ -237,6 +237,8 @@ class _Loop:
                 v[r] = tensors[f"params.{k}"].to(v.device)
             for k, v in self.state.items():
                 v[r] = tensors[f"state.{k}"].to(v.device)
+            if self.pb.stream is not None and "sampler.key" in tensors and "sampler" in meta:
+                self.pb.stream.load_state(r, tensors["sampler.key"], meta["sampler"])
             s = int(meta["step"])
             self.resumed_at[r] = s
             self.consec[r] = torch.tensor(meta["consec"])
@@ -273,6 +275,8 @@ class _Loop:
                     "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
                     "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest()}
+            if self.pb.stream is not None:  # the numpy stream's position, so a resumed run draws on exactly
+                tensors["sampler.key"], meta["sampler"] = self.pb.stream.state(r)
             write_tensors(d.file(CHECKPOINT), tensors, meta)
 
     def _summary(self, r: int, step: int) -> dict[str, Any]:

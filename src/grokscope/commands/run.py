@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--defect-every", type=int, help="inline commutator defect every N steps (0: off)")
+    p.add_argument("--init", choices=("authors", "independent"),
+                   help="θ₀: the papers' script module (layers copied; paper presets) or independent layers")
+    p.add_argument("--sampler", choices=("authors", "counter"),
+                   help="minibatches: the papers' numpy stream (paper presets) or grokscope's counter hash")
+    p.add_argument("--split", choices=("authors", "randperm"),
+                   help="train/test split: the papers' random.Random(seed).shuffle or torch.randperm")
+    p.add_argument("--snapshot-spacing", type=int, help="full snapshot every N steps (0: spread over the budget)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs", help="store directory (default ./runs)")
     p.add_argument("--resume", action="store_true", help="continue runs found in --out even if their config changed")
@@ -69,7 +76,9 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
                          ("train_frac", args.train_frac), ("steps", args.steps),
                          ("eval_every", args.eval_every), ("checkpoint_every", args.checkpoint_every),
                          ("defect_every", args.defect_every), ("d_model", args.d_model),
-                         ("n_heads", args.heads), ("n_layers", args.layers)):
+                         ("n_heads", args.heads), ("n_layers", args.layers), ("init", args.init),
+                         ("sampler", args.sampler), ("split", args.split),
+                         ("snapshot_spacing", args.snapshot_spacing)):
         if value is not None:
             over[field] = value
     if args.batch is not None:

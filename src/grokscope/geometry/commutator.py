@@ -91,10 +91,15 @@ def _task_weights(problem: Problem, mode: str) -> tuple[torch.Tensor, torch.Tens
     raise ValueError(f"unknown defect mode {mode!r}; choose 'total' or 'cross'")
 
 
-def _draws(problem: Problem, step: int, draws: int, batch: int | None):
-    """Minibatches A and B of every draw stacked on the run axis, rows k·R + r; draw k: salts 2k+1, 2k+2."""
-    A = [problem.minibatch(step, salt=2 * k + 1, batch=batch) for k in range(draws)]
-    B = [problem.minibatch(step, salt=2 * k + 2, batch=batch) for k in range(draws)]
+def _draws(problem: Problem, step: int, draws: int, batch: int | None, stream: bool = False):
+    """Minibatches A and B of every draw stacked on the run axis, rows k·R + r; draw k: salts 2k+1, 2k+2
+    (`stream`: the inline measurement's draws 2k, 2k+1 of `problem.probe_minibatch`)."""
+    if stream:
+        A = [problem.probe_minibatch(step, 2 * k, batch) for k in range(draws)]
+        B = [problem.probe_minibatch(step, 2 * k + 1, batch) for k in range(draws)]
+    else:
+        A = [problem.minibatch(step, salt=2 * k + 1, batch=batch) for k in range(draws)]
+        B = [problem.minibatch(step, salt=2 * k + 2, batch=batch) for k in range(draws)]
     cat = torch.cat
     return cat([a[0] for a in A]), cat([a[1] for a in A]), cat([b[0] for b in B]), cat([b[1] for b in B])
 
@@ -155,16 +160,17 @@ def _integrability(deltas: torch.Tensor, basis: torch.Tensor, n_random: int,
 
 def commutator_defect(problem: Problem, params: Params, step: int = 0, draws: int = 9, eta: float = 1e-3,
                       mode: str = "total", basis: torch.Tensor | None = None, n_random: int = 5,
-                      batch: int | None = None) -> DefectResult:
+                      batch: int | None = None, stream: bool = False) -> DefectResult:
     """Commutator defect of each of the R runs in `params` ([R, ...]) with K = `draws` minibatch pairs
-    drawn at `step` (batch size: the runs' training batch unless `batch`), as one batched program.
+    drawn at `step` (batch size: the runs' training batch unless `batch`; `stream`: from the training
+    stream, see `Problem.probe_minibatch`), as one batched program.
     `defect` is the median over draws (the lower median for even K, so it is one draw's value and
     `delta` is that draw's δ). With `basis` ([P, k] or per run [R, P, k]): ρ and its controls, each the
     median over draws (and over `n_random` random bases of rank k)."""
     R = problem.R
     theta = M.flatten({k: v.detach() for k, v in params.items()})
     wa, wb = _task_weights(problem, mode)
-    pa, ta, pb, tb = _draws(problem, step, draws, batch)
+    pa, ta, pb, tb = _draws(problem, step, draws, batch, stream)
     D, delta = batched_defects(problem, theta.repeat(draws, 1), params, pa, ta, pb, tb, wa, wb, eta)
     D = D.view(draws, R).T.contiguous()
     deltas = delta.view(draws, R, -1).transpose(0, 1)
@@ -175,11 +181,12 @@ def commutator_defect(problem: Problem, params: Params, step: int = 0, draws: in
     return out
 
 
-def defect_probe(every: int, draws: int = 3, eta: float = 1e-3) -> Probe:
-    """Inline probe `defect`: every `every` steps, rows (r, defect[, defect_cross] with ≥ 2 tasks)."""
+def defect_probe(every: int, draws: int = 3, eta: float = 1e-3, stream: bool = False) -> Probe:
+    """Inline probe `defect`: every `every` steps, rows (r, defect[, defect_cross] with ≥ 2 tasks);
+    `stream`: the total defect's minibatches come from the training stream (P2's inline measurement)."""
 
     def measure(problem: Problem, params: Params, step: int) -> list[dict]:
-        total = commutator_defect(problem, params, step, draws, eta).defect.cpu()
+        total = commutator_defect(problem, params, step, draws, eta, stream=stream).defect.cpu()
         cross = (commutator_defect(problem, params, step, draws, eta, mode="cross").defect.cpu()
                  if len(problem.tasks) >= 2 else None)
         rows = []

@@ -38,7 +38,7 @@ def _param_count(cfg: RunConfig) -> int:
 
 def _n_pairs(cfg: RunConfig) -> int:
     d = cfg.data
-    n = d.p - 1 if d.exclude_zero else d.p
+    n = d.p - 1 if d.zero_excluded else d.p
     return n * (n + 1) // 2 if d.unordered else n * n
 
 
@@ -68,7 +68,7 @@ def _host_bytes(cfg: RunConfig) -> int:
     attn = 0
     if cfg.model.kind != "mlp":
         attn = len(M.attention_names(cfg.model)) * cfg.model.d_model ** 2
-    return 4 * (cfg.n_snapshots * P + (cfg.steps // cfg.attn_every + 1) * attn)
+    return 4 * (cfg.max_snapshots * P + (cfg.steps // cfg.attn_every + 1) * attn)
 
 
 def device_budget(device: str) -> tuple[int | None, int]:
