@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GrokscopeError as e:
         sys.stderr.write(f"grokscope: error: {e}\n")
         return 2
+    except OSError as e:  # the machine, not the input: a full disk, a vanished folder; files stay whole
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"grokscope: error: {e.strerror or e}{where}; the store keeps its last complete files\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("grokscope: interrupted; rerun the same command to resume from the last checkpoint\n")
         return 130

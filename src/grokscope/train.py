@@ -138,9 +138,10 @@ def _hyper(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
                        eps=col("eps"), momentum=col("momentum"))
 
 
-def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
-    """Check every run's directory before anything is written: a directory holding another config is
-    refused unless `resume` (continue from its checkpoint under the new config) or `force` (start over)."""
+def check_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
+    """Check every run's directory, writing nothing: a directory holding another config is refused unless
+    `resume` (continue from its checkpoint under the new config) or `force` (start over); a damaged file in a
+    run that would be resumed is refused too."""
     names = [c.name for c in cfgs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -152,8 +153,14 @@ def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: 
         if d.exists() and not force and not resume and d.config() != c:
             raise StoreError(f"{d.path} holds a run with a different config; pass --resume to continue it "
                              "under the new config or --force to start over")
-        if d.file(CHECKPOINT).exists() and not force:
-            d.checkpoint()  # a corrupt checkpoint is refused now, before anything is written
+        if d.exists() and not force:
+            d.check()  # a corrupt checkpoint, trajectory or table is refused now, before anything is written
+    return dirs
+
+
+def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
+    """`check_dirs`, then (with `force`) delete the runs that will start over."""
+    dirs = check_dirs(cfgs, out, resume, force)
     if force:
         for d in dirs:
             if d.exists():

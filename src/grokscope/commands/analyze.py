@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     runs = find_runs(args.runs)
     if not runs:
         raise StoreError(f"no grokscope runs under {', '.join(map(str, args.runs))}")
+    for r in runs:  # every run's files are checked before any result is written
+        r.check()
     results: dict[str, dict[str, Any]] = {}
     for r in runs:
         out: dict[str, Any] = {"path": str(r.path)}
@@ -63,13 +65,16 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             else:
                 per = ", ".join(f"{short_name(k)} {fmt(v, '.0f')}" for k, v in p["pc1_percent"].items())
                 print(f"  pca: PC1% mean {fmt(p['pc1_mean'], '.1f')} ({per})  -> pca.parquet")
-        if "defect" in res:
+        for a in ("defect", "hessian"):
+            if "skipped" in res.get(a, {}):
+                print(f"  {a}: skipped, {res[a]['skipped']}")
+        if "defect" in res and "skipped" not in res["defect"]:
             d = res["defect"]
             leads = ", ".join(f"{t} {fmt(v, '.1f')}" for t, v in d["lead"].items())
             print(f"  defect: onset {fmt(d['onset'], '.1f')}, peak/baseline {fmt(d['defect_peak_ratio'], '.1f')}, "
                   f"rho final {fmt(d['rho_final'], '.4f')} (random {fmt(d['rho_random_median'], '.4f')}), "
                   f"lead {leads or '—'}  -> defect_posthoc.parquet")
-        if "hessian" in res:
+        if "hessian" in res and "skipped" not in res["hessian"]:
             flat = {k: v for k, v in res["hessian"].items() if not isinstance(v, dict | list)}
             h = ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in flat.items())
             print(f"  hessian: {h}  -> hessian.parquet")

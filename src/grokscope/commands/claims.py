@@ -16,6 +16,7 @@ from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate
 from grokscope.commands.common import print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
+from grokscope.store import check_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if paper not in PAPERS:
         raise ConfigError(f"unknown paper {args.paper!r}; choose from {', '.join(PAPERS)}")
     scale = args.scale
-    store = Path(args.store or f"runs/claims-{scale}")
+    store = check_out(args.store or f"runs/claims-{scale}", "--store")
     ctx = ClaimContext(
         scale=scale,
         store=store,

@@ -18,8 +18,8 @@ from grokscope.devices import check_device, resolve_device
 from grokscope.formatting import fmt, short_name
 from grokscope.progress import describe_eval, progress_bar
 from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir
-from grokscope.train import EvalInfo, RunResult
+from grokscope.store import RunDir, check_out
+from grokscope.train import EvalInfo, RunResult, check_dirs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +90,8 @@ def _round_up(n: int, k: int) -> int:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
-    out = Path(args.out)
+    out = check_out(args.out)
+    check_dirs(cfgs, out, args.resume, args.force)  # refused stores fail before the progress bar appears
     quiet = args.json
     t0 = time.perf_counter()
     if quiet:
@@ -150,10 +151,13 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
     console.print(table)
     for r in results:
         g = geometry.get(r.config.name)
-        if g:
-            pc1 = g.get("pc1_percent") or {}
-            mean = g.get("pc1_mean")
-            per = ", ".join(f"{short_name(k)} {v:.0f}" for k, v in pc1.items())
-            console.print(f"{r.config.name}: PC1% of attention trajectories mean {fmt(mean, '.1f')} ({per}); "
-                          f"rho {fmt(g.get('rho'), '.3f')}")
+        if not g:
+            continue
+        pc1 = g.get("pc1_percent") or {}
+        if pc1:
+            per = ", ".join(f"{short_name(k)} {v:.0f}" for k, v in pc1.items() if v is not None)
+            console.print(f"{r.config.name}: PC1% of attention trajectories mean {fmt(g.get('pc1_mean'), '.1f')} "
+                          f"({per}); rho {fmt(g.get('rho'), '.3f')}")
+        for why in g.get("missing", []):
+            console.print(f"{r.config.name}: not measured: {why}")
     console.print(f"wall time {wall:.1f} s; runs stored under {results[0].path.parent if results[0].path else '-'}")
