@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -132,7 +133,17 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
     """safetensors file; `meta` is stored as JSON in the header."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"grokscope": json.dumps(meta or {})}
-    atomic_write(Path(path), lambda tmp: save_file(data, tmp, metadata=header))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(data, tmp, metadata=header)
+        except SafetensorError as e:  # an I/O failure (a full disk): the OSError it wraps, naming the file
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+    atomic_write(Path(path), write)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -158,9 +158,21 @@ def check_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bo
     return dirs
 
 
+def _summary_final(d: RunDir) -> bool:
+    try:
+        return d.has_summary() and d.summary().get("finished") is True
+    except StoreError:
+        return False
+
+
 def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
-    """`check_dirs`, then (with `force`) delete the runs that will start over."""
+    """`check_dirs`, remove temp files a killed writer left behind, then (with `force`) delete the runs that will
+    start over."""
     dirs = check_dirs(cfgs, out, resume, force)
+    for d in dirs:
+        if d.path.is_dir():
+            for tmp in d.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
     if force:
         for d in dirs:
             if d.exists():
@@ -231,7 +243,10 @@ class _Loop:
         self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
         if dirs is not None:
             self._load()
-        self.written_final = self.stopped.cpu().tolist()  # stopped runs' files are final: never rewrite them
+        # A stopped run whose summary says finished has its final files (the summary is written last): never
+        # rewrite them. One killed between its final checkpoint and its summary gets them written again.
+        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r]))
+                              for r, st in enumerate(self.stopped.cpu().tolist())]
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -273,7 +288,6 @@ class _Loop:
             d.write_table(METRICS_TABLE, pd.DataFrame(rec.rows))
             for name, rows in rec.probe_rows.items():
                 d.write_table(name, pd.DataFrame(rows))
-            write_json(d.file(SUMMARY), self._summary(r, step))
             tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
             tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
@@ -281,6 +295,7 @@ class _Loop:
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
                     "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest()}
             write_tensors(d.file(CHECKPOINT), tensors, meta)
+            write_json(d.file(SUMMARY), self._summary(r, step))  # last: a finished summary means final files
 
     def _summary(self, r: int, step: int) -> dict[str, Any]:
         cfg, tasks = self.pb.cfgs[r], self.pb.tasks
