@@ -145,11 +145,15 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
         s, g = r.summary, geometry.get(r.config.name, {})
         for t in r.config.data.tasks:
             acc = s["final_acc"].get(t, {})
-            row = [t, fmt(s["grok_step"][t]), fmt(s["grok_step_90"][t]), fmt(acc.get("train"), ".3f"),
+            grok = "diverged" if s["diverged"] else fmt(s["grok_step"][t])
+            row = [t, grok, fmt(s["grok_step_90"][t]), fmt(acc.get("train"), ".3f"),
                    fmt(acc.get("test"), ".3f"), fmt(g.get("onset")), fmt((g.get("lead") or {}).get(t))]
             table.add_row(*row if single else (s["name"], *row))
     console.print(table)
     for r in results:
+        if r.summary["diverged"]:
+            console.print(f"{r.config.name}: DIVERGED at step {r.summary['steps_trained']} (non-finite loss or "
+                          "weights); it stopped there, the other runs of the batch trained on unchanged")
         g = geometry.get(r.config.name)
         if not g:
             continue

@@ -66,6 +66,8 @@ def matrix_pca(traj: torch.Tensor, k: int = 10) -> PCAResult:
     X = _as_rows(traj)
     if X.shape[0] < 2:
         raise TooLittleData(f"PCA needs at least 2 recorded steps, got {X.shape[0]}")
+    if not bool(torch.isfinite(X).all()):
+        raise TooLittleData("the trajectory holds non-finite values (the run diverged): PCA is undefined")
     X = X - X[0]
     X = X - X.mean(0)
     S, Vh = _svd_rows(X, k)
@@ -152,6 +154,8 @@ def trajectory_pcs_from_matrix(theta: torch.Tensor, k: int = 20,
     if theta.shape[0] < 2:
         raise TooLittleData(f"trajectory PCs need at least 2 snapshots, got {theta.shape[0]}")
     X = theta.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(X).all()):
+        raise TooLittleData("the snapshots hold non-finite values (the run diverged): trajectory PCs are undefined")
     delta = X[1:] - X[0]  # the first row of Δθ is zero
     _, S, Vh = torch.linalg.svd(delta, full_matrices=False)
     var = S.pow(2)

@@ -56,6 +56,13 @@ def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[s
     (None where a quantity is undefined: no attention, no defect table, no grokking); `missing` lists, in
     words, what a run too short for a quantity lacks."""
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None, "missing": []}
+    if run.has_summary() and run.summary().get("diverged"):
+        out["missing"].append(f"the run diverged at step {run.summary().get('steps_trained')}: its weights are "
+                              "not finite, so PC1%, ρ and the defect onset are undefined")
+        out.update({"defect_final_step": None, "defect_final": None, "rho": None, "rho_random": None,
+                    "proj_ratio": None})
+        out.update(defect_onsets(run))
+        return out
     steps, attn = run.attention_trajectory()
     if attn and len(steps) >= 2:
         df = attention_pca(run, k=3)
