@@ -53,28 +53,28 @@ def defect_onsets(run: RunDir) -> dict[str, Any]:
 def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, Any]:
     """PC1% per attention matrix and their mean, defect and ρ at the last snapshot, defect `onset` (threshold
     detector; `onset_envelope` the P1 one) of the inline `defect` table, lead and lead fraction per task
-    (None where a quantity is undefined: no attention, no defect table, no grokking); `missing` lists, in
-    words, what a run too short for a quantity lacks."""
-    out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None, "missing": []}
+    (None where a quantity is undefined: no attention, no defect table, no grokking); `missing` (present only
+    when something is) lists, in words, what a run too short or diverged lacks for a quantity."""
+    out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
+    missing: list[str] = []
     if run.has_summary() and run.summary().get("diverged"):
-        out["missing"].append(f"the run diverged at step {run.summary().get('steps_trained')}: its weights are "
-                              "not finite, so PC1%, ρ and the defect onset are undefined")
+        missing.append(f"the run diverged at step {run.summary().get('steps_trained')}: its weights are "
+                       "not finite, so PC1%, ρ and the defect onset are undefined")
         out.update({"defect_final_step": None, "defect_final": None, "rho": None, "rho_random": None,
                     "proj_ratio": None})
         out.update(defect_onsets(run))
-        return out
+        return {**out, "missing": missing}
     steps, attn = run.attention_trajectory()
     if attn and len(steps) >= 2:
         df = attention_pca(run, k=3)
         out["pc1_percent"] = {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
         out["pc1_mean"] = num(df["pc1_percent"].mean())
     elif attn:
-        out["missing"].append(f"PC1% and ρ need attention matrices at 2+ steps (every {run.config().attn_every} "
-                              f"steps); this run has {len(steps)}")
+        missing.append(f"PC1% and ρ need attention matrices at 2+ steps (every {run.config().attn_every} steps); "
+                       f"this run has {len(steps)}")
     out.update(final_integrability(run, draws=draws, device=device))
     n = len(run.table(DEFECT_TABLE)) if run.has_table(DEFECT_TABLE) else 0
     if run.config().defect_every and n <= 3:
-        out["missing"].append(f"defect onset and lead need more than 3 inline defect measurements; "
-                              f"this run has {n}")
+        missing.append(f"defect onset and lead need more than 3 inline defect measurements; this run has {n}")
     out.update(defect_onsets(run))
-    return out
+    return {**out, "missing": missing} if missing else out
