@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="YAML mapping role (dual, tri, single, lr) → sweep spec, replacing the scale's sweeps",
     )
-    p.add_argument("--progress", action="store_true", help="show training progress on stderr")
+    p.add_argument("--progress", action="store_true", help="progress on stderr (now the default unless --json)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         scale=scale,
         store=store,
         device=resolve_device(check_device(args.device)),
-        progress=args.progress and not args.json,
+        progress=not args.json,
         specs=_specs(args.specs),
     )
     only = tuple(s.strip() for s in (args.only or "").split(",") if s.strip())

@@ -14,6 +14,7 @@ from grokscope.analyses import run_analysis
 from grokscope.commands.common import print_json
 from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, StoreError
+from grokscope.progress import working
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 
@@ -40,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k={args.k} must be >= 1")
     device = resolve_device(args.device)
     rd.check()
-    summary = run_analysis(rd, "fragility", device, k=args.k, threshold=args.threshold, seed=args.seed)
+    with working("[bold]fragility", not args.json) as say:
+        say(f"{rd.path.name}: SVD, pruning, scaling, perturbations and the k* scan")
+        summary = run_analysis(rd, "fragility", device, k=args.k, threshold=args.threshold, seed=args.seed)
     frag, rec = rd.table(FRAGILITY_TABLE), rd.table(RECONSTRUCTION_TABLE)
     if args.json:
         print_json({"run": str(rd.path), **summary, "fragility": frag.to_dict("records"),

@@ -23,7 +23,9 @@ from grokscope.geometry.interventions import (
     validate_scan,
     write_scan,
 )
+from grokscope.progress import describe_eval, progress_bar
 from grokscope.store import RunDir, check_out, jsonable
+from grokscope.train import EvalInfo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +63,16 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = check_out(args.out or base.path / f"intervene-{args.kind}")
     base.check()
-    res = intervention_scan(base, scan, device)
+    if args.json:
+        res = intervention_scan(base, scan, device)
+    else:
+        with progress_bar(f"[bold]{args.kind} scan") as bar:
+            task = bar.add_task("", total=None)
+
+            def on_eval(e: EvalInfo) -> None:
+                bar.update(task, total=e.max_steps, completed=e.step, description=describe_eval(e))
+
+            res = intervention_scan(base, scan, device, on_eval=on_eval)
     out = write_scan(res, out)
     rows = jsonable(res.table.to_dict("records"))
     if args.json:

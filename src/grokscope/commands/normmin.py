@@ -17,6 +17,7 @@ from grokscope.config import check_axis
 from grokscope.errors import ConfigError, StoreError
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry import normmin as N
+from grokscope.progress import working
 from grokscope.store import RunDir, atomic_write, check_out
 
 
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     _positive("--steps", args.steps)
     check_axis("seed", getattr(args, "seeds", None) or ())
     out = _outdir(args)
-    result = handlers[cmd](args, out)
+    with working(f"[bold]normmin {cmd}", not args.json):
+        result = handlers[cmd](args, out)
     if args.json:
         print_json(_clean(result))
     else:

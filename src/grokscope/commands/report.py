@@ -8,6 +8,7 @@ from pathlib import Path
 from grokscope.commands.common import print_json
 from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, StoreError
+from grokscope.progress import working
 from grokscope.report import ReportConfig, build_report
 from grokscope.store import check_out, find_runs
 
@@ -35,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     for r in find_runs([store]):  # a damaged run is refused before the report folder is made
         r.check()
     cfg = ReportConfig(null_runs=null_runs, compute_summary=args.compute, device=resolve_device(args.device))
-    res = build_report(args.store, args.out, cfg)
+    with working("[bold]report", not args.json) as say:
+        say("reading the store, computing the PC1% nulls, drawing figures")
+        res = build_report(args.store, args.out, cfg)
     if args.json:
         print_json({"index": str(res.index), "figures": [str(f) for f in res.figures],
                     "missing": res.missing})
