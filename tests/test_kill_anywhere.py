@@ -91,11 +91,11 @@ def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "grokscope.cli", *argv]
 
 
-def test_run_killed_at_random_points_resumes_bit_identical(tmp_path):
+def test_run_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
     rng = random.Random(SEED)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(_cli("run", *RUN_ARGS, "--out", str(ref)), check=True, capture_output=True, env=_env(),
-                   timeout=300)
+    assert main(["run", *RUN_ARGS, "--out", str(ref)]) == 0  # the reference, in-process (1 thread, as conftest)
+    capsys.readouterr()
     landed = _kill_loop(_cli("run", *RUN_ARGS, "--out", str(killed)), killed, rng)
     assert landed >= 1, "every kill came after the run had finished: nothing tested"
     subprocess.run(_cli("run", *RUN_ARGS, "--out", str(killed)), check=True, capture_output=True, env=_env(),
@@ -103,7 +103,7 @@ def test_run_killed_at_random_points_resumes_bit_identical(tmp_path):
     _assert_same(ref, killed)
 
 
-def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path):
+def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
     rng = random.Random(SEED + 1)
     spec = {"name": "k", "device": "cpu", "max_runs": 2,
             "base": {"preset": "quick", "steps": 300, "eval_every": 20, "attn_every": 20, "checkpoint_every": 20,
@@ -114,8 +114,8 @@ def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path):
     for name in ("ref", "killed"):
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump({**spec, "out": str(tmp_path / name)}))
-    subprocess.run(_cli("sweep", str(paths["ref"]), "--json"), check=True, capture_output=True, env=_env(),
-                   timeout=300)
+    assert main(["sweep", str(paths["ref"]), "--json"]) == 0
+    capsys.readouterr()
     cmd = _cli("sweep", str(paths["killed"]), "--json")
     landed = _kill_loop(cmd, tmp_path / "killed", rng)
     assert landed >= 1, "every kill came after the sweep had finished: nothing tested"

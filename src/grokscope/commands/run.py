@@ -16,7 +16,7 @@ from grokscope.commands.common import csv_list, print_json
 from grokscope.config import PRESETS, RunConfig, preset, validate, with_overrides
 from grokscope.devices import check_device, resolve_device
 from grokscope.formatting import fmt, short_name
-from grokscope.progress import describe_eval, progress_bar
+from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
 from grokscope.store import RunDir, check_out
 from grokscope.train import EvalInfo, RunResult, check_dirs
@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
-    geometry = {} if args.no_geometry else _geometry(results, device)
+    with working("[bold]geometry", not args.json and not args.no_geometry) as say:
+        say("PC1%, ρ and the defect onset of each run")
+        geometry = {} if args.no_geometry else _geometry(results, device)
     if args.json:
         print_json([_json_row(r, geometry.get(r.config.name)) for r in results])
     else:
