@@ -191,7 +191,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("fragility-device", lambda c: ["fragility", str(c.run()), "--device", "cuda"], "'cuda'"),
     ("normmin-toy-lam-nan", lambda c: ["normmin", "toy", "--lams", "nan"], "nan"),
     ("normmin-toy-lam-negative", lambda c: ["normmin", "toy", "--lams", "-1"], "-1"),
-    ("normmin-mlp-steps-0", lambda c: ["normmin", "mlp", "--steps", "0"], "--steps=0"),
+    ("normmin-mlp-steps-0", lambda c: ["normmin", "mlp", "--steps", "0"], "--steps=0 must be > 0"),
     ("normmin-mlp-seeds-dup", lambda c: ["normmin", "mlp", "--seeds", "1,1", "--steps", "10"], "seed 1"),
     ("normmin-decoupled-lr-inf", lambda c: ["normmin", "decoupled", "--lr", "inf"], "inf"),
     ("normmin-out-is-a-file", lambda c: ["normmin", "toy", "--out", str(c.file)], "a-file.txt"),
