@@ -68,9 +68,10 @@ class Ctx:
         return GRID.replace("OUT", str(out or self.store))
 
     def damage(self, name: str, how: str) -> Path:
-        """The run copy with file `name` truncated, replaced by random bytes, or emptied."""
+        """The run copy with file `name` (`trajectory`: its last segment) truncated, replaced by random bytes,
+        or emptied."""
         run = self.run()
-        f = run / name
+        f = sorted((run / "trajectory").glob("*.safetensors"))[-1] if name == "trajectory" else run / name
         data = f.read_bytes()
         if how == "truncate":
             f.write_bytes(data[: len(data) // 2])
@@ -141,10 +142,10 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
      else [], "checkpoint.safetensors"),
     ("checkpoint-random-fragility", lambda c: ["fragility", str(c.damage("checkpoint.safetensors", "random"))],
      "checkpoint.safetensors"),
-    ("trajectory-truncated-analyze", lambda c: ["analyze", str(c.damage("trajectory.safetensors", "truncate")),
-                                                "--what", "pca"], "trajectory.safetensors"),
-    ("trajectory-random-intervene", lambda c: ["intervene", str(c.damage("trajectory.safetensors", "random")),
-                                               "--fractions", "0.1", "--steps", "50"], "trajectory.safetensors"),
+    ("trajectory-truncated-analyze", lambda c: ["analyze", str(c.damage("trajectory", "truncate")),
+                                                "--what", "pca"], ".safetensors is corrupt"),
+    ("trajectory-random-intervene", lambda c: ["intervene", str(c.damage("trajectory", "random")),
+                                               "--fractions", "0.1", "--steps", "50"], ".safetensors is corrupt"),
     ("metrics-truncated-report", lambda c: ["report", str(c.damage("metrics.parquet", "truncate").parent),
                                             "--out", str(c.root / "rep")], "metrics.parquet"),
     ("metrics-random-runs-show", lambda c: ["runs", "show", str(c.damage("metrics.parquet", "random"))],

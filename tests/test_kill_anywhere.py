@@ -76,10 +76,10 @@ def _assert_same(ref: Path, got: Path) -> None:
     for name in a_runs:
         a, b = ref / name, got / name
         pd.testing.assert_frame_equal(pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet"))
-        for f in ("checkpoint.safetensors", "trajectory.safetensors"):
-            ta, ma = read_tensors(a / f)
-            tb, mb = read_tensors(b / f)
-            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (name, f)
+        ta, tb = read_tensors(a / "checkpoint.safetensors")[0], read_tensors(b / "checkpoint.safetensors")[0]
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (name, "checkpoint")
+        ta, tb = RunDir(a).trajectory()[0], RunDir(b).trajectory()[0]  # segments may split differently
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (name, "trajectory")
         sa, sb = RunDir(a).summary(), RunDir(b).summary()
         for k in ("grok_step", "grok_step_90", "final_acc", "steps_trained", "finished", "diverged"):
             assert sa[k] == sb[k], (name, k)

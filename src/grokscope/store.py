@@ -276,10 +276,12 @@ class RunDir:
             if _last_step(path) <= upto:
                 continue
             t, _ = read_tensors(path)
-            path.unlink()
             kept = _select_steps(t, upto)
+            target = path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors")
             if kept["attn_steps"].numel() or kept["snap_steps"].numel():
-                write_tensors(path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors"), kept)
+                write_tensors(target, kept)  # first the kept records (atomic), then the old file goes:
+            if target != path or not (kept["attn_steps"].numel() or kept["snap_steps"].numel()):
+                path.unlink()  # a kill in between leaves both, and the next resume cuts again (idempotent)
 
     def has_checkpoint(self) -> bool:
         return self.file(CHECKPOINT).exists()
@@ -311,7 +313,7 @@ class RunDir:
         """Read the config and every stored table's and tensor file's header (cheap): a damaged file is a
         StoreError naming it, found before a command writes anything."""
         self.config()
-        for f in sorted(self.path.iterdir()):
+        for f in [*sorted(self.path.iterdir()), *self._trajectory_files()]:
             try:
                 if f.suffix == ".parquet":
                     pq.read_metadata(str(f))

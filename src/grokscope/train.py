@@ -171,7 +171,7 @@ def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: 
     dirs = check_dirs(cfgs, out, resume, force)
     for d in dirs:
         if d.path.is_dir():
-            for tmp in d.path.glob(".*.tmp"):
+            for tmp in d.path.rglob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
     if force:
         for d in dirs:
