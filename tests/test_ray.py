@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="the Ray executor tests need the ray extra: pip install -e '.[dev,ray]'")
 
 from grokscope.store import RunDir  # noqa: E402
 from grokscope.sweep import expand, run_sweep, spec_from_dict, train_batch  # noqa: E402

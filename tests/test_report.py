@@ -126,7 +126,7 @@ def test_report_figures_are_valid_pngs(store, report):
 
 def test_report_loads_in_headless_browser(report, tmp_path):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+        pytest.skip(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (then rerun pytest)")
     res, out = report, report.index.parent
     n_img = len(_img_sources(res.index.read_text()))
     probe = ("<script>var errs = 0; window.onerror = function () { errs += 1; };"

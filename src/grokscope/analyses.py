@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from grokscope.config import EXTERNAL
-from grokscope.errors import ConfigError
+from grokscope.errors import ConfigError, TooLittleData
 from grokscope.formatting import num
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
@@ -71,8 +71,14 @@ def resolve_analysis(name: str) -> AnalysisFn:
 
 
 def run_analysis(run: RunDir, name: str, device: str = "cpu", **options: Any) -> Any:
-    """Run one analysis on a stored run and store its result in the run's analyses.json; returns it."""
-    return run.write_analysis(name, resolve_analysis(name)(run, device, **options))
+    """Run one analysis on a stored run and store its result in the run's analyses.json; returns it. A run
+    too short for it gets `{"skipped": what is missing}` instead, and the caller carries on."""
+    fn = resolve_analysis(name)
+    try:
+        result = fn(run, device, **options)
+    except TooLittleData as e:
+        result = {"skipped": str(e)}
+    return run.write_analysis(name, result)
 
 
 def stored_analysis(run: RunDir, name: str) -> Any:
@@ -99,7 +105,8 @@ def analyze_pca(run: RunDir, device: str = "cpu") -> dict[str, Any]:
     if not attn:
         return {"skipped": "no attention matrices (MLP)"}
     if len(steps) < 2:
-        return {"skipped": "fewer than 2 recorded steps"}
+        return {"skipped": f"PCA needs attention matrices at 2+ steps (every {run.config().attn_every}); "
+                           f"this run has {len(steps)}"}
     df = attention_pca(run)
     run.write_table(PCA_TABLE, df)
     return {"pc1_mean": num(df["pc1_percent"].mean()),

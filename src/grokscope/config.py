@@ -5,13 +5,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from numbers import Integral, Real
 from typing import Any
 
 from grokscope.errors import ConfigError
 from grokscope.tasks import OPERATIONS, is_prime
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS", "preset", "validate"]
+__all__ = ["ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS", "preset", "validate",
+           "check_axis", "check_grid_size"]
+
+# Limits that refuse absurd values before anything allocates (far above every preset and paper setting).
+MAX_P = 2048  # the (a, b) table holds ~p² pairs per task
+MAX_STEPS = 10_000_000
+MAX_BATCH = 1 << 20
+MAX_WIDTH = 1 << 14  # d_model, d_ff, mlp width
+MAX_GRID_RUNS = 100_000  # runs one grid (run or sweep) may expand to
 
 
 EXTERNAL = "external"  # model kind of runs recorded by grokscope.Monitor
@@ -136,18 +147,44 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config a `to_dict` mapping describes; unknown fields or wrong types are a ConfigError naming
+        the field (a hand-edited config.json, or one written by another version)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a mapping, not {type(d).__name__}")
         d = dict(d)
-        raw = dict(d.pop("data", {}))
-        if raw.get("nonzero_tasks") is not None:
-            raw["nonzero_tasks"] = tuple(raw["nonzero_tasks"])
-        data = DataConfig(**{**raw, "tasks": tuple(raw.get("tasks", ("add",)))})
-        model = ModelConfig(**d.pop("model", {}))
-        optim = OptimConfig(**d.pop("optim", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(data=data, model=model, optim=optim, **d)
+        sections = {}
+        for name, kind in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
+            raw = d.pop(name, {})
+            if not isinstance(raw, dict):
+                raise ConfigError(f"config field {name!r} must be a mapping, not {raw!r}")
+            if name == "data":
+                for key in ("tasks", "nonzero_tasks"):
+                    if isinstance(raw.get(key), list):
+                        raw = {**raw, key: tuple(raw[key])}
+            _check_fields(kind, raw, f"{name}.")
+            sections[name] = kind(**raw)
+        _check_fields(cls, dict(d), "")
+        return cls(**sections, **d)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (Integral,), "float": (Real,), "str": (str,), "bool": (bool,),
+                                       "int | None": (Integral, type(None)), "tuple[str, ...]": (tuple,)}
+
+
+def _check_fields(kind: type, raw: dict[str, Any], prefix: str) -> None:
+    """Refuse unknown field names and values of the wrong type (bools are not numbers here)."""
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(raw) - set(known), key=str)
+    if unknown:
+        raise ConfigError(f"unknown config field {prefix}{unknown[0]} (written by another version of grokscope?)")
+    for name, value in raw.items():
+        ok = _TYPES.get(str(known[name].type))
+        if ok is None:
+            continue
+        if (isinstance(value, bool) and bool not in ok) or not isinstance(value, ok):
+            raise ConfigError(f"config field {prefix}{name}={value!r} must be {known[name].type}")
+        if isinstance(value, tuple) and not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"config field {prefix}{name}={list(value)!r} must be a list of names")
 
 
 # Fields that may differ between runs of one batched program.
@@ -166,11 +203,13 @@ def batch_key(cfg: RunConfig) -> str:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Raise ConfigError (one line, naming the value) on anything that cannot train."""
+    """Raise ConfigError (one line, naming the value) on anything that cannot train, or that would allocate
+    absurd amounts of memory or time before training (a huge p, batch or step budget)."""
     data, model, optim = cfg.data, cfg.model, cfg.optim
     if model.kind == EXTERNAL:
         raise ConfigError(f"run {cfg.name!r} was recorded by grokscope.Monitor from the user's own model "
                           "(model kind 'external'): grokscope cannot rebuild, train or re-measure it")
+    _check_types(cfg)
     if not data.tasks:
         raise ConfigError("tasks: at least one task is required")
     for t in data.tasks:
@@ -178,8 +217,11 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"unknown task {t!r}; choose from {', '.join(OPERATIONS)}")
     if len(set(data.tasks)) != len(data.tasks):
         raise ConfigError(f"tasks {','.join(data.tasks)!r} repeat a task")
-    if not isinstance(data.p, int) or data.p < 3:
+    if data.p < 3:
         raise ConfigError(f"p={data.p!r} is too small: p must be an integer >= 3")
+    if data.p > MAX_P:
+        raise ConfigError(f"p={data.p} is too large: its table holds {data.p ** 2:.3g} pairs per task; "
+                          f"p must be <= {MAX_P}")
     needs = [t for t in data.tasks if OPERATIONS[t].needs_prime]
     if needs and not is_prime(data.p):
         raise ConfigError(
@@ -206,6 +248,11 @@ def validate(cfg: RunConfig) -> RunConfig:
                           f"eval_every={cfg.eval_every}")
     if not 0.0 < data.train_frac < 1.0:
         raise ConfigError(f"train fraction {data.train_frac!r} must lie strictly between 0 and 1")
+    n = n_pairs(cfg)
+    n_train = round(data.train_frac * n)
+    if not 1 <= n_train <= n - 1:
+        raise ConfigError(f"train fraction {data.train_frac!r} of p={data.p}'s {n} pairs leaves "
+                          f"{n_train} for training and {n - n_train} for test; both need at least one")
     if model.kind not in ("trunk", "transformer1", "mlp"):
         raise ConfigError(f"unknown model kind {model.kind!r}; choose trunk, transformer1 or mlp")
     if model.kind != "mlp":
@@ -213,20 +260,40 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"d_model={model.d_model} must be a positive multiple of n_heads={model.n_heads}")
         if model.n_layers <= 0 or model.d_ff <= 0:
             raise ConfigError(f"n_layers={model.n_layers} and d_ff={model.d_ff} must be positive")
-    elif model.width <= 0:
-        raise ConfigError(f"mlp width={model.width} must be positive")
+        for name in ("d_model", "d_ff"):
+            if getattr(model, name) > MAX_WIDTH:
+                raise ConfigError(f"{name}={getattr(model, name)} is too large; at most {MAX_WIDTH}")
+        if model.n_layers > 64:
+            raise ConfigError(f"n_layers={model.n_layers} is too large; at most 64")
+    elif not 0 < model.width <= MAX_WIDTH:
+        raise ConfigError(f"mlp width={model.width} must be positive and at most {MAX_WIDTH}")
     if optim.name not in ("adamw", "sgd"):
         raise ConfigError(f"unknown optimiser {optim.name!r}; choose adamw or sgd")
+    for name in ("lr", "wd", "clip", "eps", "beta1", "beta2", "momentum"):
+        v = getattr(optim, name)
+        if not math.isfinite(v):
+            raise ConfigError(f"{'weight decay ' if name == 'wd' else ''}{name}={v!r} must be a finite number")
     if not optim.lr >= 0:
         raise ConfigError(f"lr={optim.lr!r} must be >= 0")
     if not optim.wd >= 0:
         raise ConfigError(f"weight decay wd={optim.wd!r} must be >= 0")
     if not optim.clip >= 0:
         raise ConfigError(f"clip={optim.clip!r} must be >= 0 (0 disables clipping)")
+    if not optim.eps > 0:
+        raise ConfigError(f"eps={optim.eps!r} must be > 0")
+    for name in ("beta1", "beta2", "momentum"):
+        if not 0 <= getattr(optim, name) < 1:
+            raise ConfigError(f"{name}={getattr(optim, name)!r} must lie in [0, 1)")
     if optim.batch is not None and optim.batch <= 0:
         raise ConfigError(f"batch={optim.batch} must be > 0 (or 'full' for full-batch training)")
+    if optim.batch is not None and optim.batch > MAX_BATCH:
+        raise ConfigError(f"batch={optim.batch} is too large; at most {MAX_BATCH} (or 'full')")
     if cfg.steps <= 0:
         raise ConfigError(f"steps={cfg.steps} must be > 0")
+    if cfg.steps > MAX_STEPS:
+        raise ConfigError(f"steps={cfg.steps} is too large; at most {MAX_STEPS}")
+    if not -(2**63) <= cfg.seed < 2**63 or not -(2**63) <= cfg.split_seed < 2**63:
+        raise ConfigError(f"seed={cfg.seed} does not fit in 64 bits")
     for name in ("eval_every", "attn_every", "n_snapshots", "checkpoint_every", "grok_patience"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be > 0")
@@ -237,7 +304,45 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if cfg.defect_every < 0 or (cfg.defect_every and cfg.defect_every % cfg.eval_every):
         raise ConfigError(f"defect_every={cfg.defect_every} must be 0 or a multiple of eval_every")
+    if cfg.defect_every and cfg.defect_draws < 1:
+        raise ConfigError(f"defect_draws={cfg.defect_draws} must be >= 1")
+    for name in ("grok_acc", "grok_acc_90"):
+        if not 0 < getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} must lie in (0, 1]")
     return cfg
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for prefix, obj in (("data.", cfg.data), ("model.", cfg.model), ("optim.", cfg.optim), ("", cfg)):
+        _check_fields(type(obj), {f.name: getattr(obj, f.name) for f in fields(obj)
+                                  if f.name not in ("data", "model", "optim")}, prefix)
+
+
+def n_pairs(cfg: RunConfig) -> int:
+    """How many (a, b) pairs the data config's table holds (before the train/test split)."""
+    d = cfg.data
+    n = d.p - 1 if d.exclude_zero else d.p
+    total = n * (n + 1) // 2 if d.unordered else n * n
+    if "div" in d.tasks and not d.exclude_zero:
+        total -= n if not d.unordered else 1  # pairs with b = 0 are dropped
+    return total
+
+
+def check_axis(name: str, values: Sequence[Any]) -> None:
+    """Refuse a grid axis that repeats a value (two runs would share one name and directory)."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"{name} {v!r} appears twice; give each value once")
+        seen.add(v)
+
+
+def check_grid_size(axes: dict[str, int]) -> None:
+    """Refuse, before expanding it, a grid of more than MAX_GRID_RUNS runs."""
+    total = math.prod(max(1, n) for n in axes.values())
+    if total > MAX_GRID_RUNS:
+        sizes = " × ".join(f"{n} {k}" for k, n in axes.items() if n > 1)
+        raise ConfigError(f"the grid expands to {total} runs ({sizes}); at most {MAX_GRID_RUNS} per command")
 
 
 def _base(**kw: Any) -> RunConfig:

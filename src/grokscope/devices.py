@@ -10,16 +10,24 @@ from grokscope.errors import ConfigError
 
 
 def check_device(v: Any) -> str:
-    """`v` if it names a device grokscope knows (auto, cpu, cuda, cuda:N), else a one-line ConfigError."""
-    if not isinstance(v, str) or not (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
-        raise ConfigError(f"device={v!r} must be auto, cpu, cuda or cuda:N")
+    """`v` if it names a device grokscope knows (auto, cpu, cuda, cuda:N), else a one-line ConfigError.
+    (Only the name: a spec may name a GPU its Ray cluster has and this machine lacks.)"""
+    if not isinstance(v, str) or not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
+        raise ConfigError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N")
     return v
 
 
 def resolve_device(device: str) -> str:
-    """`auto` → cuda when available, else cpu; a CUDA device this machine lacks is a ConfigError."""
+    """`auto` → cuda when available, else cpu; a device this machine lacks (no CUDA, or cuda:N beyond its GPU
+    count) is a one-line ConfigError naming it."""
+    device = check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} is not available on this machine")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} is not available: this torch ({torch.__version__}) sees no CUDA GPU")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} is not available: this machine has "
+                              f"{torch.cuda.device_count()} CUDA GPU(s)")
     return device

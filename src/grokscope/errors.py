@@ -11,3 +11,8 @@ class ConfigError(GrokscopeError, ValueError):
 
 class StoreError(GrokscopeError):
     """A run directory or file that cannot be used: corrupt, truncated, or holding another config."""
+
+
+class TooLittleData(StoreError, ValueError):
+    """A run holds too little for an analysis (a 1-step run has one snapshot, PCA needs two); the message says
+    what is missing, and callers that summarise several analyses report it and carry on."""

@@ -8,16 +8,17 @@ process (a Ray task) can send its progress to the driver's display.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from grokscope.config import RunConfig
 from grokscope.train import EvalInfo
 
-__all__ = ["progress_bar", "describe_eval", "eval_reporter", "BatchProgress"]
+__all__ = ["progress_bar", "describe_eval", "eval_reporter", "BatchProgress", "working"]
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -26,6 +27,20 @@ def progress_bar(label: str) -> Progress:
     """A rich progress display on stderr: label, bar, steps done/total, elapsed time, a description."""
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.description}"), console=Console(stderr=True), transient=False)
+
+
+@contextmanager
+def working(label: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner with the elapsed time on stderr, for long commands without a step count (analyses, figures);
+    yields a function that sets the text beside it (what is being done now). Gone when the block ends."""
+    if not enabled:
+        yield lambda text: None
+        return
+    bar = Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), TextColumn("{task.description}"),
+                   console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task("", total=None)
+        yield lambda text: bar.update(task, description=text)
 
 
 def describe_eval(e: EvalInfo) -> str:

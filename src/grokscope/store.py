@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,8 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from grokscope.config import RunConfig
-from grokscope.errors import StoreError
+from grokscope.config import EXTERNAL, RunConfig, validate
+from grokscope.errors import ConfigError, StoreError
 
 CONFIG = "config.json"
 TRAJECTORY = "trajectory.safetensors"  # the whole trajectory in one file (stores written before segments)
@@ -102,15 +103,51 @@ def jsonable(obj: Any) -> Any:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StoreError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def check_out(path: str | os.PathLike, what: str = "--out") -> Path:
+    """A folder this command may create or write into, checked before anything is written: a UTF-8 name of
+    sane length whose nearest existing ancestor is a writable folder (missing folders are created later)."""
+    p = Path(path)
+    text = os.fspath(p)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {text!r} is not valid UTF-8; choose a UTF-8 path") from None
+    for part in p.parts:
+        if len(part.encode()) > 255:
+            raise ConfigError(f"{what}: the name {part[:24]}… is too long ({len(part.encode())} bytes; at most 255)")
+    if len(os.fsencode(p.absolute())) > 4000:
+        raise ConfigError(f"{what} {text[:40]}… is too long a path")
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {text} exists and is not a folder")
+    a = p.absolute()
+    while not a.exists() and a != a.parent:
+        a = a.parent
+    if not a.is_dir():
+        raise ConfigError(f"{what} {text}: {a} is a file, not a folder")
+    if not os.access(a, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {text}: {a} is not writable")
+    return p
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
     """safetensors file; `meta` is stored as JSON in the header."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"grokscope": json.dumps(meta or {})}
-    atomic_write(Path(path), lambda tmp: save_file(data, tmp, metadata=header))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(data, tmp, metadata=header)
+        except SafetensorError as e:  # an I/O failure (a full disk): the OSError it wraps, naming the file
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+    atomic_write(Path(path), write)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -170,7 +207,17 @@ class RunDir:
         return self.file(CONFIG).exists()
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.file(CONFIG)))
+        """The run's config, validated: a hand-edited or foreign config.json is a StoreError naming it. A run
+        recorded by grokscope.Monitor (model kind 'external') is read as written: grokscope never trains it."""
+        f = self.file(CONFIG)
+        raw = read_json(f)
+        try:
+            cfg = RunConfig.from_dict(raw)
+            return cfg if cfg.model.kind == EXTERNAL else validate(cfg)
+        except ConfigError as e:
+            raise StoreError(f"{f}: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise StoreError(f"{f} is not a grokscope run config ({e})") from None
 
     def write_config(self, cfg: RunConfig) -> None:
         write_json(self.file(CONFIG), cfg.to_dict())
@@ -235,10 +282,12 @@ class RunDir:
             if _last_step(path) <= upto:
                 continue
             t, _ = read_tensors(path)
-            path.unlink()
             kept = _select_steps(t, upto)
+            target = path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors")
             if kept["attn_steps"].numel() or kept["snap_steps"].numel():
-                write_tensors(path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors"), kept)
+                write_tensors(target, kept)  # first the kept records (atomic), then the old file goes:
+            if target != path or not (kept["attn_steps"].numel() or kept["snap_steps"].numel()):
+                path.unlink()  # a kill in between leaves both, and the next resume cuts again (idempotent)
 
     def has_checkpoint(self) -> bool:
         return self.file(CHECKPOINT).exists()
@@ -270,6 +319,23 @@ class RunDir:
 
     def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return read_tensors(self.file(CHECKPOINT))
+
+    def check(self) -> RunDir:
+        """Read the config and every stored table's and tensor file's header (cheap): a damaged file is a
+        StoreError naming it, found before a command writes anything."""
+        self.config()
+        for f in [*sorted(self.path.iterdir()), *self._trajectory_files()]:
+            try:
+                if f.suffix == ".parquet":
+                    pq.read_metadata(str(f))
+                elif f.suffix == ".safetensors":
+                    with safe_open(str(f), framework="pt") as h:
+                        h.keys()
+                elif f.suffix == ".json" and not f.name.startswith("."):
+                    read_json(f)
+            except (OSError, pa.ArrowException, SafetensorError, ValueError, RuntimeError) as e:
+                raise StoreError(f"{f} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+        return self
 
     def final_params(self) -> dict[str, torch.Tensor]:
         """Parameters (no run axis) at the end of training, from the checkpoint."""

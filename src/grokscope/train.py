@@ -138,9 +138,10 @@ def _hyper(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
                        eps=col("eps"), momentum=col("momentum"))
 
 
-def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
-    """Check every run's directory before anything is written: a directory holding another config is
-    refused unless `resume` (continue from its checkpoint under the new config) or `force` (start over)."""
+def check_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
+    """Check every run's directory, writing nothing: a directory holding another config is refused unless
+    `resume` (continue from its checkpoint under the new config) or `force` (start over); a damaged file in a
+    run that would be resumed is refused too."""
     names = [c.name for c in cfgs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -152,8 +153,26 @@ def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: 
         if d.exists() and not force and not resume and d.config() != c:
             raise StoreError(f"{d.path} holds a run with a different config; pass --resume to continue it "
                              "under the new config or --force to start over")
-        if d.file(CHECKPOINT).exists() and not force:
-            d.checkpoint()  # a corrupt checkpoint is refused now, before anything is written
+        if d.exists() and not force:
+            d.check()  # a corrupt checkpoint, trajectory or table is refused now, before anything is written
+    return dirs
+
+
+def _summary_final(d: RunDir) -> bool:
+    try:
+        return d.has_summary() and d.summary().get("finished") is True
+    except StoreError:
+        return False
+
+
+def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
+    """`check_dirs`, remove temp files a killed writer left behind, then (with `force`) delete the runs that will
+    start over."""
+    dirs = check_dirs(cfgs, out, resume, force)
+    for d in dirs:
+        if d.path.is_dir():
+            for tmp in d.path.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
     if force:
         for d in dirs:
             if d.exists():
@@ -224,7 +243,10 @@ class _Loop:
         self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
         if dirs is not None:
             self._load()
-        self.written_final = self.stopped.cpu().tolist()  # stopped runs' files are final: never rewrite them
+        # A stopped run whose summary says finished has its final files (the summary is written last): never
+        # rewrite them. One killed between its final checkpoint and its summary gets them written again.
+        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r]))
+                              for r, st in enumerate(self.stopped.cpu().tolist())]
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -268,7 +290,6 @@ class _Loop:
             d.write_table(METRICS_TABLE, pd.DataFrame(rec.rows))
             for name, rows in rec.probe_rows.items():
                 d.write_table(name, pd.DataFrame(rows))
-            write_json(d.file(SUMMARY), self._summary(r, step))
             tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
             tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
@@ -278,6 +299,7 @@ class _Loop:
             if self.pb.stream is not None:  # the numpy stream's position, so a resumed run draws on exactly
                 tensors["sampler.key"], meta["sampler"] = self.pb.stream.state(r)
             write_tensors(d.file(CHECKPOINT), tensors, meta)
+            write_json(d.file(SUMMARY), self._summary(r, step))  # last: a finished summary means final files
 
     def _summary(self, r: int, step: int) -> dict[str, Any]:
         cfg, tasks = self.pb.cfgs[r], self.pb.tasks

@@ -12,6 +12,7 @@ from grokscope.commands.common import csv_list, print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError, StoreError
 from grokscope.formatting import fmt, short_name
+from grokscope.progress import working
 from grokscope.store import find_runs
 
 WHAT = ("pca", "defect", "hessian")  # what `analyze` runs by default (and the order it prints them in)
@@ -39,13 +40,17 @@ def run(args: argparse.Namespace) -> int:
     runs = find_runs(args.runs)
     if not runs:
         raise StoreError(f"no grokscope runs under {', '.join(map(str, args.runs))}")
+    for r in runs:  # every run's files are checked before any result is written
+        r.check()
     results: dict[str, dict[str, Any]] = {}
-    for r in runs:
-        out: dict[str, Any] = {"path": str(r.path)}
-        for w in WHAT:
-            if w in what:
-                out[w] = run_analysis(r, w, device, **({"draws": args.draws} if w == "defect" else {}))
-        results[r.config().name] = out
+    with working("[bold]analyze", not args.json) as say:
+        for i, r in enumerate(runs):
+            out: dict[str, Any] = {"path": str(r.path)}
+            for w in WHAT:
+                if w in what:
+                    say(f"run {i + 1}/{len(runs)} {r.path.name}: {w}")
+                    out[w] = run_analysis(r, w, device, **({"draws": args.draws} if w == "defect" else {}))
+            results[r.config().name] = out
     if args.json:
         print_json(results)
     else:

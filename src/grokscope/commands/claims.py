@@ -17,6 +17,7 @@ from grokscope.claims.common import SCALES, default_store
 from grokscope.commands.common import print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
+from grokscope.store import check_out
 
 ROLES = ("dual", "dual0", "seeds", "tri", "single", "lr")
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"YAML mapping role ({', '.join(ROLES)}) → sweep spec, replacing the scale's sweeps",
     )
-    p.add_argument("--progress", action="store_true", help="show training progress on stderr")
+    p.add_argument("--progress", action="store_true", help="progress on stderr (now the default unless --json)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -68,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     scale = args.scale
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
-    store = Path(args.store or default_store(scale))
+    store = check_out(args.store or default_store(scale), "--store")
     ctx = ClaimContext(
         scale=scale,
         store=store,
         device=resolve_device(check_device(args.device)),
-        progress=args.progress and not args.json,
+        progress=not args.json,
         specs=_specs(args.specs),
     )
     only = tuple(s.strip() for s in (args.only or "").split(",") if s.strip())

@@ -12,7 +12,9 @@ import math
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import print_json
-from grokscope.errors import StoreError
+from grokscope.devices import resolve_device
+from grokscope.errors import ConfigError, StoreError
+from grokscope.progress import working
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 
@@ -33,7 +35,15 @@ def run(args: argparse.Namespace) -> int:
         raise StoreError(f"{rd.path} is not a grokscope run (no config.json)")
     if not rd.has_checkpoint() or not rd.has_trajectory():
         raise StoreError(f"{rd.path} has no checkpoint/trajectory yet; train it first")
-    summary = run_analysis(rd, "fragility", args.device, k=args.k, threshold=args.threshold, seed=args.seed)
+    if not 0 < args.threshold <= 1:
+        raise ConfigError(f"--threshold={args.threshold} must lie in (0, 1]")
+    if args.k < 1:
+        raise ConfigError(f"--k={args.k} must be >= 1")
+    device = resolve_device(args.device)
+    rd.check()
+    with working("[bold]fragility", not args.json) as say:
+        say(f"{rd.path.name}: SVD, pruning, scaling, perturbations and the k* scan")
+        summary = run_analysis(rd, "fragility", device, k=args.k, threshold=args.threshold, seed=args.seed)
     frag, rec = rd.table(FRAGILITY_TABLE), rd.table(RECONSTRUCTION_TABLE)
     if args.json:
         print_json({"run": str(rd.path), **summary, "fragility": frag.to_dict("records"),

@@ -9,12 +9,23 @@ intervention_metrics.parquet (per-fraction metrics, column `value`) and interven
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from grokscope.commands.common import csv_list, print_json
+from grokscope.config import check_axis
+from grokscope.devices import resolve_device
 from grokscope.errors import StoreError
-from grokscope.geometry.interventions import BASES, KINDS, NO_GROK, ScanConfig, intervention_scan, write_scan
-from grokscope.store import RunDir, jsonable
+from grokscope.geometry.interventions import (
+    BASES,
+    KINDS,
+    NO_GROK,
+    ScanConfig,
+    intervention_scan,
+    validate_scan,
+    write_scan,
+)
+from grokscope.progress import describe_eval, progress_bar
+from grokscope.store import RunDir, check_out, jsonable
+from grokscope.train import EvalInfo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,10 +57,23 @@ def run(args: argparse.Namespace) -> int:
     base = RunDir(args.base_run)
     if not base.exists():
         raise StoreError(f"{base.path} is not a grokscope run (no config.json)")
-    scan = ScanConfig(kind=args.kind, values=tuple(args.fractions), steps=args.steps, start=args.start,
-                      k=args.k, basis=args.basis, every=args.every, seed=args.seed)
-    res = intervention_scan(base, scan, args.device)
-    out = write_scan(res, Path(args.out) if args.out else base.path / f"intervene-{args.kind}")
+    scan = validate_scan(ScanConfig(kind=args.kind, values=tuple(args.fractions), steps=args.steps,
+                                    start=args.start, k=args.k, basis=args.basis, every=args.every, seed=args.seed))
+    check_axis("fraction", scan.values)
+    device = resolve_device(args.device)
+    out = check_out(args.out or base.path / f"intervene-{args.kind}")
+    base.check()
+    if args.json:
+        res = intervention_scan(base, scan, device)
+    else:
+        with progress_bar(f"[bold]{args.kind} scan") as bar:
+            task = bar.add_task("", total=None)
+
+            def on_eval(e: EvalInfo) -> None:
+                bar.update(task, total=e.max_steps, completed=e.step, description=describe_eval(e))
+
+            res = intervention_scan(base, scan, device, on_eval=on_eval)
+    out = write_scan(res, out)
     rows = jsonable(res.table.to_dict("records"))
     if args.json:
         print_json({"base_run": str(base.path), "kind": args.kind, "out": str(out), "baseline": res.baseline,

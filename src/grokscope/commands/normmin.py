@@ -13,10 +13,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from grokscope.commands.common import csv_list, print_json
+from grokscope.config import check_axis
 from grokscope.errors import ConfigError, StoreError
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry import normmin as N
-from grokscope.store import RunDir, atomic_write
+from grokscope.progress import working
+from grokscope.store import RunDir, atomic_write, check_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,24 +75,22 @@ def _clean(obj: Any) -> Any:
 def _outdir(args: argparse.Namespace) -> Path | None:
     if args.out is None:
         return None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return check_out(args.out)  # created when the first file is written
 
 
 def _positive(name: str, v: int | float | None) -> None:
-    if v is not None and not v > 0:
-        raise ConfigError(f"{name}={v} must be > 0")
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{name}={v} must be > 0 and finite")
 
 
 def run(args: argparse.Namespace) -> int:
     cmd = args.normmin_cmd
     handlers = {"mlp": _mlp, "decoupled": _decoupled, "toy": _toy, "run": _run}
     _positive("--steps", args.steps)
+    check_axis("seed", getattr(args, "seeds", None) or ())
     out = _outdir(args)
-    result = handlers[cmd](args, out)
+    with working(f"[bold]normmin {cmd}", not args.json):
+        result = handlers[cmd](args, out)
     if args.json:
         print_json(_clean(result))
     else:
@@ -152,8 +152,8 @@ def _decoupled(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
 def _toy(args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     lams = tuple(args.lams) if args.lams else (0.01, 0.1, 0.2)
     for lam in lams:
-        if not lam >= 0:
-            raise ConfigError(f"λ={lam} must be >= 0")
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ConfigError(f"λ={lam} must be a finite number >= 0")
     res = N.run_toys(lams, args.steps)
     if out is not None:
         _fig_toy(res, out / "normmin_toy.png")

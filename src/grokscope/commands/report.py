@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from grokscope.commands.common import print_json
-from grokscope.errors import ConfigError
+from grokscope.devices import resolve_device
+from grokscope.errors import ConfigError, StoreError
+from grokscope.progress import working
 from grokscope.report import ReportConfig, build_report
+from grokscope.store import check_out, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +29,16 @@ def run(args: argparse.Namespace) -> int:
     null_runs = args.null_runs
     if null_runs < 0:
         raise ConfigError(f"--null-runs={null_runs} must be >= 0")
-    cfg = ReportConfig(null_runs=null_runs, compute_summary=args.compute, device=args.device)
-    res = build_report(args.store, args.out, cfg)
+    store = Path(args.store)
+    if not store.exists():
+        raise StoreError(f"{store} does not exist")
+    check_out(args.out or store / "report")
+    for r in find_runs([store]):  # a damaged run is refused before the report folder is made
+        r.check()
+    cfg = ReportConfig(null_runs=null_runs, compute_summary=args.compute, device=resolve_device(args.device))
+    with working("[bold]report", not args.json) as say:
+        say("reading the store, computing the PC1% nulls, drawing figures")
+        res = build_report(args.store, args.out, cfg)
     if args.json:
         print_json({"index": str(res.index), "figures": [str(f) for f in res.figures],
                     "missing": res.missing})

@@ -16,10 +16,10 @@ from grokscope.commands.common import csv_list, print_json
 from grokscope.config import PRESETS, RunConfig, preset, validate, with_overrides
 from grokscope.devices import check_device, resolve_device
 from grokscope.formatting import fmt, short_name
-from grokscope.progress import describe_eval, progress_bar
+from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir
-from grokscope.train import EvalInfo, RunResult
+from grokscope.store import RunDir, check_out
+from grokscope.train import EvalInfo, RunResult, check_dirs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +99,8 @@ def _round_up(n: int, k: int) -> int:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
-    out = Path(args.out)
+    out = check_out(args.out)
+    check_dirs(cfgs, out, args.resume, args.force)  # refused stores fail before the progress bar appears
     quiet = args.json
     t0 = time.perf_counter()
     if quiet:
@@ -107,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
-    geometry = {} if args.no_geometry else _geometry(results, device)
+    with working("[bold]geometry", not args.json and not args.no_geometry) as say:
+        say("PC1%, ρ and the defect onset of each run")
+        geometry = {} if args.no_geometry else _geometry(results, device)
     if args.json:
         print_json([_json_row(r, geometry.get(r.config.name)) for r in results])
     else:
@@ -153,16 +156,23 @@ def _print_summary(results: list[RunResult], geometry: dict[str, dict], wall: fl
         s, g = r.summary, geometry.get(r.config.name, {})
         for t in r.config.data.tasks:
             acc = s["final_acc"].get(t, {})
-            row = [t, fmt(s["grok_step"][t]), fmt(s["grok_step_90"][t]), fmt(acc.get("train"), ".3f"),
+            grok = "diverged" if s["diverged"] else fmt(s["grok_step"][t])
+            row = [t, grok, fmt(s["grok_step_90"][t]), fmt(acc.get("train"), ".3f"),
                    fmt(acc.get("test"), ".3f"), fmt(g.get("onset")), fmt((g.get("lead") or {}).get(t))]
             table.add_row(*row if single else (s["name"], *row))
     console.print(table)
     for r in results:
+        if r.summary["diverged"]:
+            console.print(f"{r.config.name}: DIVERGED at step {r.summary['steps_trained']} (non-finite loss or "
+                          "weights); it stopped there, the other runs of the batch trained on unchanged")
         g = geometry.get(r.config.name)
-        if g:
-            pc1 = g.get("pc1_percent") or {}
-            mean = g.get("pc1_mean")
-            per = ", ".join(f"{short_name(k)} {v:.0f}" for k, v in pc1.items())
-            console.print(f"{r.config.name}: PC1% of attention trajectories mean {fmt(mean, '.1f')} ({per}); "
-                          f"rho {fmt(g.get('rho'), '.3f')}")
+        if not g:
+            continue
+        pc1 = g.get("pc1_percent") or {}
+        if pc1:
+            per = ", ".join(f"{short_name(k)} {v:.0f}" for k, v in pc1.items() if v is not None)
+            console.print(f"{r.config.name}: PC1% of attention trajectories mean {fmt(g.get('pc1_mean'), '.1f')} "
+                          f"({per}); rho {fmt(g.get('rho'), '.3f')}")
+        for why in g.get("missing", []):
+            console.print(f"{r.config.name}: not measured: {why}")
     console.print(f"wall time {wall:.1f} s; runs stored under {results[0].path.parent if results[0].path else '-'}")

@@ -45,8 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _summary(run: RunDir) -> dict:
+    """The run's summary.json (or its config when it has none yet); a damaged file is a one-line StoreError."""
+    cfg = run.config()
     if run.has_summary():
-        return run.summary()
+        s = run.summary()
+        if not isinstance(s, dict) or not isinstance(s.get("grok_step", {}), dict):
+            raise StoreError(f"{run.file('summary.json')} is not a grokscope run summary")
+        return {"name": cfg.name, "config": cfg.to_dict(), "grok_step": {}, "final_acc": {}, **s}
     return {"name": run.path.name, "config": run.config().to_dict(), "grok_step": {}, "final_acc": {},
             "steps_trained": None, "finished": False}
 
@@ -75,7 +80,9 @@ def list_runs(args: argparse.Namespace) -> int:
 
 def show_run(args: argparse.Namespace) -> int:
     runs = find_runs([args.run_dir])
-    run = runs[0]
+    if not runs:
+        raise StoreError(f"{args.run_dir} holds no grokscope run")
+    run = runs[0].check()
     s = _summary(run)
     files = sorted(f.name for f in run.path.iterdir() if not f.name.startswith("."))
     if args.json:

@@ -18,6 +18,7 @@ from grokscope.config import RunConfig
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt
+from grokscope.store import check_out
 from grokscope.sweep import SweepSpec, load_spec, pending, plan, run_bytes, run_sweep, sweep_status
 
 
@@ -48,6 +49,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         if max_runs < 1:
             raise ConfigError(f"--max-runs={max_runs} must be >= 1")
         spec = replace(spec, max_runs=max_runs)
+    check_out(spec.out, "out")
     return spec
 
 
@@ -109,8 +111,11 @@ def _print_table(spec: SweepSpec, table: pd.DataFrame, wall: float) -> None:
     for _, r in table.iterrows():
         grok = [fmt(r.get(f"grok_step.{x}")) for x in tasks]
         acc = [fmt(r.get(f"test_acc.{x}"), ".3f") for x in tasks]
-        t.add_row(r["name"], r["status"], fmt(r["steps_trained"]), *grok, *acc)
+        status = f"{r['status']}, diverged" if r.get("diverged") is True else r["status"]
+        t.add_row(r["name"], status, fmt(r["steps_trained"]), *grok, *acc)
     console.print(t)
     trained = int((table.status == "trained").sum())
-    console.print(f"{trained} run(s) trained, {int((table.status == 'skipped').sum())} already done; "
-                  f"wall time {wall:.1f} s; store {spec.out}")
+    diverged = table[table.get("diverged", pd.Series(False, index=table.index)).eq(True)]
+    console.print(f"{trained} run(s) trained, {int((table.status == 'skipped').sum())} already done"
+                  + (f", {len(diverged)} diverged (non-finite loss; stopped there, the others trained on)"
+                     if len(diverged) else "") + f"; wall time {wall:.1f} s; store {spec.out}")

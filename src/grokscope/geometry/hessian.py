@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from grokscope import model as M
-from grokscope.errors import StoreError
+from grokscope.errors import StoreError, TooLittleData
 from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp, weighted_loss
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.geometry.pca import exec_basis, flat_layout
@@ -40,7 +40,13 @@ def checkpoint_indices(n_snapshots: int, n_checkpoints: int) -> list[int]:
 
 
 def _exec_basis(run: RunDir) -> torch.Tensor | None:
-    return None if run.config().model.kind == "mlp" else exec_basis(run)
+    """The run's execution basis, or None (an MLP has none; a run too short to have one gets NaN columns)."""
+    if run.config().model.kind == "mlp":
+        return None
+    try:
+        return exec_basis(run)
+    except TooLittleData:
+        return None
 
 
 def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int = 25, n_samples: int = 512,

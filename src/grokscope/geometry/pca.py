@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from grokscope import model as M
-from grokscope.errors import StoreError
+from grokscope.errors import StoreError, TooLittleData
 from grokscope.store import RunDir
 
 
@@ -65,7 +65,9 @@ def matrix_pca(traj: torch.Tensor, k: int = 10) -> PCAResult:
     """Centred PCA of vec(W_t − W_0) over the T recorded steps of one matrix [T, ...] (SPEC §4)."""
     X = _as_rows(traj)
     if X.shape[0] < 2:
-        raise ValueError(f"PCA needs at least 2 snapshots, got {X.shape[0]}")
+        raise TooLittleData(f"PCA needs at least 2 recorded steps, got {X.shape[0]}")
+    if not bool(torch.isfinite(X).all()):
+        raise TooLittleData("the trajectory holds non-finite values (the run diverged): PCA is undefined")
     X = X - X[0]
     X = X - X.mean(0)
     S, Vh = _svd_rows(X, k)
@@ -150,8 +152,10 @@ def trajectory_pcs_from_matrix(theta: torch.Tensor, k: int = 20,
                                steps: np.ndarray | None = None) -> TrajectoryPCs:
     """Pure version of `trajectory_pcs` over θ(t) [S, P] (first row = θ₀)."""
     if theta.shape[0] < 2:
-        raise ValueError(f"trajectory PCs need at least 2 snapshots, got {theta.shape[0]}")
+        raise TooLittleData(f"trajectory PCs need at least 2 snapshots, got {theta.shape[0]}")
     X = theta.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(X).all()):
+        raise TooLittleData("the snapshots hold non-finite values (the run diverged): trajectory PCs are undefined")
     delta = X[1:] - X[0]  # the first row of Δθ is zero
     _, S, Vh = torch.linalg.svd(delta, full_matrices=False)
     var = S.pow(2)
@@ -200,7 +204,7 @@ def random_walk_null(traj: torch.Tensor, n_null: int = 20, seed: int = 0, steps:
         raise ValueError(f"steps={steps!r}: choose from {', '.join(NULL_STEPS)}")
     X = _as_rows(traj)
     if X.shape[0] < 3:
-        raise ValueError("the random-walk null needs at least 3 snapshots")
+        raise TooLittleData("the random-walk null needs at least 3 snapshots")
     observed = _pc1_from_gram((X - X[0]) @ (X - X[0]).T)
     norms = (X[1:] - X[:-1]).norm(dim=1)
     if steps == "equal":
@@ -272,6 +276,9 @@ def exec_basis(run: RunDir, per_matrix: int = 2, upto: int | None = None) -> tor
         attn = {k: v[keep] for k, v in attn.items()}
     if not attn:
         raise StoreError(f"{run.path} records no attention matrices (an MLP has no execution basis)")
+    if int(next(iter(attn.values())).shape[0]) < 2:
+        raise TooLittleData(f"the execution basis needs attention matrices at 2 or more steps; {run.path.name} "
+                            f"has {int(next(iter(attn.values())).shape[0])} (train past attn_every)")
     slices = flat_layout(run)
     P = max(s.stop for s in slices.values())
     return exec_basis_from_traj(attn, slices, P, per_matrix)

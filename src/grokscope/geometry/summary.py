@@ -24,7 +24,7 @@ def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dic
     params = {k: snaps[k][-1:].to(device) for k in flat_layout(run)}
     try:
         basis = exec_basis(run).to(device)
-    except StoreError:  # no attention matrices (MLP)
+    except StoreError:  # no attention matrices (MLP), or too few recorded steps: no ρ
         basis = None
     res = commutator_defect(problem, params, step=int(steps[-1]), draws=draws, basis=basis)
     out = {"defect_final_step": int(steps[-1]), "defect_final": num(res.defect[0])}
@@ -60,14 +60,29 @@ def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[s
     """PC1% per attention matrix and their mean, defect and ρ at the last snapshot, defect `onset` (threshold
     detector; `onset_envelope` the P1 one) of the inline `defect` table, lead and lead fraction per task
     (None where a quantity is undefined: no attention, no defect table, no grokking; a run recorded by
-    grokscope.Monitor has no post-hoc defect or ρ)."""
+    grokscope.Monitor has no post-hoc defect or ρ); `missing` (present only when something is) lists, in words,
+    what a run too short or diverged lacks for a quantity."""
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
+    missing: list[str] = []
+    if run.has_summary() and run.summary().get("diverged"):
+        missing.append(f"the run diverged at step {run.summary().get('steps_trained')}: its weights are "
+                       "not finite, so PC1%, ρ and the defect onset are undefined")
+        out.update({"defect_final_step": None, "defect_final": None, "rho": None, "rho_random": None,
+                    "proj_ratio": None})
+        out.update(defect_onsets(run))
+        return {**out, "missing": missing}
     steps, attn = run.attention_trajectory()
     if attn and len(steps) >= 2:
         df = attention_pca(run, k=3)
         out["pc1_percent"] = {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
         out["pc1_mean"] = num(df["pc1_percent"].mean())
+    elif attn:
+        missing.append(f"PC1% and ρ need attention matrices at 2+ steps (every {run.config().attn_every} steps); "
+                       f"this run has {len(steps)}")
     if run.config().model.kind != EXTERNAL:  # a monitored user model cannot be re-measured post hoc
         out.update(final_integrability(run, draws=draws, device=device))
+    n = len(run.table(DEFECT_TABLE)) if run.has_table(DEFECT_TABLE) else 0
+    if run.config().defect_every and n <= 3:
+        missing.append(f"defect onset and lead need more than 3 inline defect measurements; this run has {n}")
     out.update(defect_onsets(run))
-    return out
+    return {**out, "missing": missing} if missing else out

@@ -16,7 +16,16 @@ from typing import Any
 import yaml
 
 from grokscope.analyses import check_analysis
-from grokscope.config import PRESETS, DataConfig, ModelConfig, OptimConfig, RunConfig, validate, with_overrides
+from grokscope.config import (
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    check_grid_size,
+    validate,
+    with_overrides,
+)
 from grokscope.devices import check_device
 from grokscope.errors import ConfigError
 
@@ -66,6 +75,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 
 def spec_from_dict(raw: Any, default_name: str = "sweep") -> SweepSpec:
     """A SweepSpec from the parsed YAML mapping, validated (every grid point is built and checked)."""
+    if raw is None:
+        raise ConfigError(f"the sweep spec {default_name!r} is empty; give at least `base:` and `grid:`")
     if not isinstance(raw, dict):
         raise ConfigError(f"a sweep spec must be a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = sorted(set(raw) - set(SPEC_KEYS), key=str)
@@ -229,6 +240,8 @@ def _base_config(raw: Any) -> RunConfig:
 def expand(spec: SweepSpec) -> list[RunConfig]:
     """Every grid point as a validated RunConfig, in grid order (tasks × p × model × wd × lr × seeds)."""
     b = spec.base
+    check_grid_size({"tasks": len(spec.tasks), "p": len(spec.p), "model": len(spec.model), "wd": len(spec.wd),
+                     "lr": len(spec.lr), "seeds": len(spec.seeds)})
     axes = itertools.product(spec.tasks or [b.data.tasks], spec.p or [b.data.p], spec.model or [b.model.kind],
                              spec.wd or [b.optim.wd], spec.lr or [b.optim.lr], spec.seeds or [b.seed])
     out: list[RunConfig] = []
