@@ -243,9 +243,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32) for the authors' numpy sampler")
     if cfg.defect_stream not in ("counter", "training"):
         raise ConfigError(f"unknown defect_stream {cfg.defect_stream!r}; choose counter or training")
-    if cfg.snapshot_spacing < 0 or cfg.snapshot_spacing % cfg.eval_every:
-        raise ConfigError(f"snapshot_spacing={cfg.snapshot_spacing} must be 0 or a multiple of "
-                          f"eval_every={cfg.eval_every}")
     if not 0.0 < data.train_frac < 1.0:
         raise ConfigError(f"train fraction {data.train_frac!r} must lie strictly between 0 and 1")
     n = n_pairs(cfg)
@@ -304,6 +301,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if cfg.defect_every < 0 or (cfg.defect_every and cfg.defect_every % cfg.eval_every):
         raise ConfigError(f"defect_every={cfg.defect_every} must be 0 or a multiple of eval_every")
+    if cfg.snapshot_spacing < 0 or cfg.snapshot_spacing % cfg.eval_every:
+        raise ConfigError(f"snapshot_spacing={cfg.snapshot_spacing} must be 0 or a multiple of "
+                          f"eval_every={cfg.eval_every}")
     if cfg.defect_every and cfg.defect_draws < 1:
         raise ConfigError(f"defect_draws={cfg.defect_draws} must be >= 1")
     for name in ("grok_acc", "grok_acc_90"):
