@@ -118,9 +118,10 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9) -> dict[str
 
 
 @register("hessian")
-def analyze_hessian_run(run: RunDir, device: str = "cpu") -> dict[str, Any]:
-    """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian)."""
-    df = analyze_hessian(run, device=device)
+def analyze_hessian_run(run: RunDir, device: str = "cpu", n_checkpoints: int = 30) -> dict[str, Any]:
+    """Bottom/top Hessian eigenvalues at ≤ n_checkpoints checkpoints → hessian.parquet
+    (grokscope.geometry.hessian)."""
+    df = analyze_hessian(run, n_checkpoints=n_checkpoints, device=device)
     run.write_table(HESSIAN_TABLE, df)
     return summarize_hessian(df)
 

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from grokscope.commands import analyze, claims, fragility, intervene, normmin, report, run, runs, sweep
+from grokscope.commands import analyze, claims, compare, fragility, intervene, normmin, report, run, runs, sweep
 from grokscope.errors import GrokscopeError
 
 # Sub-command modules, in help order; each exposes register(subparsers).
-COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report)
+COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report, compare)
 
 
 class _Parser(argparse.ArgumentParser):
