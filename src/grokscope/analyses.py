@@ -148,14 +148,15 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points:
 
 
 @register("hessian")
-def analyze_hessian_run(run: RunDir, device: str = "cpu") -> dict[str, Any]:
-    """Bottom/top Hessian eigenvalues at checkpoints → hessian.parquet (grokscope.geometry.hessian). A
-    monitored run: the summary of the λ_min its monitor recorded (Monitor hessian_every)."""
+def analyze_hessian_run(run: RunDir, device: str = "cpu", n_checkpoints: int = 30) -> dict[str, Any]:
+    """Bottom/top Hessian eigenvalues at ≤ n_checkpoints checkpoints → hessian.parquet
+    (grokscope.geometry.hessian). A monitored run: the summary of the λ_min its monitor recorded (Monitor
+    hessian_every)."""
     if _external(run):
         if not run.has_table(HESSIAN_TABLE):
             return {"skipped": "monitored run without λ_min (Monitor hessian_every=0)"}
         return {"source": "inline (Monitor)", **summarize_hessian(run.table(HESSIAN_TABLE))}
-    df = analyze_hessian(run, device=device)
+    df = analyze_hessian(run, n_checkpoints=n_checkpoints, device=device)
     run.write_table(HESSIAN_TABLE, df)
     return summarize_hessian(df)
 

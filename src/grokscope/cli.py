@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from grokscope.commands import analyze, claims, fragility, intervene, normmin, report, run, runs, sweep
+from grokscope.commands import analyze, claims, compare, fragility, intervene, normmin, report, run, runs, sweep
 from grokscope.errors import GrokscopeError
 
 # Sub-command modules, in help order; each exposes register(subparsers).
-COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report)
+COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report, compare)
 
 # One example per command, shown at the end of its --help (tested: every command and verb has one).
 EXAMPLES = {

@@ -14,8 +14,8 @@ from typing import Any
 from grokscope.errors import ConfigError
 from grokscope.tasks import OPERATIONS, is_prime
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS", "preset", "validate",
-           "check_axis", "check_grid_size"]
+__all__ = ["ConfigError", "DataConfig", "MethodConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS", "preset",
+           "validate", "check_axis", "check_grid_size"]
 
 # Limits that refuse absurd values before anything allocates (far above every preset and paper setting).
 MAX_P = 2048  # the (a, b) table holds ~p² pairs per task
@@ -26,6 +26,10 @@ MAX_GRID_RUNS = 100_000  # runs one grid (run or sweep) may expand to
 
 
 EXTERNAL = "external"  # model kind of runs recorded by grokscope.Monitor
+
+# Grokking methods a run may add to its optimiser (`MethodConfig.name` joins them with '+').
+METHODS = ("grokfast-ema", "grokfast-ma", "stablemax", "orthograd")
+METHOD_ALIASES = {"none": "baseline", "grokfast": "grokfast-ema", "⊥grad": "orthograd", "perpgrad": "orthograd"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,81 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class MethodConfig:
+    """A grokking method on top of the optimiser, per run, so one batch can hold a baseline and each method.
+    `name` is 'baseline' or '+'-joined parts: grokfast-ema / grokfast-ma (Lee et al. 2024: g + lamb·EMA_alpha(g),
+    g + lamb·mean of the last `window` g), stablemax (StableMax cross-entropy) and orthograd (⊥Grad: the
+    gradient of each parameter tensor made orthogonal to it, its norm kept), both Prieto et al. 2025.
+    lamb None: the authors' defaults, 2 for EMA and 5 for MA."""
+
+    name: str = "baseline"
+    alpha: float = 0.98
+    lamb: float | None = None
+    window: int = 100
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return () if self.name == "baseline" else tuple(self.name.split("+"))
+
+    @property
+    def loss(self) -> str:
+        """'stablemax' or 'ce' (the model's usual loss: cross-entropy, or MSE for the MLP)."""
+        return "stablemax" if "stablemax" in self.parts else "ce"
+
+    @property
+    def grad_filter(self) -> str | None:
+        """'ema', 'ma' or None."""
+        return next((p.split("-")[1] for p in self.parts if p.startswith("grokfast-")), None)
+
+    @property
+    def orthograd(self) -> bool:
+        return "orthograd" in self.parts
+
+    @property
+    def amplification(self) -> float:
+        """Grokfast's lamb (0 without a filter)."""
+        if self.grad_filter is None:
+            return 0.0
+        return float(self.lamb) if self.lamb is not None else (2.0 if self.grad_filter == "ema" else 5.0)
+
+    @property
+    def label(self) -> str:
+        """The method with any non-default filter hyper-parameter, e.g. `grokfast-ema-a0.95-l5`."""
+        extra = ""
+        if self.grad_filter == "ema" and self.alpha != 0.98:
+            extra += f"-a{self.alpha:g}"
+        if self.grad_filter == "ma" and self.window != 100:
+            extra += f"-w{self.window}"
+        if self.grad_filter is not None and self.lamb is not None:
+            extra += f"-l{self.lamb:g}"
+        return self.name + extra
+
+
+def method_config(name: str, **kw: Any) -> MethodConfig:
+    """A MethodConfig from a user-facing name ('⊥grad', 'grokfast', 'stablemax+orthograd', ...), validated."""
+    parts = [METHOD_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in str(name).split("+")]
+    canon = "baseline" if parts == ["baseline"] else "+".join(sorted(parts, key=lambda p: METHODS.index(p)
+                                                                        if p in METHODS else -1))
+    return validate_method(MethodConfig(name=canon, **kw))
+
+
+def validate_method(m: MethodConfig) -> MethodConfig:
+    """Raise ConfigError (one line) on an unknown method or a bad filter hyper-parameter."""
+    for p in m.parts:
+        if p not in METHODS:
+            raise ConfigError(f"unknown method {p!r}; choose baseline or '+'-joined {', '.join(METHODS)}")
+    if len(set(m.parts)) != len(m.parts) or ("grokfast-ema" in m.parts and "grokfast-ma" in m.parts):
+        raise ConfigError(f"method {m.name!r} repeats a part or combines both Grokfast filters")
+    if not 0.0 <= m.alpha < 1.0:
+        raise ConfigError(f"Grokfast alpha={m.alpha!r} must lie in [0, 1)")
+    if m.lamb is not None and not (m.lamb >= 0 and m.lamb < float("inf")):
+        raise ConfigError(f"Grokfast lamb={m.lamb!r} must be a finite number >= 0")
+    if not isinstance(m.window, int) or m.window < 1:
+        raise ConfigError(f"Grokfast-MA window={m.window!r} must be an integer >= 1")
+    return m
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One training run. Runs that agree on everything but the per-run fields
     (seed, data_seed, lr, wd, clip, steps, betas) train together as one batched program."""
@@ -88,6 +167,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     seed: int = 42
     data_seed: int | None = None  # None: the split follows `seed`, as in the papers' scripts
     steps: int = 30_000
@@ -136,7 +216,9 @@ class RunConfig:
         o = self.optim
         return (
             f"{'+'.join(self.data.tasks)}-p{self.data.p}-{self.model.kind}"
-            f"-wd{o.wd:g}-lr{o.lr:g}-s{self.seed}" + (f"-{self.tag}" if self.tag else "")
+            f"-wd{o.wd:g}-lr{o.lr:g}-s{self.seed}"
+            + (f"-{self.method.label}" if self.method.name != "baseline" else "")
+            + (f"-{self.tag}" if self.tag else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +235,8 @@ class RunConfig:
             raise ConfigError(f"a run config must be a mapping, not {type(d).__name__}")
         d = dict(d)
         sections = {}
-        for name, kind in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
+        sections_of = (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig), ("method", MethodConfig))
+        for name, kind in sections_of:  # a run stored before methods existed has no "method": the baseline
             raw = d.pop(name, {})
             if not isinstance(raw, dict):
                 raise ConfigError(f"config field {name!r} must be a mapping, not {raw!r}")
@@ -199,6 +282,7 @@ def batch_key(cfg: RunConfig) -> str:
         d.pop(k)
     for k in PER_RUN_OPTIM:
         d["optim"].pop(k)
+    d.pop("method")  # methods are per run: a batch may hold a baseline and each method
     return json.dumps(d, sort_keys=True)
 
 
@@ -285,6 +369,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch={optim.batch} must be > 0 (or 'full' for full-batch training)")
     if optim.batch is not None and optim.batch > MAX_BATCH:
         raise ConfigError(f"batch={optim.batch} is too large; at most {MAX_BATCH} (or 'full')")
+    validate_method(cfg.method)
+    if cfg.method.loss == "stablemax" and model.kind == "mlp":
+        raise ConfigError("method stablemax replaces softmax cross-entropy; the mlp model trains on squared error")
     if cfg.steps <= 0:
         raise ConfigError(f"steps={cfg.steps} must be > 0")
     if cfg.steps > MAX_STEPS:
@@ -404,7 +491,8 @@ def preset(name: str, **overrides: Any) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     cfg = PRESETS[name]
-    nested = {k: overrides.pop(k) for k in ("data", "model", "optim") if k in overrides}
+    nested = {k: overrides.pop(k) for k in ("data", "model", "optim", "method")
+              if k in overrides and isinstance(overrides[k], dict)}
     for k, v in nested.items():
         cfg = replace(cfg, **{k: replace(getattr(cfg, k), **v)})
     return replace(cfg, **overrides)

@@ -295,3 +295,35 @@ def decoupled_curves(history: pd.DataFrame) -> Figure:
         _legend(ax, len(seeds))
     return fig
 
+
+
+def method_curves(metrics: pd.DataFrame, defects: pd.DataFrame) -> Figure:
+    """Grokking methods side by side: test accuracy vs step per task (left panels) and the commutator defect
+    vs step (right, log scale), one colour per method, one line per run (seed). `metrics`: method, run,
+    step, task, split, acc; `defects`: method, run, step, defect (may be empty)."""
+    tasks = list(dict.fromkeys(metrics["task"]))
+    methods = list(dict.fromkeys(metrics["method"]))
+    fig, axes = _figure(len(tasks) + 1, ncols=len(tasks) + 1)
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    for ax, task in zip(axes, tasks):
+        test = metrics[(metrics["task"] == task) & (metrics["split"] == "test")]
+        for method in methods:
+            for i, (_, d) in enumerate(test[test["method"] == method].groupby("run", sort=False)):
+                d = d.sort_values("step")
+                ax.plot(d["step"], d["acc"], color=colour[method], lw=1, alpha=0.8, label=method if i == 0 else None)
+        ax.set_title(f"test accuracy, {task}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+        _legend(ax, len(ax.get_legend_handles_labels()[1]))
+    ax = axes[-1]
+    for method in methods:
+        sub = defects[defects["method"] == method] if len(defects) else defects
+        for i, (_, d) in enumerate(sub.groupby("run", sort=False) if len(sub) else []):
+            d = d.sort_values("step")
+            ax.plot(d["step"], d["defect"], color=colour[method], lw=1, alpha=0.8, label=method if i == 0 else None)
+    if len(defects) and (defects["defect"] > 0).any():
+        ax.set_yscale("log")
+    ax.set_title("commutator defect D", fontsize=9)
+    ax.set_xlabel("step")
+    _legend(ax, len(ax.get_legend_handles_labels()[1]))
+    return fig

@@ -14,6 +14,7 @@ from grokscope import model as M
 from grokscope.config import RunConfig, batch_key, validate
 from grokscope.errors import ConfigError
 from grokscope.init_authors import initial_params
+from grokscope.methods import stablemax_per_task_loss
 from grokscope.sampler import AuthorsStream, sample_indices
 from grokscope.tasks import make_split
 
@@ -50,6 +51,7 @@ class Problem:
         self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch,
                                      base.defect_every if probe else 0, 2 * base.defect_draws if probe else 0)
                        if base.sampler == "authors" and base.optim.batch is not None else None)
+        self.stablemax = torch.tensor([c.method.loss == "stablemax" for c in cfgs], device=self.device)
 
     @property
     def R(self) -> int:
@@ -100,11 +102,28 @@ class Problem:
         idx = self.train_idx if name == "train" else self.test_idx
         return self.pairs[idx], self.targets[idx]
 
+    def per_task_loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+                      runs: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row, per-task loss [N, T] of outputs [N, B, T, p], each row under its run's loss (the model's
+        cross-entropy / MSE, or StableMax cross-entropy). Row i belongs to run `runs[i]`; without `runs`, to
+        run i mod R: rows are the runs themselves or run-minor stacks of them (draws, checkpoints), as the
+        analyses lay them out. The one loss the trainer, the evaluation and every analysis call."""
+        n_sm = int(self.stablemax.sum())
+        if n_sm == 0:
+            return M.per_task_loss(outputs, targets, self.model)
+        sm = stablemax_per_task_loss(outputs, targets)
+        if n_sm == self.R:
+            return sm
+        runs = torch.arange(outputs.shape[0], device=self.device) % self.R if runs is None else runs
+        return torch.where(self.stablemax[runs][:, None], sm, M.per_task_loss(outputs, targets, self.model))
+
     def loss(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
-             task_weights: torch.Tensor | None = None, attend_fn: Callable | None = None) -> torch.Tensor:
+             task_weights: torch.Tensor | None = None, attend_fn: Callable | None = None,
+             runs: torch.Tensor | None = None) -> torch.Tensor:
         """Per-run loss [R] (sum of task losses, or weighted by `task_weights` [T]); `attend_fn` replaces the
-        model's attention core (the trainer's compiled one)."""
-        return M.loss(params, pairs, targets, self.model, self.data, task_weights, attend_fn)
+        model's attention core (the trainer's compiled one); `runs`: which runs the rows are (`per_task_loss`)."""
+        per_task = self.per_task_loss(M.forward(params, pairs, self.model, self.data, attend_fn), targets, runs)
+        return per_task.sum(-1) if task_weights is None else per_task @ task_weights.to(per_task.dtype)
 
     def grads(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
               task_weights: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
@@ -118,13 +137,13 @@ class Problem:
         return torch.func.grad(total, has_aux=True)(params)
 
     def flat_grads(self, flat: torch.Tensor, like: Params, pairs: torch.Tensor, targets: torch.Tensor,
-                   attend_fn: Callable | None = None) -> torch.Tensor:
-        """Per-run gradient [R, P] in the flat layout of `like`, at the parameters `flat` [R, P], by plain
-        autograd (so a compiled `attend_fn` runs compiled, forward and backward). Differentiating per tensor
-        and concatenating once is far cheaper than differentiating through the slicing of `flat`, whose
-        backward builds a zero [R, P] buffer per parameter tensor."""
+                   attend_fn: Callable | None = None, runs: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-run gradient [R, P] in the flat layout of `like`, at the parameters `flat` [R, P] of `runs`
+        (default: all, in order), by plain autograd (so a compiled `attend_fn` runs compiled, forward and
+        backward). Differentiating per tensor and concatenating once is far cheaper than differentiating
+        through the slicing of `flat`, whose backward builds a zero [R, P] buffer per parameter tensor."""
         leaves = {k: v.detach().requires_grad_() for k, v in M.unflatten_views(flat, like).items()}
-        total = self.loss(leaves, pairs, targets, attend_fn=attend_fn).sum()
+        total = self.loss(leaves, pairs, targets, attend_fn=attend_fn, runs=runs).sum()
         return torch.cat([g.flatten(1) for g in torch.autograd.grad(total, list(leaves.values()))], 1)
 
     @torch.no_grad()
@@ -142,7 +161,7 @@ class Problem:
             for i in range(0, n, step):
                 o = M.forward(params, pairs[:, i:i + step], self.model, self.data, attend_fn)
                 t = targets[:, i:i + step]
-                loss_sum += M.per_task_loss(o, t, self.model) * t.shape[1]
+                loss_sum += self.per_task_loss(o, t) * t.shape[1]
                 correct += M.per_task_correct(o, t)
             out[name] = (loss_sum / n, correct.double() / n)
         return out

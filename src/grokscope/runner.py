@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from grokscope.config import RunConfig, check_axis, check_grid_size, with_overrides
+from grokscope.config import MethodConfig, RunConfig, check_axis, check_grid_size, with_overrides
 from grokscope.geometry.commutator import defect_probe
 from grokscope.train import EvalInfo, Probe, RunResult, train
 
@@ -22,16 +22,17 @@ def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:
     return tuple(probes)
 
 
-def grid(base: RunConfig, seeds: Sequence[int] = (), wds: Sequence[float] = (), lrs: Sequence[float] = ()
-         ) -> list[RunConfig]:
-    """Every combination of seeds × weight decays × learning rates on top of `base` (a repeated value or a grid
-    too large to hold is refused before any config is built)."""
+def grid(base: RunConfig, seeds: Sequence[int] = (), wds: Sequence[float] = (), lrs: Sequence[float] = (),
+         methods: Sequence[MethodConfig] = ()) -> list[RunConfig]:
+    """Every combination of seeds × weight decays × learning rates × methods on top of `base` (a repeated value
+    or a grid too large to hold is refused before any config is built)."""
     for name, values in (("seed", seeds), ("wd", wds), ("lr", lrs)):
         check_axis(name, values)
-    check_grid_size({"seeds": len(seeds), "wd": len(wds), "lr": len(lrs)})
+    check_grid_size({"seeds": len(seeds), "wd": len(wds), "lr": len(lrs), "method": len(methods)})
     out = []
-    for seed, wd, lr in itertools.product(seeds or [base.seed], wds or [base.optim.wd], lrs or [base.optim.lr]):
-        out.append(with_overrides(base, seed=int(seed), wd=float(wd), lr=float(lr)))
+    for seed, wd, lr, method in itertools.product(seeds or [base.seed], wds or [base.optim.wd],
+                                                  lrs or [base.optim.lr], methods or [base.method]):
+        out.append(with_overrides(base, seed=int(seed), wd=float(wd), lr=float(lr), method=method))
     return out
 
 

@@ -23,6 +23,7 @@ from grokscope import compiled
 from grokscope import model as M
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, StoreError
+from grokscope.methods import MethodState
 from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
 from grokscope.problem import Params, Problem
 from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
@@ -228,6 +229,7 @@ class _Loop:
         self.flat_state = init_state(self.base.optim.name, {"theta": self.flat})
         self.state = {f"{k.split('.')[0]}.{name}": v for k, flat in self.flat_state.items()
                       for name, v in M.unflatten_views(flat, init).items()}
+        self.methods = MethodState([c.method for c in cfgs], self.flat.shape[1], M.param_slices(init), dev)
         self.budget = torch.tensor([c.steps for c in cfgs], device=dev)
         self.max_steps = max(c.steps for c in cfgs)
         self.consec = torch.zeros(R, T, dtype=torch.int64, device=dev)
@@ -261,6 +263,7 @@ class _Loop:
                 v[r] = tensors[f"state.{k}"].to(v.device)
             if self.pb.stream is not None and "sampler.key" in tensors and "sampler" in meta:
                 self.pb.stream.load_state(r, tensors["sampler.key"], meta["sampler"])
+            self.methods.restore(r, tensors)
             s = int(meta["step"])
             self.resumed_at[r] = s
             self.consec[r] = torch.tensor(meta["consec"])
@@ -292,6 +295,7 @@ class _Loop:
                 d.write_table(name, pd.DataFrame(rows))
             tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
             tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
+            tensors.update(self.methods.export(r))
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
                     "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
@@ -407,15 +411,17 @@ class _Loop:
                 self.attend = None
         return fn(None)
 
-    def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-run flat gradients at `theta`."""
-        return self._with_attend(lambda att: self.pb.flat_grads(theta, self.params, pairs, targets, att))
+    def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor,
+               runs: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-run flat gradients at `theta` (of `runs`, when the batch is compacted)."""
+        return self._with_attend(lambda att: self.pb.flat_grads(theta, self.params, pairs, targets, att, runs))
 
     def _step(self, s: int, step_fn: Callable, active: torch.Tensor) -> None:
         """One optimiser step of every run (frozen runs are masked out by `active`)."""
         pb = self.pb
         pairs, targets = pb.minibatch(s)
         g = clip_grads({"theta": self._grads(self.flat, pairs, targets)}, self.hp.clip)
+        g = {"theta": self.methods.apply(g["theta"], self.flat, active)}
         if self.grad_transform is not None:
             g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
         step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
@@ -436,8 +442,10 @@ class _Loop:
         state = {k: v.index_select(0, live) for k, v in self.flat_state.items()}
         pairs, targets = pb.minibatch(s, runs=live)
         hp = self.hp.select(live)
-        g = clip_grads({"theta": self._grads(theta, pairs, targets)}, hp.clip)
-        step_fn({"theta": theta}, g, state, hp, s + 1, active.index_select(0, live))
+        g = clip_grads({"theta": self._grads(theta, pairs, targets, live)}, hp.clip)
+        on = active.index_select(0, live)
+        g = {"theta": self.methods.apply(g["theta"], theta, on, runs=live)}
+        step_fn({"theta": theta}, g, state, hp, s + 1, on)
         self.flat.index_copy_(0, live, theta)
         for k, v in state.items():
             self.flat_state[k].index_copy_(0, live, v)

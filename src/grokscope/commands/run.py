@@ -13,8 +13,9 @@ from rich.table import Table
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import csv_list, print_json
-from grokscope.config import PRESETS, RunConfig, preset, validate, with_overrides
+from grokscope.config import PRESETS, MethodConfig, RunConfig, method_config, preset, validate, with_overrides
 from grokscope.devices import check_device, resolve_device
+from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
 from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("authors", "randperm"),
                    help="train/test split: the papers' random.Random(seed).shuffle or torch.randperm")
     p.add_argument("--snapshot-spacing", type=int, help="full snapshot every N steps (0: spread over the budget)")
+    p.add_argument("--method", type=csv_list(str),
+                   help="grokking method(s), one batch: baseline, grokfast-ema, grokfast-ma, stablemax, orthograd "
+                        "(⊥Grad), or '+'-joined, e.g. baseline,grokfast-ema,stablemax+orthograd")
+    p.add_argument("--alpha", type=float, help="Grokfast-EMA momentum (default 0.98)")
+    p.add_argument("--lamb", type=float, help="Grokfast amplification (default 2 for EMA, 5 for MA)")
+    p.add_argument("--window", type=int, help="Grokfast-MA window (default 100)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs", help="store directory (default ./runs)")
     p.add_argument("--resume", action="store_true", help="continue runs found in --out even if their config changed")
@@ -86,10 +93,21 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     base = with_overrides(preset(args.preset), **over)
     if over.get("steps") is not None and "checkpoint_every" not in over:
         base = with_overrides(base, checkpoint_every=min(base.checkpoint_every, _round_up(base.steps, base.eval_every)))
-    cfgs = grid(base, args.seeds or (), args.wd or (), args.lr or ())
+    cfgs = grid(base, args.seeds or (), args.wd or (), args.lr or (), methods_from_args(args))
     for c in cfgs:
         validate(c)
     return cfgs
+
+
+def methods_from_args(args: argparse.Namespace) -> list[MethodConfig]:
+    """The methods named by --method, the Grokfast ones with the filter hyper-parameters given (no --method:
+    the preset's method)."""
+    kw = {k: v for k, v in (("alpha", getattr(args, "alpha", None)), ("lamb", getattr(args, "lamb", None)),
+                            ("window", getattr(args, "window", None))) if v is not None}
+    names = getattr(args, "method", None) or ([] if not kw else ["baseline"])
+    if kw and not any("grokfast" in n for n in names):
+        raise ConfigError("--alpha, --lamb and --window set Grokfast filters; add --method grokfast-ema or grokfast-ma")
+    return [method_config(n, **(kw if "grokfast" in n else {})) for n in names]
 
 
 def _round_up(n: int, k: int) -> int:

@@ -72,7 +72,7 @@ def _flat_grad_fn(problem: Problem, like: Params, pairs: torch.Tensor, targets: 
     def total(theta: torch.Tensor) -> torch.Tensor:
         params = M.unflatten(theta, like)
         out = M.forward(params, pairs, problem.model, problem.data)
-        per_task = M.per_task_loss(out, targets, problem.model)
+        per_task = problem.per_task_loss(out, targets)  # the run's own loss (rows are run-minor)
         return (per_task * weights.to(per_task.dtype)).sum()
 
     return torch.func.grad(total)

@@ -43,7 +43,7 @@ def weighted_loss(problem: Problem, params: Params, pairs: torch.Tensor, targets
     (each run its own weighting, so several losses of one checkpoint batch on the run axis)."""
     if task_weights is None or task_weights.dim() == 1:
         return problem.loss(params, pairs, targets, task_weights)
-    per_task = M.per_task_loss(M.forward(params, pairs, problem.model, problem.data), targets, problem.model)
+    per_task = problem.per_task_loss(M.forward(params, pairs, problem.model, problem.data), targets)
     return (per_task * task_weights.to(per_task)).sum(-1)
 
 

@@ -55,11 +55,13 @@ def act_floats(cfg: RunConfig) -> int:
 
 
 def run_bytes(cfg: RunConfig) -> int:
-    """Device bytes one run adds to a batch: parameters, gradients, two Adam moments, and the minibatch's
-    activations (×2 for their gradients), in float32."""
+    """Device bytes one run adds to a batch: parameters, gradients, two Adam moments, a Grokfast filter's
+    buffer (EMA: one vector, MA: `window` of them), and the minibatch's activations (×2 for their gradients),
+    in float32."""
     n_train = max(1, round(_n_pairs(cfg) * cfg.data.train_frac))
     batch = cfg.optim.batch or n_train
-    return 4 * (4 * _param_count(cfg) + 2 * batch * act_floats(cfg))
+    filt = {"ema": 1, "ma": cfg.method.window}.get(cfg.method.grad_filter or "", 0)
+    return 4 * ((4 + filt) * _param_count(cfg) + 2 * batch * act_floats(cfg))
 
 
 def _host_bytes(cfg: RunConfig) -> int:

@@ -1,7 +1,7 @@
 """Sweep specs: a YAML mapping → a validated SweepSpec → its grid of run configs.
 
 `load_spec` reads and validates a spec, `spec_from_dict` does the same for a parsed mapping, and `expand`
-turns it into run configs (tasks × p × model × wd × lr × seeds), each validated.
+turns it into run configs (tasks × p × model × wd × lr × method × seeds), each validated.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from grokscope.analyses import check_analysis
 from grokscope.config import (
     PRESETS,
     DataConfig,
+    MethodConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
     check_grid_size,
+    method_config,
     validate,
     with_overrides,
 )
@@ -31,7 +33,7 @@ from grokscope.errors import ConfigError
 
 __all__ = ["GRID_KEYS", "SPEC_KEYS", "SweepSpec", "load_spec", "spec_from_dict", "expand"]
 
-GRID_KEYS = ("tasks", "p", "model", "wd", "lr", "seeds", "steps", "steps_by")
+GRID_KEYS = ("tasks", "p", "model", "wd", "lr", "method", "seeds", "steps", "steps_by")
 SPEC_KEYS = ("name", "base", "grid", "analyses", "out", "device", "resume", "max_runs", "max_retries")
 
 
@@ -47,6 +49,8 @@ class SweepSpec:
     model: tuple[str, ...] = ()  # model kinds
     wd: tuple[float, ...] = ()
     lr: tuple[float, ...] = ()
+    # grokking methods, each with the weight decay it fixes (None: the wd axis applies)
+    method: tuple[tuple[MethodConfig, float | None], ...] = ()
     seeds: tuple[int, ...] = ()
     steps: int | tuple[tuple[float, int], ...] | None = None  # one budget, or (key, budget) pairs
     steps_by: str = "wd"  # what a steps mapping is keyed by: wd or lr
@@ -99,6 +103,7 @@ def spec_from_dict(raw: Any, default_name: str = "sweep") -> SweepSpec:
         model=tuple(_model_kind(v) for v in _as_list(grid.get("model"), "grid.model")),
         wd=tuple(_float(v, "grid.wd") for v in _as_list(grid.get("wd"), "grid.wd")),
         lr=tuple(_float(v, "grid.lr") for v in _as_list(grid.get("lr"), "grid.lr")),
+        method=tuple(_method(v) for v in _as_list(grid.get("method"), "grid.method")),
         seeds=tuple(_int(v, "grid.seeds") for v in _as_list(grid.get("seeds"), "grid.seeds")),
         steps=_steps(grid.get("steps"), steps_by),
         steps_by=steps_by,
@@ -137,6 +142,27 @@ def _task_list(v: Any) -> tuple[str, ...]:
     if not items:
         raise ConfigError(f"grid.tasks entry {v!r} names no task")
     return tuple(items)
+
+
+def _method(v: Any) -> tuple[MethodConfig, float | None]:
+    """`grokfast-ema`, or a mapping `{name: orthograd, wd: 0, alpha: .., lamb: .., window: ..}`: the method
+    and the weight decay it fixes (None: the grid's wd axis applies to it)."""
+    if isinstance(v, str):
+        return method_config(v), None
+    if not isinstance(v, dict) or "name" not in v:
+        raise ConfigError(f"grid.method entry {v!r} must be a method name or a mapping with a name")
+    kw = dict(v)
+    name, wd = kw.pop("name"), kw.pop("wd", None)
+    known = {f.name for f in fields(MethodConfig)} - {"name"}
+    bad = sorted(set(kw) - known, key=str)
+    if bad:
+        raise ConfigError(f"grid.method: unknown field {bad[0]!r}; choose from name, wd, {', '.join(sorted(known))}")
+    for f in ("alpha", "lamb"):
+        if kw.get(f) is not None:
+            kw[f] = _float(kw[f], f"grid.method.{f}")
+    if "window" in kw:
+        kw["window"] = _int(kw["window"], "grid.method.window")
+    return method_config(str(name), **kw), None if wd is None else _float(wd, "grid.method.wd")
 
 
 def _float(v: Any, where: str) -> float:
@@ -204,7 +230,7 @@ def _base_config(raw: Any) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"base.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     cfg = PRESETS[name]
-    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "method": MethodConfig}
     top = {f.name for f in fields(RunConfig)} - set(sections)
     for key, value in raw.items():
         if key in sections:
@@ -218,6 +244,9 @@ def _base_config(raw: Any) -> RunConfig:
             value = dict(value)
             if key == "data" and "tasks" in value:
                 value["tasks"] = _task_list(value["tasks"])
+            if key == "method":
+                cfg = replace(cfg, method=method_config(**value))
+                continue
             if key == "optim" and value.get("batch") == "full":
                 value["batch"] = None
             for f in ("lr", "wd", "beta1", "beta2", "eps", "clip", "momentum", "train_frac"):
@@ -238,16 +267,24 @@ def _base_config(raw: Any) -> RunConfig:
 
 
 def expand(spec: SweepSpec) -> list[RunConfig]:
-    """Every grid point as a validated RunConfig, in grid order (tasks × p × model × wd × lr × seeds)."""
+    """Every grid point as a validated RunConfig, in grid order (tasks × p × model × wd × lr × method × seeds).
+    A method that fixes its weight decay is trained once at that wd, whatever the wd axis holds."""
     b = spec.base
     check_grid_size({"tasks": len(spec.tasks), "p": len(spec.p), "model": len(spec.model), "wd": len(spec.wd),
-                     "lr": len(spec.lr), "seeds": len(spec.seeds)})
+                     "lr": len(spec.lr), "method": len(spec.method), "seeds": len(spec.seeds)})
     axes = itertools.product(spec.tasks or [b.data.tasks], spec.p or [b.data.p], spec.model or [b.model.kind],
-                             spec.wd or [b.optim.wd], spec.lr or [b.optim.lr], spec.seeds or [b.seed])
+                             spec.wd or [b.optim.wd], spec.lr or [b.optim.lr], spec.method or [(b.method, None)],
+                             spec.seeds or [b.seed])
     out: list[RunConfig] = []
-    for tasks, p, kind, wd, lr, seed in axes:
+    fixed: set[str] = set()
+    for tasks, p, kind, wd, lr, (method, method_wd), seed in axes:
+        wd = wd if method_wd is None else method_wd
         cfg = with_overrides(b, tasks=tuple(tasks), p=int(p), kind=kind, wd=float(wd), lr=float(lr),
-                             seed=int(seed), steps=_budget(spec, wd, lr))
+                             seed=int(seed), steps=_budget(spec, wd, lr), method=method)
+        if method_wd is not None:
+            if cfg.name in fixed:
+                continue  # the same run again, from another value of the wd axis
+            fixed.add(cfg.name)
         try:
             out.append(validate(cfg))
         except ConfigError as e:
