@@ -21,6 +21,8 @@ EXAMPLES = {
     "runs": "grokscope runs list runs/",
     "runs list": "grokscope runs list runs/ --json",
     "runs show": "grokscope runs show runs/add-p31-trunk-wd1-lr0.005-s42",
+    "runs tensorboard": "grokscope runs tensorboard runs/ --out tb/   # then: tensorboard --logdir tb/",
+    "runs warnings": "grokscope runs warnings runs/ --detector threshold   # would the early warning have fired?",
     "analyze": "grokscope analyze runs/ --what pca,defect",
     "intervene": "grokscope intervene runs/add-p31-trunk-wd1-lr0.005-s42 --kind deletion --fractions 0.05,0.5",
     "fragility": "grokscope fragility runs/add-p31-trunk-wd1-lr0.005-s42 --k 10",
@@ -31,6 +33,7 @@ EXAMPLES = {
     "normmin run": "grokscope normmin run runs/add-p31-trunk-wd1-lr0.005-s42 --max-snapshots 10",
     "sweep": "grokscope sweep configs/quick-wd.yaml --dry-run   # the plan; drop --dry-run to train",
     "claims": "grokscope claims p3 --only toy   # measured vs claimed, with verdicts",
+    "compare": "grokscope compare runs/ --out cmp/   # per method: grok step, speed-up, onset, lead, PC1%, ρ",
     "report": "grokscope report runs/ --out report/   # then open report/index.html",
 }
 
