@@ -51,7 +51,9 @@ class Problem:
         self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch,
                                      base.defect_every if probe else 0, 2 * base.defect_draws if probe else 0)
                        if base.sampler == "authors" and base.optim.batch is not None else None)
-        self.stablemax = torch.tensor([c.method.loss == "stablemax" for c in cfgs], device=self.device)
+        stablemax = [c.method.loss == "stablemax" for c in cfgs]
+        self.stablemax = torch.tensor(stablemax, device=self.device)
+        self.n_stablemax = sum(stablemax)  # a host int: no device sync in the loss
 
     @property
     def R(self) -> int:
@@ -108,7 +110,7 @@ class Problem:
         cross-entropy / MSE, or StableMax cross-entropy). Row i belongs to run `runs[i]`; without `runs`, to
         run i mod R: rows are the runs themselves or run-minor stacks of them (draws, checkpoints), as the
         analyses lay them out. The one loss the trainer, the evaluation and every analysis call."""
-        n_sm = int(self.stablemax.sum())
+        n_sm = self.n_stablemax
         if n_sm == 0:
             return M.per_task_loss(outputs, targets, self.model)
         sm = stablemax_per_task_loss(outputs, targets)
