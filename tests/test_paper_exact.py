@@ -227,11 +227,16 @@ def test_independent_init_and_counter_sampler_remain_available():
     assert torch.equal(ours["embed.W_E"][0], M.init_params(cfg.model, cfg.data, 42)["embed.W_E"])
 
 
-def test_p2_inline_defects_draw_from_the_training_stream_as_the_dynamics_script():
-    """grok_generalization_dynamics.py: K = 5 commutator pairs (A, B) from the training stream at step 0,
-    then one training batch per step and K more pairs after every 100th step."""
-    cfg = preset("p2-single", seed=137, defect_every=100, data={"p": 23})
-    tr, _ = script_split(23, 0.5, 137, nonzero=False)
+@pytest.mark.parametrize("name, tasks, p, nonzero", [
+    ("p2-single", ("add",), 23, False),  # grok_generalization_dynamics.py (P2's leads)
+    ("p1-tri", ("add", "mul", "sq"), 13, True),  # tri_task/generalization_dynamics.py (P1's 27 tri leads)
+])
+def test_inline_defects_draw_from_the_training_stream_as_the_dynamics_scripts(name, tasks, p, nonzero):
+    """Both dynamics scripts: K = 5 commutator pairs (A, B) from the training stream at step 0, then one
+    training batch per step and K more pairs after every 100th step (COMM_EVERY, COMM_K)."""
+    cfg = preset(name, seed=137, defect_every=100, defect_draws=5, defect_stream="training",
+                 data={"p": p, "tasks": tasks})
+    tr, _ = script_split(p, 0.5, 137, nonzero=nonzero)
     saved = np.random.get_state()
     try:
         np.random.seed(137)
@@ -250,9 +255,9 @@ def test_p2_inline_defects_draw_from_the_training_stream_as_the_dynamics_script(
     for key in sorted(expected, key=lambda k: (k[1], k[0] == "train", k[-1])):  # the trainer's order
         got = pb.minibatch(key[1])[0] if key[0] == "train" else pb.probe_minibatch(key[1], key[2])[0]
         assert np.array_equal(got[0].numpy(), expected[key]), key
-    assert not Problem([preset("p2-single", seed=137, data={"p": 23})]).stream.probe_every  # no defects: GS
+    assert not Problem([preset(name, seed=137, data={"p": p, "tasks": tasks})]).stream.probe_every  # no defects
     with pytest.raises(ConfigError, match="defect_stream"):
-        validate(preset("p2-single", defect_stream="numpy"))
+        validate(preset(name, defect_stream="numpy"))
 
 
 def test_training_follows_the_scripts_loop():
