@@ -7,16 +7,21 @@ Hessian 30, trajectory PCs 100) and `checkpoints[-1]` as the final model.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
 
+from grokscope import model as M
 from grokscope.analyses import analyze_defect
 from grokscope.config import preset
 from grokscope.geometry.checkpoints import paper_exact, script_checkpoints, select_snapshots
+from grokscope.geometry.commutator import after_training_draw, batched_defects, defects_from_snapshots
 from grokscope.geometry.compress import final_and_init
 from grokscope.geometry.hessian import analyze_hessian, checkpoint_indices
 from grokscope.geometry.pca import trajectory_pcs
+from grokscope.problem import Problem
 from grokscope.store import POSTHOC_TABLE, RunDir
 from grokscope.train import train
 
@@ -81,3 +86,37 @@ def test_analyses_of_a_paper_exact_run_read_the_scripts_checkpoints(runs):
 
     assert trajectory_pcs(exact, 3).steps.tolist() == _script_list(STOP, SPACING)
     assert trajectory_pcs(other, 3).steps.tolist() == _script_list(STOP, SPACING) + [STOP]
+
+
+def test_p2_posthoc_defects_continue_the_training_stream_as_the_multiseed_script(tmp_path):
+    """grok_multiseed_commutator.py trains (np.random.seed(seed), one np.random.randint batch per step), then
+    at each of ≤ 30 checkpoints (every 200 steps, integer linspace) draws K commutator pairs A, B from the
+    same global numpy stream. A p2-single run with its snapshots on that grid measures on those batches."""
+    seed, p, K, stop = 3, 23, 3, 100
+    cfg = preset("p2-single", seed=seed, steps=stop, data={"p": p}, model={"d_model": 16, "n_heads": 2, "d_ff": 32},
+                 optim={"batch": 32}, eval_every=10, attn_every=10, checkpoint_every=50, snapshot_spacing=SPACING,
+                 stop_on_grok=False)
+    res, = train([cfg], tmp_path)
+    run = RunDir(tmp_path / res.config.name)
+    steps, snaps = run.snapshots()
+    which = select_snapshots(cfg, steps.numpy(), 30)
+    got = defects_from_snapshots(run, draws=K, which=which, n_random=0)
+
+    pairs = [(a, b) for a in range(p) for b in range(p)]
+    random.Random(seed).shuffle(pairs)
+    tr = pairs[: int(0.5 * len(pairs))]
+    rng = np.random.RandomState(seed)
+    for _ in range(stop):  # the training draws
+        rng.randint(0, len(tr), size=32)
+    pb = Problem([cfg])
+    like = {k: v[:1] for k, v in pb.init_params().items()}
+    for c, i in enumerate(which):
+        ab = [torch.tensor([tr[j] for j in rng.randint(0, len(tr), size=32)]) for _ in range(2 * K)]
+        pa, pb_ = torch.stack(ab[0::2]), torch.stack(ab[1::2])  # A_k, B_k alternate in the stream
+        ta, tb = ((x[..., :1] + x[..., 1:]) % p for x in (pa, pb_))
+        theta = M.flatten({k: snaps[k][i:i + 1] for k in like}).repeat(K, 1)
+        w = torch.ones(1)
+        D, _ = batched_defects(pb, theta, like, pa, ta, pb_, tb, w, w, 1e-3)
+        assert got.step.iloc[c] == int(steps[i])
+        assert got.defect.iloc[c] == pytest.approx(float(D.median()), rel=1e-5), c
+    assert after_training_draw(run, pb) == stop
