@@ -203,6 +203,21 @@ def test_mlp_jacobian_closed_form_equals_reverse_mode():
     torch.testing.assert_close(J, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_p3_mlp_preset_builds_66_pairs_and_holds_out_7():
+    """The p3-mlp preset (`grokscope run --preset p3-mlp`) is App. D's setup: the n(n+1)/2 = 66 unordered pairs
+    0 ≤ a ≤ b < 11 of §7's dataset (App. D's "77" is reached by no pair range), 7 of them for test, in
+    the training Problem itself."""
+    cfg = preset("p3-mlp")
+    assert cfg.data.unordered and not cfg.data.zero_excluded and cfg.data.p == 11
+    assert cfg.model.kind == "mlp" and cfg.optim.name == "sgd" and cfg.optim.batch is None
+    pb = Problem([cfg])
+    train_pairs, _ = pb.split("train")
+    test_pairs, _ = pb.split("test")
+    assert train_pairs.shape[1] == 59 and test_pairs.shape[1] == 7
+    both = torch.cat([train_pairs[0], test_pairs[0]])
+    assert {tuple(x) for x in both.tolist()} == {(a, b) for a in range(11) for b in range(a, 11)}
+
+
 def test_p3_mlp_split_is_the_papers():
     """App. D: unordered pairs a ≤ b at p 11 (e_a + e_b is symmetric), 7 held out for test."""
 

@@ -19,12 +19,14 @@ from torch import nn
 
 from grokscope import cli
 from grokscope import model as M
+from grokscope.commands.run import configs_from_args
 from grokscope.config import RunConfig, preset, validate
 from grokscope.errors import ConfigError
 from grokscope.init_authors import authors_init
 from grokscope.problem import Problem
 from grokscope.sampler import AuthorsStream
 from grokscope.store import RunDir, read_tensors
+from grokscope.sweep import expand, spec_from_dict
 from grokscope.train import train
 
 PRESETS = ("p1-dual", "p1-tri", "p2-single")
@@ -225,11 +227,16 @@ def test_independent_init_and_counter_sampler_remain_available():
     assert torch.equal(ours["embed.W_E"][0], M.init_params(cfg.model, cfg.data, 42)["embed.W_E"])
 
 
-def test_p2_inline_defects_draw_from_the_training_stream_as_the_dynamics_script():
-    """grok_generalization_dynamics.py: K = 5 commutator pairs (A, B) from the training stream at step 0,
-    then one training batch per step and K more pairs after every 100th step."""
-    cfg = preset("p2-single", seed=137, defect_every=100, data={"p": 23})
-    tr, _ = script_split(23, 0.5, 137, nonzero=False)
+@pytest.mark.parametrize("name, tasks, p, nonzero", [
+    ("p2-single", ("add",), 23, False),  # grok_generalization_dynamics.py (P2's leads)
+    ("p1-tri", ("add", "mul", "sq"), 13, True),  # tri_task/generalization_dynamics.py (P1's 27 tri leads)
+])
+def test_inline_defects_draw_from_the_training_stream_as_the_dynamics_scripts(name, tasks, p, nonzero):
+    """Both dynamics scripts: K = 5 commutator pairs (A, B) from the training stream at step 0, then one
+    training batch per step and K more pairs after every 100th step (COMM_EVERY, COMM_K)."""
+    cfg = preset(name, seed=137, defect_every=100, defect_draws=5, defect_stream="training",
+                 data={"p": p, "tasks": tasks})
+    tr, _ = script_split(p, 0.5, 137, nonzero=nonzero)
     saved = np.random.get_state()
     try:
         np.random.seed(137)
@@ -248,9 +255,9 @@ def test_p2_inline_defects_draw_from_the_training_stream_as_the_dynamics_script(
     for key in sorted(expected, key=lambda k: (k[1], k[0] == "train", k[-1])):  # the trainer's order
         got = pb.minibatch(key[1])[0] if key[0] == "train" else pb.probe_minibatch(key[1], key[2])[0]
         assert np.array_equal(got[0].numpy(), expected[key]), key
-    assert not Problem([preset("p2-single", seed=137, data={"p": 23})]).stream.probe_every  # no defects: GS
+    assert not Problem([preset(name, seed=137, data={"p": p, "tasks": tasks})]).stream.probe_every  # no defects
     with pytest.raises(ConfigError, match="defect_stream"):
-        validate(preset("p2-single", defect_stream="numpy"))
+        validate(preset(name, defect_stream="numpy"))
 
 
 def test_training_follows_the_scripts_loop():
@@ -284,3 +291,29 @@ def test_training_follows_the_scripts_loop():
         moved = (v - start[k]).abs().max()
         assert moved > 0, k
         assert (ours.params[k] - v).abs().max() <= 1e-4 * moved + 1e-6, k
+
+
+def test_paper_presets_default_to_their_scripts_budgets():
+    """STEPS of the scripts: train_multitask.py 300k (wd 1), hessian_wd*.py 200k (wd 0.1–0.5), hessian_analysis.py
+    50k (wd 0); train_tritask.py 300k, 50k at wd 0; grok_sweep.py 200k, 50k at wd 0. `grokscope run` and a sweep
+    without a budget give each run its wd's; an explicit budget (--steps, grid.steps, base.steps) wins."""
+    assert [preset(n).steps for n in PRESETS] == [300_000, 300_000, 200_000]
+    parser = cli.build_parser()
+
+    def budgets(*argv: str) -> dict[float, int]:
+        return {c.optim.wd: c.steps for c in configs_from_args(parser.parse_args(["run", *argv]))}
+
+    assert budgets("--preset", "p1-dual", "--wd", "0,0.1,0.3,0.5,1") == {
+        0.0: 50_000, 0.1: 200_000, 0.3: 200_000, 0.5: 200_000, 1.0: 300_000}
+    assert budgets("--preset", "p1-tri", "--wd", "0,0.2,1") == {0.0: 50_000, 0.2: 300_000, 1.0: 300_000}
+    assert budgets("--preset", "p2-single", "--wd", "0,1") == {0.0: 50_000, 1.0: 200_000}
+    assert budgets("--preset", "p1-dual", "--wd", "0,1", "--steps", "200") == {0.0: 200, 1.0: 200}
+    assert budgets("--preset", "quick", "--wd", "0,1") == {0.0: 3000, 1.0: 3000}  # no script: its own
+    assert budgets("--preset", "p3-mlp") == {1e-4: preset("p3-mlp").steps}
+
+    def sweep(base, grid) -> dict[float, int]:
+        return {c.optim.wd: c.steps for c in expand(spec_from_dict({"base": base, "grid": grid}))}
+
+    assert sweep("p2-single", {"wd": [0, 1], "seeds": [1]}) == {0.0: 50_000, 1.0: 200_000}
+    assert sweep({"preset": "p2-single", "steps": 500}, {"wd": [0, 1]}) == {0.0: 500, 1.0: 500}
+    assert sweep("p1-dual", {"wd": [0, 1], "steps": {0: 700, 1: 900}}) == {0.0: 700, 1.0: 900}

@@ -343,3 +343,12 @@ def test_ray_executor_without_ray_is_a_config_error(tmp_path, monkeypatch):
     assert not (tmp_path / "store").exists()
     with pytest.raises(ConfigError, match="dask"):
         run_sweep(spec_from_dict(tiny_spec(tmp_path)), executor="dask", progress=False)
+
+
+def test_host_memory_estimate_is_one_checkpoint_window_not_the_budget():
+    """The trainer writes snapshots and attention matrices out at every checkpoint, so the scripts' long
+    budgets (300k steps) do not shrink how many runs a CPU batch may hold."""
+    short, long = preset("p1-dual", steps=30_000), preset("p1-dual")
+    assert long.steps == 300_000 and S._host_bytes(long) == S._host_bytes(short)
+    assert S._host_bytes(preset("p1-dual", checkpoint_every=20_000)) > S._host_bytes(long)
+    assert capacity(long, "cpu") == capacity(short, "cpu")

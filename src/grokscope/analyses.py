@@ -14,6 +14,7 @@ from typing import Any
 from grokscope.config import EXTERNAL
 from grokscope.errors import ConfigError, TooLittleData
 from grokscope.formatting import num
+from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
 from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
@@ -121,7 +122,8 @@ def _external(run: RunDir) -> bool:
 @register("defect")
 def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points: int = 120) -> dict[str, Any]:
     """Defects and ρ at ≤ `max_points` stored snapshots spread evenly (P1's post-hoc protocol,
-    defect_wd_comparison.py) → defect_posthoc.parquet; summary: both onsets, leads, ρ. `onset` (P2's
+    defect_wd_comparison.py; a paper-exact run reads the script's checkpoints, `geometry.checkpoints`) →
+    defect_posthoc.parquet; summary: both onsets, leads, ρ. `onset` (P2's
     threshold rule) gives `lead` per task; `onset_envelope` (P1's Table 5 rule) gives `lead_envelope`, the
     lead to the first task's grok step as P1 measures it. A monitored run: the onset and lead of its inline
     defect table (grokscope cannot re-measure the user's model)."""
@@ -130,7 +132,8 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points:
             return {"skipped": "monitored run without inline defects (Monitor defect_every=0)"}
         return {"source": "inline (Monitor)", **defect_onsets(run)}
     steps, _ = run.snapshots()
-    df = defects_from_snapshots(run, draws=draws, device=device, which=posthoc_indices(len(steps), max_points))
+    which = select_snapshots(run.config(), steps.numpy(), max_points, posthoc_indices)
+    df = defects_from_snapshots(run, draws=draws, device=device, which=which)
     run.write_table(POSTHOC_TABLE, df)
     grok = run.grok_steps()
     timing = defect_timing(df["step"], df["defect"], grok)

@@ -100,6 +100,14 @@ class Problem:
             return self.pairs[idx], self.targets[idx]
         return self.minibatch(step, salt=j + 1, batch=batch)
 
+    def stream_minibatch(self, number: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw `number` of each run's training stream (sampler "authors"), e.g. one past the training draws:
+        the minibatches of a script that keeps drawing from its stream after training."""
+        if self.stream is None:
+            raise ValueError("stream_minibatch needs the authors' sampler and a minibatch size")
+        idx = self.train_idx.gather(1, self.stream.numbered(number).to(self.device))
+        return self.pairs[idx], self.targets[idx]
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.train_idx if name == "train" else self.test_idx
         return self.pairs[idx], self.targets[idx]

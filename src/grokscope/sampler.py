@@ -88,6 +88,10 @@ class AuthorsStream:
         runs = list(range(len(self.seeds))) if runs is None else runs
         return torch.from_numpy(np.stack([self.draw(r, i) for r, i in zip(runs, numbers)]).astype(np.int64))
 
+    def numbered(self, number: int, runs: list[int] | None = None) -> torch.Tensor:
+        """[R', batch] int64 indices of draw `number` of `runs` (default: all), whatever it feeds."""
+        return self._stack([number] * (len(self.seeds) if runs is None else len(runs)), runs)
+
     def indices(self, step: int, runs: list[int] | None = None) -> torch.Tensor:
         """[R', batch] int64 training indices of `runs` (default: all) at `step`."""
         k = self.train_draw(step)

@@ -42,6 +42,7 @@ from grokscope.claims.common import (
 from grokscope.claims.common import (
     make_row as _row,
 )
+from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.interventions import ScanConfig
 from grokscope.geometry.onset import fit_power_law, posthoc_indices
@@ -201,7 +202,8 @@ def svd_ratio(run: RunDir, device: str, max_points: int = 30, draws: int = 7) ->
     if not run.has_table(SVD_TABLE):
         steps, _ = run.snapshots()
         df = defects_from_snapshots(run, draws=draws, device=device, basis_kind="weight_svd",
-                                    which=posthoc_indices(len(steps), max_points))
+                                    which=select_snapshots(run.config(), steps.numpy(), max_points,
+                                                           posthoc_indices))
         run.write_table(SVD_TABLE, df)
     v = run.table(SVD_TABLE)["proj_ratio"].astype(float).to_numpy()
     v = v[np.isfinite(v)]

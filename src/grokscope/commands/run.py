@@ -13,7 +13,16 @@ from rich.table import Table
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import csv_list, print_json
-from grokscope.config import PRESETS, MethodConfig, RunConfig, method_config, preset, validate, with_overrides
+from grokscope.config import (
+    PRESETS,
+    MethodConfig,
+    RunConfig,
+    method_config,
+    preset,
+    validate,
+    with_overrides,
+    with_script_budget,
+)
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
@@ -94,6 +103,8 @@ def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     if over.get("steps") is not None and "checkpoint_every" not in over:
         base = with_overrides(base, checkpoint_every=min(base.checkpoint_every, _round_up(base.steps, base.eval_every)))
     cfgs = grid(base, args.seeds or (), args.wd or (), args.lr or (), methods_from_args(args))
+    if args.steps is None:  # a paper preset's runs get the budget its script gives their weight decay
+        cfgs = [with_script_budget(c) for c in cfgs]
     for c in cfgs:
         validate(c)
     return cfgs

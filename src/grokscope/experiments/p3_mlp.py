@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.config import DataConfig, ModelConfig, OptimConfig, RunConfig, validate
+from grokscope.config import P3_TEST, RunConfig, preset, validate, with_overrides
 from grokscope.errors import ConfigError
 from grokscope.geometry.normmin.stored import memorisation_step
 from grokscope.geometry.normmin.tangent import tangent_probe
@@ -34,7 +34,7 @@ class MLPExperiment:
     p: int = 11
     width: int = 128
     unordered: bool = True
-    n_test: int = 7
+    n_test: int = P3_TEST
     lr: float = 1.0
     wd: float = 1e-4
     steps: int = 30_000
@@ -47,7 +47,7 @@ class MLPExperiment:
 
     @property
     def n_pairs(self) -> int:
-        """Operand pairs: p(p+1)/2 unordered (66 at p 11), p² ordered."""
+        """Operand pairs: p(p+1)/2 unordered (P3_PAIRS = 66 at p 11), p² ordered."""
         return self.p * (self.p + 1) // 2 if self.unordered else self.p * self.p
 
     @property
@@ -63,14 +63,13 @@ def mlp_configs(exp: MLPExperiment) -> list[RunConfig]:
                           f"eval_every={exp.eval_every}")
     if not 0 < exp.n_test < exp.n_pairs:
         raise ConfigError(f"n_test={exp.n_test} must be between 1 and {exp.n_pairs - 1} (of {exp.n_pairs} pairs)")
-    return [validate(RunConfig(
-        data=DataConfig(tasks=("add",), p=exp.p, train_frac=exp.train_frac, exclude_zero=False,
-                        unordered=exp.unordered),
-        model=ModelConfig(kind="mlp", width=exp.width),
-        optim=OptimConfig(name="sgd", lr=exp.lr, wd=exp.wd, clip=0.0, momentum=0.0, batch=None),
+    base = preset("p3-mlp", data={"p": exp.p, "train_frac": exp.train_frac, "unordered": exp.unordered},
+                  model={"width": exp.width})
+    return [validate(with_overrides(
+        base, lr=exp.lr, wd=exp.wd, clip=0.0, momentum=0.0, batch=None,
         seed=s, steps=exp.steps, eval_every=exp.eval_every, attn_every=exp.eval_every,
-        checkpoint_every=max(exp.eval_every, 2000 - 2000 % exp.eval_every),
-        stop_on_grok=False, preset="p3-mlp")) for s in exp.seeds]
+        checkpoint_every=max(exp.eval_every, 2000 - 2000 % exp.eval_every), stop_on_grok=False))
+        for s in exp.seeds]
 
 
 

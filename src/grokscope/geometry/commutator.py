@@ -100,8 +100,30 @@ def _draws(problem: Problem, step: int, draws: int, batch: int | None, stream: b
     else:
         A = [problem.minibatch(step, salt=2 * k + 1, batch=batch) for k in range(draws)]
         B = [problem.minibatch(step, salt=2 * k + 2, batch=batch) for k in range(draws)]
+    return _stack_draws(A, B)
+
+
+def _stack_draws(A: list, B: list):
     cat = torch.cat
     return cat([a[0] for a in A]), cat([a[1] for a in A]), cat([b[0] for b in B]), cat([b[1] for b in B])
+
+
+def _numbered_draws(problem: Problem, first: int, draws: int):
+    """Minibatches A_k, B_k = draws first + 2k, first + 2k + 1 of each run's training stream."""
+    A = [problem.stream_minibatch(first + 2 * k) for k in range(draws)]
+    B = [problem.stream_minibatch(first + 2 * k + 1) for k in range(draws)]
+    return _stack_draws(A, B)
+
+
+def after_training_draw(run: RunDir, problem: Problem) -> int | None:
+    """The first draw of a run's training stream past its training (and inline) draws, when its
+    measurements draw from that stream (`defect_stream` "training" with the authors' sampler: the P2
+    preset), else None. P2's grok_multiseed_commutator.py trains, then draws its post-hoc commutator
+    minibatches from the same global numpy stream: checkpoint by checkpoint, K pairs (A, B) each."""
+    cfg = problem.cfgs[0]
+    if cfg.defect_stream != "training" or problem.stream is None:
+        return None
+    return problem.stream.train_draw(int(run.summary()["steps_trained"]))
 
 
 def batched_defects(problem: Problem, theta: torch.Tensor, like: Params, pa: torch.Tensor, ta: torch.Tensor,
@@ -210,7 +232,9 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
     program, with ρ against `exec_basis(run)` (`basis_kind="exec"`, P1/SPEC) or against P2's weight-SVD
     basis rebuilt at each snapshot from its own attention matrices (`"weight_svd"`, `svd_k` per matrix)
     (columns: step, defect, defect_cross, rho, rho_random, proj_ratio; ρ columns are NaN for models
-    without attention)."""
+    without attention). The total defect's minibatches: a run whose measurements draw from its training
+    stream (the P2 preset) continues that stream past its training, K pairs per snapshot in order, as
+    grok_multiseed_commutator.py does (`after_training_draw`); other runs use independent counter draws."""
     if basis_kind not in BASIS_KINDS:
         raise ValueError(f"basis_kind={basis_kind!r}: choose from {', '.join(BASIS_KINDS)}")
     cfg = run.config()
@@ -227,6 +251,7 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
     except StoreError:
         basis = None
     modes = ["total"] + (["cross"] if len(problem.tasks) >= 2 else [])
+    after = after_training_draw(run, problem)
     rows = []
     for start in range(0, len(idx), chunk):
         part = idx[start:start + chunk]
@@ -234,7 +259,10 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
         res: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for mode in modes:
             wa, wb = _task_weights(problem, mode)
-            batches = [_draws(problem, int(steps[i]), draws, None) for i in part]
+            if after is not None and mode == "total":
+                batches = [_numbered_draws(problem, after + 2 * draws * (start + j), draws) for j in range(len(part))]
+            else:
+                batches = [_draws(problem, int(steps[i]), draws, None) for i in part]
             pa, ta, pb, tb = (torch.cat([b[j] for b in batches]) for j in range(4))  # rows i·K + k
             rep = theta.repeat_interleave(draws, 0)
             D, delta = batched_defects(problem, rep, like, pa, ta, pb, tb, wa, wb, eta)

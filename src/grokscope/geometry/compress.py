@@ -26,6 +26,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import RunConfig
+from grokscope.geometry.checkpoints import final_snapshot
 from grokscope.problem import Problem
 from grokscope.store import RunDir
 
@@ -158,12 +159,17 @@ def evaluate_variants(cfg: RunConfig, flat: torch.Tensor, like: Params, device: 
 
 
 def final_and_init(run: RunDir) -> tuple[Params, Params, int]:
-    """(θ₀, θ_final, final step) of a run as single-run dicts in the init (flat-layout) order."""
+    """(θ₀, θ_final, final step) of a run as single-run dicts in the init (flat-layout) order: the final model
+    is the checkpoint at the stop step, or for a paper-exact run the script's `checkpoints[-1]`, the last
+    snapshot on its grid (`geometry.checkpoints`)."""
     cfg = run.config()
     order = list(M.init_params(cfg.model, cfg.data, cfg.seed))
-    _, snaps = run.snapshots()
-    tensors, meta = run.checkpoint()
+    steps, snaps = run.snapshots()
     theta0 = {k: snaps[k][0] for k in order}
+    last = final_snapshot(cfg, steps.numpy())
+    if last is not None:
+        return theta0, {k: snaps[k][last] for k in order}, int(steps[last])
+    tensors, meta = run.checkpoint()
     theta = {k: tensors[f"params.{k}"] for k in order}
     return theta0, theta, int(meta["step"])
 

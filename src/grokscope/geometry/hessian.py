@@ -23,6 +23,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.errors import StoreError, TooLittleData
+from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp, weighted_loss
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.geometry.pca import exec_basis, flat_layout
@@ -52,7 +53,8 @@ def _exec_basis(run: RunDir) -> torch.Tensor | None:
 def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int = 25, n_samples: int = 512,
                     device: str = "cpu", batch_checkpoints: int = 8, subspace: bool = True,
                     mode: str = "rev", seed: int = 0) -> pd.DataFrame:
-    """Hessian spectrum of a run at ≤ n_checkpoints snapshots for the total loss and each task's loss:
+    """Hessian spectrum of a run at ≤ n_checkpoints snapshots (`checkpoint_indices`; a paper-exact run: the
+    script's checkpoints, `geometry.checkpoints`) for the total loss and each task's loss:
     one row per (step, loss), in step order, with lambda_min, lambda_max, bottom, top, exec_curv,
     perp_curv (see the module doc). `batch_checkpoints` snapshots × all losses share the run axis of
     one batched Lanczos."""
@@ -64,7 +66,7 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
     if len(steps) == 0:
         raise StoreError(f"{run.path} has no parameter snapshots")
     snaps = {name: stored[name] for name in flat_layout(run)}  # the flat layout's order, not the file's
-    idx = checkpoint_indices(len(steps), n_checkpoints)
+    idx = [int(i) for i in select_snapshots(cfg, steps.numpy(), n_checkpoints, checkpoint_indices)]
     pairs1, targets1 = hessian_sample(problem, n_samples)
     basis = _exec_basis(run) if subspace else None
     if basis is not None:

@@ -21,6 +21,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.errors import StoreError, TooLittleData
+from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.store import RunDir
 
 
@@ -134,17 +135,26 @@ def flatten_snapshots(snaps: dict[str, torch.Tensor], slices: dict[str, slice]) 
     return torch.cat([snaps[n].reshape(snaps[n].shape[0], -1) for n in slices], 1)
 
 
-def snapshot_matrix(run: RunDir) -> tuple[np.ndarray, torch.Tensor]:
-    """(steps [S], θ(t) [S, P]) of a run's full snapshots in the flat layout."""
+TRAJECTORY_CHECKPOINTS = 100  # pca_threshold_scan.py, ortho_fine_scan.py: ≤ 100 checkpoints for the PCs
+
+
+def snapshot_matrix(run: RunDir, max_points: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """(steps [S], θ(t) [S, P]) of a run's full snapshots in the flat layout; with `max_points`, a paper-exact
+    run's are the script's ≤ max_points checkpoints (`geometry.checkpoints`; other runs keep all)."""
     steps, snaps = run.snapshots()
     if len(steps) == 0:
         raise StoreError(f"{run.path} has no parameter snapshots")
-    return steps.numpy(), flatten_snapshots(snaps, flat_layout(run))
+    steps_np, theta = steps.numpy(), flatten_snapshots(snaps, flat_layout(run))
+    if max_points is None:
+        return steps_np, theta
+    idx = select_snapshots(run.config(), steps_np, max_points)
+    return steps_np[idx], theta[torch.from_numpy(idx)]
 
 
-def trajectory_pcs(run: RunDir, k: int = 20) -> TrajectoryPCs:
-    """Uncentred SVD of Δθ(t) = θ(t) − θ(0) over a run's snapshots: the top-k directions v_i (SPEC §4)."""
-    steps, theta = snapshot_matrix(run)
+def trajectory_pcs(run: RunDir, k: int = 20, max_points: int = TRAJECTORY_CHECKPOINTS) -> TrajectoryPCs:
+    """Uncentred SVD of Δθ(t) = θ(t) − θ(0) over a run's snapshots (a paper-exact run: the script's ≤ 100
+    checkpoints): the top-k directions v_i (SPEC §4)."""
+    steps, theta = snapshot_matrix(run, max_points)
     return trajectory_pcs_from_matrix(theta, k, steps)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from grokscope import model as M
 from grokscope.geometry.compress import evaluate_variants
-from grokscope.geometry.pca import snapshot_matrix, trajectory_pcs_from_matrix
+from grokscope.geometry.pca import TRAJECTORY_CHECKPOINTS, snapshot_matrix, trajectory_pcs_from_matrix
 from grokscope.store import RunDir
 
 
@@ -54,9 +54,10 @@ class ReconstructionResult:
 
 def reconstruction_threshold(run: RunDir, k: int = 20, threshold: float = 0.9, device: str = "cpu",
                              chunk: int = 20) -> ReconstructionResult:
-    """k* of a run from its stored snapshots (Δθ = last snapshot − θ₀, top-k uncentred trajectory PCs)."""
+    """k* of a run from its stored snapshots (Δθ = last snapshot − θ₀, top-k uncentred trajectory PCs; a
+    paper-exact run: the script's ≤ 100 checkpoints, the last on the grid as the final model)."""
     cfg = run.config()
-    steps, theta = snapshot_matrix(run)
+    steps, theta = snapshot_matrix(run, TRAJECTORY_CHECKPOINTS)
     pcs = trajectory_pcs_from_matrix(theta, k, steps)
     theta0, delta = theta[0], theta[-1] - theta[0]
     ks = list(range(1, pcs.basis.shape[1] + 1))

@@ -65,12 +65,16 @@ def run_bytes(cfg: RunConfig) -> int:
 
 
 def _host_bytes(cfg: RunConfig) -> int:
-    """Host bytes one run holds while training: ≤ n_snapshots full snapshots plus the attention trajectory."""
+    """Host bytes one run holds while training: the full snapshots and attention matrices recorded since its
+    last checkpoint (a sweep stores its runs, and the trainer writes those records out as one trajectory
+    segment at every checkpoint), so a long budget costs no more than `checkpoint_every` steps of records."""
     P = _param_count(cfg)
     attn = 0
     if cfg.model.kind != "mlp":
         attn = len(M.attention_names(cfg.model)) * cfg.model.d_model ** 2
-    return 4 * (cfg.max_snapshots * P + (cfg.steps // cfg.attn_every + 1) * attn)
+    window = min(cfg.steps, cfg.checkpoint_every)
+    snaps = min(cfg.max_snapshots, window // cfg.snapshot_every + 2)
+    return 4 * (snaps * P + (window // cfg.attn_every + 1) * attn)
 
 
 def device_budget(device: str) -> tuple[int | None, int]:

@@ -25,6 +25,7 @@ from grokscope.config import (
     RunConfig,
     check_grid_size,
     method_config,
+    script_budget,
     validate,
     with_overrides,
 )
@@ -54,6 +55,8 @@ class SweepSpec:
     seeds: tuple[int, ...] = ()
     steps: int | tuple[tuple[float, int], ...] | None = None  # one budget, or (key, budget) pairs
     steps_by: str = "wd"  # what a steps mapping is keyed by: wd or lr
+    # no budget given (neither grid.steps nor base.steps): a paper preset's runs get their script's budget per wd
+    script_budgets: bool = False
     analyses: tuple[str, ...] = ()
     out: Path = Path("runs")
     device: str = "auto"
@@ -107,6 +110,7 @@ def spec_from_dict(raw: Any, default_name: str = "sweep") -> SweepSpec:
         seeds=tuple(_int(v, "grid.seeds") for v in _as_list(grid.get("seeds"), "grid.seeds")),
         steps=_steps(grid.get("steps"), steps_by),
         steps_by=steps_by,
+        script_budgets=not (isinstance(raw.get("base"), dict) and "steps" in raw["base"]),
         analyses=tuple(check_analysis(v) for v in _as_list(raw.get("analyses"), "analyses")),
         out=Path(str(raw.get("out") or Path("runs") / str(raw.get("name") or default_name))),
         device=check_device(raw.get("device", "auto")),
@@ -299,7 +303,8 @@ def expand(spec: SweepSpec) -> list[RunConfig]:
 
 def _budget(spec: SweepSpec, wd: float, lr: float) -> int:
     if spec.steps is None:
-        return spec.base.steps
+        script = script_budget(spec.base.preset, wd) if spec.script_budgets else None
+        return spec.base.steps if script is None else script
     if isinstance(spec.steps, int):
         return spec.steps
     key = wd if spec.steps_by == "wd" else lr
