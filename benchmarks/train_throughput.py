@@ -10,7 +10,9 @@ a warm-up; run-steps/s = runs x steps / seconds.
 Every row is also put against the machine's limit: the FLOPs of one run-step are counted with torch's
 FlopCounterMode on the trainer's own step (forward + backward matmuls), achieved GFLOP/s = run-steps/s x
 FLOPs per run-step, and the fp32 GEMM rate of this process on the same threads (a 1024^3 matmul, timed
-right before and right after each batched measurement) gives "% of GEMM".
+right before and right after each batched measurement) gives "% of GEMM". The step's own matmuls, each timed
+alone at its own shapes, give "GEMM-bound": the rate of a step made of nothing but its GEMMs (eager path), so
+"% of bound" says how much of the step is spent outside them (elementwise work, LayerNorm, softmax, AdamW).
 
     python benchmarks/train_throughput.py --device cpu --R 1,8,18,64
     python benchmarks/train_throughput.py --device cuda --steps 200 --json
@@ -30,7 +32,7 @@ import torch
 
 from grokscope import reference as Ref
 from grokscope.config import RunConfig, preset, with_overrides
-from grokscope.perf import count_flops, gemm_gflops
+from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
 from grokscope.train import stepper
 
 WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
@@ -69,6 +71,14 @@ def flops_per_run_step(cfgs: list[RunConfig], device: torch.device) -> float:
     step = stepper(cfgs, device)
     step(0)
     return count_flops(lambda: step(1)) / len(cfgs)
+
+
+def step_gemm_bound(cfgs: list[RunConfig], device: torch.device) -> float:
+    """GFLOP/s of the batched eager step's matmuls, each timed alone at its own shapes (see perf.gemm_bound_seconds)."""
+    step = stepper(cfgs, device, compile=False)
+    step(0)
+    calls = gemm_calls(lambda: step(1))
+    return count_flops(lambda: step(2)) / gemm_bound_seconds(calls, device, clock=CLOCK) / 1e9
 
 
 def bench_batched(cfgs: list[RunConfig], device: torch.device, steps: int | None, warmup: int,
@@ -116,6 +126,8 @@ class Row:
     per_run_gflops: float
     gemm_gflops: float  # fp32 GEMM of this process, same threads (best measurement around the batched ones)
     pct_of_gemm: float  # batched_gflops / gemm_gflops, in %
+    bound_gflops: float  # the step's own GEMMs timed alone at their shapes
+    pct_of_bound: float  # batched_gflops / bound_gflops, in %
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"# {env}", flush=True)
         print(f"{'R':>4} {'batched':>9} {'per-run':>9} {'ratio':>6} {'GFLOP/run-step':>15} {'GFLOP/s':>8}"
-              f" {'per-run GFLOP/s':>16} {'GEMM GFLOP/s':>13} {'% of GEMM':>10}  steps (batched/per-run)")
+              f" {'per-run GFLOP/s':>16} {'GEMM GFLOP/s':>13} {'% of GEMM':>10} {'GEMM-bound':>11} {'% of bound':>11}"
+              "  steps (batched/per-run)")
     rows = []
     for R in Rs:
         cfgs = p1_configs(R, args.preset)
@@ -167,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             gemm = max(gemm, gemm_gflops(device=device, clock=CLOCK))
             p1, npr = bench_per_run(cfgs, device, args.steps, warmup, args.seconds)
             b, p = max(b, b1), max(p, p1)
-        gf = b * flops / 1e9
-        row = Row(R, b, p, b / p, nb, npr, flops, gf, p * flops / 1e9, gemm, 100 * gf / gemm)
+        gf, bound = b * flops / 1e9, step_gemm_bound(cfgs, device)
+        row = Row(R, b, p, b / p, nb, npr, flops, gf, p * flops / 1e9, gemm, 100 * gf / gemm, bound, 100 * gf / bound)
         rows.append(row)
         if not args.json:
             print(f"{R:>4} {b:>9.2f} {p:>9.2f} {b / p:>5.2f}x {flops / 1e9:>15.3f} {gf:>8.1f} "
-                  f"{row.per_run_gflops:>16.1f} {gemm:>13.1f} {row.pct_of_gemm:>9.1f}%  {nb}/{npr}", flush=True)
+                  f"{row.per_run_gflops:>16.1f} {gemm:>13.1f} {row.pct_of_gemm:>9.1f}% {bound:>11.1f} "
+                  f"{row.pct_of_bound:>10.1f}%  {nb}/{npr}", flush=True)
     if args.json:
         print(json.dumps({**env, "rows": [asdict(r) for r in rows]}, indent=1))
     return 0

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -46,6 +47,54 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+_GEMMS = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+          torch.ops.aten.baddbmm.default}
+
+
+class _GemmRecorder(TorchDispatchMode):
+    """Records (op, shapes of its operands) of every matmul dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[object, tuple[tuple[int, ...], ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func in _GEMMS:
+            self.calls.append((func, tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))))
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_calls(fn: Callable[[], object]) -> list[tuple[object, tuple[tuple[int, ...], ...]]]:
+    """The matmuls one eager call of `fn` performs: (aten op, operand shapes), in order."""
+    with _GemmRecorder() as rec:
+        fn()
+    return rec.calls
+
+
+def gemm_bound_seconds(calls: list[tuple[object, tuple[tuple[int, ...], ...]]], device: str | torch.device = "cpu",
+                       repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds the matmuls `calls` take when each runs alone at its own shapes (best of `repeats`, summed):
+    the time a step made of exactly these GEMMs would need with zero overhead between them."""
+    device, total, cache = torch.device(device), 0.0, {}
+    for func, shapes in calls:
+        key = (func, shapes)
+        if key not in cache:
+            xs = [torch.randn(s, device=device) for s in shapes]
+            func(*xs)
+            best = float("inf")
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = clock()
+                func(*xs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = min(best, clock() - t0)
+            cache[key] = best
+        total += cache[key]
+    return total
 
 
 def rss_mb() -> float:
