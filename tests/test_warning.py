@@ -110,3 +110,10 @@ def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_p
     assert out["lead_model"]["intercept"] == pytest.approx(lm.intercept)
     assert out["summary"]["n_warned_before"] == 3 and [r["lead"] for r in out["runs"]] == leads
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--detector", "magic"]) == 2
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--every", "0"]) == 2
+    capsys.readouterr()
+    every = warning_table(runs, every=300)  # what a monitor measuring every 300 steps would have said
+    for row, (steps, D) in zip(every.itertuples(), (_series(i, on) for i, on in enumerate((1000, 1500, 2000))),
+                               strict=True):
+        ev = replay(steps[steps % 300 == 0], D[steps % 300 == 0])
+        assert row.warning_step == ev.step and row.warning_step % 300 == 0

@@ -26,19 +26,24 @@ def _grok(run: RunDir) -> int | None:
     return min(g) if g else None
 
 
-def _series(run: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
+def _series(run: RunDir, every: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's inline defect series in step order; `every`: only the measurements at multiples of `every`
+    steps (what a monitor with `defect_every=every` would have measured)."""
     if not run.has_table(DEFECT_TABLE):
         return None
     d = run.table(DEFECT_TABLE).sort_values("step")
+    if every:
+        d = d[d["step"] % every == 0]
     return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
 
 
 def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD,
-                  **options: Any) -> pd.DataFrame:
-    """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window."""
+                  every: int | None = None, **options: Any) -> pd.DataFrame:
+    """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window
+    (`every`: replay only the measurements at multiples of `every` steps)."""
     rows = []
     for run in runs:
-        s = _series(run)
+        s = _series(run, every)
         if s is None or not run.has_summary():
             continue
         cfg, summ = run.config(), run.summary()
