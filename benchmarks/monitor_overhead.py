@@ -42,7 +42,8 @@ class Loop:
     """One copy of the example's training loop, advanced a step at a time, monitored into `out` if given;
     `cpu` is the CPU seconds it has taken, `inside` those spent in the monitor's calls."""
 
-    def __init__(self, out: Path | None, p: int = 31, d_model: int = 64, hessian_every: int = 0) -> None:
+    def __init__(self, out: Path | None, p: int = 31, d_model: int = 64, hessian_every: int = 0,
+                 defect_every: int | None = None) -> None:
         ex = self.ex = _example()
         torch.manual_seed(42)
         self.X, self.y, self.X_test, self.y_test = ex.modular_addition(p, 0.7, 42)
@@ -55,7 +56,8 @@ class Loop:
             c, t = time.process_time(), time.perf_counter()
             self.mon = Monitor(self.model, F.cross_entropy, (self.X, self.y), out=out, watch=["*self_attn*"],
                                optimizer=self.opt, batch_size=256, seed=42, overwrite=True, verbose=False,
-                               hessian_every=hessian_every)
+                               hessian_every=hessian_every,
+                               defect_every=MonitorConfig().defect_every if defect_every is None else defect_every)
             self._add(c, t, inside=True)
 
     def _add(self, c: float, t: float, inside: bool = False) -> None:
@@ -91,9 +93,10 @@ class Loop:
             self._add(c, t, inside=True)
 
 
-def lockstep(steps: int, out: Path, hessian_every: int = 0) -> dict[str, float | bool]:
+def lockstep(steps: int, out: Path, hessian_every: int = 0, defect_every: int | None = None
+             ) -> dict[str, float | bool]:
     """Train a plain and a monitored copy in turn, step by step; their CPU/wall seconds and the split."""
-    plain, seen = Loop(None), Loop(out, hessian_every=hessian_every)
+    plain, seen = Loop(None), Loop(out, hessian_every=hessian_every, defect_every=defect_every)
     for step in range(1, steps + 1):
         for loop in ((plain, seen) if step % 2 else (seen, plain)):
             loop.step(step)
@@ -109,6 +112,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--hessian-every", type=int, default=0, help="also λ_min every N steps (default off)")
+    ap.add_argument("--defect-every", type=int, default=None,
+                    help="defects every N steps (default: the monitor's default cadence)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -116,11 +121,13 @@ def main() -> None:
     for step in range(1, 51):
         warm.step(step)
     with tempfile.TemporaryDirectory() as tmp:
-        passes = [lockstep(args.steps, Path(tmp) / f"run{i}", args.hessian_every) for i in range(args.repeats)]
+        passes = [lockstep(args.steps, Path(tmp) / f"run{i}", args.hessian_every, args.defect_every)
+                  for i in range(args.repeats)]
     best = min(passes, key=lambda r: r["ratio"])
     res = {"steps": args.steps, "repeats": args.repeats, "passes": passes, "ratio": best["ratio"],
            "overhead_percent": 100 * (best["ratio"] - 1), "median_ratio": sorted(r["ratio"] for r in passes)[
                (len(passes) - 1) // 2], "defaults": MonitorConfig().to_dict(), "hessian_every": args.hessian_every,
+           "defect_every": args.defect_every or MonitorConfig().defect_every,
            "threads": torch.get_num_threads(), "torch": torch.__version__,
            "machine": platform.processor() or platform.machine()}
     if args.json:
