@@ -5,7 +5,7 @@ weight decay 1, minibatches drawn by the user's own generator: grokscope's quick
 grokscope's training code. `grokscope.Monitor` records the run into a store and warns when the commutator
 defect's onset announces grokking.
 
-    python examples/p1_transformer.py                      # a few CPU minutes; store in runs/p1-plain
+    python examples/p1_transformer.py                      # ~20 CPU-seconds (groks at ~1000); runs/p1-plain
     python examples/p1_transformer.py --p 11 --steps 60 --eval-every 20    # tiny (as in the tests)
     grokscope report runs/p1-plain
 """

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import grokscope.monitor.monitor as monitor_module
 from grokscope.cli import main as cli
 from grokscope.errors import ConfigError, StoreError
 from grokscope.monitor import Monitor, parse_metric
@@ -178,3 +179,27 @@ def test_missing_tensorboard_extra_is_one_line_naming_it(tmp_path, monkeypatch, 
     assert not (tmp_path / "tb").exists()  # nothing written
     assert cli(["runs", "tensorboard", str(tmp_path)]) == 2
     assert 'grokscope[tensorboard]' in capsys.readouterr().err
+
+
+def test_rng_saved_only_around_work_and_close_after_a_write_rewrites_only_the_summary(tmp_path, monkeypatch):
+    X, y = _data()
+    mon = Monitor(_model(), F.cross_entropy, (X, y), out=tmp_path / "w", batch_size=8, watch_every=5,
+                  defect_every=5, n_snapshots=0, flush_every=10, warn=False)
+    calls = []
+    real = monitor_module.preserved_rng
+    monkeypatch.setattr(monitor_module, "preserved_rng", lambda: (calls.append(1), real())[1])
+    for s in range(1, 11):
+        mon.step(s, {"test_acc": 0.5})
+    assert len(calls) == 2  # steps 5 and 10 measure (and 10 writes); the metrics-only steps do not touch RNG
+    run = RunDir(tmp_path / "w")
+    stamp = {f: run.file(f).stat().st_mtime_ns for f in ("metrics.parquet", "defect.parquet", "config.json")}
+    assert not run.summary()["finished"]
+    mon.close()
+    assert run.summary()["finished"] and run.summary()["steps_trained"] == 10
+    assert stamp == {f: run.file(f).stat().st_mtime_ns for f in stamp}  # nothing new: not rewritten
+    mon2 = Monitor(_model(), F.cross_entropy, (X, y), out=tmp_path / "v", batch_size=8, defect_every=5,
+                   n_snapshots=0, flush_every=10, warn=False)
+    for s in range(1, 13):
+        mon2.step(s, {"test_acc": 0.5})
+    mon2.close()  # steps 11 and 12 came after the last write: they are written
+    assert RunDir(tmp_path / "v").metrics().step.max() == 12 and RunDir(tmp_path / "v").config().steps == 12

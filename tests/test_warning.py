@@ -3,13 +3,16 @@ and its window comes from the lead relation."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from grokscope.errors import ConfigError
+from grokscope.cli import main as cli
+from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.onset import onset_envelope, onset_threshold
-from grokscope.monitor.evaluate import warning_summary, warning_table
+from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.warning import LeadModel, OnsetDetector, replay
 from grokscope.store import RunDir, write_json
 
@@ -89,3 +92,28 @@ def test_lead_fit_with_p2_alpha_fixed_fits_the_intercept():
     lm = LeadModel.fit(x, y, alpha=1.27)
     assert lm.alpha == 1.27 and lm.intercept == pytest.approx(-1.5 + np.log10([1.1, 0.9, 1.0]).mean())
     assert lm.resid_sd > 0 and lm.n == 3
+
+
+def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_path, capsys):
+    # onsets at 1000/1500/2000 (the threshold detector on these series), grok steps chosen on lead = 10^-1 t^1.27
+    groks = [float(g) for g in (1600, 2300, 3000)]
+    runs = [_fake_run(tmp_path / "calib", f"r{i}", int(g), _series(i, on)) for i, (g, on) in
+            enumerate(zip(groks, (1000, 1500, 2000), strict=True))]
+    leads = [g - on for g, on in zip(groks, (1000, 1500, 2000), strict=True)]
+    lm = calibrate(runs)
+    assert lm.n == 3 and lm.alpha == 1.27
+    assert lm.intercept == pytest.approx(float(np.mean(np.log10(leads) - 1.27 * np.log10(groks))))
+    with pytest.raises(StoreError, match="calibration needs"):
+        calibrate(runs[:1])
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--calibrate", str(tmp_path / "calib"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lead_model"]["intercept"] == pytest.approx(lm.intercept)
+    assert out["summary"]["n_warned_before"] == 3 and [r["lead"] for r in out["runs"]] == leads
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--detector", "magic"]) == 2
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--every", "0"]) == 2
+    capsys.readouterr()
+    every = warning_table(runs, every=300)  # what a monitor measuring every 300 steps would have said
+    for row, (steps, D) in zip(every.itertuples(), (_series(i, on) for i, on in enumerate((1000, 1500, 2000))),
+                               strict=True):
+        ev = replay(steps[steps % 300 == 0], D[steps % 300 == 0])
+        assert row.warning_step == ev.step and row.warning_step % 300 == 0

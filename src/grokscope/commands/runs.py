@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     wr.add_argument("--detector", default="threshold", help="threshold (P2, default) or envelope (P1)")
     wr.add_argument("--calibrate", default=None, metavar="STORE",
                     help="fit the lead relation on the runs of STORE (default: the built-in calibration)")
+    wr.add_argument("--every", type=int, default=None, metavar="N",
+                    help="replay only the defects at multiples of N steps, as a monitor with defect_every=N "
+                         "would have measured them (default: every stored measurement)")
     wr.add_argument("--json", action="store_true")
     wr.set_defaults(func=warnings)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
@@ -120,7 +123,9 @@ def warnings(args: argparse.Namespace) -> int:
     runs = find_runs(args.runs)
     if not runs:
         raise StoreError(f"no grokscope runs under {', '.join(args.runs)}")
-    table = warning_table(runs, args.detector, lead)
+    if args.every is not None and args.every <= 0:
+        raise ConfigError(f"--every {args.every} must be a positive number of steps")
+    table = warning_table(runs, args.detector, lead, every=args.every)
     summary = warning_summary(table)
     if args.json:
         print_json({"lead_model": lead.__dict__, "summary": summary, "runs": table.to_dict("records")})

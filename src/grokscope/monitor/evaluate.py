@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from grokscope.errors import StoreError
-from grokscope.geometry.onset import onset_threshold
+from grokscope.geometry.onset import defect_timing
 from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, replay
 from grokscope.store import DEFECT_TABLE, RunDir
 
@@ -26,19 +26,24 @@ def _grok(run: RunDir) -> int | None:
     return min(g) if g else None
 
 
-def _series(run: RunDir) -> tuple[np.ndarray, np.ndarray] | None:
+def _series(run: RunDir, every: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's inline defect series in step order; `every`: only the measurements at multiples of `every`
+    steps (what a monitor with `defect_every=every` would have measured)."""
     if not run.has_table(DEFECT_TABLE):
         return None
     d = run.table(DEFECT_TABLE).sort_values("step")
+    if every:
+        d = d[d["step"] % every == 0]
     return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
 
 
 def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD,
-                  **options: Any) -> pd.DataFrame:
-    """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window."""
+                  every: int | None = None, **options: Any) -> pd.DataFrame:
+    """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window
+    (`every`: replay only the measurements at multiples of `every` steps)."""
     rows = []
     for run in runs:
-        s = _series(run)
+        s = _series(run, every)
         if s is None or not run.has_summary():
             continue
         cfg, summ = run.config(), run.summary()
@@ -51,7 +56,8 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
                "grok_step": grok, "warning_step": warned, "onset": ev.onset if ev else None,
                "lead": (grok - warned) if grok is not None and warned is not None else None,
                "predicted": ev.predicted_grok if ev else None, "window_lo": ev.window_lo if ev else None,
-               "window_hi": ev.window_hi if ev else None, "peak_ratio": float(np.nanmax(s[1]) / np.nanmedian(s[1][:3]))}
+               "window_hi": ev.window_hi if ev else None,
+               "peak_ratio": defect_timing(*s, {})["defect_peak_ratio"]}
         row["warned_before"] = grok is not None and warned is not None and warned < grok
         row["in_window"] = (grok is not None and ev is not None and ev.window_lo is not None
                             and ev.window_lo <= grok <= (ev.window_hi if ev.window_hi is not None else np.inf))
@@ -87,18 +93,19 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = "") -> LeadModel:
-    """The lead relation lead = 10^b t_grok^α fitted on runs' threshold onsets (positive leads only): with
-    P2's α = 1.27 fixed by default (b alone is fitted), or α too when `alpha` is None."""
+    """The lead relation lead = 10^b t_grok^α fitted on runs' onsets and leads (`geometry.onset.defect_timing`:
+    threshold detector, positive leads only): with P2's α = 1.27 fixed by default (b alone is fitted), or α
+    too when `alpha` is None."""
     x, y = [], []
     for run in runs:
         s = _series(run)
         grok = _grok(run) if run.has_summary() else None
         if s is None or grok is None:
             continue
-        onset = onset_threshold(*s)
-        if onset is not None and grok > onset:
+        lead = defect_timing(*s, {"grok": grok})["lead"]["grok"]
+        if lead is not None and lead > 0:
             x.append(grok)
-            y.append(grok - onset)
+            y.append(lead)
     need = 3 if alpha is None else 2
     if len(x) < need:
         raise StoreError(f"calibration needs >= {need} grokking runs with an onset before grokking, found {len(x)}")

@@ -13,8 +13,8 @@ from grokscope.errors import ConfigError
 class MonitorConfig:
     """Cadences (in the user's steps; 0 turns a measurement off) and sizes of the monitor's records.
 
-    Defaults keep the overhead near 5 % of a small model's training: K = 3 commutator draws (4 gradient
-    evaluations each) every 200 steps, the watched tensors every 100, λ_min off."""
+    Defaults keep the overhead near 6 % of a small model's training (benchmarks/monitor_overhead.py): K = 3
+    commutator draws (4 gradient evaluations each) every 200 steps, the watched tensors every 100, λ_min off."""
 
     watch_every: int = 100  # watched tensors -> trajectory `attn.<name>` (what PCA reads)
     max_records: int = 500  # watched-tensor records kept; beyond it every other one is dropped (bounded memory)

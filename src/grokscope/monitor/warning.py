@@ -83,13 +83,14 @@ class LeadModel:
                 self.grok_step(onset, z * self.resid_sd))
 
 
-# P2's α = 1.27 with the intercept fitted on grokscope's quick preset (p 31, add, wd 1, seeds 42/137, lr 2e-3 and
-# 5e-3: the 3 runs whose threshold onset came before grokking; lr 1e-2 gave lead 0 or no onset), inline
-# defects every 100 steps, 1 thread. Refit: `grokscope runs warnings STORE --calibrate CALIB_STORE`
-# (docs/early-warning.md). With this intercept the relation has no root for onsets later than ≈ 2.0k steps
-# (its largest grok step is ≈ 9.6k), so a warning there comes without a predicted step.
-DEFAULT_LEAD = LeadModel(alpha=P2_ALPHA, intercept=-1.1796, resid_sd=0.2204, n=3,
-                         source="quick preset, add, wd 1, seeds 42/137, lr 2e-3/5e-3")
+# P2's α = 1.27 with the intercept fitted on grokscope's quick preset (p 31, add, wd 1, seeds 42/137, lr 2e-3, 5e-3
+# and 1e-2, 3000-step budget: all 6 runs' threshold onsets came before grokking), inline defects every 100 steps
+# with K = 3, 1 thread, by `geometry.onset.defect_timing` as it stands since the P2 detector follows the authors'
+# script (from the third measurement on, baseline floored at 0.1). Refit: `grokscope runs warnings STORE
+# --calibrate CALIB_STORE` (docs/early-warning.md). With this intercept the relation has no root for onsets
+# later than ≈ 5.5k steps (its largest grok step is ≈ 25.9k), so a warning there comes without a predicted step.
+DEFAULT_LEAD = LeadModel(alpha=P2_ALPHA, intercept=-1.2953, resid_sd=0.1963, n=6,
+                         source="quick preset, add, wd 1, seeds 42/137, lr 2e-3/5e-3/1e-2")
 
 
 @dataclass
