@@ -18,13 +18,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def gemm_gflops(n: int = 1024, seconds: float = 0.3, device: str | torch.device = "cpu",
-                clock: Callable[[], float] = time.perf_counter) -> float:
-    """fp32 GEMM rate (GFLOP/s) of an n x n x n matmul on the current torch threads: best of repeated
-    timings over about `seconds`, so a burst of load from other processes is not taken for the limit.
-    `clock` times each matmul (time.thread_time with one thread: CPU time, for a shared machine)."""
+                clock: Callable[[], float] = time.perf_counter, dtype: torch.dtype = torch.float32) -> float:
+    """GEMM rate (GFLOP/s; fp32 unless `dtype`) of an n x n x n matmul on the current torch threads: best of
+    repeated timings over about `seconds`, so a burst of load from other processes is not taken for the
+    limit. `clock` times each matmul (time.thread_time with one thread: CPU time, for a shared machine)."""
     device = torch.device(device)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    c = torch.empty(n, n, device=device)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    c = torch.empty(n, n, device=device, dtype=dtype)
 
     def sync() -> None:
         if device.type == "cuda":
