@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record-every", type=int, default=100,
                     help="evaluation and attention-matrix cadence (smaller: more records per step)")
     ap.add_argument("--checkpoint-every", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="minibatch size (default: the preset's); smaller = cheaper steps, same records per step")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="run store (default: a temporary directory)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the attention core")
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     base = preset(args.preset, steps=args.steps, eval_every=args.record_every, attn_every=args.record_every,
-                  checkpoint_every=args.checkpoint_every, stop_on_grok=False, defect_every=0)
+                  checkpoint_every=args.checkpoint_every, stop_on_grok=False, defect_every=0,
+                  **({"optim": {"batch": args.batch}} if args.batch else {}))
     cfgs = [with_overrides(base, seed=42 + r) for r in range(args.runs)]
     out = Path(args.out or tempfile.mkdtemp(prefix="grokscope-mem-"))
     rows: list[dict] = []
