@@ -130,7 +130,6 @@ def summarize_hessian(df: pd.DataFrame) -> dict:
         at = g.loc[g["lambda_min"].idxmin()]
         out[str(name)] = {
             "lambda_min": float(at["lambda_min"]),
-            "lambda_min_residual": float(at.get("lambda_min_residual", float("nan"))),
             "step": int(at["step"]),
             "lambda_max": float(at["lambda_max"]),
             "lambda_max_peak": float(g["lambda_max"].max()),
