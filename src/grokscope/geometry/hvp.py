@@ -52,7 +52,7 @@ def make_hvp(problem: Problem, params: Params, pairs: torch.Tensor, targets: tor
     """Flat Hessian-vector product v [R, P] -> H_r v_r of each run's loss at `params` (layout of
     `model.flatten`). mode 'rev' = reverse over reverse: the gradient's graph is built once (forward and
     first backward, kept) and each product is one backward pass through it, (∂g/∂θ)ᵀ v = H v;
-    'fwd' = jvp of grad (same numbers, the whole graph per product; ~4x slower on CPU for the P1 trunk)."""
+    'fwd' = jvp of grad (same numbers, the whole graph per product; ~2.4x slower on CPU for the P1 trunk)."""
     if mode not in ("rev", "fwd"):
         raise ValueError(f"mode must be 'rev' or 'fwd', not {mode!r}")
     params = {k: v.detach() for k, v in params.items()}
