@@ -15,7 +15,9 @@ FlopCounterMode` (`grokscope.perf.count_flops`: matmuls only; Cholesky factorisa
 are not counted), achieved GFLOP/s = GFLOP / CPU s, and the GEMM rate of this process on the same threads
 and clock (`grokscope.perf.gemm_gflops`, best of the measurements right before and after the row; fp64 for
 the float64 P3 row, fp32 for the others): "% of GEMM" = achieved / GEMM and "x bound" = CPU s / (GFLOP /
-GEMM), the time over what the counted FLOPs need at the GEMM rate. Each measurement is preceded by an
+GEMM), the time over what the counted FLOPs need at the GEMM rate. "GEMMs s" is the CPU time of the call's own
+matmuls, each timed alone at its shapes (`grokscope.perf.gemm_bound_seconds`; small or thin GEMMs run below the
+1024^3 rate), and "x GEMMs" = CPU s / that: what the non-GEMM work costs on top. Each measurement is preceded by an
 untimed warm-up on a small instance of the same code; the load average is printed before and after.
 
     nice -n 10 python benchmarks/geometry_throughput.py                      # P1 size, 1 thread (~3 CPU-min)
@@ -44,7 +46,7 @@ from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.hvp import hessian_sample, make_hvp
 from grokscope.geometry.krylov import lanczos
 from grokscope.geometry.normmin.decoupled import DecoupledConfig, simulate_decoupled
-from grokscope.perf import count_flops, gemm_gflops
+from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
 from grokscope.problem import Problem
 
 PARTS = ("hvp", "lanczos", "defect", "decoupled")
@@ -59,6 +61,7 @@ class Row:
     wall_s: float
     gflop: float
     gemm_gflops: float  # GEMM rate of the row's dtype, this process, same threads and clock
+    gemms_alone_s: float  # the call's own matmuls, each timed alone at its shapes (perf.gemm_bound_seconds)
     dtype: str
     loop_cpu_s: float | None = None  # --loop: the same items one at a time
 
@@ -73,6 +76,10 @@ class Row:
     @property
     def bound_ratio(self) -> float:
         return self.cpu_s / (self.gflop / self.gemm_gflops)
+
+    @property
+    def gemms_ratio(self) -> float:
+        return self.cpu_s / self.gemms_alone_s
 
 
 @dataclass
@@ -182,8 +189,10 @@ def measure(job: Job) -> Row:
         c = time.process_time()
         job.loop()
         loop = time.process_time() - c
-    flops = count_flops(job.run)
-    return Row(job.what, job.n, job.item, cpu, wall, flops / 1e9, gemm, str(job.dtype).removeprefix("torch."),
+    calls: list = []
+    flops = count_flops(lambda: calls.extend(gemm_calls(job.run)))
+    alone = gemm_bound_seconds(calls, clock=time.process_time, repeats=3, dtype=job.dtype)
+    return Row(job.what, job.n, job.item, cpu, wall, flops / 1e9, gemm, alone, str(job.dtype).removeprefix("torch."),
                loop)
 
 
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.json:
         print(f"# {env}", flush=True)
         print(f"{'analysis':<26} {'n':>5} {'CPU s':>8} {'wall s':>8} {'CPU s/item':>11} {'GFLOP':>8} "
-              f"{'GFLOP/s':>8} {'GEMM':>7} {'% GEMM':>7} {'x bound':>8}", flush=True)
+              f"{'GFLOP/s':>8} {'GEMM':>7} {'% GEMM':>7} {'x bound':>8} {'GEMMs s':>8} {'x GEMMs':>8}", flush=True)
     rows = []
     for part in parts:
         row = measure(JOBS[part](a))
@@ -241,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.json:
             print(f"{row.what:<26} {row.n:>5} {row.cpu_s:>8.2f} {row.wall_s:>8.2f} {row.cpu_s / row.n:>11.4f} "
                   f"{row.gflop:>8.1f} {row.gflops:>8.1f} {row.gemm_gflops:>7.1f} {row.pct_of_gemm:>6.1f}% "
-                  f"{row.bound_ratio:>7.2f}x  ({row.item}s, {row.dtype})", flush=True)
+                  f"{row.bound_ratio:>7.2f}x {row.gemms_alone_s:>8.3f} {row.gemms_ratio:>7.2f}x  "
+                  f"({row.item}s, {row.dtype})", flush=True)
             if row.loop_cpu_s is not None:
                 print(f"{'':<26} one {row.item} at a time: {row.loop_cpu_s:.2f} CPU s "
                       f"({row.loop_cpu_s / row.cpu_s:.2f}x the batched call)", flush=True)
@@ -250,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     env["load_after"] = [round(x, 2) for x in os.getloadavg()]
     if a.json:
         print(json.dumps({**env, "rows": [{**asdict(r), "gflops": r.gflops, "pct_of_gemm": r.pct_of_gemm,
-                                           "bound_ratio": r.bound_ratio} for r in rows]}, indent=1))
+                                           "bound_ratio": r.bound_ratio, "gemms_ratio": r.gemms_ratio}
+                                          for r in rows]}, indent=1))
     else:
         print(f"# load average after: {env['load_after']}", flush=True)
     return 0

@@ -74,14 +74,15 @@ def gemm_calls(fn: Callable[[], object]) -> list[tuple[object, tuple[tuple[int, 
 
 
 def gemm_bound_seconds(calls: list[tuple[object, tuple[tuple[int, ...], ...]]], device: str | torch.device = "cpu",
-                       repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+                       repeats: int = 5, clock: Callable[[], float] = time.perf_counter,
+                       dtype: torch.dtype = torch.float32) -> float:
     """Seconds the matmuls `calls` take when each runs alone at its own shapes (best of `repeats`, summed):
     the time a step made of exactly these GEMMs would need with zero overhead between them."""
     device, total, cache = torch.device(device), 0.0, {}
     for func, shapes in calls:
         key = (func, shapes)
         if key not in cache:
-            xs = [torch.randn(s, device=device) for s in shapes]
+            xs = [torch.randn(s, device=device, dtype=dtype) for s in shapes]
             func(*xs)
             best = float("inf")
             for _ in range(repeats):
