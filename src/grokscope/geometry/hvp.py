@@ -72,12 +72,14 @@ def make_hvp(problem: Problem, params: Params, pairs: torch.Tensor, targets: tor
 
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     with torch.enable_grad():
-        g = torch.autograd.grad(total(leaves), list(leaves.values()), create_graph=True)
+        g = torch.autograd.grad(total(leaves), list(leaves.values()), create_graph=True, materialize_grads=True)
+    live = [i for i, gi in enumerate(g) if gi.requires_grad]  # a constant gradient adds nothing to H v
 
     def reverse_over_reverse(v: torch.Tensor) -> torch.Tensor:
-        vd = M.unflatten(v.to(dtype), params)
+        vd = list(M.unflatten(v.to(dtype), params).values())
         with torch.enable_grad():
-            hv = torch.autograd.grad(g, list(leaves.values()), grad_outputs=list(vd.values()), retain_graph=True)
+            hv = torch.autograd.grad([g[i] for i in live], list(leaves.values()), grad_outputs=[vd[i] for i in live],
+                                     retain_graph=True, materialize_grads=True)  # unreached parameters: 0
         return torch.cat([h.flatten(1) for h in hv], 1)
 
     return reverse_over_reverse
