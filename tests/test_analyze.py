@@ -111,3 +111,16 @@ def test_analyze_command_errors(run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["analyze", str(tmp_path / "empty"), "--what", "pca"]) == 2
     assert "no grokscope runs" in capsys.readouterr().err
+
+
+def test_analyze_hessian_lanczos_options(run, capsys):
+    """`--lanczos-iters` / `--lanczos-tol` reach the Lanczos run: the table records the steps taken, the Ritz
+    residuals, and (with a tolerance) whether λ_min and λ_max met it (convergence itself: test_hessian.py)."""
+    assert main(["analyze", str(run.path), "--what", "hessian", "--lanczos-iters", "30", "--lanczos-tol", "0.5",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)[run.config().name]["hessian"]
+    h = run.table("hessian")
+    assert "converged" in h and (h["lanczos_iters"] <= 30).all() and (h["lambda_min_residual"] > 0).all()
+    done = h[h["converged"]]
+    assert (done["lambda_min_residual"] <= 0.5 * done["lambda_min"].abs()).all()
+    assert res["total"]["lambda_min"] == pytest.approx(h[h["loss"] == "total"]["lambda_min"].min())

@@ -181,6 +181,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     # ---- analysis commands: values
     ("analyze-what-unknown", lambda c: ["analyze", str(c.run()), "--what", "pca,magic"], "'magic'"),
     ("analyze-draws-0", lambda c: ["analyze", str(c.run()), "--draws", "0"], "draws=0"),
+    ("analyze-lanczos-iters-0", lambda c: ["analyze", str(c.run()), "--lanczos-iters", "0"], "--lanczos-iters=0"),
+    ("analyze-lanczos-tol-nan", lambda c: ["analyze", str(c.run()), "--lanczos-tol", "nan"], "--lanczos-tol=nan"),
     ("analyze-device", lambda c: ["analyze", str(c.run()), "--device", "gpu0"], "'gpu0'"),
     ("intervene-fraction-nan", lambda c: ["intervene", str(c.run()), "--fractions", "0.1,nan"], "nan"),
     ("intervene-fraction-negative", lambda c: ["intervene", str(c.run()), "--fractions", "-0.1"], "-0.1"),

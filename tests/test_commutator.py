@@ -7,7 +7,13 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
-from grokscope.geometry.commutator import commutator_defect, defect_from_grad_fn, defect_precision, defect_probe
+from grokscope.geometry.commutator import (
+    batched_defects,
+    commutator_defect,
+    defect_from_grad_fn,
+    defect_precision,
+    defect_probe,
+)
 from grokscope.geometry.pca import random_basis
 from grokscope.problem import Problem
 
@@ -175,3 +181,28 @@ def test_defect_precision_three_ways():
     assert bool((err <= 4 * res.roundoff_floor + 1e-3 * ref).all())
     # at this tiny scale the floor is ~half the defect, and subtraction's error is 100× gradient difference's
     assert float(err.mean()) > 100 * float((res.gradient_difference - ref).abs().mean())
+
+
+def test_chunked_rows_equal_all_rows_at_once_with_mixed_losses():
+    """`batched_defects` in chunks of rows gives the numbers of one call over all rows, and each row keeps its
+    run's loss when the runs of a batch differ in it (StableMax next to cross-entropy, rows n mod R)."""
+    cfgs = [preset("quick", seed=s, data=dict(p=7, tasks=("add",)), model=dict(d_model=8, n_heads=2, d_ff=16),
+                   optim=dict(batch=32), defect_every=0, method=dict(name=m))
+            for s, m in ((1, "baseline"), (2, "stablemax"), (3, "baseline"))]
+    pb = Problem(cfgs)
+    params = pb.init_params()
+    draws = 3
+    theta = M.flatten(params).repeat(draws, 1)
+    pa, ta = (torch.cat(x) for x in zip(*[pb.minibatch(5, salt=2 * k + 1) for k in range(draws)], strict=True))
+    qb, tb = (torch.cat(x) for x in zip(*[pb.minibatch(5, salt=2 * k + 2) for k in range(draws)], strict=True))
+    ones = torch.ones(1)
+    whole = batched_defects(pb, theta, params, pa, ta, qb, tb, ones, ones, ETA, chunk=theta.shape[0])
+    for chunk in (1, 2, 4):
+        D, delta = batched_defects(pb, theta, params, pa, ta, qb, tb, ones, ones, ETA, chunk=chunk)
+        torch.testing.assert_close(D, whole[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(delta, whole[1], rtol=1e-5, atol=1e-12)
+    for r in range(pb.R):  # run 1's rows (1, 4, 7) under StableMax, as that run measured alone
+        sub, one = pb.subset([r]), {k: v[r:r + 1] for k, v in params.items()}
+        rows = torch.arange(r, theta.shape[0], pb.R)
+        D, _ = batched_defects(sub, theta[rows], one, pa[rows], ta[rows], qb[rows], tb[rows], ones, ones, ETA)
+        torch.testing.assert_close(D, whole[0][rows], rtol=1e-5, atol=0)

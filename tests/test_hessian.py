@@ -187,3 +187,65 @@ def test_analyze_hessian_on_a_real_run(tiny_run):
     assert s["depth"] == s["total"]["lambda_min"] == tot["lambda_min"].min()
     assert s["total"]["step"] == int(tot.loc[tot["lambda_min"].idxmin(), "step"])
     assert set(TASKS) <= set(s) and all(math.isfinite(s[t]["exec_curv"]) for t in TASKS)
+
+
+def test_analyze_hessian_residuals_and_convergence(tiny_run):
+    """Every row carries its Ritz residuals; with `tol` the iteration runs on until λ_min and λ_max meet it,
+    and the converged λ_min is never above the 6-step one from the same start (interlacing)."""
+    short = analyze_hessian(tiny_run, n_checkpoints=2, k=3, iters=6, n_samples=32, subspace=False)
+    assert {"lambda_min_residual", "lambda_max_residual", "bottom_residual", "lanczos_iters"} <= set(short.columns)
+    assert (short["lanczos_iters"] == 6).all() and "converged" not in short.columns
+    assert (short["lambda_min_residual"] > 0).all()
+    tol = 1e-4
+    conv = analyze_hessian(tiny_run, n_checkpoints=2, k=3, iters=300, n_samples=32, subspace=False, tol=tol)
+    assert conv["converged"].all() and (conv["lanczos_iters"] > 6).all()
+    assert (conv["lambda_min_residual"] <= tol * conv["lambda_min"].abs()).all()
+    scale = conv["lambda_max"].abs().max()
+    assert (conv["lambda_min"] <= short["lambda_min"] + 1e-5 * scale).all()
+
+
+def _dense_spectrum(P: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:
+    """A symmetric matrix whose bottom end is the edge of a dense continuum (no gap below λ_min, as a trained
+    model's Hessian bulk): P − 10 eigenvalues evenly in [−2, 40], 10 outliers in [45, 100];
+    returns (A, eigenvalues ascending)."""
+    vals = torch.cat([torch.linspace(-2, 40, P - 10), torch.linspace(45, 100, 10)])
+    Qm, _ = torch.linalg.qr(torch.randn(P, P, generator=_gen(11), dtype=torch.float64))
+    return (Qm * vals.double()) @ Qm.T, vals.double().sort().values
+
+
+def test_lanczos_25_steps_vs_converged_on_a_dense_spectrum():
+    """The papers' 25 steps leave λ_min of a dense spectrum far from the truth, and say so through the
+    residual (not converged by the tolerance test); run to tol it converges, each Ritz value within its
+    residual of an eigenvalue, and the reported residuals equal ‖A y − θ y‖ computed from the vectors."""
+    A, ev = _dense_spectrum()
+    v0 = torch.randn(2, A.shape[0], generator=_gen(12), dtype=torch.float64)
+    mv = lambda v: v @ A  # noqa: E731
+    tol = 1e-3
+    short = lanczos(mv, v0, iters=25, k=5, tol=None)
+    assert short.iters == 25 and short.converged is None
+    assert (short.lambda_min - ev[0] > 0.1).all()  # 25 steps: λ_min off by > 5 % of the true −2
+    assert (short.bottom_residual[:, 0] > tol * short.lambda_min.abs()).all()  # ... and the residual shows it
+    assert (short.lambda_max - ev[-1]).abs().max() < 1e-3  # the isolated top converged
+    conv = lanczos(mv, v0, iters=600, k=5, tol=tol, vectors=True)
+    assert conv.converged.all() and 25 < conv.iters < 600
+    assert (conv.bottom_residual[:, 0] <= tol * conv.lambda_min.abs()).all()
+    assert ((conv.lambda_min - ev[0]).abs() <= conv.bottom_residual[:, 0] + 1e-10).all()
+    assert ((conv.lambda_min - ev[0]).abs() < 1e-4).all()
+    for ritz, vec, resid in ((conv.bottom, conv.bottom_vectors, conv.bottom_residual),
+                             (conv.top, conv.top_vectors, conv.top_residual)):
+        true = (vec @ A - ritz[..., None] * vec).norm(dim=-1)
+        torch.testing.assert_close(true, resid, rtol=1e-4, atol=1e-9)
+        gap = (ritz[..., None] - ev).abs().min(-1).values
+        assert (gap <= resid + 1e-10).all()
+
+
+def test_lanczos_tol_stops_early_on_an_easy_spectrum():
+    """Well-separated extremes converge in few steps: `tol` stops there, with the same λ_min as a long run."""
+    vals = torch.cat([torch.tensor([-10.0, 40.0]), torch.linspace(0, 1, 398)]).double()
+    Qm, _ = torch.linalg.qr(torch.randn(400, 400, generator=_gen(13), dtype=torch.float64))
+    A = (Qm * vals) @ Qm.T
+    v0 = torch.randn(1, 400, generator=_gen(14), dtype=torch.float64)
+    res = lanczos(lambda v: v @ A, v0, iters=200, k=3, tol=1e-8)
+    assert res.converged.all() and res.iters < 60
+    assert res.lambda_min.item() == pytest.approx(-10.0, rel=1e-8)
+    assert res.lambda_max.item() == pytest.approx(40.0, rel=1e-8)

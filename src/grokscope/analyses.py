@@ -151,15 +151,16 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points:
 
 
 @register("hessian")
-def analyze_hessian_run(run: RunDir, device: str = "cpu", n_checkpoints: int = 30) -> dict[str, Any]:
+def analyze_hessian_run(run: RunDir, device: str = "cpu", n_checkpoints: int = 30, iters: int = 25,
+                        tol: float | None = None) -> dict[str, Any]:
     """Bottom/top Hessian eigenvalues at ≤ n_checkpoints checkpoints → hessian.parquet
-    (grokscope.geometry.hessian). A monitored run: the summary of the λ_min its monitor recorded (Monitor
-    hessian_every)."""
+    (grokscope.geometry.hessian; `iters` Lanczos steps as the papers, or up to `iters` until the residual
+    tolerance `tol`). A monitored run: the summary of the λ_min its monitor recorded (Monitor hessian_every)."""
     if _external(run):
         if not run.has_table(HESSIAN_TABLE):
             return {"skipped": "monitored run without λ_min (Monitor hessian_every=0)"}
         return {"source": "inline (Monitor)", **summarize_hessian(run.table(HESSIAN_TABLE))}
-    df = analyze_hessian(run, n_checkpoints=n_checkpoints, device=device)
+    df = analyze_hessian(run, n_checkpoints=n_checkpoints, device=device, iters=iters, tol=tol)
     run.write_table(HESSIAN_TABLE, df)
     return summarize_hessian(df)
 

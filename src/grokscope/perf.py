@@ -18,13 +18,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def gemm_gflops(n: int = 1024, seconds: float = 0.3, device: str | torch.device = "cpu",
-                clock: Callable[[], float] = time.perf_counter) -> float:
-    """fp32 GEMM rate (GFLOP/s) of an n x n x n matmul on the current torch threads: best of repeated
-    timings over about `seconds`, so a burst of load from other processes is not taken for the limit.
-    `clock` times each matmul (time.thread_time with one thread: CPU time, for a shared machine)."""
+                clock: Callable[[], float] = time.perf_counter, dtype: torch.dtype = torch.float32) -> float:
+    """GEMM rate (GFLOP/s; fp32 unless `dtype`) of an n x n x n matmul on the current torch threads: best of
+    repeated timings over about `seconds`, so a burst of load from other processes is not taken for the
+    limit. `clock` times each matmul (time.thread_time with one thread: CPU time, for a shared machine)."""
     device = torch.device(device)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    c = torch.empty(n, n, device=device)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    c = torch.empty(n, n, device=device, dtype=dtype)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -74,14 +74,15 @@ def gemm_calls(fn: Callable[[], object]) -> list[tuple[object, tuple[tuple[int, 
 
 
 def gemm_bound_seconds(calls: list[tuple[object, tuple[tuple[int, ...], ...]]], device: str | torch.device = "cpu",
-                       repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+                       repeats: int = 5, clock: Callable[[], float] = time.perf_counter,
+                       dtype: torch.dtype = torch.float32) -> float:
     """Seconds the matmuls `calls` take when each runs alone at its own shapes (best of `repeats`, summed):
     the time a step made of exactly these GEMMs would need with zero overhead between them."""
     device, total, cache = torch.device(device), 0.0, {}
     for func, shapes in calls:
         key = (func, shapes)
         if key not in cache:
-            xs = [torch.randn(s, device=device) for s in shapes]
+            xs = [torch.randn(s, device=device, dtype=dtype) for s in shapes]
             func(*xs)
             best = float("inf")
             for _ in range(repeats):

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated analyses from {','.join(WHAT)} (default: all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--draws", type=int, default=9, help="commutator draws per snapshot (default 9)")
+    p.add_argument("--lanczos-iters", type=int, default=25,
+                   help="Lanczos steps for the Hessian (default 25, the papers'); with --lanczos-tol: the cap")
+    p.add_argument("--lanczos-tol", type=float, default=None,
+                   help="run Lanczos until λ_min's and λ_max's Ritz residuals are <= TOL·|λ| (e.g. 1e-3; "
+                        "FIDELITY-AUDIT item 15: 25 steps need not converge)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -36,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown analysis {w!r}; choose from {', '.join(WHAT)}")
     if args.draws < 1:
         raise ConfigError(f"draws={args.draws} must be >= 1")
+    if args.lanczos_iters < 1:
+        raise ConfigError(f"--lanczos-iters={args.lanczos_iters} must be >= 1")
+    if args.lanczos_tol is not None and not 0 < args.lanczos_tol < 1:
+        raise ConfigError(f"--lanczos-tol={args.lanczos_tol} must be in (0, 1)")
+    options = {"defect": {"draws": args.draws},
+               "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol}}
     device = resolve_device(check_device(args.device))
     runs = find_runs(args.runs)
     if not runs:
@@ -49,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             for w in WHAT:
                 if w in what:
                     say(f"run {i + 1}/{len(runs)} {r.path.name}: {w}")
-                    out[w] = run_analysis(r, w, device, **({"draws": args.draws} if w == "defect" else {}))
+                    out[w] = run_analysis(r, w, device, **options.get(w, {}))
             results[r.config().name] = out
     if args.json:
         print_json(results)

@@ -66,16 +66,22 @@ def _normalise(delta: torch.Tensor, ga: torch.Tensor, gb: torch.Tensor, eta: flo
 
 
 def _flat_grad_fn(problem: Problem, like: Params, pairs: torch.Tensor, targets: torch.Tensor,
-                  weights: torch.Tensor) -> GradFn:
-    """θ [N, P] -> per-row gradient [N, P] of Σ_t w[n, t]·loss_t on row n's own minibatch."""
+                  weights: torch.Tensor, runs: torch.Tensor | None = None) -> GradFn:
+    """θ [N, P] -> per-row gradient [N, P] of Σ_t w[n, t]·loss_t on row n's own minibatch, each row under
+    the loss of its run (`runs` [N]; default row n mod R, see `Problem.per_task_loss`). Differentiates
+    per parameter tensor (views of θ made leaves) and concatenates once: through the slicing of θ the
+    backward would build and sum one zero [N, P] buffer per tensor (half the time of a P1 measurement)."""
 
-    def total(theta: torch.Tensor) -> torch.Tensor:
-        params = M.unflatten(theta, like)
-        out = M.forward(params, pairs, problem.model, problem.data)
-        per_task = problem.per_task_loss(out, targets)  # the run's own loss (rows are run-minor)
-        return (per_task * weights.to(per_task.dtype)).sum()
+    def grad(theta: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            leaves = {k: v.detach().requires_grad_() for k, v in M.unflatten_views(theta.contiguous(), like).items()}
+            out = M.forward(leaves, pairs, problem.model, problem.data)
+            per_task = problem.per_task_loss(out, targets, runs)
+            total = (per_task * weights.to(per_task.dtype)).sum()
+            grads = torch.autograd.grad(total, list(leaves.values()))
+        return torch.cat([g.flatten(1) for g in grads], 1)
 
-    return torch.func.grad(total)
+    return grad
 
 
 def _task_weights(problem: Problem, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,17 +134,30 @@ def after_training_draw(run: RunDir, problem: Problem) -> int | None:
 
 def batched_defects(problem: Problem, theta: torch.Tensor, like: Params, pa: torch.Tensor, ta: torch.Tensor,
                     pb: torch.Tensor, tb: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor,
-                    eta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D [N], δ [N, P]) for N flat points θ [N, P], each with its own minibatches A, B ([N, Bsz, ...]):
-    two gradient calls over 2N rows (A and B halves side by side)."""
+                    eta: float, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D [N], δ [N, P]) for N flat points θ [N, P], each with its own minibatches A, B ([N, Bsz, ...]);
+    row n belongs to run n mod R (run-minor stacks, as `Problem.per_task_loss`). `chunk` rows at a time,
+    each two gradient calls over 2·chunk rows (A and B halves side by side): the same numbers as all rows at
+    once, but activations small enough to stay in cache (P1, 18 runs × 9 draws: ≈1.5x less CPU time)."""
     N = theta.shape[0]
-    w = torch.cat([wa.expand(N, -1), wb.expand(N, -1)])
-    first = _flat_grad_fn(problem, like, torch.cat([pa, pb]), torch.cat([ta, tb]), w)
+    wa, wb = wa.expand(N, -1), wb.expand(N, -1)
+    runs = torch.arange(N, device=theta.device) % problem.R
+    out = [_defect_rows(problem, theta[s], like, pa[s], ta[s], pb[s], tb[s], wa[s], wb[s], eta, runs[s])
+           for s in (slice(i, i + max(1, chunk)) for i in range(0, N, max(1, chunk)))]
+    return torch.cat([d for d, _ in out]), torch.cat([delta for _, delta in out])
+
+
+def _defect_rows(problem: Problem, theta: torch.Tensor, like: Params, pa: torch.Tensor, ta: torch.Tensor,
+                 pb: torch.Tensor, tb: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor, eta: float,
+                 runs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batched_defects` for one chunk of rows (weights [n, T], `runs` [n] the rows' runs)."""
+    N = theta.shape[0]
+    both = torch.cat([runs, runs])
+    first = _flat_grad_fn(problem, like, torch.cat([pa, pb]), torch.cat([ta, tb]), torch.cat([wa, wb]), both)
     g = first(torch.cat([theta, theta]))
     ga, gb = g[:N], g[N:]
     # second stage: B's gradient after A's step, A's gradient after B's step
-    w2 = torch.cat([wb.expand(N, -1), wa.expand(N, -1)])
-    second = _flat_grad_fn(problem, like, torch.cat([pb, pa]), torch.cat([tb, ta]), w2)
+    second = _flat_grad_fn(problem, like, torch.cat([pb, pa]), torch.cat([tb, ta]), torch.cat([wb, wa]), both)
     g2 = second(torch.cat([theta - eta * ga, theta - eta * gb]))
     gb_after_a, ga_after_b = g2[:N], g2[N:]
     delta = eta * ((gb - gb_after_a) - (ga - ga_after_b))

@@ -6,7 +6,11 @@ reads the run directory and batches its checkpoints × losses on the run axis of
 What `analyze_hessian` reports per (checkpoint, loss):
 - `lambda_min`, `lambda_max`: the smallest / largest Ritz value of 25 Lanczos steps with full
   re-orthogonalisation on the Hessian of the loss over a fixed sample of 512 training examples
-  (`bottom`, `top`: the k = 5 smallest ascending, the k largest descending).
+  (`bottom`, `top`: the k = 5 smallest ascending, the k largest descending), as the papers computed them.
+  25 steps need not converge (FIDELITY-AUDIT item 15): `lambda_min_residual`, `lambda_max_residual`,
+  `bottom_residual` are the Ritz residuals ‖H y − θ y‖ (a true eigenvalue lies within each), and with
+  `tol` the iteration runs on (up to `iters`) until λ_min's and λ_max's residuals are ≤ tol·|θ|
+  (`lanczos_iters`, `converged` say how it ended).
 - `exec_curv` (`exec_max`): the smallest (largest) eigenvalue of Bᵀ H B, with B the orthonormal
   execution basis [P, K] of `grokscope.geometry.pca.exec_basis`: the extreme Rayleigh quotients of H over
   the execution subspace, computed exactly from K HVPs.
@@ -52,12 +56,12 @@ def _exec_basis(run: RunDir) -> torch.Tensor | None:
 
 def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int = 25, n_samples: int = 512,
                     device: str = "cpu", batch_checkpoints: int = 8, subspace: bool = True,
-                    mode: str = "rev", seed: int = 0) -> pd.DataFrame:
+                    mode: str = "rev", seed: int = 0, tol: float | None = None) -> pd.DataFrame:
     """Hessian spectrum of a run at ≤ n_checkpoints snapshots (`checkpoint_indices`; a paper-exact run: the
     script's checkpoints, `geometry.checkpoints`) for the total loss and each task's loss:
     one row per (step, loss), in step order, with lambda_min, lambda_max, bottom, top, exec_curv,
-    perp_curv (see the module doc). `batch_checkpoints` snapshots × all losses share the run axis of
-    one batched Lanczos."""
+    perp_curv and the residuals (see the module doc). `batch_checkpoints` snapshots × all losses share the
+    run axis of one batched Lanczos; `tol`: run to that residual tolerance, `iters` being the cap."""
     cfg = run.config()
     problem = Problem([cfg], device)
     tasks = problem.tasks
@@ -90,11 +94,11 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
         # one start vector per checkpoint (seeded by its index), shared by its losses, whatever the batching
         v0 = torch.stack([torch.randn(P, generator=torch.Generator().manual_seed(seed * 7919 + int(i)))
                           for i in sel]).to(problem.device)
-        full = lanczos(hvp, v0, iters, k, seed=seed)
+        full = lanczos(hvp, v0, iters, k, seed=seed, tol=tol)
         ex = pp = None
         if basis is not None:
             ex = subspace_curvature(hvp, basis, R)
-            pp = complement_lanczos(hvp, basis, v0, iters, k)
+            pp = complement_lanczos(hvp, basis, v0, iters, k, tol)
         for r in range(R):
             rows.append({
                 "step": int(steps[sel[r]]),
@@ -108,7 +112,11 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
                 "exec_max": float(ex[r, -1]) if ex is not None else float("nan"),
                 "perp_max": float(pp.top[r, 0]) if pp is not None else float("nan"),
                 "lambda_min_residual": float(full.bottom_residual[r, 0]),
+                "lambda_max_residual": float(full.top_residual[r, 0]),
+                "bottom_residual": full.bottom_residual[r].tolist(),
+                "lanczos_iters": full.iters,
                 "loss_value": float(value[r]),
+                **({"converged": bool(full.converged[r])} if full.converged is not None else {}),
             })
     return pd.DataFrame(rows)
 

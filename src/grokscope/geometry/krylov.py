@@ -24,7 +24,8 @@ class LanczosResult:
     """Ritz values of an m-step Lanczos run per run: `ritz` [R, m] ascending; `bottom` [R, k] the k
     smallest (ascending), `top` [R, k] the k largest (descending); `residual` [R, m] and `*_residual`
     the residual norms ‖H y − θ y‖ = |β_m s_m| of the Ritz pairs (each Ritz value lies within its
-    residual of a true eigenvalue); `*_vectors` [R, k, P] when asked for."""
+    residual of a true eigenvalue); `iters` the steps taken (m); `converged` [R] whether λ_min and λ_max
+    met the tolerance (None without one); `*_vectors` [R, k, P] when asked for."""
 
     ritz: torch.Tensor
     residual: torch.Tensor
@@ -33,6 +34,7 @@ class LanczosResult:
     bottom_residual: torch.Tensor
     top_residual: torch.Tensor
     iters: int
+    converged: torch.Tensor | None = None
     bottom_vectors: torch.Tensor | None = None
     top_vectors: torch.Tensor | None = None
 
@@ -52,23 +54,47 @@ def _orthogonalize(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def _ritz(alpha: torch.Tensor, beta: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ritz values [R, m] (ascending), eigenvectors S [R, m, m] of the tridiagonal T_m and residual
+    norms |β_m s_m| [R, m] from the first m Lanczos coefficients."""
+    a, off = alpha[:, :m], beta[:, : m - 1]
+    T = torch.diag_embed(a) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    theta, S = torch.linalg.eigh(T)
+    return theta, S, (beta[:, m - 1 : m] * S[:, m - 1, :]).abs()
+
+
+def _extremes_converged(theta: torch.Tensor, resid: torch.Tensor, tol: float) -> torch.Tensor:
+    """[R] whether λ_min's and λ_max's Ritz pairs have residual ≤ tol·|θ| (ARPACK's test; a pair whose
+    θ is below 1e-6 of the spectrum's scale is judged against that scale instead)."""
+    scale = theta.abs().amax(1, keepdim=True)
+    ends = torch.stack([theta[:, 0], theta[:, -1]], 1)
+    r = torch.stack([resid[:, 0], resid[:, -1]], 1)
+    return (r <= tol * torch.maximum(ends.abs(), 1e-6 * scale)).all(1)
+
+
 def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vectors: bool = False,
-            project: MatVec | None = None, seed: int = 0) -> LanczosResult:
+            project: MatVec | None = None, seed: int = 0, tol: float | None = None,
+            check_every: int = 5) -> LanczosResult:
     """Batched symmetric Lanczos with full re-orthogonalisation: `matvec` maps [R, P] -> [R, P] (one
     symmetric operator per run), `v0` [R, P] starts each run. Returns the k smallest and k largest
-    Ritz values per run. On breakdown (an invariant subspace found) a run restarts from a random
-    vector orthogonal to its basis (`project` maps it into the operator's domain, e.g. a subspace)."""
+    Ritz values per run with their residual norms. Without `tol`: exactly `iters` steps (the papers: 25).
+    With `tol`: up to `iters` steps, stopping (checked every `check_every` steps) once every run's λ_min
+    and λ_max pairs have residual ≤ tol·|θ|; `converged` says which runs got there. On breakdown (an
+    invariant subspace found) a run restarts from a random vector orthogonal to its basis (`project`
+    maps it into the operator's domain, e.g. a subspace). Memory: the basis is [R, steps, P]."""
     R, P = v0.shape
     m = min(iters, P)
     k = min(k, m)
     dtype, eps = v0.dtype, torch.finfo(v0.dtype).eps
     gen = torch.Generator().manual_seed(seed)
-    Q = v0.new_zeros(R, m, P)
+    Q = v0.new_zeros(R, m if tol is None else min(m, 64), P)  # grows by doubling when converging to tol
     alpha = torch.zeros(R, m, dtype=torch.float64)
     beta = torch.zeros(R, m, dtype=torch.float64)
     q = v0 / v0.norm(dim=1, keepdim=True)
     scale = torch.zeros(R, dtype=torch.float64)
     for j in range(m):
+        if j == Q.shape[1]:
+            Q = torch.cat([Q, torch.zeros_like(Q[:, : min(Q.shape[1], m - j)])], 1)
         Q[:, j] = q
         w = matvec(q).to(dtype)
         a = (w * q).sum(1)
@@ -81,6 +107,11 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vecto
         scale = torch.maximum(scale, alpha[:, j].abs() + beta[:, j])
         if j == m - 1:
             break
+        if tol is not None and j + 1 >= 2 * k and (j + 1) % check_every == 0:
+            theta, _, resid = _ritz(alpha, beta, j + 1)
+            if bool(_extremes_converged(theta, resid, tol).all()):
+                m = j + 1
+                break
         dead = (beta[:, j] <= 1e3 * eps * scale.clamp_min(1e-30)).to(w.device)
         if dead.any():  # invariant subspace: restart with a fresh direction, decoupled (β = 0)
             fresh = torch.randn(R, P, generator=gen, dtype=dtype).to(w.device)
@@ -91,19 +122,17 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vecto
             beta[dead.cpu(), j] = 0.0
         q = w / w.norm(dim=1, keepdim=True)
 
-    off = beta[:, : m - 1]
-    T = torch.diag_embed(alpha) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    theta, S = torch.linalg.eigh(T)  # ascending
-    resid = (beta[:, m - 1 : m] * S[:, m - 1, :]).abs()
+    theta, S, resid = _ritz(alpha, beta, m)
+    k = min(k, m)
     lo, hi = torch.arange(k), torch.arange(m - 1, m - 1 - k, -1)
     res = LanczosResult(ritz=theta, residual=resid, bottom=theta[:, lo], top=theta[:, hi],
-                        bottom_residual=resid[:, lo], top_residual=resid[:, hi], iters=m)
+                        bottom_residual=resid[:, lo], top_residual=resid[:, hi], iters=m,
+                        converged=None if tol is None else _extremes_converged(theta, resid, tol))
     if vectors:
         Sd = S.to(device=Q.device, dtype=dtype)
-        res.bottom_vectors = torch.einsum("rjp,rjk->rkp", Q, Sd[:, :, lo])
-        res.top_vectors = torch.einsum("rjp,rjk->rkp", Q, Sd[:, :, hi])
+        res.bottom_vectors = torch.einsum("rjp,rjk->rkp", Q[:, :m], Sd[:, :, lo])
+        res.top_vectors = torch.einsum("rjp,rjk->rkp", Q[:, :m], Sd[:, :, hi])
     return res
-
 
 
 def conjugate_gradient(matvec: MatVec, b: torch.Tensor, iters: int = 100, tol: float = 1e-6
@@ -160,9 +189,9 @@ def complement_projector(basis: torch.Tensor, R: int) -> MatVec:
 
 
 def complement_lanczos(matvec: MatVec, basis: torch.Tensor, v0: torch.Tensor, iters: int = 25,
-                       k: int = 5) -> LanczosResult:
+                       k: int = 5, tol: float | None = None) -> LanczosResult:
     """Lanczos on P⊥ H P⊥ (P⊥ = I − B Bᵀ) started in the complement of span(B): Ritz values of H
-    restricted to the orthogonal complement of the subspace."""
+    restricted to the orthogonal complement of the subspace (`iters`, `tol` as `lanczos`)."""
     proj = complement_projector(basis, v0.shape[0])
-    return lanczos(lambda v: proj(matvec(proj(v))), proj(v0), iters, k, project=proj)
+    return lanczos(lambda v: proj(matvec(proj(v))), proj(v0), iters, k, project=proj, tol=tol)
 
