@@ -24,18 +24,20 @@ PC1 = {"layers.0.attn.W_K": 98.56373725337016, "layers.0.attn.W_O": 99.064715358
 # The commutator defects (defect_final, defect_peak_ratio, proj_ratio, POSTHOC_DEFECT) are re-pinned after the model's
 # forward moved to batched GEMMs with folded LayerNorm affines: a defect divides a gradient difference
 # by η = 1e-3, so float32 rounding shows at ~1e-4 relative and moves with the order of operations. In
-# float64 the old and new forward give the same defect to 2e-14; in float32 they differ by 1.2e-4.
+# float64 the old and new forward give the same defect to 2e-14; in float32 they differ by 1.2e-4. Re-pinned once
+# more when the last layer began computing only the read-out position: in float64 the two forwards' outputs are
+# equal and their gradients agree to 4e-16; in float32 the defects moved by ≤ 1.6e-5 relative.
 PINNED = {
     "summary": {"pc1_percent": PC1, "pc1_mean": 98.72398967436982, "defect_final_step": 400,
-                "defect_final": 0.3264332115650177, "rho": 0.9994191527366638, "rho_random": 0.9987056851387024,
-                "proj_ratio": 0.6701664924621582, "onset": 200, "onset_envelope": 150, "defect_peak_ratio": 80.0,
+                "defect_final": 0.3264329135417938, "rho": 0.9994190335273743, "rho_random": 0.9987059235572815,
+                "proj_ratio": 0.6701769828796387, "onset": 200, "onset_envelope": 150, "defect_peak_ratio": 80.0,
                 "lead": {"add": 50, "mul": 150}, "lead_fraction": {"add": 0.2, "mul": 0.42857142857142855},
                 "lead_90": {"add": 0, "mul": 100}, "onset_cross": 250},
     "pca": {"pc1_mean": 98.72398967436982, "pc1_percent": PC1},
-    "defect": {"n_snapshots": 9, "onset": None, "defect_peak_ratio": 1.7652901905056317,
-               "defect_final": 0.3264332115650177, "rho_final": 0.9994191527366638,
-               "rho_median": 0.9995126724243164, "rho_random_median": 0.9986891150474548,
-               "proj_ratio_median": 0.6096762418746948, "lead": {"add": None, "mul": None},
+    "defect": {"n_snapshots": 9, "onset": None, "defect_peak_ratio": 1.765294080089071,
+               "defect_final": 0.3264329135417938, "rho_final": 0.9994190335273743,
+               "rho_median": 0.9995129108428955, "rho_random_median": 0.9986892342567444,
+               "proj_ratio_median": 0.6096779704093933, "lead": {"add": None, "mul": None},
                "lead_fraction": {"add": None, "mul": None}, "onset_envelope": None, "grok_first": 250,
                "lead_envelope": None, "lead_fraction_envelope": None},
     "hessian": {
@@ -53,9 +55,9 @@ PINNED = {
 }
 # Tables the analyses wrote at 863cd29 (aggregates); `svd` since issue 10 cuts W_Q, W_K, W_V jointly as the
 # authors' packed in_proj (0.11875 when each was cut alone).
-POSTHOC_DEFECT = [1.1552151441574097, 0.6459035277366638, 0.6544052362442017, 0.6974532604217529,
-                  0.7628609538078308, 0.6330736875534058, 0.35720372200012207, 0.375792920589447,
-                  0.3264332115650177]
+POSTHOC_DEFECT = [1.1552180051803589, 0.645902156829834, 0.654405415058136, 0.6974489688873291,
+                  0.7628613114356995, 0.6330659985542297, 0.35720327496528625, 0.3757922351360321,
+                  0.3264329135417938]
 FRAGILITY_TEST_ACC = {"full": 0.11666666666666667, "init": 0.15, "perturb": 0.11666666666666665,
                       "prune": 0.09791666666666667, "scale": 0.11666666666666667, "svd": 0.11666666666666667}
 HESSIAN_SUMS = (-49.65247501582419, 119.3329803119237, 27)  # Σ lambda_min, Σ lambda_max, rows

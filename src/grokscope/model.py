@@ -112,31 +112,34 @@ def _cat(params: Params, names: list[str]) -> torch.Tensor | None:
     return params[names[0]] if len(names) == 1 else torch.cat([params[n] for n in names], -1)
 
 
-def attend(qkv: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Softmax attention of every position over all positions (encoder, no mask) for short sequences:
-    packed queries, keys and values qkv [R, B, S, 3, d] -> [R, B, S, d]. Broadcast products and sums
-    vectorise better than S x S matmuls for S = 2-3; taking q, k, v packed lets a compiled version write
-    their gradient in one buffer."""
+def attend(qkv: torch.Tensor, n_heads: int, query: int | None = None) -> torch.Tensor:
+    """Softmax attention of every position (or only position `query`) over all positions (encoder, no mask)
+    for short sequences: packed queries, keys and values qkv [R, B, S, 3, d] -> [R, B, S, d] ([R, B, 1, d]
+    with `query`). Broadcast products and sums vectorise better than S x S matmuls for S = 2-3; taking q, k, v
+    packed lets a compiled version write their gradient in one buffer."""
     R, B, S, _, d = qkv.shape
     dh = d // n_heads
     q, k, v = (t.reshape(R, B, S, n_heads, dh) for t in qkv.unbind(3))
+    if query is not None:
+        q = q[:, :, query:query + 1]
     scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) / math.sqrt(dh)  # [R, B, S_q, S_k, H]
     z = (scores.softmax(3).unsqueeze(-1) * v.unsqueeze(2)).sum(3)  # [R, B, S_q, H, dh]
-    return z.reshape(R, B, S, d)
+    return z.reshape(R, B, z.shape[2], d)
 
 
 def attention(params: Params, pre: str, h: torch.Tensor, S: int, n_heads: int,
               ln: tuple[torch.Tensor, torch.Tensor] | None = None,
-              attend_fn: Callable | None = None) -> torch.Tensor:
-    """Multi-head self-attention on the (normalised) residual stream h [R, B*S, d] -> [R, B*S, d]: Q, K, V
-    from one GEMM (with the preceding LayerNorm's affine `ln` folded in), `attend_fn` (default `attend`),
-    output projection."""
+              attend_fn: Callable | None = None, query: int | None = None) -> torch.Tensor:
+    """Multi-head self-attention on the (normalised) residual stream h [R, B*S, d] -> [R, B*S, d] (only
+    position `query` of each sequence, [R, B, d], when given): Q, K, V from one GEMM (with the preceding
+    LayerNorm's affine `ln` folded in), `attend_fn` (default `attend`), output projection."""
     R, N, d = h.shape
     W = _cat(params, [f"{pre}.{m}" for m in ("W_Q", "W_K", "W_V")])
     b = _cat(params, [f"{pre}.{m}" for m in ("b_Q", "b_K", "b_V")])
     W, b = _fold_affine(W, b, *(ln or (None, None)))
     qkv = _linear(h, W, b).view(R, N // S, S, 3, d)
-    z = (attend_fn or attend)(qkv, n_heads).reshape(R, N, d)
+    attend_fn = attend_fn or attend
+    z = (attend_fn(qkv, n_heads) if query is None else attend_fn(qkv, n_heads, query)).reshape(R, -1, d)
     return _linear(z, params[f"{pre}.W_O"], params.get(f"{pre}.b_O"))
 
 
@@ -165,25 +168,28 @@ def forward(params: Params, pairs: torch.Tensor, model: ModelConfig, data: DataC
     x = _embed_tokens(params, tokens)
     d = x.shape[-1]
     x = x.view(R, B * S, d)
+    read = 0 if trunk else S - 1  # the position the heads read out
     for i in range(model.n_layers):
         pre = f"layers.{i}"
+        # The last layer only has to produce the read-out position: its queries, output projection and MLP
+        # run on that position alone (keys and values still span the sequence); the same function, fewer FLOPs.
+        query = read if i == model.n_layers - 1 else None
         ln1 = (params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"]) if trunk else None
         h = F.layer_norm(x, (d,)) if trunk else x
-        x = x + attention(params, f"{pre}.attn", h, S, model.n_heads, ln1, attend_fn)
+        a = attention(params, f"{pre}.attn", h, S, model.n_heads, ln1, attend_fn, query)
+        x = x + a if query is None else x.view(R, B, S, d)[:, :, query] + a
         h = F.layer_norm(x, (d,)) if trunk else x
         W_in, b_in = params[f"{pre}.mlp.W_in"], params[f"{pre}.mlp.b_in"]
         if trunk:
             W_in, b_in = _fold_affine(W_in, b_in, params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"])
         h = (F.gelu if trunk else torch.relu)(_linear(h, W_in, b_in))
         x = x + _linear(h, params[f"{pre}.mlp.W_out"], params[f"{pre}.mlp.b_out"])
-    x = x.view(R, B, S, d)
+    out = x.view(R, B, d)  # the read-out position, after the last layer
     W = _cat(params, [f"head.{t}.W" for t in data.tasks])
     b = _cat(params, [f"head.{t}.b" for t in data.tasks])
     if trunk:  # final LayerNorm on position 0
-        out = F.layer_norm(x[:, :, 0], (d,))
+        out = F.layer_norm(out, (d,))
         W, b = _fold_affine(W, b, params["ln_f.w"], params["ln_f.b"])
-    else:  # read out at the '=' token
-        out = x[:, :, -1]
     return _linear(out, W, b).view(R, B, len(data.tasks), p)
 
 
