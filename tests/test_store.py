@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from grokscope.errors import StoreError
-from grokscope.store import TRAJECTORY, RunDir, load_metrics, read_tensors, write_tensors
+from grokscope.store import TRAJECTORY, RunDir, find_runs, load_metrics, read_tensors, write_tensors
 from grokscope.train import train
 
 from conftest import tiny_config
@@ -88,3 +88,14 @@ def test_training_appends_one_segment_per_checkpoint_and_resumes_an_older_store(
     train([cfg], tmp_path / "old", resume=True)
     got, _ = old.trajectory()
     assert got.keys() == full.keys() and all(torch.equal(got[k], full[k]) for k in full)
+
+
+def test_runs_grouped_by_symlinks_are_found_once_and_link_loops_end(tmp_path):
+    store, group = tmp_path / "store", tmp_path / "group"
+    cfgs = [tiny_config(steps=20, seed=s) for s in (1, 2)]
+    train(cfgs, store)
+    group.mkdir()
+    (group / "one").symlink_to(store / cfgs[0].name, target_is_directory=True)
+    (group / "loop").symlink_to(group, target_is_directory=True)  # a cycle must not hang or duplicate
+    assert [r.path.name for r in find_runs([group])] == ["one"]
+    assert sorted(r.path.name for r in find_runs([store])) == sorted(c.name for c in cfgs)

@@ -343,6 +343,22 @@ class RunDir:
         return {k[7:]: v for k, v in t.items() if k.startswith("params.")}
 
 
+def _dirs_with_config(root: Path) -> list[str]:
+    """Directories at or below `root` holding a run config, following symlinked folders (runs grouped by
+    links into a folder are found) and visiting each real directory once (no loops through cyclic links)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for d, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        if CONFIG in files:
+            out.append(d)
+    return out
+
+
 def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunDir]:
     """Run directories at or (recursively) below the given paths, sorted by path."""
     found: list[RunDir] = []
@@ -351,7 +367,7 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunDir]:
         if (p / CONFIG).exists():
             found.append(RunDir(p))
         elif p.is_dir():
-            found.extend(RunDir(c.parent) for c in p.rglob(CONFIG))
+            found.extend(RunDir(Path(d)) for d in _dirs_with_config(p))
         else:
             raise StoreError(f"{p} is not a run directory or a folder of runs")
     return sorted({r.path: r for r in found}.values(), key=lambda r: str(r.path))
