@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class Monitor:
         self.spent = 0.0  # seconds inside the monitor
         self._started = t0
         with preserved_rng():
-            self._record(int(start_step), None, force=True)
+            self._record(int(start_step), None, self._due(int(start_step), force=True))
         self.spent += time.perf_counter() - t0
 
     # ---- setup ------------------------------------------------------------------------------------
@@ -169,41 +170,37 @@ class Monitor:
             raise ConfigError(f"Monitor.step({step}): steps must increase (last recorded {self.last_step}); pass the "
                               "number of optimiser steps taken so far (1 after the first update)")
         flush = step % self.cfg.flush_every == 0
-        event = None
-        if self._due(step) or flush:  # saving and restoring the RNG states costs ~0.1 ms: only around real work
-            with preserved_rng():
-                event = self._record(step, metrics)
-                if flush:
-                    self.flush()
-        else:  # metrics only: arithmetic on the user's numbers, no random stream is touched
-            self.last_step = step
-            if metrics:
-                self._log_metrics(step, metrics)
+        due = self._due(step)
+        # saving and restoring the RNG states costs ~0.1 ms: only around real work; metrics alone are
+        # arithmetic on the user's numbers and touch no random stream
+        with preserved_rng() if due or flush else nullcontext():
+            event = self._record(step, metrics, due)
+            if flush:
+                self.flush()
         self.spent += time.perf_counter() - t0
         return event
 
-    def _due(self, step: int) -> bool:
-        """Whether any measurement falls on `step` (the cadences of `_record`)."""
+    def _due(self, step: int, force: bool = False) -> set[str]:
+        """The measurements that fall on `step` (every configured one when `force`)."""
         cfg = self.cfg
-        return (step % (cfg.watch_every * self._watch_stride) == 0
-                or bool(cfg.n_snapshots and step % (cfg.snapshot_every * self._snap_stride) == 0)
-                or bool(cfg.defect_every and step % cfg.defect_every == 0)
-                or bool(cfg.hessian_every and step % cfg.hessian_every == 0))
+        due = {"watch": force or step % (cfg.watch_every * self._watch_stride) == 0,
+               "snapshot": bool(cfg.n_snapshots) and (force or step % (cfg.snapshot_every * self._snap_stride) == 0),
+               "defect": bool(cfg.defect_every) and (force or step % cfg.defect_every == 0),
+               "hessian": bool(cfg.hessian_every) and (force or step % cfg.hessian_every == 0)}
+        return {name for name, on in due.items() if on}
 
-    def _record(self, step: int, metrics: dict[str, float] | None, force: bool = False) -> WarningEvent | None:
-        cfg = self.cfg
+    def _record(self, step: int, metrics: dict[str, float] | None, due: set[str]) -> WarningEvent | None:
+        """Log `metrics` and take the measurements `due` at `step`."""
         self.last_step = step
         self._changes += 1
         if metrics:
             self._log_metrics(step, metrics)
-        if force or step % (cfg.watch_every * self._watch_stride) == 0:
+        if "watch" in due:
             self._record_watch(step)
-        if cfg.n_snapshots and (force or step % (cfg.snapshot_every * self._snap_stride) == 0):
+        if "snapshot" in due:
             self._record_snapshot(step)
-        event = None
-        if cfg.defect_every and (force or step % cfg.defect_every == 0):
-            event = self._measure_defect(step)
-        if cfg.hessian_every and (force or step % cfg.hessian_every == 0):
+        event = self._measure_defect(step) if "defect" in due else None
+        if "hessian" in due:
             self._measure_hessian(step)
         return event
 
