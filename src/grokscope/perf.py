@@ -25,20 +25,27 @@ def gemm_gflops(n: int = 1024, seconds: float = 0.3, device: str | torch.device 
     device = torch.device(device)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     c = torch.empty(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / _best_seconds(lambda: torch.mm(a, b, out=c), device, clock, seconds=seconds) / 1e9
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
-    torch.mm(a, b, out=c)
-    sync()
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds or best == float("inf"):
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_seconds(call: Callable[[], object], device: torch.device, clock: Callable[[], float],
+                  seconds: float = 0.0, repeats: int = 1) -> float:
+    """Shortest of repeated timed calls (after one untimed): at least `repeats` of them and for about
+    `seconds`, so a burst of load from other processes is not taken for what the call costs."""
+    call()
+    _sync(device)
+    best, start, n = float("inf"), time.perf_counter(), 0
+    while n < repeats or time.perf_counter() - start < seconds:
         t0 = clock()
-        torch.mm(a, b, out=c)
-        sync()
-        best = min(best, clock() - t0)
-    return 2 * n**3 / best / 1e9
+        call()
+        _sync(device)
+        best, n = min(best, clock() - t0), n + 1
+    return best
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -80,21 +87,10 @@ def gemm_bound_seconds(calls: list[tuple[object, tuple[tuple[int, ...], ...]]], 
     the time a step made of exactly these GEMMs would need with zero overhead between them."""
     device, total, cache = torch.device(device), 0.0, {}
     for func, shapes in calls:
-        key = (func, shapes)
-        if key not in cache:
+        if (func, shapes) not in cache:
             xs = [torch.randn(s, device=device, dtype=dtype) for s in shapes]
-            func(*xs)
-            best = float("inf")
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = clock()
-                func(*xs)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                best = min(best, clock() - t0)
-            cache[key] = best
-        total += cache[key]
+            cache[func, shapes] = _best_seconds(lambda: func(*xs), device, clock, repeats=repeats)  # noqa: B023
+        total += cache[func, shapes]
     return total
 
 
