@@ -28,7 +28,7 @@ from grokscope.errors import ConfigError
 from grokscope.store import RunDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
-__all__ = ["RunState", "ItemPlan", "claims_plan", "plan_totals", "run_state"]
+__all__ = ["RunState", "ItemPlan", "claims_plan", "plan_totals", "run_state", "scan_base", "measured_rate"]
 
 PAPER_NEEDS = {"p1": p1, "p2": p2, "p3": p3}
 
@@ -124,7 +124,7 @@ def _sweep(ctx: ClaimContext, role: str, spec: dict[str, Any]) -> tuple[ItemPlan
     return ItemPlan("sweep", role, s.name, str(out), runs, measured_rate(cfgs, runs)), cfgs
 
 
-def _base_run(cfgs: list[RunConfig], runs: list[RunState], need: ScanNeed) -> tuple[RunConfig, bool] | None:
+def scan_base(cfgs: list[RunConfig], runs: list[RunState], need: ScanNeed) -> tuple[RunConfig, bool] | None:
     """The scan's base run as the claim picks it: the first accepted run that grokked every task, seed 42
     first; before any has, the first candidate (False: not grokked yet). None: the sweep has no candidate."""
     by = {r.name: r for r in runs}
@@ -186,7 +186,7 @@ def claims_plan(paper: str, ctx: ClaimContext) -> list[ItemPlan]:
             cfgs_of[role] = (cfgs, item.runs)
     for need in mod.scans(ctx.scale):
         cfgs, runs = cfgs_of.get(need.role, ([], []))
-        items.append(_scan(ctx, need, _base_run(cfgs, runs, need)))
+        items.append(_scan(ctx, need, scan_base(cfgs, runs, need)))
     return items
 
 
