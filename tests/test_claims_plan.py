@@ -188,8 +188,10 @@ def test_plan_p3_experiments(tmp_path, capsys):
     (["p9", "--store", "{tmp}"], "'p9'"),
     (["p1", "--scale", "huge", "--store", "{tmp}"], "'huge'"),
     (["p1", "--scale", "cpu", "--store", "{tmp}/missing"], "missing does not exist"),
+    (["p2", "--scale", "cpu", "--store", "{tmp}/file"], "file is a file"),
 ])
 def test_plan_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(["claims", *argv, "--plan"]) == 2
     err = capsys.readouterr().err

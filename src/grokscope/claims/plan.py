@@ -171,6 +171,8 @@ def claims_plan(paper: str, ctx: ClaimContext) -> list[ItemPlan]:
     paper = paper.lower()
     if paper not in PAPER_NEEDS:
         raise ConfigError(f"unknown paper {paper!r}; choose from {', '.join(PAPER_NEEDS)}")
+    if ctx.store.exists() and not ctx.store.is_dir():
+        raise ConfigError(f"--store {ctx.store} is a file, not a claims store")
     if not ctx.store.is_dir():
         raise ConfigError(f"--store {ctx.store} does not exist: nothing to plan from (run the claims first, or "
                           "name the store with --store)")
