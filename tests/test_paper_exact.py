@@ -144,6 +144,14 @@ def test_p2_single_has_four_heads_and_excludes_zero_for_mul_only():
     assert preset("p1-dual").data.zero_excluded and preset("p1-dual").defect_draws == 9
 
 
+def test_inline_defect_draws_follow_the_scripts_that_measure_inline():
+    """K of the inline defect: p1-tri 5 (tri_task/generalization_dynamics.py COMM_K, P1's inline tri leads),
+    p2-single 5 (grok_generalization_dynamics.py); p1-dual keeps P1 §2's K = 9 (its leads are post-hoc)."""
+    assert preset("p1-tri").defect_draws == 5 and preset("p2-single").defect_draws == 5
+    assert preset("p1-dual").defect_draws == 9
+    assert preset("quick").defect_draws == 3 and preset("quick").optim.batch == 256  # grokscope's own preset
+
+
 def test_a_run_in_a_batch_draws_what_it_draws_alone():
     cfgs = [preset("p1-dual", seed=s, data={"p": 13}) for s in (42, 7, 2024)]
     both, alone = Problem(cfgs), Problem(cfgs[1:2])
@@ -234,8 +242,8 @@ def test_independent_init_and_counter_sampler_remain_available():
 def test_inline_defects_draw_from_the_training_stream_as_the_dynamics_scripts(name, tasks, p, nonzero):
     """Both dynamics scripts: K = 5 commutator pairs (A, B) from the training stream at step 0, then one
     training batch per step and K more pairs after every 100th step (COMM_EVERY, COMM_K)."""
-    cfg = preset(name, seed=137, defect_every=100, defect_draws=5, defect_stream="training",
-                 data={"p": p, "tasks": tasks})
+    cfg = preset(name, seed=137, defect_every=100, defect_stream="training", data={"p": p, "tasks": tasks})
+    assert cfg.defect_draws == 5  # the preset's own K: the scripts' COMM_K
     tr, _ = script_split(p, 0.5, 137, nonzero=nonzero)
     saved = np.random.get_state()
     try:

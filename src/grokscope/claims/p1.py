@@ -20,6 +20,7 @@ from grokscope.claims.common import (
     PARTLY,
     ClaimContext,
     ClaimRow,
+    ScanNeed,
     combine,
     describe_spec,
     finite_values,
@@ -607,6 +608,11 @@ def deletion_scan(scale: str) -> Any:
     return ScanConfig(kind="deletion", values=(0.1, 0.25, 0.5), start=200)
 
 
+def scans(scale: str) -> tuple[ScanNeed, ...]:
+    """The scans P1's claims train at this scale: the deletion scan on a grokked wd-1 run of the dual sweep."""
+    return (ScanNeed("deletion", "dual", lambda c: c.optim.wd == 1.0, deletion_scan(scale)),)
+
+
 def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
     table, spec = _dual(ctx)
@@ -622,7 +628,7 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
                     INCONCLUSIVE, "", spec, {})
     base = base.sort_values("seed", key=lambda s: s != 42)  # seed 42, as the authors' scan
     run = RunDir(base.path.iloc[0])
-    scan = deletion_scan(ctx.scale)
+    scan = scans(ctx.scale)[0].scan
     df, out = stored_scan(ctx, run, scan)
     per = df.groupby("value").grokked.all()
     delay = df.groupby("value").delay_pct.max()
@@ -640,6 +646,9 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
         note=f"scan stored in {out}",
     )
 
+
+# The sweeps P1's claims train, by role (`--specs` replaces any of them); a None spec: not at this scale.
+SWEEPS = (("dual", dual_spec), ("dual0", dual0_spec), ("seeds", seeds_spec), ("tri", tri_spec))
 
 CLAIMS = (
     claim_grok_vs_wd,

@@ -26,6 +26,7 @@ from grokscope.claims.common import (
     PARTLY,
     ClaimContext,
     ClaimRow,
+    ScanNeed,
     combine,
     describe_spec,
     finite_values,
@@ -42,6 +43,7 @@ from grokscope.claims.common import (
 from grokscope.claims.common import (
     make_row as _row,
 )
+from grokscope.config import RunConfig
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.interventions import ScanConfig
@@ -376,6 +378,20 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
     )
 
 
+def _is_add(cfg: RunConfig) -> bool:
+    return cfg.data.tasks == ("add",)
+
+
+def scans(scale: str) -> tuple[ScanNeed, ScanNeed]:
+    """The suppression scans on a grokked add run of the single sweep: the execution basis at s = 1 and a
+    random rank-16 basis at s = 0.5, from step 500 (200 at the quick scale)."""
+    start = 200 if scale == "quick" else 500
+    return (ScanNeed("suppression exec s=1", "single", _is_add,
+                     ScanConfig(kind="suppression", values=(1.0,), start=start)),
+            ScanNeed("suppression random s=0.5", "single", _is_add,
+                     ScanConfig(kind="suppression", values=(0.5,), start=start, basis="random", k=16)))
+
+
 def claim_suppression(ctx: ClaimContext) -> ClaimRow:
     """Suppressing gradient motion off the execution subspace (s = 1) stops grokking; a random rank-16 basis
     at intermediate s does not."""
@@ -394,11 +410,10 @@ def claim_suppression(ctx: ClaimContext) -> ClaimRow:
             {},
         )
     run = RunDir(base.path.iloc[0])
-    start = 200 if ctx.scale == "quick" else 500
-    ex, where = stored_scan(ctx, run, ScanConfig(kind="suppression", values=(1.0,), start=start))
-    rnd, _ = stored_scan(
-        ctx, run, ScanConfig(kind="suppression", values=(0.5,), start=start, basis="random", k=16)
-    )
+    exec_scan, random_scan = (need.scan for need in scans(ctx.scale))
+    start = exec_scan.start
+    ex, where = stored_scan(ctx, run, exec_scan)
+    rnd, _ = stored_scan(ctx, run, random_scan)
     v1 = verdict_count(int((~ex.grokked.astype(bool)).sum()), len(ex))
     delay = rnd.delay_pct.astype(float)
     ok_rnd = bool(rnd.grokked.astype(bool).all() and np.all(np.abs(delay) <= 25))
@@ -416,6 +431,9 @@ def claim_suppression(ctx: ClaimContext) -> ClaimRow:
         note=f"scans stored in {where}",
     )
 
+
+# The sweeps P2's claims train, by role; nongrok is the cpu scale's own (a None spec: not at this scale).
+SWEEPS = (("single", single_spec), ("nongrok", nongrok_spec), ("lr", lr_spec))
 
 CLAIMS = (
     claim_pc1_single,

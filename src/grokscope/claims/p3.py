@@ -16,8 +16,11 @@ from grokscope.claims.common import (
     INCONCLUSIVE,
     ClaimContext,
     ClaimRow,
+    ExperimentNeed,
+    cache_file,
     combine,
     fmt,
+    read_cached,
     verdict_count,
     verdict_range,
     verdict_value,
@@ -27,7 +30,7 @@ from grokscope.claims.common import (
 )
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry.normmin import DecoupledConfig, decoupled_summary, run_toys, simulate_decoupled
-from grokscope.store import jsonable, read_json, write_json
+from grokscope.store import jsonable, write_json
 
 
 def mlp_experiment(scale: str) -> MLPExperiment:
@@ -49,23 +52,33 @@ def decoupled_config(scale: str) -> DecoupledConfig:
     return cfg if scale != "quick" else replace(cfg, seeds=(0,))
 
 
-def _cached(ctx: ClaimContext, name: str, config: dict[str, Any], compute: Any) -> dict[str, Any]:
+TOY_LAMS, TOY_MODELS = (0.01, 0.1, 0.2), ("linear", "linear3")
+
+
+def experiments(scale: str) -> tuple[ExperimentNeed, ExperimentNeed, ExperimentNeed]:
+    """What P3's claims compute at this scale, each cached whole: the MLP runs, the decoupled dynamics and
+    the numpy toys (seconds; not counted in steps)."""
+    exp, cfg = mlp_experiment(scale), decoupled_config(scale)
+    return (ExperimentNeed(f"mlp-{scale}", asdict(exp), len(exp.seeds), exp.steps),
+            ExperimentNeed(f"decoupled-{scale}", asdict(cfg), len(cfg.seeds), cfg.steps),
+            ExperimentNeed("toys", {"lams": TOY_LAMS, "models": TOY_MODELS}, len(TOY_LAMS) * len(TOY_MODELS),
+                           None))
+
+
+def _cached(ctx: ClaimContext, need: ExperimentNeed, compute: Any) -> Any:
     """compute() once per config; its JSON result lives in <store>/p3/<name>.json."""
-    f = ctx.store / "p3" / f"{name}.json"
-    want = jsonable(config)
-    if f.exists():
-        got = read_json(f)
-        if got.get("config") == want:
-            return got["result"]
+    got = read_cached(ctx.store, need.name, need.config)
+    if got is not None:
+        return got
     result = jsonable(compute())
-    write_json(f, {"config": want, "result": result})
+    write_json(cache_file(ctx.store, need.name), {"config": jsonable(need.config), "result": result})
     return result
 
 
 def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
     """cos(Δθ, projected −θ) peaks during grokking (between memorisation and generalisation)."""
     exp = mlp_experiment(ctx.scale)
-    seeds = _cached(ctx, f"mlp-{ctx.scale}", asdict(exp), lambda: run_mlp(exp)["seeds"])
+    seeds = _cached(ctx, experiments(ctx.scale)[0], lambda: run_mlp(exp)["seeds"])
     # The peak is "during grokking" when it lies in [memorisation, grok step] (98% rule) or, allowing one
     # probe interval, up to a probe after it.
     ok, n, parts = 0, 0, []
@@ -98,9 +111,7 @@ def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
 def claim_decoupled(ctx: ClaimContext) -> ClaimRow:
     """Decoupled two-layer dynamics: test accuracy at chance until ~500 steps, perfect by ~2000."""
     cfg = decoupled_config(ctx.scale)
-    seeds = _cached(
-        ctx, f"decoupled-{ctx.scale}", asdict(cfg), lambda: decoupled_summary(simulate_decoupled(cfg))
-    )
+    seeds = _cached(ctx, experiments(ctx.scale)[1], lambda: decoupled_summary(simulate_decoupled(cfg)))
     chance = [s["last_chance_step"] for s in seeds]
     perfect = [s["first_100_step"] for s in seeds]
     c = float(np.mean([x for x in chance if x is not None])) if any(x is not None for x in chance) else None
@@ -123,9 +134,8 @@ def claim_decoupled(ctx: ClaimContext) -> ClaimRow:
 def claim_toy_min_norm(ctx: ClaimContext) -> ClaimRow:
     """P3's two toys (ŷ = w₁x₁ + w₂x₂ on 2, ŷ = w₁x₁ + w₂x₂ + w₃x₃ on 3) fit first, then drift along the
     zero-loss set to its minimum-norm point."""
-    lams, models = (0.01, 0.1, 0.2), ("linear", "linear3")
-    res = _cached(ctx, "toys", {"lams": lams, "models": models},
-                  lambda: {"rows": run_toys(lams, models=models)["rows"]})
+    lams, models = TOY_LAMS, TOY_MODELS
+    res = _cached(ctx, experiments(ctx.scale)[2], lambda: {"rows": run_toys(lams, models=models)["rows"]})
     rows = res["rows"]
     # Distance of the final point to the λ → 0 minimum-norm point, against the O(λ) offset of the limit.
     dists, ok = [], 0

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate
 from grokscope.claims.common import SCALES, default_store
+from grokscope.claims.plan import claims_plan, plan_totals
 from grokscope.commands.common import print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
@@ -42,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"YAML mapping role ({', '.join(ROLES)}) → sweep spec, replacing the scale's sweeps",
     )
+    p.add_argument(
+        "--plan", action="store_true",
+        help="train nothing: list every run, scan and experiment the scale needs, the last step stored vs its "
+        "budget, and the run-steps left (upper bounds) with the rate measured so far; the store must exist",
+    )
     p.add_argument("--progress", action="store_true", help="progress on stderr (now the default unless --json)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     scale = args.scale
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    if args.plan:
+        return _plan(paper, scale, Path(args.store or default_store(scale)), _specs(args.specs), args.json)
     store = check_out(args.store or default_store(scale), "--store")
     ctx = ClaimContext(
         scale=scale,
@@ -108,3 +116,43 @@ def _print(paper: str, scale: str, store: Path, rows: list[ClaimRow]) -> None:
             highlight=False,
             markup=False,
         )
+
+
+def _plan(paper: str, scale: str, store: Path, specs: dict[str, dict[str, Any]], as_json: bool) -> int:
+    """`--plan`: what the scale still needs, read from the store (nothing trains, nothing is written)."""
+    items = claims_plan(paper, ClaimContext(scale=scale, store=store, specs=specs))
+    totals = plan_totals(items)
+    if as_json:
+        print_json({"paper": paper, "scale": scale, "store": str(store), "items": [i.to_dict() for i in items],
+                    "total": totals})
+        return 0
+    console = Console(width=200)
+    t = Table(title=f"{paper.upper()} claims — scale {scale} — plan from {store}")
+    for col in ("item", "run", "last step / budget", "state", "to go", "wall h", "steps/s", "analyses to do"):
+        t.add_column(col, overflow="fold")
+    for i in items:
+        for r in i.runs:
+            steps = f"{r.last_step} / {r.budget}" if r.budget else "—"
+            state = f"{r.state} ({r.reason})" if r.reason else r.state
+            wall = f"{r.wall_time / 3600:.2f}" if r.wall_time else "—"
+            rate = f"{r.last_step / r.wall_time:.2f}" if r.wall_time else "—"
+            t.add_row(escape(f"{i.kind} {i.role}"), escape(r.name), steps, state, str(r.to_go), wall, rate,
+                      escape(", ".join(r.missing)))
+    console.print(t)
+    s = Table(title="run-steps per item (budgets are upper bounds: runs stop once every task has grokked)")
+    for col in ("item", "name", "runs stopped", "stored / budget", "to go", "rate (run-steps/s)",
+                "time left (h)", "note"):
+        s.add_column(col, overflow="fold")
+    for i in items:
+        d = i.to_dict()
+        eta = "—" if i.eta_s is None else f"{i.eta_s / 3600:.1f}"
+        s.add_row(escape(f"{i.kind} {i.role}"), escape(i.name), f"{d['stopped']}/{len(i.runs)}",
+                  f"{i.done} / {i.budget}", str(i.to_go), "—" if i.rate is None else f"{i.rate:.1f}", eta,
+                  escape(i.note))
+    eta = f"{totals['eta_s'] / 3600:.1f}" + ("" if totals["eta_complete"] else " + items without a rate")
+    s.add_row("total", "", f"{totals['stopped']}/{totals['runs']}", f"{totals['done']} / {totals['budget']}",
+              str(totals["to_go"]), "", eta, "")
+    console.print(s)
+    console.print("rates: the stored runs' own wall time (their batched program's, under whatever load the "
+                  "machine had); time left = run-steps to go / that rate", highlight=False, markup=False)
+    return 0
