@@ -145,7 +145,7 @@ def test_plan_grokked_run_scan_base_and_stored_scans(store, capsys, tmp_path):
 
 
 def test_scan_base_prefers_a_grokked_seed_42():
-    need = p1.scans("cpu")[0]
+    need = p1.scans("paper")[0]
     cfgs = [preset("p1-dual", seed=s, optim={"wd": wd}) for wd in (0.5, 1.0) for s in (7, 42)]
 
     def states(grokked: set[int]) -> list[RunState]:

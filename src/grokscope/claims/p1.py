@@ -59,6 +59,15 @@ PAPER_S42_WD1 = (14_100, 14_000)  # seed 42, wd 1: add, mul (P1; issue 10)
 DELETION_FAIL = (0.1, 0.15, 0.25)
 DELETION_RECOVER = 0.5
 DELETION_BUDGET = 50_000
+# What the cpu scale leaves to the paper scale, so that it fits ~2 h on 2 idle cores (issue 10): its grid is
+# ≈ 300k run-steps if runs grok near the paper's steps (dual 3 wd × 3 seeds ≈ 175k, seven more seeds ≈ 95k,
+# tri ≈ 30k), ≈ 1.8 h at the ~46 run-steps/s of R = 8 on 2 threads (benchmarks/README.md).
+CPU_WD0_COST = ("a wd-0 run to 100k steps (100k run-steps, ≈ 0.6 h on 2 idle cores beyond the cpu scale's ≈ 2 h); "
+                "add it with --specs (role dual0, e.g. grid wd [0], seeds [42], steps 100000)")
+CPU_DELETION_COST = ("the deletion scan at wd 1, seed 42: f 10/15/25 % train to the 50k budget without grokking, "
+                     "50 % groks near 37k: ≈ 190k run-steps (≈ 1.2 h on 2 idle cores beyond the cpu scale's ≈ 2 h); "
+                     "by hand: grokscope intervene <grokked wd-1 seed-42 run> --kind deletion --fractions "
+                     "0.1,0.15,0.25,0.5 --steps 50000 --start 499")
 WIDE_SEEDS = (0, 1, 2, 3, 4, 5, 7)  # with 42, 137, 2024: ten seeds at wd 1 (cpu scale)
 # Fixed before any result (issue 10 item 7): relative error of a mean grok step, and |Δα|.
 GROK_TOL, GROK_PARTLY = 0.10, 0.25
@@ -110,11 +119,10 @@ def dual_spec(scale: str) -> dict[str, Any]:
 
 
 def dual0_spec(scale: str) -> dict[str, Any] | None:
-    """cpu scale: wd 0, seed 42, to the paper's 100k budget (the quick and paper sweeps hold wd 0)."""
-    if scale != "cpu":
-        return None
-    return {"name": "p1-cpu-dual-wd0", "base": {"preset": "p1-dual", "defect_every": 0},
-            "grid": {"wd": [0], "seeds": [42], "steps": 100000}}
+    """A separate wd-0 sweep (role `dual0`, e.g. from `--specs`). No scale has one by default: the quick and
+    paper sweeps hold wd 0, and the cpu scale leaves P1's 100k-step wd-0 run to the paper scale (100k
+    run-steps, ~0.6 h on 2 idle cores, do not fit beside the rest in its two hours)."""
+    return None
 
 
 def seeds_spec(scale: str) -> dict[str, Any] | None:
@@ -308,6 +316,8 @@ def grok_distribution(add: np.ndarray, mul: np.ndarray) -> dict[str, Any]:
 
 def claim_no_decay(ctx: ClaimContext) -> ClaimRow:
     """Without weight decay no run groks (the no-decay failure)."""
+    if ctx.scale == "cpu" and not ctx.specs.get("dual0"):
+        return paper_only_row(ctx, "wd 0 never groks", "wd 0: never (within 100k steps)", CPU_WD0_COST)
     table, spec = _dual(ctx, with_wd0=True)
     pt = phase_table(_runs(table))
     ok = no_decay_failure(pt)
@@ -599,22 +609,27 @@ def deletion_verdict(grokked: dict[float, bool]) -> str:
 
 def deletion_scan(scale: str) -> Any:
     """The scan of this scale: P1's fractions and 50k budget (ortho_fine_scan.py), from the authors' step
-    500 (the trainer's 0-based step 499); the quick scale keeps its base budget."""
+    500 (the trainer's 0-based step 499); the quick scale keeps its base budget; None at the cpu scale."""
     if scale == "paper":
         return ScanConfig(kind="deletion", values=(0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25, 0.5),
                           steps=DELETION_BUDGET, start=499)
     if scale == "cpu":
-        return ScanConfig(kind="deletion", values=(0.1, 0.15, 0.25, 0.5), steps=DELETION_BUDGET, start=499)
+        return None
     return ScanConfig(kind="deletion", values=(0.1, 0.25, 0.5), start=200)
 
 
 def scans(scale: str) -> tuple[ScanNeed, ...]:
     """The scans P1's claims train at this scale: the deletion scan on a grokked wd-1 run of the dual sweep."""
-    return (ScanNeed("deletion", "dual", lambda c: c.optim.wd == 1.0, deletion_scan(scale)),)
+    scan = deletion_scan(scale)
+    return () if scan is None else (ScanNeed("deletion", "dual", lambda c: c.optim.wd == 1.0, scan),)
 
 
 def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
+    if not scans(ctx.scale):
+        return paper_only_row(ctx, "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
+                              "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k)",
+                              CPU_DELETION_COST)
     table, spec = _dual(ctx)
     base = table[(table.wd == 1.0)]
     base = base[
