@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -14,7 +15,9 @@ from grokscope.claims.common import ClaimContext, read_stored_scan, scan_dir, st
 from grokscope.claims.plan import RunState, scan_base
 from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.errors import StoreError
 from grokscope.geometry.interventions import intervention_scan
+from grokscope.geometry.scan_store import ScanDir
 from grokscope.runner import run_batch
 from grokscope.store import RunDir
 from grokscope.sweep import expand, plan, spec_from_dict
@@ -214,3 +217,22 @@ def test_plan_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "missing").exists()
+
+
+def test_plan_and_claims_refuse_a_scan_folder_holding_another_scan(store, capsys, tmp_path):
+    """A scan folder whose scan.json names another scan config: `--plan` shows its runs as conflicts, and the
+    claims refuse to resume it (a StoreError: bad input), writing nothing."""
+    root, specs, _ = store
+    copy = tmp_path / "store"
+    shutil.copytree(root, copy)
+    run = RunDir(copy / SINGLE["name"] / "add-p31-trunk-wd1-lr0.005-s42")
+    need = p2.scans("quick")[0]
+    where = scan_dir(copy, run.path.name, need.scan)
+    ScanDir(where).begin(replace(need.scan, start=need.scan.start + 100), run.path.name, None)
+    item = {i["role"]: i for i in _plan(capsys, "p2", "--store", str(copy), "--specs", str(specs))["items"]}[
+        need.label]
+    assert [r["state"] for r in item["runs"]] == ["conflict"] and "another scan" in item["note"]
+    before = _files(copy)
+    with pytest.raises(StoreError, match="another start"):
+        stored_scan(ClaimContext(store=copy), run, need.scan)
+    assert _files(copy) == before
