@@ -71,14 +71,22 @@ class ScanDir:
             raise StoreError(f"{f} is not an intervention scan's state")
         return got
 
+    def changed(self, scan: Any, base: str) -> list[str] | None:
+        """The scan fields in which the stored scan differs from `scan` (`base` when its base run differs);
+        None when the folder holds no scan."""
+        st = self.state()
+        if st is None:
+            return None
+        if st.get("base") != base:
+            return ["base"]
+        want = jsonable(scan)
+        return sorted(k for k in set(want) | set(st["scan"]) if want.get(k) != st["scan"].get(k))
+
     def holds(self, scan: Any, base: str) -> bool:
         """Whether the runs stored here belong to `scan` of base run `base` (the same config up to the step
         budget), i.e. the scan would resume them."""
-        st = self.state()
-        if st is None or st.get("base") != base:
-            return False
-        want = jsonable(scan)
-        return all(want.get(k) == st["scan"].get(k) for k in set(want) | set(st["scan"]) if k not in RESUMABLE)
+        changed = self.changed(scan, base)
+        return changed is not None and set(changed) <= set(RESUMABLE)
 
     def check(self, scan: Any, base: str, cfgs: list[RunConfig], resume: bool = False, force: bool = False) -> None:
         """Refuse, writing nothing, a folder holding another scan or another base run's (unless `force`; with
@@ -87,20 +95,17 @@ class ScanDir:
             raise StoreError(f"{self.path} exists and is not a folder")
         if force:
             return
-        st = self.state()
-        if st is not None:
-            want = jsonable(scan)
-            changed = sorted(k for k in set(want) | set(st["scan"]) if want.get(k) != st["scan"].get(k))
-            if st.get("base") != base:
-                raise StoreError(f"{self.path} holds a scan of base run {st.get('base')!r}, not {base!r}; "
-                                 "choose another --out or pass --force to start over")
-            if changed and not resume:
-                raise StoreError(f"{self.path} holds a scan with another {', '.join(changed)}; pass --force to start "
-                                 "over" + (" or --resume to continue it under the new steps" if changed == ["steps"]
-                                           else ""))
-            if changed and not set(changed) <= set(RESUMABLE):
-                raise StoreError(f"{self.path} holds a scan with another {', '.join(changed)}: --resume continues a "
-                                 "scan only under new steps; pass --force to start over")
+        changed = self.changed(scan, base) or []
+        if changed == ["base"]:
+            raise StoreError(f"{self.path} holds a scan of base run {self.state().get('base')!r}, not {base!r}; "
+                             "choose another --out or pass --force to start over")
+        if changed and not resume:
+            raise StoreError(f"{self.path} holds a scan with another {', '.join(changed)}; pass --force to start "
+                             "over" + (" or --resume to continue it under the new steps" if changed == ["steps"]
+                                       else ""))
+        if changed and not set(changed) <= set(RESUMABLE):
+            raise StoreError(f"{self.path} holds a scan with another {', '.join(changed)}: --resume continues a "
+                             "scan only under new steps; pass --force to start over")
         check_dirs(cfgs, self.runs, resume=resume)
 
     def basis(self) -> torch.Tensor | None:
@@ -132,7 +137,7 @@ class ScanDir:
 
 
 def describe_progress(progress: list[ValueProgress]) -> str:
-    """'resuming: 3 of 4 runs at step 12000 of 50000, 1 finished' (empty when nothing is stored)."""
+    """'resuming 4 runs from their checkpoints: at step 12000 of 50000, 1 finished' ('' when none is stored)."""
     started = [p for p in progress if p.last_step > 0]
     if not started:
         return ""
