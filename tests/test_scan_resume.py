@@ -63,7 +63,8 @@ def _same(a, b):
     for name in ca:
         assert ca[name].keys() == cb[name].keys()
         for k in ca[name]:
-            assert torch.equal(ca[name][k], cb[name][k]), (name, k)
+            x, y = ca[name][k], cb[name][k]
+            assert (x.dtype, x.shape) == (y.dtype, y.shape) and x.numpy().tobytes() == y.numpy().tobytes(), (name, k)
 
 
 def _scan(base_run, scan, out, **kw):
@@ -217,3 +218,19 @@ def test_intervene_command_resumes(base_run, tmp_path, capsys):
     assert {r["steps_trained"] for r in json.loads(capsys.readouterr().out)["rows"]} == {80}
     assert main(args(out, 40, "--force")) == 0
     assert {r["steps_trained"] for r in json.loads(capsys.readouterr().out)["rows"]} == {40}
+
+
+def test_resume_skips_the_steps_of_a_run_that_stopped_early(base_run, tmp_path):
+    """A value whose run stopped early (here: kicked to divergence) keeps its old checkpoint; the resumed scan
+    goes on from the live runs' last checkpoint, not from the stopped run's, and still equals the whole scan."""
+    scan = I.ScanConfig(kind="random-kick", values=(0.0, 2.0, 1e38), steps=120, start=20, every=20)
+    whole = _scan(base_run, scan, tmp_path / "whole")
+    assert list(whole[0].table.drop_duplicates("value").steps_trained) == [120, 120, 40]  # 1e38: diverged
+    part = tmp_path / "part"
+    with pytest.raises(Stop):
+        I.intervention_scan(base_run, scan, out=part, on_eval=_stop_after(90))
+    cfgs = I.scan_configs(base_run.config(), scan)
+    assert [p.last_step for p in ScanDir(part).progress(cfgs)] == [80, 80, 40]
+    evals = []
+    _same(whole, _scan(base_run, scan, part, on_eval=lambda e: evals.append(e.step)))
+    assert evals[0] == 80

@@ -380,9 +380,9 @@ class _Loop:
     def run(self) -> list[RunResult]:
         base = self.base
         step_fn = STEPS[base.optim.name]
-        start = int(self.resumed_at.clamp(min=0).min()) if self.dirs is not None else 0
-        if bool(self.stopped.all()):
-            start = int(self.resumed_at.max())
+        # go on from the earliest checkpoint of a run still training: a run stopped before it never steps again
+        going = ~self.stopped
+        start = int(self.resumed_at[going].clamp(min=0).min()) if bool(going.any()) else int(self.resumed_at.max())
         s, t0 = start, time.perf_counter()
         live: torch.Tensor | None = None
         while True:
