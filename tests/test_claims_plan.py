@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import yaml
 
 from grokscope.claims import p1, p2, p3
-from grokscope.claims.common import ClaimContext, read_stored_scan, stored_scan
+from grokscope.claims.common import ClaimContext, read_stored_scan, scan_dir, stored_scan
 from grokscope.claims.plan import RunState, scan_base
 from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.errors import StoreError
+from grokscope.geometry.interventions import intervention_scan
+from grokscope.geometry.scan_store import ScanDir
 from grokscope.runner import run_batch
 from grokscope.store import RunDir
 from grokscope.sweep import expand, plan, spec_from_dict
@@ -142,6 +146,22 @@ def test_plan_grokked_run_scan_base_and_stored_scans(store, capsys, tmp_path):
     assert (x["state"], x["to_go"], x["last_step"]) == ("done", 0, rows[0]["steps_trained"])
     assert x["reason"] == ("grokked" if rows[0]["grokked"] else "budget")
     assert [x["state"] for x in items[pending.label]["runs"]] == ["new"]
+    # the other scan killed after its first checkpoint (step 500): the plan reads how far its run got
+    where = scan_dir(copy, run.path.name, pending.scan)
+    with pytest.raises(Stop):
+        intervention_scan(RunDir(copy / SINGLE["name"] / run.path.name), pending.scan, out=where,
+                          on_eval=_stop_after(550))
+    item = {i["role"]: i for i in _plan(capsys, "p2", "--store", str(copy), "--specs", str(specs))["items"]}[
+        pending.label]
+    budget = SINGLE["grid"]["steps"]
+    (x,) = item["runs"]
+    assert (x["state"], x["last_step"], x["to_go"]) == ("partial", 500, budget - 500)
+    assert item["where"] == str(where) and "resumes" in item["note"] and item["rate"] > 0
+    # the claims resume it from there, and say so
+    table, _ = stored_scan(ClaimContext(store=copy, progress=True), RunDir(copy / SINGLE["name"] / run.path.name),
+                           pending.scan)
+    assert "at step 500 of 1200" in capsys.readouterr().err
+    assert read_stored_scan(copy, run.path.name, pending.scan) == table.to_dict("records")
 
 
 def test_scan_base_prefers_a_grokked_seed_42():
@@ -197,3 +217,22 @@ def test_plan_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "missing").exists()
+
+
+def test_plan_and_claims_refuse_a_scan_folder_holding_another_scan(store, capsys, tmp_path):
+    """A scan folder whose scan.json names another scan config: `--plan` shows its runs as conflicts, and the
+    claims refuse to resume it (a StoreError: bad input), writing nothing."""
+    root, specs, _ = store
+    copy = tmp_path / "store"
+    shutil.copytree(root, copy)
+    run = RunDir(copy / SINGLE["name"] / "add-p31-trunk-wd1-lr0.005-s42")
+    need = p2.scans("quick")[0]
+    where = scan_dir(copy, run.path.name, need.scan)
+    ScanDir(where).begin(replace(need.scan, start=need.scan.start + 100), run.path.name, None)
+    item = {i["role"]: i for i in _plan(capsys, "p2", "--store", str(copy), "--specs", str(specs))["items"]}[
+        need.label]
+    assert [r["state"] for r in item["runs"]] == ["conflict"] and "another scan" in item["note"]
+    before = _files(copy)
+    with pytest.raises(StoreError, match="another start"):
+        stored_scan(ClaimContext(store=copy), run, need.scan)
+    assert _files(copy) == before

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from grokscope.config import RunConfig
 from grokscope.train import EvalInfo
 
-__all__ = ["progress_bar", "describe_eval", "eval_reporter", "BatchProgress", "working"]
+__all__ = ["progress_bar", "eval_bar", "describe_eval", "eval_reporter", "BatchProgress", "working"]
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -41,6 +41,24 @@ def working(label: str, enabled: bool = True) -> Iterator[Callable[[str], None]]
     with bar:
         task = bar.add_task("", total=None)
         yield lambda text: bar.update(task, description=text)
+
+
+@contextmanager
+def eval_bar(label: str, enabled: bool = True, note: str = "") -> Iterator[Callable[[EvalInfo], None] | None]:
+    """`progress_bar` for one batched program, with `note` printed above it; yields its `on_eval` hook (None
+    when disabled: nothing is shown)."""
+    if not enabled:
+        yield None
+        return
+    with progress_bar(label) as bar:
+        if note:
+            bar.console.print(note)
+        task = bar.add_task("", total=None)
+
+        def hook(e: EvalInfo) -> None:
+            bar.update(task, total=e.max_steps, completed=e.step, description=describe_eval(e))
+
+        yield hook
 
 
 def describe_eval(e: EvalInfo) -> str:

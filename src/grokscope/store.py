@@ -47,6 +47,9 @@ TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe
 INTERVENTION_TABLE = "intervention.parquet"
 INTERVENTION_METRICS = "intervention_metrics.parquet"
 INTERVENTION_JSON = "intervention.json"
+SCAN_STATE = "scan.json"  # the scan being trained there and its base run (written before training starts)
+SCAN_BASIS = "basis.safetensors"  # the projection basis it uses, computed once from the base run
+SCAN_RUNS = "runs"  # one run folder per scanned value, with checkpoints: a killed scan resumes from them
 MONITOR = "monitor.json"  # grokscope.Monitor's settings and the user's model description
 WARNINGS_TABLE = "warnings"  # the monitor's early-warning events
 SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, value)
@@ -354,6 +357,9 @@ def _dirs_with_config(root: Path) -> list[str]:
             subdirs[:] = []
             continue
         seen.add(real)
+        if SCAN_STATE in files and d != os.fspath(root):
+            subdirs[:] = []  # an intervention scan's runs belong to its scan (name its folder to list them)
+            continue
         if CONFIG in files:
             out.append(d)
     return out

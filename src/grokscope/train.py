@@ -29,6 +29,8 @@ from grokscope.problem import Params, Problem
 from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
 
 GradTransform = Callable[[int, Params, Params], Params]
+# A transform holding state a resume needs also has `export(r) -> {name: tensor}` (run r's state, saved in its
+# checkpoint; names start with `transform.`) and `restore(r, tensors)` (given the checkpoint's tensors).
 
 
 @dataclass
@@ -264,6 +266,8 @@ class _Loop:
             if self.pb.stream is not None and "sampler.key" in tensors and "sampler" in meta:
                 self.pb.stream.load_state(r, tensors["sampler.key"], meta["sampler"])
             self.methods.restore(r, tensors)
+            if hasattr(self.grad_transform, "restore"):
+                self.grad_transform.restore(r, tensors)
             s = int(meta["step"])
             self.resumed_at[r] = s
             self.consec[r] = torch.tensor(meta["consec"])
@@ -296,6 +300,8 @@ class _Loop:
             tensors = {f"params.{k}": v[r] for k, v in self.params.items()}
             tensors.update({f"state.{k}": v[r] for k, v in self.state.items()})
             tensors.update(self.methods.export(r))
+            if hasattr(self.grad_transform, "export"):
+                tensors.update(self.grad_transform.export(r))
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
                     "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
@@ -374,9 +380,9 @@ class _Loop:
     def run(self) -> list[RunResult]:
         base = self.base
         step_fn = STEPS[base.optim.name]
-        start = int(self.resumed_at.clamp(min=0).min()) if self.dirs is not None else 0
-        if bool(self.stopped.all()):
-            start = int(self.resumed_at.max())
+        # go on from the earliest checkpoint of a run still training: a run stopped before it never steps again
+        going = ~self.stopped
+        start = int(self.resumed_at[going].clamp(min=0).min()) if bool(going.any()) else int(self.resumed_at.max())
         s, t0 = start, time.perf_counter()
         live: torch.Tensor | None = None
         while True:

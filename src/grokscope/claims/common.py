@@ -20,7 +20,8 @@ import pandas as pd
 
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, GrokscopeError
-from grokscope.geometry.interventions import ScanConfig, intervention_scan, write_scan
+from grokscope.geometry.interventions import ScanConfig, intervention_scan, resume_note, write_scan
+from grokscope.progress import eval_bar
 from grokscope.store import INTERVENTION_JSON, RunDir, jsonable, read_json
 from grokscope.sweep import run_sweep, spec_from_dict
 
@@ -274,11 +275,14 @@ def read_stored_scan(store: Path, run_name: str, scan: ScanConfig) -> list[dict[
 
 def stored_scan(ctx: ClaimContext, run: RunDir, scan: ScanConfig) -> tuple[pd.DataFrame, str]:
     """An intervention scan of `run` (geometry.interventions), reused from `ctx.store/scans/...` when the
-    same scan is stored there; returns (its table: one row per (value, task)) and where it is stored."""
+    same scan is stored there, else trained there, resuming from the checkpoints a killed one left (how far
+    they got is shown with the progress); returns (its table: one row per (value, task)) and its folder."""
     out = scan_dir(ctx.store, run.path.name, scan)
     rows = read_stored_scan(ctx.store, run.path.name, scan)
     if rows is None:
-        write_scan(intervention_scan(run, scan, ctx.device), out)
+        label = f"{scan.kind} scan of {run.path.name}"
+        with eval_bar(label, ctx.progress, resume_note(run, scan, out)) as on_eval:
+            write_scan(intervention_scan(run, scan, ctx.device, on_eval=on_eval, out=out), out)
         rows = read_json(out / INTERVENTION_JSON)["rows"]
     return pd.DataFrame(rows), str(out)
 

@@ -2,15 +2,15 @@
 
 `claims_plan(paper, ctx)` lists every sweep run, intervention scan and cached experiment the paper's claims
 use at `ctx.scale` (the same specs the claims run: `SWEEPS`, `scans`, `experiments` of each paper module,
-`--specs` overrides included), how far each got in `ctx.store`, and the run-steps still to go. Budgets are
-upper bounds: a run stops once every task has grokked. Rates come only from what runs record: a sweep run's
-`wall_time` (summary.json: the wall time of its batched program while the run was live); scans and P3's
-cached experiments record none.
+`--specs` overrides included), how far each got in `ctx.store` (a scan: its result, else its runs'
+checkpoints), and the run-steps still to go. Budgets are upper bounds: a run stops once every task has
+grokked. Rates come only from what runs record: a sweep's or a scan's run `wall_time` (summary.json: the wall
+time of its batched program while the run was live); P3's cached experiments record none.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from grokscope.claims import p1, p2, p3
@@ -25,6 +25,8 @@ from grokscope.claims.common import (
 )
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError
+from grokscope.geometry.interventions import scan_configs
+from grokscope.geometry.scan_store import ScanDir
 from grokscope.store import RunDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
@@ -139,21 +141,37 @@ def _scan(ctx: ClaimContext, need: ScanNeed, base: tuple[RunConfig, bool] | None
     if base is None:
         return ItemPlan("scan", need.label, need.scan.kind, "", [], note=f"no base run in the {need.role} sweep")
     cfg, grokked = base
-    budget = need.scan.steps or cfg.steps
+    where = scan_dir(ctx.store, cfg.name, need.scan)
+    cfgs = scan_configs(cfg, need.scan)
+    labels = [f"{need.scan.kind} {v:g}" for v in need.scan.values]
     rows = read_stored_scan(ctx.store, cfg.name, need.scan)
-    runs = []
-    for v in need.scan.values:
-        mine = [r for r in rows or [] if abs(float(r["value"]) - v) < 1e-12]
-        if mine:
+    folder = ScanDir(where)
+    if rows is not None:  # finished: its result is stored
+        runs = []
+        for label, c, v in zip(labels, cfgs, need.scan.values, strict=True):
+            mine = [r for r in rows if abs(float(r["value"]) - v) < 1e-12]
             last = max(int(r["steps_trained"]) for r in mine)
             why = "grokked" if all(r["grokked"] for r in mine) else "budget"
-            runs.append(RunState(f"{need.scan.kind} {v:g}", budget, last, "done", why))
-        else:
-            runs.append(RunState(f"{need.scan.kind} {v:g}", budget, 0, "new", to_go=budget))
+            wall = folder.progress([c])[0].wall_time
+            runs.append(RunState(label, c.steps, last, "done", why, wall_time=wall))
+    elif folder.state() is not None and not folder.holds(need.scan, cfg.name):
+        runs = [RunState(label, c.steps, 0, "conflict", to_go=c.steps) for label, c in zip(labels, cfgs, strict=True)]
+    else:  # new, or killed part-way: its runs' checkpoints say how far it got
+        runs = [replace(run_state(RunDir(folder.runs / c.name), c), name=label)
+                for label, c in zip(labels, cfgs, strict=True)]
     note = f"base {cfg.name}" + ("" if grokked else " (not grokked yet: the claim waits for a grokked base)")
-    note += "; one batched program, not resumable: a killed scan starts again"
-    return ItemPlan("scan", need.label, need.scan.kind, str(scan_dir(ctx.store, cfg.name, need.scan)), runs,
-                    note=note)
+    note += "; one batched program, checkpointed per value in runs/: a killed scan resumes"
+    if any(r.state == "conflict" for r in runs):
+        note += "; the folder holds another scan (the claims refuse it: move it away)"
+    return ItemPlan("scan", need.label, need.scan.kind, str(where), runs, _batch_rate(runs), note=note)
+
+
+def _batch_rate(runs: list[RunState]) -> float | None:
+    """Run-steps per wall second of one batched program: its runs' stored steps over the longest wall time."""
+    timed = [r for r in runs if r.wall_time]
+    wall = max((float(r.wall_time or 0.0) for r in timed), default=0.0)
+    steps = sum(r.last_step for r in timed)
+    return steps / wall if wall > 0 and steps > 0 else None
 
 
 def _experiment(ctx: ClaimContext, need: ExperimentNeed) -> ItemPlan:

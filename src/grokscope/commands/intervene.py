@@ -3,7 +3,9 @@
 All fractions train as one batched program from the base run's config and seed; the table gives, per
 fraction, each task's grok step (or "no grok within budget") and the delay in % against the base run.
 Results land in `--out` (default `BASE_RUN/intervene-<kind>/`) as intervention.parquet (the table),
-intervention_metrics.parquet (per-fraction metrics, column `value`) and intervention.json.
+intervention_metrics.parquet (per-fraction metrics, column `value`) and intervention.json. Each fraction's
+run is checkpointed in `--out/runs/`, so the same command run again resumes a killed scan (as `grokscope
+run` resumes its runs); `--resume` continues it under a new `--steps`, `--force` starts over.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from grokscope.geometry.interventions import (
     NO_GROK,
     ScanConfig,
     intervention_scan,
+    resume_note,
     validate_scan,
     write_scan,
 )
-from grokscope.progress import describe_eval, progress_bar
+from grokscope.progress import eval_bar
 from grokscope.store import RunDir, check_out, jsonable
-from grokscope.train import EvalInfo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of random bases / random kicks")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="output folder (default BASE_RUN/intervene-<kind>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the scan stored in --out under a new --steps (the same scan resumes without it)")
+    p.add_argument("--force", action="store_true", help="delete the scan stored in --out and start over")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -63,16 +68,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = check_out(args.out or base.path / f"intervene-{args.kind}")
     base.check()
-    if args.json:
-        res = intervention_scan(base, scan, device)
-    else:
-        with progress_bar(f"[bold]{args.kind} scan") as bar:
-            task = bar.add_task("", total=None)
-
-            def on_eval(e: EvalInfo) -> None:
-                bar.update(task, total=e.max_steps, completed=e.step, description=describe_eval(e))
-
-            res = intervention_scan(base, scan, device, on_eval=on_eval)
+    note = "" if args.force else resume_note(base, scan, out)
+    with eval_bar(f"[bold]{args.kind} scan", not args.json, note) as on_eval:
+        res = intervention_scan(base, scan, device, on_eval=on_eval, out=out, resume=args.resume, force=args.force)
     out = write_scan(res, out)
     rows = jsonable(res.table.to_dict("records"))
     if args.json:

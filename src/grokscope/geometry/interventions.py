@@ -19,7 +19,9 @@ size. The kick transform therefore moves the live parameters in place, θ ← θ
 run (grokked or out of budget) has a zero previous update, so it is never kicked.
 
 `intervention_scan` trains a whole scan over amounts (e.g. f ∈ 1..50%) as ONE batched program: R = number
-of amounts, each run with the base run's config and seed, and a per-run amount tensor.
+of amounts, each run with the base run's config and seed, and a per-run amount tensor. Given a folder
+(`scan_store.ScanDir`), each value's run is checkpointed there as a run folder, the basis is stored once,
+and a killed scan resumes where its checkpoints stopped, to the same result bit for bit.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from grokscope.config import RunConfig, with_overrides
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry import pca
 from grokscope.geometry.commutator import commutator_defect
+from grokscope.geometry.scan_store import ScanDir, describe_progress
 from grokscope.problem import Problem
 from grokscope.store import (
     INTERVENTION_JSON,
@@ -136,33 +139,70 @@ def random_direction(seed: int = 0) -> DirectionFn:
     return fn
 
 
-def kick_transform(problem: Problem, amplitude: torch.Tensor | Sequence[float] | float, every: int = 100,
-                   start: int = 500, direction: DirectionFn | None = None) -> GradTransform:
-    """Every `every` steps from `start`: θ ← θ + a·‖θ_t − θ_{t−1}‖·d̂ (d̂ = direction / ‖direction‖ per
-    run; default direction: the commutator δ). Moves `params` in place; returns `grads` unchanged."""
-    if every <= 0:
-        raise ConfigError(f"kick every={every} must be > 0")
-    direction = direction or commutator_direction()
-    state: dict[str, torch.Tensor] = {}
+class KickTransform:
+    """Every `every` steps from `start`: θ ← θ + a·‖θ_t − θ_{t−1}‖·d̂ (d̂ = direction / ‖direction‖ per run).
+    Moves `params` in place and returns `grads` unchanged. Its one piece of state, θ_{t−1} before a kick
+    step t, rides in the run's checkpoint (`export` / `restore`), so a scan resumed at a kick step kicks
+    exactly as an uninterrupted one."""
 
-    def is_kick(s: int) -> bool:
-        return s >= start and (s - start) % every == 0
+    def __init__(self, problem: Problem, amplitude: torch.Tensor | Sequence[float] | float, every: int = 100,
+                 start: int = 500, direction: DirectionFn | None = None) -> None:
+        if every <= 0:
+            raise ConfigError(f"kick every={every} must be > 0")
+        self.problem, self.amplitude, self.every, self.start = problem, amplitude, every, start
+        self.direction = direction or commutator_direction()
+        self.prev: torch.Tensor | None = None  # θ [R, P] taken at step prev_for − 1
+        self.prev_for = -1
+        self.pinned: dict[int, tuple[int, torch.Tensor]] = {}  # run → (kick step, its θ_{step−1}) from a checkpoint
 
-    def transform(step: int, params: Params, grads: Params) -> Params:
-        if is_kick(step) and "prev" in state:
+    def is_kick(self, s: int) -> bool:
+        return s >= self.start and (s - self.start) % self.every == 0
+
+    def _before(self, step: int, theta: torch.Tensor) -> torch.Tensor:
+        """θ_{step−1} per run: recorded at the previous step, restored from a checkpoint (a run resumed at
+        `step` while the batch catches up), or θ itself (no previous update known: no kick)."""
+        before = self.prev if self.prev is not None and self.prev_for == step else theta.clone()
+        for r, (s, t) in list(self.pinned.items()):
+            if s == step:
+                before[r] = t.to(theta.device, theta.dtype)
+                del self.pinned[r]
+        return before
+
+    def __call__(self, step: int, params: Params, grads: Params) -> Params:
+        if self.is_kick(step):
             theta = M.flatten(params)
-            a = _per_run(amplitude, theta.shape[0], theta)
-            size = a * (theta - state.pop("prev")).norm(dim=1)  # a × ‖previous update‖, 0 for frozen runs
+            a = _per_run(self.amplitude, theta.shape[0], theta)
+            size = a * (theta - self._before(step, theta)).norm(dim=1)  # a × ‖previous update‖, 0 when frozen
+            self.prev = None
             if bool((size > 0).any()):
-                d = direction(problem, params, step).to(theta.device, theta.dtype)
+                d = self.direction(self.problem, params, step).to(theta.device, theta.dtype)
                 d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-30)
                 for k, v in M.unflatten(size[:, None] * d, params).items():
                     params[k].add_(v)
-        if is_kick(step + 1):
-            state["prev"] = M.flatten(params).clone()
+        if self.is_kick(step + 1):
+            self.prev, self.prev_for = M.flatten(params).clone(), step + 1
         return grads
 
-    return transform
+    def export(self, r: int) -> dict[str, torch.Tensor]:
+        """Run r's pending θ_{t−1} before kick step t (none when no kick is pending)."""
+        if r in self.pinned:
+            s, t = self.pinned[r]
+        elif self.prev is not None:
+            s, t = self.prev_for, self.prev[r]
+        else:
+            return {}
+        return {"transform.prev": t.clone(), "transform.prev_step": torch.tensor([s], dtype=torch.int64)}
+
+    def restore(self, r: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Take run r's pending θ_{t−1} from its checkpoint's tensors (written by `export`)."""
+        if "transform.prev" in tensors:
+            self.pinned[r] = (int(tensors["transform.prev_step"][0]), tensors["transform.prev"])
+
+
+def kick_transform(problem: Problem, amplitude: torch.Tensor | Sequence[float] | float, every: int = 100,
+                   start: int = 500, direction: DirectionFn | None = None) -> KickTransform:
+    """Kicks along `direction` (default: the commutator δ) every `every` steps from `start` (`KickTransform`)."""
+    return KickTransform(problem, amplitude, every, start, direction)
 
 
 # ---- a scan over amounts, trained as one batch ------------------------------------------------------
@@ -203,10 +243,12 @@ def validate_scan(scan: ScanConfig) -> ScanConfig:
 
 
 def scan_configs(base: RunConfig, scan: ScanConfig) -> list[RunConfig]:
-    """One config per value: the base run's config (same seed) with a distinct preset tag and no probes."""
+    """One config per value: the base run's config (same seed) with a distinct preset and tag (its run folder's
+    name) and no probes."""
     steps = scan.steps or base.steps
-    return [with_overrides(base, preset=f"{scan.kind}-{v:g}", steps=steps, defect_every=0)
-            for v in scan.values]
+    label = [f"{scan.kind}-{v:.12g}" for v in scan.values]
+    return [with_overrides(base, preset=lab, tag="-".join(filter(None, (base.tag, lab))), steps=steps,
+                           defect_every=0) for lab in label]
 
 
 def intervention_basis(run: RunDir, kind: str, k: int = 20, basis: str | None = None, seed: int = 0
@@ -234,24 +276,46 @@ class ScanResult:
 
 
 def intervention_scan(run: RunDir, scan: ScanConfig, device: str = "cpu",
-                      on_eval: Callable[[EvalInfo], None] | None = None) -> ScanResult:
-    """Train `scan.values` as one batched program from the base run's config with the intervention on."""
+                      on_eval: Callable[[EvalInfo], None] | None = None, out: str | Path | None = None, *,
+                      resume: bool = False, force: bool = False) -> ScanResult:
+    """Train `scan.values` as one batched program from the base run's config with the intervention on. With
+    `out` (a scan folder, `scan_store.ScanDir`), checkpoint every value's run there and resume the scan it
+    holds; `resume`: continue it under a new step budget; `force`: start over. Nothing is written before
+    every check has passed."""
     validate_scan(scan)
     if not run.exists():
         raise StoreError(f"{run.path} is not a grokscope run")
     base = run.config()
     cfgs = scan_configs(base, scan)
+    folder = ScanDir(out) if out is not None else None
+    if folder is not None:
+        folder.check(scan, run.path.name, cfgs, resume, force)
     amounts = torch.tensor(scan.values, dtype=torch.float32)
+    B = None
     if scan.kind in ("kick", "random-kick"):
         problem = Problem(cfgs, device)
         d = commutator_direction(scan.draws) if scan.kind == "kick" else random_direction(scan.seed)
-        transform = kick_transform(problem, amounts.to(device), scan.every, scan.start, d)
+        transform: GradTransform = kick_transform(problem, amounts.to(device), scan.every, scan.start, d)
     else:
-        B = intervention_basis(run, scan.kind, scan.k, scan.basis, scan.seed)
+        # computed once: a resumed scan projects on the basis it started with, whatever the base run became
+        B = folder.basis() if folder is not None and not force and folder.state() is not None else None
+        B = intervention_basis(run, scan.kind, scan.k, scan.basis, scan.seed) if B is None else B
         transform = projection_transform(B.to(device), amounts.to(device), scan.start)
-    results = train(cfgs, None, device, grad_transform=transform, on_eval=on_eval)
+    if folder is not None:
+        folder.begin(scan, run.path.name, B, force)
+    results = train(cfgs, folder.runs if folder is not None else None, device, resume=resume,
+                    grad_transform=transform, on_eval=on_eval)
     baseline = run.grok_steps()
     return ScanResult(scan, scan_table(scan, results, baseline), _scan_metrics(scan, results), baseline)
+
+
+def resume_note(run: RunDir, scan: ScanConfig, out: str | Path) -> str:
+    """How far the scan folder `out` got with `scan` of `run` ('' when it holds nothing of it): the line a
+    command shows before the scan resumes."""
+    folder = ScanDir(out)
+    if not folder.holds(scan, run.path.name):
+        return ""
+    return describe_progress(folder.progress(scan_configs(run.config(), scan)))
 
 
 def scan_table(scan: ScanConfig, results: list[Any], baseline: dict[str, int | None]) -> pd.DataFrame:
