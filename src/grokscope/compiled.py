@@ -41,9 +41,9 @@ def attend() -> Callable:
 
 
 def total_loss(problem: Problem) -> Callable:
-    """`problem.total_loss` compiled whole (lazily, at its first call), for `Problem.flat_grads`: static shapes,
-    so a batch compacted to fewer runs compiles once more for its size rather than running a dynamic graph."""
-    return torch.compile(problem.total_loss, dynamic=False)
+    """`problem.total_loss` compiled whole (lazily, at its first call), for `Problem.flat_grads`. The first batch
+    compacted to fewer runs compiles once more, with the number of runs dynamic, so later compactions reuse it."""
+    return torch.compile(problem.total_loss)
 
 
 def notice_fallback(err: BaseException) -> None:
