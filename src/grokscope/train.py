@@ -194,8 +194,9 @@ def train(
     compile: bool | None = None,
 ) -> list[RunResult]:
     """Train `cfgs` as one batched program; with `out`, keep each run in `out/<run name>/` and resume
-    from checkpoints found there. `compile`: torch.compile the attention core (None: see
-    `compiled.wanted`, on for long runs; it falls back to eager if compiling fails)."""
+    from checkpoints found there. `compile`: torch.compile the training loss, forward and backward, and the
+    evaluation's attention core (None: see `compiled.wanted`, on for long runs; it falls back to eager if compiling
+    fails)."""
     problem = Problem(cfgs, device)
     dirs = prepare_dirs(cfgs, Path(out), resume, force) if out is not None else None
     return _Loop(problem, dirs, probes, grad_transform, on_eval, compile).run()
