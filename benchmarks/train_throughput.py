@@ -1,8 +1,8 @@
 """Training throughput: grokscope's batched step vs the papers' plain per-run loop, in run-steps/s.
 
 Batched: R runs of the P1 model (p=97, add+mul, batch 512) advance one step together, through the
-trainer's own per-step code path (`Problem.minibatch` -> `Problem.grads` -> `optim.clip_grads` ->
-`optim.STEPS[name]`, as in `train._Loop.run`, without evaluation). Per-run: the same R runs trained one
+trainer's own per-step code path (`Problem.minibatch` -> `Problem.flat_grads` (the loss compiled whole unless
+--no-compile) -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `train._Loop.run`, without evaluation). Per-run: the same R runs trained one
 after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_ and minibatches sampled on
 the host and copied to the device every step (grokscope.reference). Both are timed in this process after
 a warm-up; run-steps/s = runs x steps / seconds.
@@ -15,6 +15,7 @@ alone at its own shapes, give "GEMM-bound": the rate of a step made of nothing b
 "% of bound" says how much of the step is spent outside them (elementwise work, LayerNorm, softmax, AdamW).
 
     python benchmarks/train_throughput.py --device cpu --R 1,8,18,64
+    python benchmarks/train_throughput.py --R 8 --threads 1 --clock thread --ab eager,attention,compiled
     python benchmarks/train_throughput.py --device cuda --steps 200 --json
 """
 
