@@ -1,11 +1,11 @@
 """Training throughput: grokscope's batched step vs the papers' plain per-run loop, in run-steps/s.
 
 Batched: R runs of the P1 model (p=97, add+mul, batch 512) advance one step together, through the
-trainer's own per-step code path (`Problem.minibatch` -> `Problem.flat_grads` (the loss compiled whole unless
---no-compile) -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `train._Loop.run`, without evaluation). Per-run: the same R runs trained one
-after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_ and minibatches sampled on
-the host and copied to the device every step (grokscope.reference). Both are timed in this process after
-a warm-up; run-steps/s = runs x steps / seconds.
+trainer's own per-step code path (`Problem.minibatch` -> `Problem.flat_grads`, the loss compiled whole unless
+--no-compile -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `train._Loop.run`, without evaluation).
+Per-run: the same R runs trained one after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_
+and minibatches sampled on the host and copied to the device every step (grokscope.reference). Both are timed in
+this process after a warm-up; run-steps/s = runs x steps / seconds.
 
 Every row is also put against the machine's limit: the FLOPs of one run-step are counted with torch's
 FlopCounterMode on the trainer's own step (forward + backward matmuls), achieved GFLOP/s = run-steps/s x
