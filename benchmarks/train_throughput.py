@@ -1,11 +1,11 @@
 """Training throughput: grokscope's batched step vs the papers' plain per-run loop, in run-steps/s.
 
 Batched: R runs of the P1 model (p=97, add+mul, batch 512) advance one step together, through the
-trainer's own per-step code path (`Problem.minibatch` -> `Problem.grads` -> `optim.clip_grads` ->
-`optim.STEPS[name]`, as in `train._Loop.run`, without evaluation). Per-run: the same R runs trained one
-after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_ and minibatches sampled on
-the host and copied to the device every step (grokscope.reference). Both are timed in this process after
-a warm-up; run-steps/s = runs x steps / seconds.
+trainer's own per-step code path (`Problem.minibatch` -> `Problem.flat_grads`, the loss compiled whole unless
+--no-compile -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `train._Loop.run`, without evaluation).
+Per-run: the same R runs trained one after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_
+and minibatches sampled on the host and copied to the device every step (grokscope.reference). Both are timed in
+this process after a warm-up; run-steps/s = runs x steps / seconds.
 
 Every row is also put against the machine's limit: the FLOPs of one run-step are counted with torch's
 FlopCounterMode on the trainer's own step (forward + backward matmuls), achieved GFLOP/s = run-steps/s x
@@ -15,6 +15,7 @@ alone at its own shapes, give "GEMM-bound": the rate of a step made of nothing b
 "% of bound" says how much of the step is spent outside them (elementwise work, LayerNorm, softmax, AdamW).
 
     python benchmarks/train_throughput.py --device cpu --R 1,8,18,64
+    python benchmarks/train_throughput.py --R 8 --threads 1 --clock thread --ab eager,attention,compiled
     python benchmarks/train_throughput.py --device cuda --steps 200 --json
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from grokscope import compiled
 from grokscope import reference as Ref
 from grokscope.config import RunConfig, preset, with_overrides
 from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
@@ -68,7 +71,7 @@ def _auto_steps(seconds_per_step: float, budget_s: float, lo: int = 2) -> int:
 
 def flops_per_run_step(cfgs: list[RunConfig], device: torch.device) -> float:
     """FLOPs of one run-step of the trainer's step, counted by FlopCounterMode (one step of all runs / R)."""
-    step = stepper(cfgs, device)
+    step = stepper(cfgs, device, compile=False)  # the same matmuls as compiled, where torch can count them
     step(0)
     return count_flops(lambda: step(1)) / len(cfgs)
 
@@ -113,6 +116,74 @@ def bench_per_run(cfgs: list[RunConfig], device: torch.device, steps: int | None
     return len(cfgs) * steps / total, steps
 
 
+def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -> Callable[[int], None]:
+    """The batched step as the trainer runs it: "eager" (no compiling), "compiled" (the loss compiled whole,
+    forward and backward: what runs of >= 10k steps use), or "attention" (the previous default: only the
+    attention core compiled, obtained by withholding the whole-loss compile from the trainer)."""
+    if variant == "attention":
+        whole = compiled.total_loss
+        compiled.total_loss = lambda problem: None
+        try:
+            return stepper(cfgs, device, compile=True)
+        finally:
+            compiled.total_loss = whole
+    return stepper(cfgs, device, compile=variant == "compiled")
+
+
+def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str], rounds: int,
+                warmup: int) -> tuple[dict[str, float], float, float]:
+    """In-process A/B: one batched step of each variant, then one step of each of the R per-run loops, in turn,
+    `rounds` times (so load from other processes falls on all alike). Returns the median seconds of a batched
+    step per variant, the median seconds of one step of all R per-run loops, and the best GEMM rate seen."""
+    steps = {v: variant_stepper(cfgs, device, v) for v in variants}
+    loops = []
+    for cfg in cfgs:
+        module = Ref.init_module(cfg, device)
+        opt, get, clip = Ref.make_optimizer(module, cfg), Ref.host_batches(cfg, device), cfg.optim.clip
+        loops.append(lambda s, m=module, o=opt, g=get, c=clip: Ref.reference_step(m, o, *g(s), c))
+    for fn in [*steps.values(), *loops]:
+        _timed(fn, 0, warmup, device)  # compiles here
+    gemm = gemm_gflops(device=device, clock=CLOCK)
+    times: dict[str, list[float]] = {v: [] for v in [*variants, "per-run"]}
+    for i in range(rounds):
+        for v, fn in steps.items():
+            times[v].append(_timed(fn, warmup + i, 1, device))
+        times["per-run"].append(sum(_timed(fn, warmup + i, 1, device) for fn in loops))
+        if i == rounds // 2:
+            gemm = max(gemm, gemm_gflops(device=device, clock=CLOCK))
+    gemm = max(gemm, gemm_gflops(device=device, clock=CLOCK))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {v: med[v] for v in variants}, med["per-run"], gemm
+
+
+def main_interleaved(args: argparse.Namespace, device: torch.device, warmup: int, env: dict) -> int:
+    """`--ab`: per R, one row per variant from `interleaved` (medians), with the same columns as the default mode."""
+    variants = args.ab.split(",")
+    if not args.json:
+        print(f"# {env} rounds={args.rounds}", flush=True)
+        print(f"{'R':>4} {'variant':>10} {'ms/step':>8} {'per-run ms':>10} {'ratio':>6} {'GFLOP/s':>8} "
+              f"{'GEMM GFLOP/s':>13} {'% of GEMM':>10} {'GEMM-bound':>11} {'% of bound':>11}", flush=True)
+    rows = []
+    for R in [int(r) for r in args.R.split(",")]:
+        cfgs = p1_configs(R, args.preset)
+        flops = flops_per_run_step(cfgs, device)
+        bound = step_gemm_bound(cfgs, device)
+        med, per_run, gemm = interleaved(cfgs, device, variants, args.rounds, warmup)
+        for v in variants:
+            gf = R * flops / med[v] / 1e9
+            row = {"R": R, "variant": v, "ms_per_step": 1e3 * med[v], "per_run_ms": 1e3 * per_run,
+                   "ratio": per_run / med[v], "gflops": gf, "gemm_gflops": gemm, "pct_of_gemm": 100 * gf / gemm,
+                   "bound_gflops": bound, "pct_of_bound": 100 * gf / bound, "flops_per_run_step": flops}
+            rows.append(row)
+            if not args.json:
+                print(f"{R:>4} {v:>10} {row['ms_per_step']:>8.1f} {row['per_run_ms']:>10.1f} {row['ratio']:>5.2f}x "
+                      f"{gf:>8.1f} {gemm:>13.1f} {row['pct_of_gemm']:>9.1f}% {bound:>11.1f} "
+                      f"{row['pct_of_bound']:>10.1f}%", flush=True)
+    if args.json:
+        print(json.dumps({**env, "rounds": args.rounds, "rows": rows}, indent=1))
+    return 0
+
+
 @dataclass
 class Row:
     R: int
@@ -148,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
                     help="thread: time CPU seconds of the calling thread (with --threads 1), for a loaded machine")
     ap.add_argument("--json", action="store_true", help="print only JSON")
+    ap.add_argument("--ab", default=None, metavar="VARIANTS",
+                    help="in-process A/B instead: alternate single steps of these batched variants (eager, "
+                         "attention, compiled) and of the per-run loops, and print medians")
+    ap.add_argument("--rounds", type=int, default=20, help="with --ab: steps of each variant (median over them)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -164,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     env = {"device": str(device), "device_name": name, "threads": torch.get_num_threads(), "clock": args.clock,
            "torch": torch.__version__, "preset": args.preset}
+    if args.ab:
+        return main_interleaved(args, device, warmup, env)
     if not args.json:
         print(f"# {env}", flush=True)
         print(f"{'R':>4} {'batched':>9} {'per-run':>9} {'ratio':>6} {'GFLOP/run-step':>15} {'GFLOP/s':>8}"

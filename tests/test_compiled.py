@@ -11,7 +11,7 @@ import torch
 from grokscope import compiled
 from grokscope import model as M
 from grokscope import reference as Ref
-from grokscope.config import preset
+from grokscope.config import preset, with_overrides
 from grokscope.problem import Problem
 from grokscope.train import train
 
@@ -30,26 +30,50 @@ def _movement_error(ours, theirs, start):
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
-def test_compiled_training_matches_the_module_reference(capsys):
+def test_compiled_training_matches_eager_and_the_module_reference(monkeypatch, capsys):
+    """The compiled loss (forward and backward) trains as the eager path does, within float tolerance, and as the
+    nn.Module loop. (A compacted batch, whose smaller size compiles again, is left out: minutes of compiling.)"""
+    calls = []
+    real = compiled.total_loss
+
+    def counted(problem):
+        fn = real(problem)
+        return lambda *a: calls.append(a[1].shape[0]) or fn(*a)
+
+    monkeypatch.setattr(compiled, "total_loss", counted)
     steps = 100
-    cfg = _trunk(steps)
-    (ours,) = train([cfg], compile=True)
+    cfgs = [_trunk(steps), with_overrides(_trunk(steps), seed=7, wd=0.1)]
+    ours = train(cfgs, compile=True)
     assert "torch.compile unavailable" not in capsys.readouterr().err  # the compiled path really ran
+    assert calls == [2] * steps  # every step
+    eager = train(cfgs, compile=False)
+    for got, want, cfg in zip(ours, eager, cfgs):
+        start = M.init_params(cfg.model, cfg.data, cfg.seed)
+        assert got.summary["steps_trained"] == want.summary["steps_trained"] == cfg.steps
+        assert _movement_error(got.params, want.params, start) < 1e-4
+        torch.testing.assert_close(torch.tensor(got.metrics.loss.values), torch.tensor(want.metrics.loss.values),
+                                   rtol=1e-4, atol=1e-6)
+        assert got.metrics.acc.tolist() == want.metrics.acc.tolist()
+    cfg = cfgs[0]
     pb = Problem([cfg])
     theirs = Ref.reference_train(cfg, steps, eval_every=steps,
                                  batches=lambda s: tuple(x[0] for x in pb.minibatch(s)))
     start = M.init_params(cfg.model, cfg.data, cfg.seed)
-    assert _movement_error(ours.params, theirs.params, start) < 1e-3
-    a = ours.metrics[ours.metrics.step == steps].sort_values(["task", "split"]).loss.values
+    assert _movement_error(ours[0].params, theirs.params, start) < 1e-3
+    a = ours[0].metrics[ours[0].metrics.step == steps].sort_values(["task", "split"]).loss.values
     b = theirs.metrics[theirs.metrics.step == steps].sort_values(["task", "split"]).loss.values
     torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-6)
 
 
-def test_failed_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys):
-    def broken(qkv, n_heads):
+@pytest.mark.parametrize("fails", ["attend", "total_loss"])
+def test_failed_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys, fails):
+    """Whichever compiled function fails first (evaluation's attention at step 0, or the step's loss), training
+    goes on eagerly, bit for bit as an eager run, after one line on stderr."""
+    def broken(*args):
         raise RuntimeError("InvalidCxxCompiler: no working C compiler found\nmore detail")
 
-    monkeypatch.setattr(compiled, "attend", lambda: broken)
+    monkeypatch.setattr(compiled, "attend", lambda: broken if fails == "attend" else M.attend)
+    monkeypatch.setattr(compiled, "total_loss", lambda problem: broken)
     cfg = _trunk(60)
     (fell_back,) = train([cfg], compile=True)
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,9 +1,11 @@
-"""Whether and what the trainer compiles: inductor's CPU/GPU code for the model's attention core.
+"""Whether and what the trainer compiles: inductor's CPU/GPU code for the training loss, forward and
+backward, and for the attention core the evaluation uses.
 
-Compiling pays where eager PyTorch is weakest: attention over 2-3 positions is a dozen small
-broadcast ops forward and backward, which inductor fuses into two loops (≈5x less time on CPU).
-Compiling costs seconds up front (and a C compiler on CPU), so by default only runs long enough to
-repay it compile; a failure to compile falls back to eager with a one-line notice.
+Compiling pays where eager PyTorch is weakest: outside its GEMMs a step is memory-bound elementwise work
+(attention over 2-3 positions, LayerNorm, GELU, bias adds, the loss), one pass per op forward and backward.
+Compiled whole, the loss's forward and (through AOTAutograd) its backward become a few fused loops between
+the GEMMs. Compiling costs tens of seconds up front (and a C compiler on CPU), so by default only runs long
+enough to repay it compile; a failure to compile falls back to eager with a one-line notice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from grokscope import model as M
+from grokscope.problem import Problem
 
 ENV = "GROKSCOPE_COMPILE"  # "0" / "1" overrides the default (tests set 0: bitwise checks need eager)
 AUTO_STEPS = 10_000  # batches whose longest run has at least this many steps compile by default
@@ -35,6 +38,12 @@ def wanted(requested: bool | None, max_steps: int) -> bool:
 def attend() -> Callable:
     """The attention core compiled by torch.compile (compiled lazily, at its first call)."""
     return torch.compile(M.attend)
+
+
+def total_loss(problem: Problem) -> Callable:
+    """`problem.total_loss` compiled whole (lazily, at its first call), for `Problem.flat_grads`. The first batch
+    compacted to fewer runs compiles once more, with the number of runs dynamic, so later compactions reuse it."""
+    return torch.compile(problem.total_loss)
 
 
 def notice_fallback(err: BaseException) -> None:

@@ -90,8 +90,14 @@ def count_params(params: Params, batched: bool = True) -> int:
 
 
 def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x [R, N, i] @ W [R, i, o] (+ b [R, o]) as one batched GEMM over all runs (the bias rides in it)."""
-    return torch.bmm(x, W) if b is None else torch.baddbmm(b[:, None, :], x, W)
+    """x [R, N, i] @ W [R, i, o] (+ b [R, o]) as one batched GEMM over all runs. Eager, the bias rides in the
+    GEMM (baddbmm); under torch.compile it is a separate add, which inductor fuses into the elementwise kernel
+    that reads the GEMM's output next (baddbmm would cost a copy of the bias into the output first)."""
+    if b is None:
+        return torch.bmm(x, W)
+    if torch.compiler.is_compiling():
+        return torch.bmm(x, W) + b[:, None, :]
+    return torch.baddbmm(b[:, None, :], x, W)
 
 
 def _fold_affine(W: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor | None,

@@ -23,11 +23,22 @@ def grad_norm(grads: Params) -> torch.Tensor:
     return torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
 
 
+def _clip_coef(norm: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """clip_grad_norm_'s scale per run [R]: clip / (‖g‖ + 1e-6), at most 1; 1 where clip <= 0 (no clipping)."""
+    coef = torch.clamp(clip / (norm + 1e-6), max=1.0)
+    return torch.where(clip > 0, coef, torch.ones_like(coef))
+
+
 def clip_grads(grads: Params, clip: torch.Tensor) -> Params:
     """Per-run global-norm clipping as torch.nn.utils.clip_grad_norm_ (clip <= 0: no clipping)."""
-    coef = torch.clamp(clip / (grad_norm(grads) + 1e-6), max=1.0)
-    coef = torch.where(clip > 0, coef, torch.ones_like(coef))
+    coef = _clip_coef(grad_norm(grads), clip)
     return {k: g * _bcast(coef, g) for k, g in grads.items()}
+
+
+def clip_rows_(g: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """`clip_grads` of flat per-run gradients g [R, P], in place: one pass for the norms (no squared copy of g),
+    one to scale, and no new [R, P] tensor (the trainer's step)."""
+    return g.mul_(_clip_coef(torch.linalg.vector_norm(g, dim=1), clip)[:, None])
 
 
 @dataclass

@@ -7,6 +7,7 @@ re-implements the model, the loss or the data order.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -146,14 +147,21 @@ class Problem:
 
         return torch.func.grad(total, has_aux=True)(params)
 
+    def total_loss(self, params: Params, pairs: torch.Tensor, targets: torch.Tensor,
+                   runs: torch.Tensor | None = None, attend_fn: Callable | None = None) -> torch.Tensor:
+        """The sum of the per-run losses (a scalar whose gradient is every run's own): what a step differentiates."""
+        return self.loss(params, pairs, targets, attend_fn=attend_fn, runs=runs).sum()
+
     def flat_grads(self, flat: torch.Tensor, like: Params, pairs: torch.Tensor, targets: torch.Tensor,
-                   attend_fn: Callable | None = None, runs: torch.Tensor | None = None) -> torch.Tensor:
+                   attend_fn: Callable | None = None, runs: torch.Tensor | None = None,
+                   total_fn: Callable | None = None) -> torch.Tensor:
         """Per-run gradient [R, P] in the flat layout of `like`, at the parameters `flat` [R, P] of `runs`
-        (default: all, in order), by plain autograd (so a compiled `attend_fn` runs compiled, forward and
-        backward). Differentiating per tensor and concatenating once is far cheaper than differentiating
-        through the slicing of `flat`, whose backward builds a zero [R, P] buffer per parameter tensor."""
+        (default: all, in order), by plain autograd (so a compiled `attend_fn`, or a compiled `total_fn` standing
+        for `total_loss`, runs compiled, forward and backward). Differentiating per tensor and concatenating once
+        is far cheaper than differentiating through the slicing of `flat`, whose backward builds a zero [R, P]
+        buffer per parameter tensor."""
         leaves = {k: v.detach().requires_grad_() for k, v in M.unflatten_views(flat, like).items()}
-        total = self.loss(leaves, pairs, targets, attend_fn=attend_fn, runs=runs).sum()
+        total = (total_fn or partial(self.total_loss, attend_fn=attend_fn))(leaves, pairs, targets, runs)
         return torch.cat([g.flatten(1) for g in torch.autograd.grad(total, list(leaves.values()))], 1)
 
     @torch.no_grad()

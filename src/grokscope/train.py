@@ -24,7 +24,7 @@ from grokscope import model as M
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, StoreError
 from grokscope.methods import MethodState
-from grokscope.optim import STEPS, HyperParams, clip_grads, init_state
+from grokscope.optim import STEPS, HyperParams, clip_rows_, init_state
 from grokscope.problem import Params, Problem
 from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
 
@@ -196,8 +196,9 @@ def train(
     compile: bool | None = None,
 ) -> list[RunResult]:
     """Train `cfgs` as one batched program; with `out`, keep each run in `out/<run name>/` and resume
-    from checkpoints found there. `compile`: torch.compile the attention core (None: see
-    `compiled.wanted`, on for long runs; it falls back to eager if compiling fails)."""
+    from checkpoints found there. `compile`: torch.compile the training loss, forward and backward, and the
+    evaluation's attention core (None: see `compiled.wanted`, on for long runs; it falls back to eager if compiling
+    fails)."""
     problem = Problem(cfgs, device)
     dirs = prepare_dirs(cfgs, Path(out), resume, force) if out is not None else None
     return _Loop(problem, dirs, probes, grad_transform, on_eval, compile).run()
@@ -221,7 +222,8 @@ class _Loop:
         cfgs, dev, R, T = problem.cfgs, problem.device, problem.R, len(problem.tasks)
         self.base = cfgs[0]
         use = problem.model.kind != "mlp" and compiled.wanted(compile, max(c.steps for c in cfgs))
-        self.attend = compiled.attend() if use else None
+        self.attend = compiled.attend() if use else None  # evaluation's attention core
+        self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
         self.hp = _hyper(cfgs, dev)
         # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
         # is a handful of fused elementwise ops whatever the number of parameter tensors.
@@ -334,7 +336,7 @@ class _Loop:
     def _evaluate(self, s: int) -> None:
         pb = self.pb
         logged = (~self.stopped) & (self.resumed_at < s)  # a resumed run's step is logged already
-        ev = self._with_attend(lambda att: pb.evaluate(self.params, attend_fn=att))
+        ev = self._with_compiled(lambda att: pb.evaluate(self.params, attend_fn=att))
         (tr_loss, tr_acc), (te_loss, te_acc) = ev["train"], ev["test"]
         norm = M.weight_norm(self.params)
         self.consec, self.grok, self.grok90 = update_grok(
@@ -406,28 +408,30 @@ class _Loop:
             s += 1
         return self._results(s)
 
-    def _with_attend(self, fn: Callable[[Callable | None], Any]) -> Any:
-        """fn(compiled attention) while compiling works; fn(None), the eager model, for good once it fails
-        (no C compiler, unsupported platform, compiler bug). `fn` must be pure: it may run twice."""
-        if self.attend is not None:
+    def _with_compiled(self, fn: Callable[[Callable | None], Any], which: str = "attend") -> Any:
+        """fn(the compiled function `which`: "attend" or "total") while compiling works; fn(None), the eager
+        model, for good once it fails (no C compiler, unsupported platform, compiler bug), for both compiled
+        functions at once, after one line on stderr. `fn` must be pure: it may run twice."""
+        if getattr(self, which) is not None:
             try:
-                return fn(self.attend)
+                return fn(getattr(self, which))
             except Exception as err:
                 compiled.notice_fallback(err)
-                self.attend = None
+                self.attend = self.total = None
         return fn(None)
 
     def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor,
                runs: torch.Tensor | None = None) -> torch.Tensor:
         """Per-run flat gradients at `theta` (of `runs`, when the batch is compacted)."""
-        return self._with_attend(lambda att: self.pb.flat_grads(theta, self.params, pairs, targets, att, runs))
+        return self._with_compiled(lambda total: self.pb.flat_grads(theta, self.params, pairs, targets, runs=runs,
+                                                                    total_fn=total), "total")
 
     def _step(self, s: int, step_fn: Callable, active: torch.Tensor) -> None:
         """One optimiser step of every run (frozen runs are masked out by `active`)."""
         pb = self.pb
         pairs, targets = pb.minibatch(s)
-        g = clip_grads({"theta": self._grads(self.flat, pairs, targets)}, self.hp.clip)
-        g = {"theta": self.methods.apply(g["theta"], self.flat, active)}
+        g = {"theta": self.methods.apply(clip_rows_(self._grads(self.flat, pairs, targets), self.hp.clip),
+                                         self.flat, active)}
         if self.grad_transform is not None:
             g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
         step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
@@ -448,9 +452,9 @@ class _Loop:
         state = {k: v.index_select(0, live) for k, v in self.flat_state.items()}
         pairs, targets = pb.minibatch(s, runs=live)
         hp = self.hp.select(live)
-        g = clip_grads({"theta": self._grads(theta, pairs, targets, live)}, hp.clip)
         on = active.index_select(0, live)
-        g = {"theta": self.methods.apply(g["theta"], theta, on, runs=live)}
+        g = {"theta": self.methods.apply(clip_rows_(self._grads(theta, pairs, targets, live), hp.clip), theta, on,
+                                         runs=live)}
         step_fn({"theta": theta}, g, state, hp, s + 1, on)
         self.flat.index_copy_(0, live, theta)
         for k, v in state.items():

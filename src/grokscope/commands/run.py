@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="delete runs of the same name in --out and start over")
     c = p.add_mutually_exclusive_group()
     c.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
-                   help="torch.compile the attention core (default: only for runs of >= 10k steps, or as "
-                        "$GROKSCOPE_COMPILE=0/1 says; falls back to eager if compiling fails)")
+                   help="torch.compile the training loss, forward and backward (default: only for runs of >= 10k "
+                        "steps, or as $GROKSCOPE_COMPILE=0/1 says; falls back to eager if compiling fails)")
     c.add_argument("--no-compile", dest="compile", action="store_const", const=False, help="never compile")
     p.add_argument("--no-geometry", action="store_true", help="skip the geometry summary")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
