@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,9 @@ def test_compiled_training_matches_eager_and_the_module_reference(monkeypatch, c
         assert _movement_error(got.params, want.params, start) < 1e-4
         torch.testing.assert_close(torch.tensor(got.metrics.loss.values), torch.tensor(want.metrics.loss.values),
                                    rtol=1e-4, atol=1e-6)
-        assert got.metrics.acc.tolist() == want.metrics.acc.tolist()
+        # accuracies equal, up to one example per evaluation whose two top logits tie within round-off
+        one_example = 1 / Problem([cfg]).test_idx.shape[1]  # the smaller split
+        assert np.abs(got.metrics.acc.to_numpy() - want.metrics.acc.to_numpy()).max() <= one_example + 1e-9
     cfg = cfgs[0]
     pb = Problem([cfg])
     theirs = Ref.reference_train(cfg, steps, eval_every=steps,
