@@ -27,9 +27,9 @@ BASE = {"preset": "quick", "data": {"tasks": "add+mul", "p": 11, "train_frac": 0
         "checkpoint_every": 100, "defect_every": 0}
 DUAL = {"name": "tiny-dual", "base": BASE, "grid": {"wd": [0, 1], "seeds": [42, 7], "steps": {0: 200, 1: 300}},
         "analyses": ["summary"]}
-# the quick preset's own run (add, p 31): seed 42 groks at step 1100, well inside its budget
+# the quick preset's own run (add, p 31): seed 42 groks at step 1100-1200 (float order moves it), inside its budget
 SINGLE = {"name": "tiny-single", "base": {"preset": "quick", "defect_every": 0, "checkpoint_every": 500},
-          "grid": {"seeds": [42], "steps": 1200}, "analyses": ["summary"]}
+          "grid": {"seeds": [42], "steps": 1600}, "analyses": ["summary"]}
 
 
 class Stop(Exception):
@@ -160,7 +160,7 @@ def test_plan_grokked_run_scan_base_and_stored_scans(store, capsys, tmp_path):
     # the claims resume it from there, and say so
     table, _ = stored_scan(ClaimContext(store=copy, progress=True), RunDir(copy / SINGLE["name"] / run.path.name),
                            pending.scan)
-    assert "at step 500 of 1200" in capsys.readouterr().err
+    assert f"at step 500 of {budget}" in capsys.readouterr().err
     assert read_stored_scan(copy, run.path.name, pending.scan) == table.to_dict("records")
 
 
