@@ -28,3 +28,16 @@ def tiny_config(**overrides) -> RunConfig:
 @pytest.fixture
 def tiny() -> RunConfig:
     return tiny_config()
+
+
+class Stop(Exception):
+    """Raised by `stop_after` to kill a training loop from its evaluation callback (a simulated crash)."""
+
+
+def stop_after(step: int):
+    """An `on_eval` hook that raises Stop at the first evaluation after `step`."""
+    def hook(info):
+        if info.step > step:
+            raise Stop
+
+    return hook

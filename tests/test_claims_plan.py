@@ -22,6 +22,8 @@ from grokscope.runner import run_batch
 from grokscope.store import RunDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
+from conftest import Stop, stop_after
+
 BASE = {"preset": "quick", "data": {"tasks": "add+mul", "p": 11, "train_frac": 0.8},
         "model": {"d_model": 32, "n_heads": 2, "d_ff": 64}, "eval_every": 50, "attn_every": 50,
         "checkpoint_every": 100, "defect_every": 0}
@@ -30,18 +32,6 @@ DUAL = {"name": "tiny-dual", "base": BASE, "grid": {"wd": [0, 1], "seeds": [42, 
 # the quick preset's own run (add, p 31): seed 42 groks at step 1100-1200 (float order moves it), inside its budget
 SINGLE = {"name": "tiny-single", "base": {"preset": "quick", "defect_every": 0, "checkpoint_every": 500},
           "grid": {"seeds": [42], "steps": 1600}, "analyses": ["summary"]}
-
-
-class Stop(Exception):
-    pass
-
-
-def _stop_after(step: int):
-    def hook(info):
-        if info.step > step:
-            raise Stop
-
-    return hook
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def store(tmp_path_factory):
     cfgs = {(c.optim.wd, c.seed): c for c in expand(spec_from_dict({**DUAL, "out": str(out)}))}
     run_batch([cfgs[0.0, 42], cfgs[1.0, 42]], out, "cpu")
     with pytest.raises(Stop):
-        run_batch([cfgs[1.0, 7]], out, "cpu", on_eval=_stop_after(150))
+        run_batch([cfgs[1.0, 7]], out, "cpu", on_eval=stop_after(150))
     single = root / "store" / SINGLE["name"]
     run_batch(expand(spec_from_dict({**SINGLE, "out": str(single)})), single, "cpu")
     specs = root / "specs.yaml"
@@ -150,7 +140,7 @@ def test_plan_grokked_run_scan_base_and_stored_scans(store, capsys, tmp_path):
     where = scan_dir(copy, run.path.name, pending.scan)
     with pytest.raises(Stop):
         intervention_scan(RunDir(copy / SINGLE["name"] / run.path.name), pending.scan, out=where,
-                          on_eval=_stop_after(550))
+                          on_eval=stop_after(550))
     item = {i["role"]: i for i in _plan(capsys, "p2", "--store", str(copy), "--specs", str(specs))["items"]}[
         pending.label]
     budget = SINGLE["grid"]["steps"]

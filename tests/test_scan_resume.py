@@ -19,20 +19,10 @@ from grokscope.geometry.scan_store import ScanDir
 from grokscope.store import CHECKPOINT, INTERVENTION_JSON, RunDir, find_runs
 from grokscope.train import train
 
+from conftest import Stop, stop_after
+
 torch.set_num_threads(1)
 T = importlib.import_module("grokscope.train")  # the module (the package exports the function `train`)
-
-
-class Stop(Exception):
-    pass
-
-
-def _stop_after(step: int):
-    def hook(info):
-        if info.step > step:
-            raise Stop
-
-    return hook
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +75,7 @@ def test_killed_deletion_scan_resumes_bitwise(base_run, whole, tmp_path, monkeyp
     whole = whole["deletion"]
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, DELETION, out=part, on_eval=_stop_after(70))  # killed at step 80
+        I.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(70))  # killed at step 80
     folder = ScanDir(part)
     cfgs = I.scan_configs(base_run.config(), DELETION)
     assert [p.last_step for p in folder.progress(cfgs)] == [40, 40, 40]
@@ -111,7 +101,7 @@ def test_changed_base_run_keeps_the_stored_basis(base_run, whole, tmp_path):
     """The basis is computed once: a scan resumed after its base run changed still projects on it."""
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, DELETION, out=part, on_eval=_stop_after(50))
+        I.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(50))
     other = torch.linalg.qr(torch.randn(ScanDir(part).basis().shape, dtype=torch.float64))[0].float()
     store.write_tensors(part / store.SCAN_BASIS, {"basis": other})  # as if the base had moved on: detectable
     res, _ = _scan(base_run, DELETION, part)
@@ -127,7 +117,7 @@ def test_killed_kick_scan_resumes_bitwise_with_its_pending_kick(base_run, whole,
     whole = whole["random-kick"]
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, KICK, out=part, on_eval=_stop_after(70))
+        I.intervention_scan(base_run, KICK, out=part, on_eval=stop_after(70))
     ck = RunDir(ScanDir(part).runs / I.scan_configs(base_run.config(), KICK)[1].name).checkpoint()[0]
     assert int(ck["transform.prev_step"][0]) == 40 and "transform.prev" in ck
     lost = tmp_path / "lost"
@@ -209,7 +199,7 @@ def test_intervene_command_resumes(base_run, tmp_path, capsys):
     out = tmp_path / "o"
     scan = I.ScanConfig(kind="random", values=(0.0, 1.0), steps=60, start=10, k=4)
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, scan, out=out, on_eval=_stop_after(50))
+        I.intervention_scan(base_run, scan, out=out, on_eval=stop_after(50))
     assert main(args(out)) == 0  # the same command resumes the killed scan
     assert json.loads(capsys.readouterr().out)["rows"] == want["rows"]
     assert main(args(out, 80)) == 2  # another budget: refused, naming --resume
@@ -228,7 +218,7 @@ def test_resume_skips_the_steps_of_a_run_that_stopped_early(base_run, tmp_path):
     assert list(whole[0].table.drop_duplicates("value").steps_trained) == [120, 120, 40]  # 1e38: diverged
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, scan, out=part, on_eval=_stop_after(90))
+        I.intervention_scan(base_run, scan, out=part, on_eval=stop_after(90))
     cfgs = I.scan_configs(base_run.config(), scan)
     assert [p.last_step for p in ScanDir(part).progress(cfgs)] == [80, 80, 40]
     evals = []
