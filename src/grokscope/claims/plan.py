@@ -104,18 +104,24 @@ def run_state(run: RunDir, cfg: RunConfig, analyses: tuple[str, ...] = ()) -> Ru
                     [a for a in analyses if a not in done])
 
 
+def _steps_and_wall(runs: list[RunState]) -> tuple[int, float]:
+    """One batched program's stored run-steps and its wall time (the longest of its timed runs': they trained
+    side by side); (0, 0.0) when none recorded a wall time."""
+    timed = [r for r in runs if r.wall_time]
+    return sum(r.last_step for r in timed), max((float(r.wall_time or 0.0) for r in timed), default=0.0)
+
+
+def _rate(steps: int, wall: float) -> float | None:
+    return steps / wall if wall > 0 and steps > 0 else None
+
+
 def measured_rate(cfgs: list[RunConfig], runs: list[RunState]) -> float | None:
     """Run-steps per wall second over the stored runs: per batched program (`sweep.plan`, as `run_sweep`
-    packs them), the steps its runs stored over the longest wall time of one of them (they trained side by
-    side), summed over programs. None when no run recorded a wall time."""
+    packs them), the steps its runs stored over its wall time, summed over programs. None when no run
+    recorded a wall time."""
     by = {r.name: r for r in runs}
-    steps, wall = 0, 0.0
-    for batch in plan(cfgs, "cpu"):
-        timed = [by[c.name] for c in batch if by[c.name].wall_time]
-        if timed:
-            steps += sum(r.last_step for r in timed)
-            wall += max(float(r.wall_time or 0.0) for r in timed)
-    return steps / wall if wall > 0 and steps > 0 else None
+    per_batch = [_steps_and_wall([by[c.name] for c in batch]) for batch in plan(cfgs, "cpu")]
+    return _rate(sum(s for s, _ in per_batch), sum(w for _, w in per_batch))
 
 
 def _sweep(ctx: ClaimContext, role: str, spec: dict[str, Any]) -> tuple[ItemPlan, list[RunConfig]]:
@@ -163,15 +169,7 @@ def _scan(ctx: ClaimContext, need: ScanNeed, base: tuple[RunConfig, bool] | None
     note += "; one batched program, checkpointed per value in runs/: a killed scan resumes"
     if any(r.state == "conflict" for r in runs):
         note += "; the folder holds another scan (the claims refuse it: move it away)"
-    return ItemPlan("scan", need.label, need.scan.kind, str(where), runs, _batch_rate(runs), note=note)
-
-
-def _batch_rate(runs: list[RunState]) -> float | None:
-    """Run-steps per wall second of one batched program: its runs' stored steps over the longest wall time."""
-    timed = [r for r in runs if r.wall_time]
-    wall = max((float(r.wall_time or 0.0) for r in timed), default=0.0)
-    steps = sum(r.last_step for r in timed)
-    return steps / wall if wall > 0 and steps > 0 else None
+    return ItemPlan("scan", need.label, need.scan.kind, str(where), runs, _rate(*_steps_and_wall(runs)), note=note)
 
 
 def _experiment(ctx: ClaimContext, need: ExperimentNeed) -> ItemPlan:
