@@ -10,6 +10,7 @@ import torch
 from grokscope.config import RunConfig, preset
 
 torch.set_num_threads(1)  # tiny models gain nothing from threads; avoids oversubscription
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # so the CLI's --threads auto, called in-process, keeps that 1
 os.environ.setdefault("GROKSCOPE_COMPILE", "0")  # eager unless a test asks: bitwise checks, no compile time
 
 

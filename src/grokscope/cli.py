@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+import torch
 
 from grokscope.commands import analyze, claims, compare, fragility, intervene, normmin, report, run, runs, sweep
+from grokscope.commands.common import threads_option
 from grokscope.errors import GrokscopeError
+from grokscope.threads import apply_threads, machine_threads
 
 # Sub-command modules, in help order; each exposes register(subparsers).
 COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report, compare)
@@ -37,6 +41,12 @@ EXAMPLES = {
     "report": "grokscope report runs/ --out report/   # then open report/index.html",
 }
 
+# The commands that train or compute, each given --threads (tested: every command with --device is here).
+THREADED = ("run", "analyze", "intervene", "fragility", "normmin mlp", "normmin decoupled", "normmin toy",
+            "normmin run", "sweep", "claims", "report", "compare")
+THREADS_HELP = ("CPU threads for torch: N, or auto (default): the idle cores (usable cores minus the 1-minute load "
+                "average, at least 1), unless OMP_NUM_THREADS or MKL_NUM_THREADS is set")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) instead of a usage dump."""
@@ -52,21 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod in COMMANDS:
         mod.register(sub)
-    _document(parser, "")
+    commands = dict(command_parsers(parser))
+    for path in THREADED:
+        commands[path].add_argument("--threads", type=threads_option, default="auto", metavar="N|auto",
+                                    help=THREADS_HELP)
+    _document(parser)
     return parser
 
 
-def _document(parser: argparse.ArgumentParser, path: str) -> None:
-    """Give `parser` and its sub-commands, recursively, a description (their one-line help) and an example."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    if path in EXAMPLES:
-        parser.epilog = f"example:\n  {EXAMPLES[path]}"
+def command_parsers(parser: argparse.ArgumentParser, path: str = "") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """(path, parser) of `parser` and of its sub-commands, recursively ("" is the top level, then "runs list")."""
+    yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
             for name, child in action.choices.items():
-                child.description = child.description or helps.get(name)
-                _document(child, f"{path} {name}".strip())
+                yield from command_parsers(child, f"{path} {name}".strip())
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give `parser` and its sub-commands, recursively, a description (their one-line help) and an example."""
+    for path, command in command_parsers(parser):
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        if path in EXAMPLES:
+            command.epilog = f"example:\n  {EXAMPLES[path]}"
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, child in action.choices.items():
+                    child.description = child.description or helps.get(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    restore = _set_threads(getattr(args, "threads", None))
     try:
         return int(args.func(args) or 0)
     except GrokscopeError as e:
@@ -91,6 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("grokscope: interrupted; rerun the same command to resume from the last checkpoint\n")
         return 130
+    finally:  # main() called from Python leaves torch's threads as it found them
+        if restore is not None:
+            torch.set_num_threads(restore)
+
+
+def _set_threads(option: int | str | None) -> int | None:
+    """Apply a command's --threads (one line on stderr when it changes torch's count); the count to restore."""
+    if option is None:
+        return None
+    n, why = machine_threads(option)
+    if n is None or n == torch.get_num_threads():
+        return None
+    sys.stderr.write(f"threads: {n} ({why})\n")
+    return apply_threads(n)
 
 
 if __name__ == "__main__":

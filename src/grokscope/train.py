@@ -22,6 +22,7 @@ import torch
 from grokscope import compiled
 from grokscope import model as M
 from grokscope.config import RunConfig
+from grokscope.environment import environment
 from grokscope.errors import ConfigError, StoreError
 from grokscope.methods import MethodState
 from grokscope.optim import STEPS, HyperParams, clip_rows_, init_state
@@ -225,6 +226,7 @@ class _Loop:
         self.attend = compiled.attend() if use else None  # evaluation's attention core
         self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
         self.hp = _hyper(cfgs, dev)
+        self.env = environment(dev)  # this session's: a resumed run records the session that wrote it last
         # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
         # is a handful of fused elementwise ops whatever the number of parameter tensors.
         init = problem.init_params()
@@ -330,6 +332,7 @@ class _Loop:
             "finished": bool(self.stopped[r]),
             "diverged": bool(self.diverged[r]),
             "wall_time": round(self.wall[r], 3),
+            "environment": self.env,
         }
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import sys
 from collections.abc import Callable
 
 from grokscope.store import jsonable
+from grokscope.threads import MAX_THREADS
 
-__all__ = ["csv_list", "print_json"]
+__all__ = ["csv_list", "print_json", "threads_option"]
 
 
 def csv_list(kind: type) -> Callable[[str], list]:
@@ -28,6 +29,19 @@ def csv_list(kind: type) -> Callable[[str], list]:
         return out
 
     return parse
+
+
+def threads_option(text: str) -> int | str:
+    """argparse type for --threads: "auto" or a whole number of threads in 1..MAX_THREADS, naming a bad value."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads {text!r} is not a whole number or 'auto'") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"threads {text!r} must be between 1 and {MAX_THREADS} (or 'auto')")
+    return n
 
 
 def print_json(obj: object) -> None:
