@@ -278,7 +278,9 @@ def claim_exec_random_ratio(ctx: ClaimContext) -> ClaimRow:
          "mean_all": {k: g["mean_all"] for k, g in got.items()}},
         note="per run: median over the memorization-phase snapshots (train ≥ 95 %, test < 30 %, P2's "
         "classify_phase) of the ratio with the basis rebuilt at each of ≤ 30 snapshots from that snapshot's "
-        "attention weights" + ("" if ctx.scale == "paper" else "; seed 42 only at this scale"),
+        "attention weights" + ("" if ctx.scale == "paper" else "; seed 42 only at this scale")
+        + ("; n 0: no stored snapshot falls in that run's memorization phase (it is not counted)"
+           if any(x is None for x in ratios.values()) else ""),
     )
 
 
