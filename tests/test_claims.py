@@ -293,3 +293,40 @@ def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
                  "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["verdict"] == "not run" and "paper-only" in row["note"]
+
+
+def test_control_phase_is_the_scripts_classify_phase():
+    # grok_integrability_controls.py:227–236, boundaries included
+    assert p2.control_phase(0.95, 0.29) == "memorization"
+    assert p2.control_phase(0.95, 0.30) == "pre-grok"
+    assert p2.control_phase(0.94, 0.10) == "early"
+    assert p2.control_phase(0.50, 0.95) == "post-grok"
+    assert p2.control_phase(1.00, 0.949) == "pre-grok"
+
+
+def _acc_table(accs: dict[int, tuple[float, float]]) -> pd.DataFrame:
+    rows = [{"run": "r", "step": s, "task": "add", "split": split, "loss": 0.0, "acc": a, "weight_norm": 1.0}
+            for s, (tr, te) in accs.items() for split, a in (("train", tr), ("test", te))]
+    return pd.DataFrame(rows)
+
+
+def test_exec_random_ratio_is_the_memorization_median(tmp_path):
+    # Per-step ratios of a run that memorises at 200 and groks at 800: P2's 1.8–2.9× is the median over the
+    # memorization-phase steps (the script's per-phase summary), not a mean over the whole run.
+    accs = {0: (0.01, 0.01), 200: (0.97, 0.02), 400: (1.0, 0.10), 600: (1.0, 0.29), 700: (1.0, 0.5),
+            800: (1.0, 0.99), 900: (1.0, 1.0)}
+    ratio = {0: 0.5, 200: 2.6, 400: 1.9, 600: 2.2, 700: 1.1, 800: 0.3, 900: 0.4}
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_table("metrics", _acc_table(accs))
+    run.write_table(p2.SVD_TABLE, pd.DataFrame({"run": "r", "step": list(ratio), "defect": 1.0, "rho": 1.0,
+                                                "rho_random": 1.0, "proj_ratio": list(ratio.values())}))
+    got = p2.svd_ratio(run, "cpu")
+    assert got["value"] == pytest.approx(2.2)  # median of 2.6, 1.9, 2.2
+    assert got["phases"]["memorization"]["n"] == 3
+    assert got["phases"]["pre-grok"] == {"median": 1.1, "n": 1}
+    assert got["phases"]["post-grok"]["median"] == pytest.approx(0.35)
+    assert got["mean_all"] == pytest.approx(np.mean(list(ratio.values())))  # 1.29: what the claim read before
+    # a run never labelled memorization has no value (the row then counts fewer runs)
+    run.write_table("metrics", _acc_table({s: (0.5, 0.5) if s < 800 else (1.0, 1.0) for s in accs}))
+    assert p2.svd_ratio(run, "cpu")["value"] is None
