@@ -31,8 +31,8 @@ def wrong_pairs(res):
     return [tuple(pairs[i].tolist()) for i in range(len(pairs)) if out[i].argmax() != targets[i]]
 
 
-def runs(specs, steps, eval_every=10):
-    exp = MLPExperiment(steps=steps, eval_every=eval_every, every=eval_every * 10, horizon=eval_every)
+def runs(specs, steps, eval_every=10, width=128):
+    exp = MLPExperiment(steps=steps, eval_every=eval_every, every=eval_every * 10, horizon=eval_every, width=width)
     base = mlp_configs(exp)[0]
     cfgs = [validate(with_overrides(base, seed=s["init"], data_seed=s["split"], lr=s.get("lr", 1.0),
                                     wd=s.get("wd", 1e-4))) for s in specs]
@@ -51,7 +51,7 @@ def runs(specs, steps, eval_every=10):
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    res, wall = runs(spec["runs"], spec["steps"], spec.get("eval_every", 10))
+    res, wall = runs(spec["runs"], spec["steps"], spec.get("eval_every", 10), spec.get("width", 128))
     for r in res:
         print(json.dumps(r))
     print(json.dumps({"wall_s": wall}))
