@@ -136,6 +136,21 @@ def check_out(path: str | os.PathLike, what: str = "--out") -> Path:
     return p
 
 
+def not_a_run(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`path`, refused when it is a run directory (it holds config.json) given where a store of runs belongs:
+    runs written into it would nest inside that run."""
+    p = Path(path)
+    if (p / CONFIG).is_file():
+        raise ConfigError(f"{what} {os.fspath(p)} is a run directory, not a store of runs; give the folder that "
+                          f"holds it ({os.fspath(p.absolute().parent)})")
+    return p
+
+
+def check_store(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`check_out` for a folder that holds runs (`not_a_run`)."""
+    return not_a_run(check_out(path, what), what)
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
     """safetensors file; `meta` is stored as JSON in the header."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}

@@ -28,7 +28,7 @@ from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
 from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir, check_out
+from grokscope.store import RunDir, check_store
 from grokscope.train import EvalInfo, RunResult, check_dirs
 
 
@@ -128,7 +128,7 @@ def _round_up(n: int, k: int) -> int:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
-    out = check_out(args.out)
+    out = check_store(args.out)
     check_dirs(cfgs, out, args.resume, args.force)  # refused stores fail before the progress bar appears
     quiet = args.json
     t0 = time.perf_counter()
