@@ -20,7 +20,7 @@ from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fragility", help="compression/perturbation of the final model and the threshold k*")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     p.add_argument("--k", type=int, default=20, help="largest number of trajectory PCs for k*")
     p.add_argument("--threshold", type=float, default=0.9, help="test accuracy every task must exceed for k*")
     p.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")

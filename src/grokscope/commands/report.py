@@ -15,7 +15,7 @@ from grokscope.store import check_out, find_runs
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="static HTML report (index.html + PNG figures) of a store")
-    p.add_argument("store", help="a store folder (or one run directory)")
+    p.add_argument("store", metavar="STORE", help="a store folder (or one run directory)")
     p.add_argument("--out", default=None, help="output folder (default STORE/report)")
     p.add_argument("--compute", action="store_true",
                    help="run geometry_summary (ρ, PC1%%, onset) for runs whose analyses.json lacks it")

@@ -20,14 +20,14 @@ from grokscope.store import TENSORBOARD_DIR, RunDir, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list or show stored runs")
+    p = sub.add_parser("runs", help="list, show, export (TensorBoard) or replay (early warning) stored runs")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     ls = verbs.add_parser("list", help="one line per run below STORE")
-    ls.add_argument("store", nargs="?", default="runs")
+    ls.add_argument("store", nargs="?", default="runs", metavar="STORE", help="a store folder (default runs)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=list_runs)
     show = verbs.add_parser("show", help="a run's config, grok steps, final accuracies and files")
-    show.add_argument("run_dir")
+    show.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=show_run)
     tb = verbs.add_parser("tensorboard", help="write TensorBoard event files from stored runs (extra: tensorboard)")
