@@ -13,6 +13,7 @@ from rich.table import Table
 
 from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError, StoreError
+from grokscope.formatting import fmt
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
@@ -96,11 +97,10 @@ def show_run(args: argparse.Namespace) -> int:
     con.print(Pretty(s["config"]))
     for t, step in s["grok_step"].items():
         acc = s["final_acc"].get(t, {})
-        con.print(f"  {t}: grok step {step if step is not None else '—'}, "
-                  f"grok step (90%) {s.get('grok_step_90', {}).get(t)}, "
-                  f"final train {acc.get('train', float('nan')):.3f} test {acc.get('test', float('nan')):.3f}")
-    con.print(f"  steps trained {s.get('steps_trained')}, finished {s.get('finished')}, "
-              f"wall {s.get('wall_time')} s; files: {', '.join(files)}")
+        con.print(f"  {t}: grok step {fmt(step)}, grok step (90%) {fmt(s.get('grok_step_90', {}).get(t))}, "
+                  f"final train {fmt(acc.get('train'), '.3f')} test {fmt(acc.get('test'), '.3f')}")
+    con.print(f"  steps trained {fmt(s.get('steps_trained'))}, finished {s.get('finished')}, "
+              f"wall {fmt(s.get('wall_time'), '.1f')} s; files: {', '.join(files)}")
     return 0
 
 
@@ -130,9 +130,11 @@ def warnings(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"lead_model": lead.__dict__, "summary": summary, "runs": table.to_dict("records")})
         return 0
-    cols = ["run", "grok_step", "warning_step", "lead", "predicted", "window_lo", "window_hi", "peak_ratio"]
+    cols = {"run": None, "grok_step": ".0f", "warning_step": ".0f", "lead": ".0f", "predicted": ".0f",
+            "window_lo": ".0f", "window_hi": ".0f", "peak_ratio": ".1f"}  # steps as whole numbers, — when absent
+    shown = pd.DataFrame({c: table[c].map(lambda v, spec=spec: fmt(v, spec)) for c, spec in cols.items()})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table[cols].to_string(index=False) if len(table) else "no runs with an inline defect table")
+        print(shown.to_string(index=False) if len(table) else "no runs with an inline defect table")
     print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
           f"({lead.source})")
     print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
