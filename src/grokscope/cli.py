@@ -31,8 +31,9 @@ EXAMPLES = {
     "intervene": "grokscope intervene runs/add-p31-trunk-wd1-lr0.005-s42 --kind deletion --fractions 0.05,0.5",
     "fragility": "grokscope fragility runs/add-p31-trunk-wd1-lr0.005-s42 --k 10",
     "normmin": "grokscope normmin toy",
-    "normmin mlp": "grokscope normmin mlp --seeds 42 --steps 5000 --out normmin/",
-    "normmin decoupled": "grokscope normmin decoupled --seeds 0 --steps 2000",
+    "normmin mlp": "grokscope normmin mlp --seeds 42 --steps 3000 --every 50 --out normmin/   # ~30 s (every step: "
+                   "~1 s a step)",
+    "normmin decoupled": "grokscope normmin decoupled --seeds 0 --steps 2000   # ~1 min",
     "normmin toy": "grokscope normmin toy --lams 0.01,0.1",
     "normmin run": "grokscope normmin run runs/add-p31-trunk-wd1-lr0.005-s42 --max-snapshots 10",
     "sweep": "grokscope sweep configs/quick-wd.yaml --dry-run   # the plan; drop --dry-run to train",
