@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
     s = mon.summary()
     warned = [e.step for e in mon.events]
     grok = s["grok_step"]["add"]
-    print(f"grok step {grok if grok is not None else '— (not within the budget)'}, early warning at {warned[0] if warned else '—'}, "
+    print(f"grok step {grok if grok is not None else '— (not within the budget)'}, "
+          f"early warning at {warned[0] if warned else '—'}, "
           f"monitor overhead {100 * s['monitor']['overhead']:.1f} % of training; store: {args.out}")
     return mon
 

@@ -137,5 +137,5 @@ def warnings(args: argparse.Namespace) -> int:
         print(shown.to_string(index=False) if len(table) else "no runs with an inline defect table")
     print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
           f"({lead.source})")
-    print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    print(", ".join(f"{k} {fmt(v, '.3g')}" for k, v in summary.items()))
     return 0
