@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train nothing: list every run, scan and experiment the scale needs, the last step stored vs its "
         "budget, and the run-steps left (upper bounds) with the rate measured so far; the store must exist",
     )
-    p.add_argument("--progress", action="store_true", help="progress on stderr (now the default unless --json)")
+    p.add_argument("--progress", action="store_true",
+                   help="no effect, kept for old scripts: progress is on stderr unless --json")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
