@@ -71,13 +71,16 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
+    if not rows:
+        print(f"no grokscope runs under {args.store}")
+        return 0
     t = Table(title=f"runs in {args.store}")
     for col in ("path", "tasks", "p", "model", "wd", "lr", "seed", "steps", "grok step"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold" if col == "path" else "ellipsis")  # a path cut short names no run
     for r in rows:
-        grok = ", ".join(f"{k} {v if v is not None else '—'}" for k, v in r["grok_step"].items())
+        grok = ", ".join(f"{k} {fmt(v)}" for k, v in r["grok_step"].items())
         t.add_row(r["path"], r["tasks"], str(r["p"]), r["model"], f"{r['wd']:g}", f"{r['lr']:g}", str(r["seed"]),
-                  str(r["steps"]), grok)
+                  fmt(r["steps"]), grok)
     Console().print(t)
     return 0
 
