@@ -1,4 +1,4 @@
-"""Run-directory I/O: config.json, metrics.parquet, trajectory.safetensors, checkpoint.safetensors, and the
+"""Run-directory I/O: config.json, metrics.parquet, trajectory/ segments, checkpoint.safetensors, and the
 analyses' files; every file name a run directory holds is defined here.
 
 Every write goes to a temporary file in the same directory and is renamed into place, so a killed
