@@ -58,6 +58,12 @@ class Ctx:
             shutil.copytree(self._trained, dst)
         return dst
 
+    def two_runs(self) -> Path:
+        """The store with the tiny run and a copy of it under another name."""
+        run = self.run()
+        shutil.copytree(run, self.store / f"{run.name}-copy")
+        return self.store
+
     def empty(self) -> Path:
         """An empty folder (no runs in it)."""
         d = self.root / "empty"
@@ -224,6 +230,10 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("report-null-runs", lambda c: ["report", str(c.run().parent), "--null-runs", "-1"], "--null-runs=-1"),
     ("report-out-is-a-file", lambda c: ["report", str(c.run().parent), "--out", str(c.file)], "a-file.txt"),
     ("runs-show-missing", lambda c: ["runs", "show", str(c.root / "nope")], "nope"),
+    ("runs-show-given-a-store", lambda c: ["runs", "show", str(c.two_runs())], "holds 2 runs"),
+    ("compare-out-is-a-file", lambda c: ["compare", str(c.run()), "--out", str(c.file)], "a-file.txt"),
+    ("tensorboard-out-is-a-file", lambda c: ["runs", "tensorboard", str(c.run()), "--out", str(c.file)],
+     "a-file.txt"),
     ("runs-list-file", lambda c: ["runs", "list", str(c.file)], "a-file.txt"),
     ("unknown-command", lambda c: ["trian"], "'trian'"),
 ]

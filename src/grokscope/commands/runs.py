@@ -17,7 +17,7 @@ from grokscope.formatting import fmt
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
-from grokscope.store import TENSORBOARD_DIR, RunDir, find_runs
+from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,6 +89,9 @@ def show_run(args: argparse.Namespace) -> int:
     runs = find_runs([args.run_dir])
     if not runs:
         raise StoreError(f"{args.run_dir} holds no grokscope run")
+    if len(runs) > 1:
+        raise ConfigError(f"{args.run_dir} holds {len(runs)} runs; give one run directory, e.g. {runs[0].path} "
+                          f"(`grokscope runs list {args.run_dir}` lists them)")
     run = runs[0].check()
     s = _summary(run)
     files = sorted(f.name for f in run.path.iterdir() if not f.name.startswith("."))
@@ -108,6 +111,8 @@ def show_run(args: argparse.Namespace) -> int:
 
 
 def tensorboard(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out(args.out)
     require()  # a missing extra fails before anything is written
     runs = find_runs(args.runs)
     if not runs:
