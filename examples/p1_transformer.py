@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
     mon.close()
     s = mon.summary()
     warned = [e.step for e in mon.events]
-    print(f"grok step {s['grok_step']['add']}, early warning at {warned[0] if warned else '—'}, "
+    grok = s["grok_step"]["add"]
+    print(f"grok step {grok if grok is not None else '— (not within the budget)'}, "
+          f"early warning at {warned[0] if warned else '—'}, "
           f"monitor overhead {100 * s['monitor']['overhead']:.1f} % of training; store: {args.out}")
     return mon
 

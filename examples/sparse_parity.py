@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> gs.Monitor:
     else:
         verdict = (f"warned at step {warn.step}, {grok - warn.step} steps before grokking" if warn.step < grok
                    else f"warned at step {warn.step}, {warn.step - grok} steps after grokking (too late)")
-    print(f"grok step {grok}; {verdict}; monitor overhead {100 * mon.overhead():.1f} % of training; "
+    shown = grok if grok is not None else "— (not within the budget)"
+    print(f"grok step {shown}; {verdict}; monitor overhead {100 * mon.overhead():.1f} % of training; "
           f"store: {args.out}")
     return mon
 

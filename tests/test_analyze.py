@@ -124,3 +124,14 @@ def test_analyze_hessian_lanczos_options(run, capsys):
     done = h[h["converged"]]
     assert (done["lambda_min_residual"] <= 0.5 * done["lambda_min"].abs()).all()
     assert res["total"]["lambda_min"] == pytest.approx(h[h["loss"] == "total"]["lambda_min"].min())
+
+
+def test_analyze_prints_lambda_min_per_loss(run, capsys):
+    """The text output names λ_min of each loss (total, then per task) with its step, as the README words it."""
+    assert main(["analyze", str(run.path), "--what", "hessian", "--lanczos-iters", "5"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("hessian:"))
+    h = run.table("hessian")
+    for loss in ("total", "add", "mul"):
+        at = h[h["loss"] == loss].sort_values("lambda_min").iloc[0]
+        assert f"{loss} loss λ_min {at.lambda_min:.3f} at step {at.step}" in line, line
+    assert f"({h.step.nunique()} checkpoints)" in line

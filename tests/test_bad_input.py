@@ -58,6 +58,18 @@ class Ctx:
             shutil.copytree(self._trained, dst)
         return dst
 
+    def two_runs(self) -> Path:
+        """The store with the tiny run and a copy of it under another name."""
+        run = self.run()
+        shutil.copytree(run, self.store / f"{run.name}-copy")
+        return self.store
+
+    def empty(self) -> Path:
+        """An empty folder (no runs in it)."""
+        d = self.root / "empty"
+        d.mkdir(exist_ok=True)
+        return d
+
     def spec(self, text: str) -> str:
         p = self.root / "spec.yaml"
         p.write_text(text)
@@ -137,6 +149,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("out-not-utf8", lambda c: ["run", *TINY, "--out", os.fsdecode(os.fsencode(str(c.root)) + b"/st\xffre")],
      "UTF-8"),
     ("out-name-too-long", lambda c: ["run", *TINY, "--out", str(c.root / ("x" * 300))], "too long"),
+    ("out-is-a-run", lambda c: ["run", *TINY, "--out", str(c.run())], "is a run directory"),
     # ---- store damage (run resumes from it; analyses read it)
     ("checkpoint-truncated-run", lambda c: [*_run(c), "--resume"] if c.damage("checkpoint.safetensors", "truncate")
      else [], "checkpoint.safetensors"),
@@ -178,6 +191,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("sweep-device-unknown", lambda c: ["sweep", c.spec(c.grid()), "--device", "tpu"], "'tpu'"),
     ("sweep-max-runs-0", lambda c: ["sweep", c.spec(c.grid()), "--max-runs", "0"], "max-runs"),
     ("sweep-out-is-a-file", lambda c: ["sweep", c.spec(c.grid(c.file))], "a-file.txt"),
+    ("sweep-out-is-a-run", lambda c: ["sweep", c.spec(c.grid(c.run()))], "is a run directory"),
+    ("sweep-spec-is-a-folder", lambda c: ["sweep", str(c.empty())], "is a folder"),
     # ---- analysis commands: values
     ("analyze-what-unknown", lambda c: ["analyze", str(c.run()), "--what", "pca,magic"], "'magic'"),
     ("analyze-draws-0", lambda c: ["analyze", str(c.run()), "--draws", "0"], "draws=0"),
@@ -199,13 +214,26 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("normmin-decoupled-lr-inf", lambda c: ["normmin", "decoupled", "--lr", "inf"], "inf"),
     ("normmin-out-is-a-file", lambda c: ["normmin", "toy", "--out", str(c.file)], "a-file.txt"),
     ("normmin-run-missing", lambda c: ["normmin", "run", str(c.root / "nope")], "nope"),
+    ("normmin-run-given-a-store", lambda c: ["normmin", "run", str(c.run().parent)], "not a grokscope run"),
     ("claims-paper-unknown", lambda c: ["claims", "p9", "--store", str(c.store)], "'p9'"),
     ("claims-device", lambda c: ["claims", "p3", "--store", str(c.store), "--device", "nonsense"], "'nonsense'"),
     ("claims-scale", lambda c: ["claims", "p1", "--store", str(c.store), "--scale", "huge"], "'huge'"),
+    ("claims-store-is-a-run", lambda c: ["claims", "p3", "--only", "toy", "--store", str(c.run())],
+     "is a run directory"),
+    ("claims-plan-store-is-a-run", lambda c: ["claims", "p1", "--plan", "--store", str(c.run())],
+     "is a run directory"),
     ("report-missing-store", lambda c: ["report", str(c.root / "nope")], "nope"),
+    ("report-empty-folder", lambda c: ["report", str(c.empty())], "no grokscope runs"),
+    ("compare-no-runs", lambda c: ["compare", str(c.empty()), "--out", str(c.root / "cmp")], "no grokscope runs"),
+    ("compare-missing", lambda c: ["compare", str(c.root / "nope")], "nope"),
+    ("runs-warnings-no-runs", lambda c: ["runs", "warnings", str(c.empty())], "no grokscope runs"),
     ("report-null-runs", lambda c: ["report", str(c.run().parent), "--null-runs", "-1"], "--null-runs=-1"),
     ("report-out-is-a-file", lambda c: ["report", str(c.run().parent), "--out", str(c.file)], "a-file.txt"),
     ("runs-show-missing", lambda c: ["runs", "show", str(c.root / "nope")], "nope"),
+    ("runs-show-given-a-store", lambda c: ["runs", "show", str(c.two_runs())], "holds 2 runs"),
+    ("compare-out-is-a-file", lambda c: ["compare", str(c.run()), "--out", str(c.file)], "a-file.txt"),
+    ("tensorboard-out-is-a-file", lambda c: ["runs", "tensorboard", str(c.run()), "--out", str(c.file)],
+     "a-file.txt"),
     ("runs-list-file", lambda c: ["runs", "list", str(c.file)], "a-file.txt"),
     ("unknown-command", lambda c: ["trian"], "'trian'"),
 ]
@@ -224,6 +252,7 @@ def test_bad_input(tmp_path, trained, capsys, monkeypatch, case, build, needle):
     lines = err.strip().splitlines()
     assert code == 2, (code, err[-2000:])
     assert len(lines) == 1 and lines[0].startswith("grokscope: error:"), err[-2000:]
+    assert err == lines[0] + "\n", repr(err[-2000:])  # nothing else on stderr, not even a blank line
     assert needle in lines[0], lines[0]
     assert "Traceback" not in err and out == "", out
     assert tree(tmp_path) == before

@@ -59,3 +59,11 @@ def test_corrupt_trajectory_is_refused(tmp_path, capsys):
     assert main(["run", *TINY, "--json", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert traj.name in err and "corrupt" in err
+
+
+def test_runs_list_of_a_folder_without_runs_says_so(tmp_path, capsys):
+    """An empty store is a valid answer (exit 0), said in words rather than as an empty table; --json: []."""
+    assert main(["runs", "list", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"no grokscope runs under {tmp_path}"
+    assert main(["runs", "list", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

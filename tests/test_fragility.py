@@ -174,7 +174,13 @@ def test_fragility_command_writes_tables(run, capsys):
     assert sorted(set(run.table("reconstruction").k)) == [1, 2, 3]
     args.json = False
     assert frag_cmd.run(args) == 0
-    assert "k*" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "k*" in text
+    edits = text.split("\n\n")[0].splitlines()[2:]  # one line per stored edit, not the product of its levels
+    frag = run.table("fragility")
+    assert len(edits) == len(frag.drop_duplicates(["kind", "value", "size"]))
+    assert [e.split()[0] for e in edits] == list(frag.drop_duplicates(["kind", "value", "size"]).kind)
+    assert not any("nan" in e for e in edits)
 
 
 def test_flat_layout_matches_model_flatten(run):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grokscope.cli import EXAMPLES, build_parser, main
+from grokscope.cli import EXAMPLES, build_parser, command_parsers, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,6 +39,16 @@ def test_help_says_what_and_shows_an_example(path, capsys):
     assert len(body) >= 3 and body[1].strip(), out  # usage, then a description paragraph
     example = out.split("example:\n", 1)[1]
     assert example.strip().startswith(f"grokscope {' '.join(path)}".strip()), example
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(c) or "grokscope" for c in COMMANDS])
+def test_every_argument_says_what_it_is(path, capsys):
+    parser = dict(command_parsers(build_parser()))[" ".join(path)]
+    bare = [a.option_strings[0] if a.option_strings else a.dest for a in parser._actions
+            if not isinstance(a, argparse._SubParsersAction) and not a.help]
+    assert bare == [], f"grokscope {' '.join(path)}: no help for {bare}"
+    assert main([*path, "--help"]) == 0
+    assert "%%" not in capsys.readouterr().out  # argparse %-formats helps, not descriptions
 
 
 def test_no_command_prints_the_help(capsys):

@@ -65,6 +65,7 @@ def test_run_longer_than_the_snapshot_budget(tmp_path, capsys):
     (["fragility", "RUN", "--k", "3"], "k*"),
     (["report", "STORE", "--out", "OUT"], "wrote"),
     (["runs", "show", "RUN"], "steps trained 1"),
+    (["runs", "show", "RUN"], "grok step —, grok step (90%) —"),  # not None
     (["intervene", "RUN", "--fractions", "0.1", "--steps", "2", "--out", "OUT"], "deletion scan"),
 ])
 def test_analyses_of_a_one_step_run_carry_on(one_step, tmp_path, capsys, argv, expect):

@@ -109,6 +109,13 @@ def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_p
     out = json.loads(capsys.readouterr().out)
     assert out["lead_model"]["intercept"] == pytest.approx(lm.intercept)
     assert out["summary"]["n_warned_before"] == 3 and [r["lead"] for r in out["runs"]] == leads
+    assert cli(["runs", "warnings", str(tmp_path / "calib")]) == 0  # the table: whole steps, — when absent
+    text = capsys.readouterr().out
+    assert "None" not in text and "nan" not in text
+    rows = text.splitlines()[1:4]
+    assert [r.split()[1:4] for r in rows] == [[f"{g:.0f}", str(on), f"{g - on:.0f}"]
+                                              for g, on in zip(groks, (1000, 1500, 2000), strict=True)]
+    assert not any(w in c for r in rows for c in r.split()[1:-1] for w in ("None", "nan", "."))  # peak_ratio: .1f
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--detector", "magic"]) == 2
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--every", "0"]) == 2
     capsys.readouterr()

@@ -19,7 +19,7 @@ COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, re
 
 # One example per command, shown at the end of its --help (tested: every command and verb has one).
 EXAMPLES = {
-    "": "grokscope run                 # the quick CPU preset: groks in ~10 s, then its geometry summary\n"
+    "": "grokscope run                 # the quick CPU preset: groks in ~20 s, then its geometry summary\n"
         "  grokscope COMMAND --help      # what a command does, its options and an example",
     "run": "grokscope run --seeds 42,137 --wd 0.3,1 --out runs   # 4 runs as one batched program",
     "runs": "grokscope runs list runs/",
@@ -31,8 +31,9 @@ EXAMPLES = {
     "intervene": "grokscope intervene runs/add-p31-trunk-wd1-lr0.005-s42 --kind deletion --fractions 0.05,0.5",
     "fragility": "grokscope fragility runs/add-p31-trunk-wd1-lr0.005-s42 --k 10",
     "normmin": "grokscope normmin toy",
-    "normmin mlp": "grokscope normmin mlp --seeds 42 --steps 5000 --out normmin/",
-    "normmin decoupled": "grokscope normmin decoupled --seeds 0 --steps 2000",
+    "normmin mlp": "grokscope normmin mlp --seeds 42 --steps 3000 --every 50 --out normmin/   # ~30 s (every step: "
+                   "~1 s a step)",
+    "normmin decoupled": "grokscope normmin decoupled --seeds 0 --steps 2000   # ~1 min",
     "normmin toy": "grokscope normmin toy --lams 0.01,0.1",
     "normmin run": "grokscope normmin run runs/add-p31-trunk-wd1-lr0.005-s42 --max-snapshots 10",
     "sweep": "grokscope sweep configs/quick-wd.yaml --dry-run   # the plan; drop --dry-run to train",
@@ -44,6 +45,8 @@ EXAMPLES = {
 # The commands that train or compute, each given --threads (tested: every command with --device is here).
 THREADED = ("run", "analyze", "intervene", "fragility", "normmin mlp", "normmin decoupled", "normmin toy",
             "normmin run", "sweep", "claims", "report", "compare")
+# Help of options several commands share, for those that do not word their own.
+COMMON_HELP = {"--json": "print only JSON on stdout", "--device": "cpu (default), cuda, cuda:N or auto"}
 THREADS_HELP = ("CPU threads for torch: N, or auto (default): the idle cores (usable cores minus the 1-minute load "
                 "average, at least 1), unless OMP_NUM_THREADS or MKL_NUM_THREADS is set")
 
@@ -80,16 +83,19 @@ def command_parsers(parser: argparse.ArgumentParser, path: str = "") -> Iterator
 
 
 def _document(parser: argparse.ArgumentParser) -> None:
-    """Give `parser` and its sub-commands, recursively, a description (their one-line help) and an example."""
+    """Give `parser` and its sub-commands, recursively, a description (their one-line help), an example, and
+    the shared options their help (`COMMON_HELP`)."""
     for path, command in command_parsers(parser):
         command.formatter_class = argparse.RawDescriptionHelpFormatter
         if path in EXAMPLES:
             command.epilog = f"example:\n  {EXAMPLES[path]}"
         for action in command._actions:
+            if action.help is None and action.option_strings and action.option_strings[0] in COMMON_HELP:
+                action.help = COMMON_HELP[action.option_strings[0]]
             if isinstance(action, argparse._SubParsersAction):
                 helps = {a.dest: a.help for a in action._choices_actions}
-                for name, child in action.choices.items():
-                    child.description = child.description or helps.get(name)
+                for name, child in action.choices.items():  # a help is %-formatted, a description is not
+                    child.description = child.description or (helps.get(name) or "").replace("%%", "%") or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

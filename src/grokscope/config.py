@@ -172,7 +172,7 @@ class RunConfig:
     data_seed: int | None = None  # None: the split follows `seed`, as in the papers' scripts
     steps: int = 30_000
     eval_every: int = 100
-    attn_every: int = 100  # attention matrices into trajectory.safetensors
+    attn_every: int = 100  # attention matrices into the trajectory (trajectory/<step>.safetensors)
     n_snapshots: int = 100  # full parameter snapshots per run (at most)
     checkpoint_every: int = 2000
     grok_acc: float = 0.98

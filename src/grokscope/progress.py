@@ -32,12 +32,14 @@ def progress_bar(label: str) -> Progress:
 @contextmanager
 def working(label: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner with the elapsed time on stderr, for long commands without a step count (analyses, figures);
-    yields a function that sets the text beside it (what is being done now). Gone when the block ends."""
-    if not enabled:
+    yields a function that sets the text beside it (what is being done now). Gone when the block ends; not
+    shown when stderr is no terminal (a log or a pipe would keep only a blank line of it)."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
         yield lambda text: None
         return
     bar = Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), TextColumn("{task.description}"),
-                   console=Console(stderr=True), transient=True)
+                   console=console, transient=True)
     with bar:
         task = bar.add_task("", total=None)
         yield lambda text: bar.update(task, description=text)

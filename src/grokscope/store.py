@@ -1,4 +1,4 @@
-"""Run-directory I/O: config.json, metrics.parquet, trajectory.safetensors, checkpoint.safetensors, and the
+"""Run-directory I/O: config.json, metrics.parquet, trajectory/ segments, checkpoint.safetensors, and the
 analyses' files; every file name a run directory holds is defined here.
 
 Every write goes to a temporary file in the same directory and is renamed into place, so a killed
@@ -134,6 +134,21 @@ def check_out(path: str | os.PathLike, what: str = "--out") -> Path:
     if not os.access(a, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {text}: {a} is not writable")
     return p
+
+
+def not_a_run(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`path`, refused when it is a run directory (it holds config.json) given where a store of runs belongs:
+    runs written into it would nest inside that run."""
+    p = Path(path)
+    if (p / CONFIG).is_file():
+        raise ConfigError(f"{what} {os.fspath(p)} is a run directory, not a store of runs; give the folder that "
+                          f"holds it ({os.fspath(p.absolute().parent)})")
+    return p
+
+
+def check_store(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`check_out` for a folder that holds runs (`not_a_run`)."""
+    return not_a_run(check_out(path, what), what)
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:

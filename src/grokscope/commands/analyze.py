@@ -90,6 +90,8 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
                   f"rho final {fmt(d.get('rho_final'), '.4f')} (random {fmt(d.get('rho_random_median'), '.4f')}), "
                   f"lead {leads or '—'}  -> {where}")
         if "hessian" in res and "skipped" not in res["hessian"]:
-            flat = {k: v for k, v in res["hessian"].items() if not isinstance(v, dict | list)}
-            h = ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in flat.items())
-            print(f"  hessian: {h}  -> hessian.parquet")
+            losses = {k: v for k, v in res["hessian"].items() if isinstance(v, dict) and "lambda_min" in v}
+            h = "; ".join(f"{loss} loss λ_min {fmt(v['lambda_min'], '.3f')} at step {v['step']}, λ_max peak "
+                          f"{fmt(v['lambda_max_peak'], '.1f')}" for loss, v in losses.items())
+            n = max((v["n_checkpoints"] for v in losses.values()), default=0)
+            print(f"  hessian: {h or 'no checkpoints'} ({n} checkpoints)  -> hessian.parquet")

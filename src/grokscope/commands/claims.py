@@ -18,7 +18,7 @@ from grokscope.claims.plan import claims_plan, plan_totals
 from grokscope.commands.common import print_json
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
-from grokscope.store import check_out
+from grokscope.store import check_store, not_a_run
 
 ROLES = ("dual", "dual0", "seeds", "tri", "single", "lr")
 
@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train nothing: list every run, scan and experiment the scale needs, the last step stored vs its "
         "budget, and the run-steps left (upper bounds) with the rate measured so far; the store must exist",
     )
-    p.add_argument("--progress", action="store_true", help="progress on stderr (now the default unless --json)")
+    p.add_argument("--progress", action="store_true",
+                   help="no effect, kept for old scripts: progress is on stderr unless --json")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -76,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     if args.plan:
-        return _plan(paper, scale, Path(args.store or default_store(scale)), _specs(args.specs), args.json)
-    store = check_out(args.store or default_store(scale), "--store")
+        store = not_a_run(args.store or default_store(scale), "--store")
+        return _plan(paper, scale, store, _specs(args.specs), args.json)
+    store = check_store(args.store or default_store(scale), "--store")
     ctx = ClaimContext(
         scale=scale,
         store=store,

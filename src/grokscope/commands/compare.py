@@ -15,7 +15,7 @@ from grokscope.compare import comparison_table, default_baseline, markdown, meth
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError, StoreError
 from grokscope.plots import method_curves
-from grokscope.store import RunDir, find_runs, jsonable, write_table
+from grokscope.store import RunDir, check_out, find_runs, jsonable, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.hessian_checkpoints < 0:
         raise ConfigError(f"--hessian-checkpoints={args.hessian_checkpoints} must be >= 0")
     device = resolve_device(check_device(args.device))
+    out = check_out(args.out) if args.out else None  # before any analysis is stored in a run
     runs = [r for r in find_runs(args.runs) if r.has_summary()]
     if not runs:
         raise StoreError(f"no grokscope runs with a summary under {', '.join(map(str, args.runs))}")
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         rows.extend(run_rows(r, lab, geo, curv))
     per_run = pd.DataFrame(rows)
     table = comparison_table(per_run, baseline or "")
-    if args.out:
-        _write(Path(args.out), runs, labels, per_run, table, baseline or "—")
+    if out is not None:
+        _write(out, runs, labels, per_run, table, baseline or "—")
     if args.json:
         print_json({"baseline": baseline, "methods": jsonable(table.to_dict("records")),
                     "runs": jsonable(per_run.to_dict("records"))})

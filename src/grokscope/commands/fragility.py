@@ -20,7 +20,7 @@ from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fragility", help="compression/perturbation of the final model and the threshold k*")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     p.add_argument("--k", type=int, default=20, help="largest number of trajectory PCs for k*")
     p.add_argument("--threshold", type=float, default=0.9, help="test accuracy every task must exceed for k*")
     p.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
@@ -50,13 +50,10 @@ def run(args: argparse.Namespace) -> int:
                     "reconstruction": rec.to_dict("records")})
         return 0
     tasks = list(dict.fromkeys(frag.task))
-    wide = frag.pivot_table(index=["kind", "value", "size"], columns="task", values="test_acc", dropna=False,
-                            sort=False).reset_index()
     print(f"fragility of {rd.path} (test accuracy per task)")
     print(f"{'edit':>8} {'value':>7} {'size':>6}" + "".join(f" {t:>8}" for t in tasks))
-    for _, r in wide.iterrows():
-        size = "" if math.isnan(r["size"]) else f"{r['size']:g}"
-        print(f"{r['kind']:>8} {r['value']:>7g} {size:>6}" + "".join(f" {r[t]:>8.3f}" for t in tasks))
+    for (kind, value, size), acc in _edit_rows(frag).items():
+        print(f"{kind:>8} {value:>7g} {size:>6}" + "".join(f" {acc.get(t, math.nan):>8.3f}" for t in tasks))
     rt = rec.pivot_table(index=["k", "cumulative"], columns="task", values="test_acc").reset_index()
     print("\nreconstruction θ₀ + Σ_(i≤k) v_i v_iᵀ Δθ (test accuracy per task)")
     print(f"{'k':>3} {'cum var':>8}" + "".join(f" {t:>8}" for t in tasks))
@@ -67,3 +64,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"k* = {summary['k_star']} (cumulative variance {summary['cumulative_at_k_star']:.4f})")
     return 0
+
+
+def _edit_rows(frag) -> dict[tuple[str, float, str], dict[str, float]]:
+    """Test accuracy per task of each edit the table holds, in its order (a pivot would cross every level)."""
+    rows: dict[tuple[str, float, str], dict[str, float]] = {}
+    for r in frag.itertuples(index=False):
+        size = "" if math.isnan(r.size) else f"{r.size:g}"
+        rows.setdefault((r.kind, float(r.value), size), {})[r.task] = float(r.test_acc)
+    return rows

@@ -32,7 +32,7 @@ from grokscope.store import RunDir, check_out, jsonable
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("intervene", help="train a scan of gradient interventions from a base run")
-    p.add_argument("base_run", help="run directory whose config, seed and basis the scan uses")
+    p.add_argument("base_run", metavar="BASE_RUN", help="run directory whose config, seed and basis the scan uses")
     p.add_argument("--kind", choices=KINDS, default="deletion",
                    help="deletion: g - f g_perp (trajectory PCs); suppression: same map, execution basis; "
                         "random: random basis of rank k; kick / random-kick: parameter kicks of amplitude a")

@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("normmin", help="P3: tangent cosine, decoupled two-layer dynamics, toy models")
     verbs = p.add_subparsers(dest="normmin_cmd", metavar="EXPERIMENT")
 
-    def common(q: argparse.ArgumentParser, seeds: bool = True, steps: bool = True) -> None:
+    def common(q: argparse.ArgumentParser, seeds: bool = True, steps: bool = True, out: str = "PNG figures") -> None:
         q.add_argument("--json", action="store_true", help="print only JSON on stdout")
-        q.add_argument("--out", default=None, help="folder for PNG figures (and, for mlp, the runs)")
+        q.add_argument("--out", default=None, help=f"folder for the {out} (default: none written)")
         if seeds:
             q.add_argument("--seeds", type=csv_list(int), default=None, help="comma-separated seeds")
         if steps:
@@ -35,25 +35,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=run)
 
     mlp = verbs.add_parser("mlp", help="P3 exp. 4.6: mod-11 MLP, cos(Δθ, tangent of -θ) during grokking")
-    common(mlp)
+    common(mlp, out="runs and PNG figures")
     mlp.add_argument("--every", type=int, default=None, help="probe interval in steps (default 1, as P3)")
     mlp.add_argument("--n-test", type=int, default=None, help="held-out pairs (default 7 of the 66 a ≤ b)")
     dec = verbs.add_parser("decoupled", help="P3 §7: W₂ = H⁺Y, W₁ follows -∇R; p=37, d_h 512")
     common(dec)
     dec.add_argument("--lam", type=float, default=None, help="λ in R (default 1)")
     dec.add_argument("--lr", type=float, default=None, help="η (default 1e-3)")
-    dec.add_argument("--dtype", choices=("float64", "float32"), default=None)
+    dec.add_argument("--dtype", choices=("float64", "float32"), default=None, help="default float64")
     toy = verbs.add_parser("toy", help="P3 §4: ŷ = w₁x₁ + w₂x₂ on 1 + 1 = 2, ŷ = w₁x₁ + w₂x₂ + w₃x₃ on 3")
     common(toy, seeds=False)
     toy.add_argument("--lams", type=csv_list(float), default=None,
                      help="comma-separated λ (default 0.01,0.1,0.2)")
     rd = verbs.add_parser("run", help="tangent cosine and norm-vs-decay of a stored run")
-    rd.add_argument("run_dir")
+    rd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     common(rd, seeds=False, steps=False)
     rd.set_defaults(steps=None)
     rd.add_argument("--subsample", type=int, default=64, help="training examples in J (default 64)")
-    rd.add_argument("--cg-iters", type=int, default=100)
-    rd.add_argument("--max-snapshots", type=int, default=None)
+    rd.add_argument("--cg-iters", type=int, default=100, help="conjugate-gradient steps on JJᵀ (default 100)")
+    rd.add_argument("--max-snapshots", type=int, default=None,
+                    help="at most N snapshot pairs, evenly spaced (default: every stored one)")
     rd.add_argument("--project-steps", type=int, default=0,
                     help="GD steps (λ=0, momentum 0.9) towards Z before taking J (default 0: J at θ)")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])

@@ -15,11 +15,11 @@ from grokscope.store import check_out, find_runs
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="static HTML report (index.html + PNG figures) of a store")
-    p.add_argument("store", help="a store folder (or one run directory)")
+    p.add_argument("store", metavar="STORE", help="a store folder (or one run directory)")
     p.add_argument("--out", default=None, help="output folder (default STORE/report)")
     p.add_argument("--compute", action="store_true",
-                   help="run geometry_summary (ρ, PC1%%, onset) for runs whose analyses.json lacks it")
-    p.add_argument("--null-runs", type=int, default=6, help="runs that get the PC1%% random-walk null")
+                   help="compute the geometry summary (ρ, PC1%%, defect onset) of runs that have none stored")
+    p.add_argument("--null-runs", type=int, default=6, help="how many runs get the PC1%% random-walk null (default 6)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)

@@ -28,16 +28,18 @@ from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
 from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir, check_out
+from grokscope.store import RunDir, check_store
+from grokscope.tasks import OPERATIONS
 from grokscope.train import EvalInfo, RunResult, check_dirs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train runs (default: the quick CPU preset) and summarise them")
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
-    p.add_argument("--tasks", type=csv_list(str), help="e.g. add,mul")
-    p.add_argument("--p", type=int, help="modulus")
-    p.add_argument("--train-frac", type=float)
+    p.add_argument("--tasks", type=csv_list(str),
+                   help=f"task(s) of one run, from {', '.join(OPERATIONS)}; e.g. add,mul")
+    p.add_argument("--p", type=int, help="modulus p (prime when a task multiplies, divides or squares)")
+    p.add_argument("--train-frac", type=float, help="fraction of the pairs used for training")
     p.add_argument("--wd", type=csv_list(float), help="weight decay(s), e.g. 0.1,0.3,1")
     p.add_argument("--lr", type=csv_list(float), help="learning rate(s)")
     p.add_argument("--seeds", type=csv_list(int), help="seed(s), e.g. 42,137,2024")
@@ -46,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-model", type=int, help="model width")
     p.add_argument("--heads", type=int, help="attention heads")
     p.add_argument("--layers", type=int, help="transformer layers")
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--eval-every", type=int, help="train/test accuracy every N steps (the grok step's resolution)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint (what a killed run resumes from) every N steps")
     p.add_argument("--defect-every", type=int, help="inline commutator defect every N steps (0: off)")
     p.add_argument("--init", choices=("authors", "independent"),
                    help="θ₀: the papers' script module (layers copied; paper presets) or independent layers")
@@ -128,7 +130,7 @@ def _round_up(n: int, k: int) -> int:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
-    out = check_out(args.out)
+    out = check_store(args.out)
     check_dirs(cfgs, out, args.resume, args.force)  # refused stores fail before the progress bar appears
     quiet = args.json
     t0 = time.perf_counter()

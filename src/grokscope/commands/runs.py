@@ -13,21 +13,22 @@ from rich.table import Table
 
 from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError, StoreError
+from grokscope.formatting import fmt
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
-from grokscope.store import TENSORBOARD_DIR, RunDir, find_runs
+from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list or show stored runs")
+    p = sub.add_parser("runs", help="list, show, export (TensorBoard) or replay (early warning) stored runs")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     ls = verbs.add_parser("list", help="one line per run below STORE")
-    ls.add_argument("store", nargs="?", default="runs")
+    ls.add_argument("store", nargs="?", default="runs", metavar="STORE", help="a store folder (default runs)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=list_runs)
     show = verbs.add_parser("show", help="a run's config, grok steps, final accuracies and files")
-    show.add_argument("run_dir")
+    show.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=show_run)
     tb = verbs.add_parser("tensorboard", help="write TensorBoard event files from stored runs (extra: tensorboard)")
@@ -70,13 +71,16 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
+    if not rows:
+        print(f"no grokscope runs under {args.store}")
+        return 0
     t = Table(title=f"runs in {args.store}")
     for col in ("path", "tasks", "p", "model", "wd", "lr", "seed", "steps", "grok step"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold" if col == "path" else "ellipsis")  # a path cut short names no run
     for r in rows:
-        grok = ", ".join(f"{k} {v if v is not None else '—'}" for k, v in r["grok_step"].items())
+        grok = ", ".join(f"{k} {fmt(v)}" for k, v in r["grok_step"].items())
         t.add_row(r["path"], r["tasks"], str(r["p"]), r["model"], f"{r['wd']:g}", f"{r['lr']:g}", str(r["seed"]),
-                  str(r["steps"]), grok)
+                  fmt(r["steps"]), grok)
     Console().print(t)
     return 0
 
@@ -85,6 +89,9 @@ def show_run(args: argparse.Namespace) -> int:
     runs = find_runs([args.run_dir])
     if not runs:
         raise StoreError(f"{args.run_dir} holds no grokscope run")
+    if len(runs) > 1:
+        raise ConfigError(f"{args.run_dir} holds {len(runs)} runs; give one run directory, e.g. {runs[0].path} "
+                          f"(`grokscope runs list {args.run_dir}` lists them)")
     run = runs[0].check()
     s = _summary(run)
     files = sorted(f.name for f in run.path.iterdir() if not f.name.startswith("."))
@@ -96,15 +103,16 @@ def show_run(args: argparse.Namespace) -> int:
     con.print(Pretty(s["config"]))
     for t, step in s["grok_step"].items():
         acc = s["final_acc"].get(t, {})
-        con.print(f"  {t}: grok step {step if step is not None else '—'}, "
-                  f"grok step (90%) {s.get('grok_step_90', {}).get(t)}, "
-                  f"final train {acc.get('train', float('nan')):.3f} test {acc.get('test', float('nan')):.3f}")
-    con.print(f"  steps trained {s.get('steps_trained')}, finished {s.get('finished')}, "
-              f"wall {s.get('wall_time')} s; files: {', '.join(files)}")
+        con.print(f"  {t}: grok step {fmt(step)}, grok step (90%) {fmt(s.get('grok_step_90', {}).get(t))}, "
+                  f"final train {fmt(acc.get('train'), '.3f')} test {fmt(acc.get('test'), '.3f')}")
+    con.print(f"  steps trained {fmt(s.get('steps_trained'))}, finished {s.get('finished')}, "
+              f"wall {fmt(s.get('wall_time'), '.1f')} s; files: {', '.join(files)}")
     return 0
 
 
 def tensorboard(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out(args.out)
     require()  # a missing extra fails before anything is written
     runs = find_runs(args.runs)
     if not runs:
@@ -130,10 +138,12 @@ def warnings(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"lead_model": lead.__dict__, "summary": summary, "runs": table.to_dict("records")})
         return 0
-    cols = ["run", "grok_step", "warning_step", "lead", "predicted", "window_lo", "window_hi", "peak_ratio"]
+    cols = {"run": None, "grok_step": ".0f", "warning_step": ".0f", "lead": ".0f", "predicted": ".0f",
+            "window_lo": ".0f", "window_hi": ".0f", "peak_ratio": ".1f"}  # steps as whole numbers, — when absent
+    shown = pd.DataFrame({c: table[c].map(lambda v, spec=spec: fmt(v, spec)) for c, spec in cols.items()})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table[cols].to_string(index=False) if len(table) else "no runs with an inline defect table")
+        print(shown.to_string(index=False) if len(table) else "no runs with an inline defect table")
     print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
           f"({lead.source})")
-    print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    print(", ".join(f"{k} {fmt(v, '.3g')}" for k, v in summary.items()))
     return 0

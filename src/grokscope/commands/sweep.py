@@ -18,7 +18,7 @@ from grokscope.config import RunConfig
 from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt
-from grokscope.store import check_out
+from grokscope.store import check_store
 from grokscope.sweep import SweepSpec, load_spec, pending, plan, run_bytes, run_sweep, sweep_status
 
 
@@ -49,7 +49,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         if max_runs < 1:
             raise ConfigError(f"--max-runs={max_runs} must be >= 1")
         spec = replace(spec, max_runs=max_runs)
-    check_out(spec.out, "out")
+    check_store(spec.out, "out")
     return spec
 
 

@@ -69,6 +69,8 @@ class SweepSpec:
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read a YAML sweep spec and validate every value (one-line ConfigError naming the bad one)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"sweep spec {str(path)!r} is a folder; give a YAML spec file (see configs/)")
     if not path.is_file():
         raise ConfigError(f"sweep spec {str(path)!r} does not exist")
     try:

@@ -84,7 +84,7 @@ def run_tangent_cosine(run: RunDir, opts: RunTangentConfig = RunTangentConfig())
     if not run.exists():
         raise StoreError(f"{run.path} is not a grokscope run (no config.json)")
     if not run.has_trajectory():
-        raise StoreError(f"{run.path} has no trajectory.safetensors (no snapshots to analyse)")
+        raise StoreError(f"{run.path} has no trajectory yet (no snapshots to analyse; train it first)")
     cfg = run.config()
     steps, snaps = run.snapshots()
     S = int(steps.numel())
