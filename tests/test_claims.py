@@ -330,3 +330,35 @@ def test_exec_random_ratio_is_the_memorization_median(tmp_path):
     # a run never labelled memorization has no value (the row then counts fewer runs)
     run.write_table("metrics", _acc_table({s: (0.5, 0.5) if s < 800 else (1.0, 1.0) for s in accs}))
     assert p2.svd_ratio(run, "cpu")["value"] is None
+
+
+def _lead_table(runs: list[tuple[float, str, int, float, float | None]]) -> pd.DataFrame:
+    """A sweep result table of single-task runs (lr, task, seed, t_grok90, lead_90); the 98 %×3 grok step is
+    set 1000 steps later so a fit on it would differ."""
+    rows = []
+    for lr, task, seed, t90, lead in runs:
+        rows.append({"tasks": task, "lr": lr, "seed": seed, f"grok_step_90.{task}": t90,
+                     f"grok_step.{task}": t90 + 1000, f"summary.lead_90.{task}": lead})
+    return pd.DataFrame(rows)
+
+
+def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
+    # P2 v2 §4.6: ln–ln least squares over *runs* with a detected onset and lead > 0, t_grok = the first
+    # evaluation ≥ 90 % (grok_lr_sweep.py:336–339 computes lead = t90 − onset per run); not lr means, not the
+    # 98 %×3 step. Lead 0, lead < 0 and no onset (NaN) leave the fit.
+    single = _lead_table([(1e-3, "add", 42, 3100, 1300), (1e-3, "mul", 42, 2500, 600),
+                          (1e-3, "sq", 137, 1900, 1000)])
+    lr = _lead_table([(3e-4, "add", 42, 11600, 10400), (3e-4, "sq", 42, 7300, 6200),
+                      (3e-3, "add", 42, 800, 0), (3e-3, "sub", 42, 800, -100), (1e-2, "mul", 42, 200, None)])
+    ctx = ClaimContext(scale="cpu", store=tmp_path)
+    ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr})
+    row = p2.claim_lead_power_law(ctx)
+    t = np.array([3100, 2500, 1900, 11600, 7300.0])
+    d = np.array([1300, 600, 1000, 10400, 6200.0])
+    want = np.polyfit(np.log(t), np.log(d), 1)[0]
+    assert row.values["alpha"] == pytest.approx(want, rel=1e-9)
+    assert len(row.values["points"]) == 5
+    means = np.polyfit(np.log([t[:3].mean(), t[3:].mean()]), np.log([d[:3].mean(), d[3:].mean()]), 1)[0]
+    assert abs(means - want) > 0.05  # a fit over lr means would have read otherwise
+    assert row.values["lead_fraction"] == pytest.approx({1e-3: np.mean(d[:3] / t[:3]), 3e-4: np.mean(d[3:] / t[3:])})
+    assert "(paper 0.88)" in row.measured and "(paper 0.43)" in row.measured

@@ -54,6 +54,9 @@ GROKKING = ("add", "sub", "mul", "sq")
 NEVER = ("sq_ab", "cube_ab")
 PAPER_LEAD_ALPHA = (1.27, 0.03)
 PAPER_LEAD_1E3 = (600, 1600, 1117)  # lead range and mean at lr 1e-3 (12 runs)
+# P2 v2 §4.6: mean lead / t_grok per lr over the runs in the fit (α depends on which lrs enter, so these
+# are the per-lr numbers a cut sweep can be read against; docs/notes/p2-lead-power-law.md)
+PAPER_LEAD_FRACTION = {3e-5: 0.95, 1e-4: 0.92, 3e-4: 0.88, 1e-3: 0.43, 3e-3: 0.24}
 PAPER_EXEC_RANDOM = (1.8, 2.9)  # weight-SVD basis (k 3 per matrix, K 24) over a random one
 ALPHA_TOL, ALPHA_PARTLY = 0.15, 0.30  # |Δα|, fixed in advance
 P2_DEFECT = {"defect_every": 100, "defect_draws": 5}  # grok_generalization_dynamics.py COMM_EVERY, COMM_K
@@ -399,12 +402,26 @@ def claim_never_grok(ctx: ClaimContext) -> ClaimRow:
     )
 
 
+def lead_fractions(pts: pd.DataFrame) -> dict[float, float]:
+    """Mean lead / t_grok per lr over the points given (P2 v2 §4.6's per-lr "predictive window")."""
+    if not len(pts):
+        return {}
+    return {float(lr): float((g.lead / g.t_grok).mean()) for lr, g in pts.groupby("lr")}
+
+
+def _fractions_text(frac: dict[float, float]) -> str:
+    paper = PAPER_LEAD_FRACTION
+    return ", ".join(f"{lr:g} {f:.2f}" + (f" (paper {paper[lr]:.2f})" if lr in paper else "")
+                     for lr, f in frac.items())
+
+
 def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
     """Lead time Δt ∝ t_grok^α across the lr sweep, α = 1.27 ± 0.03 (R² 0.97, n = 43)."""
     spec = ctx.spec("lr", lr_spec)
     pts = _lr_points(ctx)
     pts = pts[np.isfinite(pts.lead) & (pts.lead > 0)] if len(pts) else pts
     a, se = PAPER_LEAD_ALPHA
+    frac = lead_fractions(pts)
     try:
         fit = fit_power_law(pts.t_grok, pts.lead)
     except ValueError as e:
@@ -415,12 +432,14 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
         "lead ∝ t_grok^α (lr sweep)",
         f"α = {a} ± {se} (R² 0.97, n 43)",
         f"α = {fit.alpha:.2f} ± {fit.alpha_se:.2f} (R² {fit.r2:.2f}, n {fit.n}; lr "
-        f"{', '.join(f'{x:g}' for x in sorted(set(pts.lr)))})",
+        f"{', '.join(f'{x:g}' for x in sorted(set(pts.lr)))}); lead fraction {_fractions_text(frac)}",
         verdict_value(fit.alpha, a, ALPHA_TOL, ALPHA_PARTLY / ALPHA_TOL),
         f"|Δα| ≤ {ALPHA_TOL} (fixed in advance); partly ≤ {ALPHA_PARTLY}",
         spec,
-        {"points": pts.to_dict("records"), "alpha": fit.alpha, "alpha_se": fit.alpha_se, "r2": fit.r2},
-        note="" if ctx.scale == "paper" else "lr 3e-5 and 1e-4 (150k–300k steps) are paper-only",
+        {"points": pts.to_dict("records"), "alpha": fit.alpha, "alpha_se": fit.alpha_se, "r2": fit.r2,
+         "lead_fraction": frac},
+        note="" if ctx.scale == "paper" else "lr 3e-5 and 1e-4 (150k–300k steps) are paper-only; α depends on "
+        "which lrs enter",
     )
 
 
