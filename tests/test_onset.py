@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from grokscope.geometry.onset import (
+    defect_timing,
     fit_power_law,
     lead,
     lead_fraction,
     onset_envelope,
     onset_threshold,
+    peak_ratio,
     posthoc_indices,
     rolling_max,
 )
@@ -151,3 +153,15 @@ def test_power_law_drops_nonpositive_and_needs_three_points():
     assert fit.n == 4 and fit.alpha == pytest.approx(1.0)
     with pytest.raises(ValueError):
         fit_power_law([1, 2], [1, 2])
+
+
+def test_peak_ratio_is_p2s_rule():
+    """P2's peak/baseline (reproduces its 513× and 47×): the max over every record, the last (post-grok tail)
+    included, over the median of the first three records by step (step 0, 100, 200), with no 0.1 floor."""
+    steps = [300, 0, 500, 200, 100, 400]  # rows out of order: defect_timing orders them by step
+    D = [50.0, 4.0, 80.0, 1.6, 1.0, 20.0]  # first three by step 4.0, 1.0, 1.6: median 1.6, mean 2.2, first 4.0
+    assert defect_timing(steps, D, {})["defect_peak_ratio"] == pytest.approx(80.0 / 1.6)
+    assert peak_ratio([0.05, 0.02, 0.04, 3.0]) == pytest.approx(3.0 / 0.04)  # no max(baseline, 0.1) here
+    # the authors' stored records (pca_sweep_plots/generalization_dynamics_results.pt): first three and max
+    assert peak_ratio([2.2279, 1.4674, 2.9527, 103.643]) == pytest.approx(46.5, abs=0.05)  # a²+ab+b², "47×"
+    assert peak_ratio([2.3105, 1.4427, 2.3539, 1186.317]) == pytest.approx(513.4, abs=0.1)  # a²+b², "513×"
