@@ -362,3 +362,25 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
     assert abs(means - want) > 0.05  # a fit over lr means would have read otherwise
     assert row.values["lead_fraction"] == pytest.approx({1e-3: np.mean(d[:3] / t[:3]), 3e-4: np.mean(d[3:] / t[3:])})
     assert "(paper 0.88)" in row.measured and "(paper 0.43)" in row.measured
+
+
+def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):
+    """postgrok_compression.py / snapshot_decomposition.py load only multitask_s{seed}.pt (WEIGHT_DECAY 1.0):
+    the SVD / prune / scale rows score the grokked wd-1 runs; other wd > 0 are kept apart, wd 0 and
+    non-grokked runs are never scored."""
+    from grokscope.claims.p1 import FRAGILITY_WD, _final_runs, fragility_accs
+
+    assert FRAGILITY_WD == 1.0
+    runs = [(1.0, 100, 0.01), (1.0, 200, 0.02), (0.5, 300, 0.30), (1.0, None, 0.90), (0.0, 400, 0.50)]
+    rows = []
+    for i, (wd, grok, acc) in enumerate(runs):
+        rd = RunDir(tmp_path / f"r{i}")
+        rd.path.mkdir()
+        rd.write_table("fragility", pd.DataFrame({
+            "kind": ["prune", "prune", "scale"], "value": [0.5, 0.5, 0.95], "task": ["add", "mul", "add"],
+            "test_acc": [acc, acc + 0.002, 0.7]}))
+        rows.append({"path": str(rd.path), "wd": wd, "grok_step.add": grok, "grok_step.mul": grok})
+    table = pd.DataFrame(rows)
+    assert fragility_accs(_final_runs(table, FRAGILITY_WD), "prune", (0.5,)) == pytest.approx([0.011, 0.021])
+    assert fragility_accs(_final_runs(table, FRAGILITY_WD, exclude=True), "prune", (0.5,)) == pytest.approx([0.301])
+    assert len(_final_runs(table)) == 3  # every grokked wd > 0 run (PC1 alone, k*: all wd, as pca_threshold_scan)
