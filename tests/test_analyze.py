@@ -126,6 +126,21 @@ def test_analyze_hessian_lanczos_options(run, capsys):
     assert res["total"]["lambda_min"] == pytest.approx(h[h["loss"] == "total"]["lambda_min"].min())
 
 
+def test_analyze_hessian_draws(run, capsys):
+    """`--hessian-draws N` stores N fresh-sample λ_min traces (hessian_draws.parquet) and prints their depths;
+    a negative N is refused before anything is written."""
+    assert main(["analyze", str(run.path), "--what", "hessian", "--lanczos-iters", "5", "--hessian-draws", "2"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "fresh samples" in x)
+    draws = run.table("hessian_draws")
+    assert sorted(draws["draw"].unique()) == [0, 1]
+    assert draws["step"].nunique() == run.table("hessian")["step"].nunique()
+    depths = draws.groupby("draw")["lambda_min"].min()
+    assert run.analyses()["hessian"]["depth_draws"]["depths"] == pytest.approx(list(depths))
+    assert "over 2 fresh samples" in line and f"{depths.iloc[0]:.1f}" in line
+    assert main(["analyze", str(run.path), "--what", "hessian", "--hessian-draws", "-1"]) == 2
+    assert "--hessian-draws=-1" in capsys.readouterr().err
+
+
 def test_analyze_prints_lambda_min_per_loss(run, capsys):
     """The text output names λ_min of each loss (total, then per task) with its step, as the README words it."""
     assert main(["analyze", str(run.path), "--what", "hessian", "--lanczos-iters", "5"]) == 0

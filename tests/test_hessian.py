@@ -10,7 +10,14 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
-from grokscope.geometry.hessian import analyze_hessian, checkpoint_indices, summarize_hessian
+from grokscope.geometry.hessian import (
+    DRAW_SALT,
+    analyze_hessian,
+    checkpoint_indices,
+    depth_over_samples,
+    summarize_depth_draws,
+    summarize_hessian,
+)
 from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.problem import Problem
@@ -202,6 +209,24 @@ def test_analyze_hessian_residuals_and_convergence(tiny_run):
     assert (conv["lambda_min_residual"] <= tol * conv["lambda_min"].abs()).all()
     scale = conv["lambda_max"].abs().max()
     assert (conv["lambda_min"] <= short["lambda_min"] + 1e-5 * scale).all()
+
+
+def test_depth_over_samples_redraws_the_sample(tiny_run):
+    """Each draw is the total loss's λ_min on its own training sample and start vectors, the same numbers as
+    `analyze_hessian` called with that salt and seed; fresh samples move λ_min away from the fixed sample's,
+    and the summary's depth per draw is that draw's minimum over checkpoints."""
+    df = depth_over_samples(tiny_run, 3, n_checkpoints=3, iters=6, n_samples=32)
+    assert sorted(df["draw"].unique()) == [0, 1, 2] and len(df) == 3 * 3
+    one = analyze_hessian(tiny_run, 3, iters=6, n_samples=32, subspace=False, seed=2, sample_salt=DRAW_SALT + 1,
+                          losses=["total"])
+    assert list(one["loss"]) == ["total"] * 3
+    np.testing.assert_allclose(df[df["draw"] == 1]["lambda_min"], one["lambda_min"], rtol=1e-6)
+    fixed = analyze_hessian(tiny_run, 3, iters=6, n_samples=32, subspace=False, losses=["total"])
+    for d in range(3):
+        assert not np.allclose(df[df["draw"] == d]["lambda_min"].iloc[1:], fixed["lambda_min"].iloc[1:], rtol=1e-3)
+    s = summarize_depth_draws(df)
+    assert s["draws"] == 3 and s["depths"] == [df[df["draw"] == d]["lambda_min"].min() for d in range(3)]
+    assert s["mean"] == pytest.approx(np.mean(s["depths"])) and s["sd"] == pytest.approx(np.std(s["depths"], ddof=1))
 
 
 def _dense_spectrum(P: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:

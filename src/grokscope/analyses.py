@@ -17,7 +17,7 @@ from grokscope.formatting import num
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
-from grokscope.geometry.hessian import analyze_hessian, summarize_hessian
+from grokscope.geometry.hessian import analyze_hessian, depth_over_samples, summarize_depth_draws, summarize_hessian
 from grokscope.geometry.onset import defect_timing, lead, lead_fraction, onset_envelope, posthoc_indices
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
@@ -26,6 +26,7 @@ from grokscope.store import (
     DEFECT_TABLE,
     FRAGILITY,
     FRAGILITY_TABLE,
+    HESSIAN_DRAWS_TABLE,
     HESSIAN_TABLE,
     PCA_TABLE,
     POSTHOC_TABLE,
@@ -152,17 +153,24 @@ def analyze_defect(run: RunDir, device: str = "cpu", draws: int = 9, max_points:
 
 @register("hessian")
 def analyze_hessian_run(run: RunDir, device: str = "cpu", n_checkpoints: int = 30, iters: int = 25,
-                        tol: float | None = None) -> dict[str, Any]:
+                        tol: float | None = None, draws: int = 0) -> dict[str, Any]:
     """Bottom/top Hessian eigenvalues at ≤ n_checkpoints checkpoints → hessian.parquet
     (grokscope.geometry.hessian; `iters` Lanczos steps as the papers, or up to `iters` until the residual
-    tolerance `tol`). A monitored run: the summary of the λ_min its monitor recorded (Monitor hessian_every)."""
+    tolerance `tol`). `draws` > 0 also repeats the total loss's λ_min under that many fresh samples →
+    hessian_draws.parquet and `depth_draws` (the depth's sampling spread). A monitored run: the summary of
+    the λ_min its monitor recorded (Monitor hessian_every)."""
     if _external(run):
         if not run.has_table(HESSIAN_TABLE):
             return {"skipped": "monitored run without λ_min (Monitor hessian_every=0)"}
         return {"source": "inline (Monitor)", **summarize_hessian(run.table(HESSIAN_TABLE))}
     df = analyze_hessian(run, n_checkpoints=n_checkpoints, device=device, iters=iters, tol=tol)
+    summary = summarize_hessian(df)
+    if draws:
+        spread = depth_over_samples(run, draws, n_checkpoints=n_checkpoints, iters=iters, device=device, tol=tol)
+        run.write_table(HESSIAN_DRAWS_TABLE, spread)
+        summary["depth_draws"] = summarize_depth_draws(spread)
     run.write_table(HESSIAN_TABLE, df)
-    return summarize_hessian(df)
+    return summary
 
 
 @register("fragility")

@@ -40,6 +40,7 @@ DEFECT_TABLE = "defect"  # the inline commutator-defect probe (train with defect
 POSTHOC_TABLE = "defect_posthoc"  # defects at the stored snapshots (the `defect` analysis)
 PCA_TABLE = "pca"
 HESSIAN_TABLE = "hessian"
+HESSIAN_DRAWS_TABLE = "hessian_draws"  # λ_min under fresh Hessian samples (`analyze --hessian-draws`)
 FRAGILITY_TABLE = "fragility"
 RECONSTRUCTION_TABLE = "reconstruction"
 TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lanczos-tol", type=float, default=None,
                    help="run Lanczos until λ_min's and λ_max's Ritz residuals are <= TOL·|λ| (e.g. 1e-3; "
                         "FIDELITY-AUDIT item 15: 25 steps need not converge)")
+    p.add_argument("--hessian-draws", type=int, default=0, metavar="N",
+                   help="also repeat the total loss's λ_min under N fresh training samples and start vectors (as "
+                        "the P1 scripts draw per call) and report the depth's spread (default 0: the fixed sample)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -45,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lanczos-iters={args.lanczos_iters} must be >= 1")
     if args.lanczos_tol is not None and not 0 < args.lanczos_tol < 1:
         raise ConfigError(f"--lanczos-tol={args.lanczos_tol} must be in (0, 1)")
+    if args.hessian_draws < 0:
+        raise ConfigError(f"--hessian-draws={args.hessian_draws} must be >= 0")
     options = {"defect": {"draws": args.draws},
-               "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol}}
+               "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol, "draws": args.hessian_draws}}
     device = resolve_device(check_device(args.device))
     runs = find_runs(args.runs)
     if not runs:
@@ -95,3 +100,8 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
                           f"{fmt(v['lambda_max_peak'], '.1f')}" for loss, v in losses.items())
             n = max((v["n_checkpoints"] for v in losses.values()), default=0)
             print(f"  hessian: {h or 'no checkpoints'} ({n} checkpoints)  -> hessian.parquet")
+            if "depth_draws" in res["hessian"]:
+                d = res["hessian"]["depth_draws"]
+                each = ", ".join(fmt(x, ".1f") for x in d["depths"])
+                print(f"  hessian depth over {d['draws']} fresh samples: {fmt(d['mean'], '.1f')} ± "
+                      f"{fmt(d['sd'], '.1f')} ({each})  -> hessian_draws.parquet")

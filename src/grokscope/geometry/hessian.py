@@ -28,13 +28,16 @@ import torch
 from grokscope import model as M
 from grokscope.errors import StoreError, TooLittleData
 from grokscope.geometry.checkpoints import select_snapshots
-from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp, weighted_loss
+from grokscope.geometry.hvp import SAMPLE_SALT, hessian_sample, loss_weights, make_hvp, weighted_loss
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.geometry.pca import exec_basis, flat_layout
 from grokscope.problem import Problem
 from grokscope.store import RunDir
 
-__all__ = ["checkpoint_indices", "analyze_hessian", "summarize_hessian"]
+__all__ = ["DRAW_SALT", "checkpoint_indices", "analyze_hessian", "summarize_hessian", "depth_over_samples",
+           "summarize_depth_draws"]
+
+DRAW_SALT = 100  # fresh Hessian samples for `depth_over_samples`: salts DRAW_SALT + d, apart from SAMPLE_SALT
 
 
 def checkpoint_indices(n_snapshots: int, n_checkpoints: int) -> list[int]:
@@ -56,22 +59,25 @@ def _exec_basis(run: RunDir) -> torch.Tensor | None:
 
 def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int = 25, n_samples: int = 512,
                     device: str = "cpu", batch_checkpoints: int = 8, subspace: bool = True,
-                    mode: str = "rev", seed: int = 0, tol: float | None = None) -> pd.DataFrame:
+                    mode: str = "rev", seed: int = 0, tol: float | None = None, sample_salt: int = SAMPLE_SALT,
+                    losses: list[str] | None = None) -> pd.DataFrame:
     """Hessian spectrum of a run at ≤ n_checkpoints snapshots (`checkpoint_indices`; a paper-exact run: the
     script's checkpoints, `geometry.checkpoints`) for the total loss and each task's loss:
     one row per (step, loss), in step order, with lambda_min, lambda_max, bottom, top, exec_curv,
     perp_curv and the residuals (see the module doc). `batch_checkpoints` snapshots × all losses share the
-    run axis of one batched Lanczos; `tol`: run to that residual tolerance, `iters` being the cap."""
+    run axis of one batched Lanczos; `tol`: run to that residual tolerance, `iters` being the cap;
+    `sample_salt` picks the training sample (`hvp.hessian_sample`), `seed` the start vectors, `losses` a subset."""
     cfg = run.config()
     problem = Problem([cfg], device)
     tasks = problem.tasks
-    losses = ["total"] + (list(tasks) if len(tasks) > 1 else [])  # one task: its loss is the total
+    if losses is None:
+        losses = ["total"] + (list(tasks) if len(tasks) > 1 else [])  # one task: its loss is the total
     steps, stored = run.snapshots()
     if len(steps) == 0:
         raise StoreError(f"{run.path} has no parameter snapshots")
     snaps = {name: stored[name] for name in flat_layout(run)}  # the flat layout's order, not the file's
     idx = [int(i) for i in select_snapshots(cfg, steps.numpy(), n_checkpoints, checkpoint_indices)]
-    pairs1, targets1 = hessian_sample(problem, n_samples)
+    pairs1, targets1 = hessian_sample(problem, n_samples, sample_salt)
     basis = _exec_basis(run) if subspace else None
     if basis is not None:
         basis = basis.to(device=problem.device, dtype=torch.float32)
@@ -140,3 +146,24 @@ def summarize_hessian(df: pd.DataFrame) -> dict:
     if "total" in out:
         out["depth"] = out["total"]["lambda_min"]
     return out
+
+
+def depth_over_samples(run: RunDir, draws: int, n_checkpoints: int = 30, iters: int = 25, n_samples: int = 512,
+                       device: str = "cpu", tol: float | None = None) -> pd.DataFrame:
+    """The total loss's λ_min at the run's checkpoints under `draws` fresh (training sample, start vectors)
+    pairs, as the P1 scripts draw both anew at every call; one row per (draw, step). The depth, a minimum
+    over checkpoints, moves with the sample far more than with the iteration count
+    (docs/notes/p1-lambda-min.md); this measures by how much. Draw d uses sample salt DRAW_SALT + d and
+    start-vector seed d + 1 (a run with ≤ n_samples training examples: the same sample, other starts)."""
+    frames = [analyze_hessian(run, n_checkpoints, iters=iters, n_samples=n_samples, device=device, subspace=False,
+                              seed=d + 1, tol=tol, sample_salt=DRAW_SALT + d, losses=["total"]).assign(draw=d)
+              for d in range(draws)]
+    return pd.concat(frames, ignore_index=True)[["draw", "step", "lambda_min", "lambda_min_residual",
+                                                  "lanczos_iters"]]
+
+
+def summarize_depth_draws(df: pd.DataFrame) -> dict:
+    """Depth per draw (min λ_min over its checkpoints) with their mean and sample sd (NaN for one draw)."""
+    depths = df.groupby("draw")["lambda_min"].min()
+    return {"draws": int(len(depths)), "depths": [float(x) for x in depths],
+            "mean": float(depths.mean()), "sd": float(depths.std(ddof=1)) if len(depths) > 1 else float("nan")}

@@ -18,13 +18,15 @@ __all__ = ["SAMPLE_SALT", "hessian_sample", "loss_weights", "weighted_loss", "ma
 SAMPLE_SALT = 7  # the fixed draw of training examples the curvature is measured on
 
 
-def hessian_sample(problem: Problem, n_samples: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_sample(problem: Problem, n_samples: int = 512,
+                   salt: int = SAMPLE_SALT) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed training sample the curvature is measured on: pairs [R, n, 2], targets [R, n, T].
     The whole training split when it has at most `n_samples` examples, else the seeded draw
-    `problem.minibatch(step=0, salt=7, batch=n_samples)` (with replacement, as training batches)."""
+    `problem.minibatch(step=0, salt=salt, batch=n_samples)` (with replacement, as training batches);
+    another `salt` (> 0) gives another, independent sample."""
     if n_samples >= problem.n_train:
         return problem.split("train")
-    return problem.minibatch(step=0, salt=SAMPLE_SALT, batch=n_samples)
+    return problem.minibatch(step=0, salt=salt, batch=n_samples)
 
 
 def loss_weights(tasks: tuple[str, ...], loss: str) -> torch.Tensor:
