@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run Lanczos until λ_min's and λ_max's Ritz residuals are <= TOL·|λ| (e.g. 1e-3; "
                         "FIDELITY-AUDIT item 15: 25 steps need not converge)")
     p.add_argument("--hessian-draws", type=int, default=0, metavar="N",
-                   help="also repeat the total loss's λ_min under N fresh training samples and start vectors (as "
-                        "the P1 scripts draw per call) and report the depth's spread (default 0: the fixed sample)")
+                   help="also repeat the total loss's λ_min under N fresh training samples and start vectors (one "
+                        "of each per draw) and report the depth's spread (default 0: the fixed sample only)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 

@@ -151,9 +151,9 @@ def summarize_hessian(df: pd.DataFrame) -> dict:
 def depth_over_samples(run: RunDir, draws: int, n_checkpoints: int = 30, iters: int = 25, n_samples: int = 512,
                        device: str = "cpu", tol: float | None = None) -> pd.DataFrame:
     """The total loss's λ_min at the run's checkpoints under `draws` fresh (training sample, start vectors)
-    pairs, as the P1 scripts draw both anew at every call; one row per (draw, step). The depth, a minimum
-    over checkpoints, moves with the sample far more than with the iteration count
-    (docs/notes/p1-lambda-min.md); this measures by how much. Draw d uses sample salt DRAW_SALT + d and
+    pairs; one row per (draw, step). The depth, a minimum over checkpoints, moves with the sample far more
+    than with the iteration count (docs/notes/p1-lambda-min.md); this measures by how much. Draw d uses sample
+    salt DRAW_SALT + d for all its checkpoints (the P1 scripts draw anew at every checkpoint as well) and
     start-vector seed d + 1 (a run with ≤ n_samples training examples: the same sample, other starts)."""
     frames = [analyze_hessian(run, n_checkpoints, iters=iters, n_samples=n_samples, device=device, subspace=False,
                               seed=d + 1, tol=tol, sample_salt=DRAW_SALT + d, losses=["total"]).assign(draw=d)
