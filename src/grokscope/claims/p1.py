@@ -152,7 +152,7 @@ def tri_spec(scale: str) -> dict[str, Any]:
         return {
             "name": "p1-cpu-tri-wd1",
             "base": {"preset": "p1-tri", "defect_every": 0},
-            "grid": {"wd": [1], "seeds": [42], "steps": 50000},
+            "grid": {"wd": [1], "seeds": [42, 137, 2024], "steps": 50000},
             "analyses": ["summary"],
         }
     return {
@@ -629,12 +629,10 @@ def deletion_verdict(grokked: dict[float, bool]) -> str:
 
 def deletion_scan(scale: str) -> Any:
     """The scan of this scale: P1's fractions and 50k budget (ortho_fine_scan.py), from the authors' step
-    500 (the trainer's 0-based step 499); the quick scale keeps its base budget; None at the cpu scale."""
-    if scale == "paper":
+    500 (the trainer's 0-based step 499), at the paper and cpu scales; the quick scale keeps its base budget."""
+    if scale in ("paper", "cpu"):
         return ScanConfig(kind="deletion", values=(0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25, 0.5),
                           steps=DELETION_BUDGET, start=499)
-    if scale == "cpu":
-        return None
     return ScanConfig(kind="deletion", values=(0.1, 0.25, 0.5), start=200)
 
 
