@@ -180,6 +180,16 @@ class Monitor:
         self.spent += time.perf_counter() - t0
         return event
 
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Log `metrics` at a step already recorded by `step()` (frameworks log after the step's measurements)."""
+        if self.closed:
+            raise ConfigError("Monitor.log_metrics called after close()")
+        if self.last_step is None or int(step) > self.last_step:
+            raise ConfigError(f"Monitor.log_metrics({step}): call step({step}) first (last recorded {self.last_step})")
+        t0 = time.perf_counter()
+        self._log_metrics(int(step), metrics)
+        self.spent += time.perf_counter() - t0
+
     def _due(self, step: int, force: bool = False) -> set[str]:
         """The measurements that fall on `step` (every configured one when `force`)."""
         cfg = self.cfg
