@@ -10,10 +10,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 L = pytest.importorskip("lightning.pytorch")
 
+from store_checks import assert_cli_reads  # noqa: E402
+
 from grokscope.errors import ConfigError  # noqa: E402
 from grokscope.integrations.lightning import GrokscopeCallback  # noqa: E402
 from grokscope.store import RunDir  # noqa: E402
-from store_checks import assert_cli_reads  # noqa: E402
 
 
 class Tiny(L.LightningModule):
@@ -55,7 +56,8 @@ def _fit(steps: int, callbacks: list) -> Tiny:
     L.seed_everything(11, verbose=False)
     model = Tiny()
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, val_check_interval=8, check_val_every_n_epoch=None,
+                        enable_progress_bar=False, enable_model_summary=False, val_check_interval=8,
+                        check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, callbacks=callbacks)
     trainer.fit(model, DataLoader(_data(), batch_size=16, shuffle=True), DataLoader(_data(32), batch_size=32))
     return model
