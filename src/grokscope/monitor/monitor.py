@@ -37,6 +37,7 @@ from grokscope.monitor.batches import make_source
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.sketch import CountSketch, sketch_seed
 from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.tensorboard import require as require_tensorboard
 from grokscope.monitor.warning import OnsetDetector, WarningEvent
@@ -123,6 +124,7 @@ class Monitor:
         self.hessian_rows: list[dict[str, Any]] = []
         self.watch_steps: list[int] = []
         self.watch_records: dict[str, list[torch.Tensor]] = {n: [] for n in self.watched}
+        self.sketches = self._sketches()
         self.snap_steps: list[int] = []
         self.snaps: dict[str, list[torch.Tensor]] = {n: [] for n in self.target.names}
         self._watch_stride = self._snap_stride = 1
@@ -256,10 +258,18 @@ class Monitor:
             out[task] = v if v >= 0 else None
         return out
 
+    def _sketches(self) -> dict[str, CountSketch]:
+        """A fixed CountSketch of dimension `sketch_dim` for each watched tensor above `sketch_above` entries."""
+        k, cfg = self.cfg.sketch_dim, self.cfg
+        big = [n for n in self.watched if k and self.target.live[n].numel() > cfg.sketch_above]
+        return {n: CountSketch(self.target.live[n].numel(), k, sketch_seed(self.seed, n), self.target.live[n].device)
+                for n in big}
+
     def _record_watch(self, step: int) -> None:
         self.watch_steps.append(step)
-        for n, t in self.target.host_copy(self.watched).items():
-            self.watch_records[n].append(t)
+        full = self.target.host_copy([n for n in self.watched if n not in self.sketches])
+        for n in self.watched:
+            self.watch_records[n].append(full[n] if n in full else self.sketches[n](self.target.live[n]).cpu())
         if len(self.watch_steps) > self.cfg.max_records:  # keep every other record, halve the cadence
             self.watch_steps = self.watch_steps[::2]
             self.watch_records = {n: v[::2] for n, v in self.watch_records.items()}
@@ -373,7 +383,9 @@ class Monitor:
             "settings": self.cfg.to_dict(), "watch": self.watched, "n_params": self.target.n_params,
             "parameters": {n: list(s) for n, s in self.target.shapes.items()},
             "model": type(self.target.module).__name__ if self.target.module is not None else "params dict",
-            "batch_source": type(self.source).__name__})
+            "batch_source": type(self.source).__name__,
+            "sketch": {n: {"kind": "countsketch", "dim": sk.k, "numel": sk.n, "seed": sketch_seed(self.seed, n)}
+                       for n, sk in self.sketches.items()}})
         traj = {"attn_steps": torch.tensor(self.watch_steps, dtype=torch.int64),
                 "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
         traj.update({f"attn.{n}": torch.stack(v) for n, v in self.watch_records.items() if v})

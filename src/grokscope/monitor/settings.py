@@ -18,6 +18,8 @@ class MonitorConfig:
 
     watch_every: int = 100  # watched tensors -> trajectory `attn.<name>` (what PCA reads)
     max_records: int = 500  # watched-tensor records kept; beyond it every other one is dropped (bounded memory)
+    sketch_dim: int = 4096  # a watched tensor above `sketch_above` entries is kept as a CountSketch of this size
+    sketch_above: int = 65536  # (monitor/sketch.py; PC1% error in docs/monitor.md); sketch_dim=0 keeps all full
     n_snapshots: int = 20  # full parameter snapshots kept (thinned the same way); 0: none
     snapshot_every: int = 500
     defect_every: int = 200  # inline commutator defect (K draws) -> defect.parquet
@@ -44,7 +46,7 @@ class MonitorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"monitor {name}={v!r} must be a positive integer")
-        for name in ("n_snapshots", "defect_every", "hessian_every"):
+        for name in ("n_snapshots", "defect_every", "hessian_every", "sketch_dim", "sketch_above"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"monitor {name}={v!r} must be an integer >= 0 (0 turns it off)")
