@@ -35,6 +35,7 @@ from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
+from grokscope.monitor.groups import Groups
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.sketch import CountSketch, sketch_seed
@@ -42,7 +43,9 @@ from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.tensorboard import require as require_tensorboard
 from grokscope.monitor.warning import OnsetDetector, WarningEvent
 from grokscope.store import (
+    DEFECT_GROUPS_TABLE,
     DEFECT_TABLE,
+    HESSIAN_GROUPS_TABLE,
     HESSIAN_TABLE,
     METRICS_TABLE,
     MONITOR,
@@ -125,6 +128,11 @@ class Monitor:
         self.watch_steps: list[int] = []
         self.watch_records: dict[str, list[torch.Tensor]] = {n: [] for n in self.watched}
         self.sketches = self._sketches()
+        self.groups = Groups(self.target.names, self.target.sizes)
+        self.hessian_groups = (Groups(self.target.names, self.target.sizes, list(self.cfg.hessian_groups))
+                               if self.cfg.hessian_groups else None)
+        self.defect_group_rows: list[dict[str, Any]] = []
+        self.hessian_group_rows: list[dict[str, Any]] = []
         self.snap_steps: list[int] = []
         self.snaps: dict[str, list[torch.Tensor]] = {n: [] for n in self.target.names}
         self._watch_stride = self._snap_stride = 1
@@ -288,21 +296,33 @@ class Monitor:
     def defects_at(self, step: int) -> torch.Tensor:
         """D of each of the K draws [K] at the current parameters, minibatches A_k, B_k = salts 2k+1, 2k+2 at
         `step` (as `geometry.commutator`), by `defect_from_grad_fn`."""
+        return self._defect_draws(step)[0]
+
+    def _defect_draws(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(D [K], per group ‖δ_g‖²/‖δ‖² [K]) of the K draws at `step`."""
         theta = self.target.theta()[None]
-        out = []
+        out, shares = [], []
         with self.target.measuring(self.cfg.eval_mode):
             for k in range(self.cfg.draws):
                 a = self.source.draw(step, 2 * k + 1, self.cfg.defect_batch)
                 b = self.source.draw(step, 2 * k + 2, self.cfg.defect_batch)
-                D, _ = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
+                D, delta = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
                 out.append(D[0].detach())
-        return torch.stack(out).cpu()
+                if self.cfg.defect_groups:
+                    total = delta.detach().pow(2).sum()
+                    shares.append({g: float(v[0] / total) for g, v in self.groups.square_norms(delta.detach()).items()})
+        per_group = {g: torch.tensor([s[g] for s in shares], dtype=torch.float64) for g in shares[0]} if shares else {}
+        return torch.stack(out).cpu(), per_group
 
     def _measure_defect(self, step: int) -> WarningEvent | None:
-        D = self.defects_at(step)
+        D, shares = self._defect_draws(step)
         median = float(D.median())  # the lower median for even K, as commutator_defect
         self.defect_rows.append({"run": self.run_cfg.name, "step": step, "defect": median,
                                  "defect_draws": [float(d) for d in D]})
+        for g, share in shares.items():  # D_g = D·‖δ_g‖/‖δ‖ per draw, so Σ_g D_g² = D²
+            self.defect_group_rows.append({"run": self.run_cfg.name, "step": step, "group": g,
+                                           "n_params": self.groups.size(g), "share": float(share.median()),
+                                           "defect": float((D.double() * share.sqrt()).median())})
         if self._tb is not None:
             self._tb.add_scalar("geometry/defect", median, step)
         if self.detector is None:
@@ -321,6 +341,26 @@ class Monitor:
         if self.on_warning is not None:
             self.on_warning(event)
         self.flush()
+
+    def group_lambda_min_at(self, step: int, group: str, k: int = 5) -> dict[str, Any]:
+        """λ_min/λ_max of the Hessian block of one parameter group (a glob, as `hessian_groups`) on the fixed
+        sample: Lanczos on H_gg v = (H [v_g; 0])_g, the full HVP's cost per iteration, a basis of the group's
+        size only. With the seconds it took."""
+        t0 = time.perf_counter()
+        groups = self.hessian_groups if self.hessian_groups and group in self.hessian_groups.slices else \
+            Groups(self.target.names, self.target.sizes, [group])
+        if self._hessian_batch is None:
+            self._hessian_batch = self.source.fixed_sample(self.cfg.hessian_samples)
+        theta = self.target.theta()
+        with self.target.measuring(self.cfg.eval_mode):
+            hvp = groups.block(group, self.target.hvp(theta, self._hessian_batch))
+            v0 = torch.randn(1, groups.size(group), generator=torch.Generator().manual_seed(self.seed * 7919 + step),
+                             dtype=theta.dtype).to(theta.device)
+            res = lanczos(hvp, v0, self.cfg.hessian_iters, k)
+        return {"run": self.run_cfg.name, "step": step, "group": group, "n_params": groups.size(group),
+                "lambda_min": float(res.bottom[0, 0]), "lambda_max": float(res.top[0, 0]),
+                "lambda_min_residual": float(res.bottom_residual[0, 0]), "iters": self.cfg.hessian_iters,
+                "seconds": round(time.perf_counter() - t0, 4)}
 
     def lambda_min_at(self, step: int, k: int = 5) -> dict[str, Any]:
         """Bottom/top Hessian eigenvalues of the loss on the fixed sample (salt 7, `hessian_samples` examples)
@@ -344,6 +384,8 @@ class Monitor:
     def _measure_hessian(self, step: int) -> None:
         row = self.lambda_min_at(step)
         self.hessian_rows.append(row)
+        for group in self.cfg.hessian_groups:
+            self.hessian_group_rows.append(self.group_lambda_min_at(step, group))
         if self._tb is not None:
             self._tb.add_scalar("geometry/lambda_min", row["lambda_min"], step)
             self._tb.add_scalar("geometry/lambda_max", row["lambda_max"], step)
@@ -399,6 +441,10 @@ class Monitor:
             run.write_table(DEFECT_TABLE, pd.DataFrame(self.defect_rows))
         if self.hessian_rows:
             run.write_table(HESSIAN_TABLE, pd.DataFrame(self.hessian_rows))
+        if self.defect_group_rows:
+            run.write_table(DEFECT_GROUPS_TABLE, pd.DataFrame(self.defect_group_rows))
+        if self.hessian_group_rows:
+            run.write_table(HESSIAN_GROUPS_TABLE, pd.DataFrame(self.hessian_group_rows))
         if self.events:
             run.write_table(WARNINGS_TABLE, pd.DataFrame([e.to_row() for e in self.events]))
         write_json(run.file(SUMMARY), self.summary())

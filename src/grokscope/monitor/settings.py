@@ -27,8 +27,10 @@ class MonitorConfig:
     eta: float = 1e-3  # the defect's plain step size (SPEC §4)
     defect_batch: int | None = None  # minibatch size of A and B (None: the batch source's own)
     hessian_every: int = 0  # periodic λ_min by Lanczos -> hessian.parquet
+    hessian_groups: tuple[str, ...] = ()  # globs; each also gets λ_min of its Hessian block -> hessian_groups
     hessian_iters: int = 25
     hessian_samples: int = 512
+    defect_groups: bool = True  # defect per layer (share of ‖δ‖) -> defect_groups.parquet
     flush_every: int = 1000  # write the store every N steps (and at close)
     grok_acc: float = 0.98  # the trainer's grok rule on the logged test accuracy
     grok_patience: int = 3
@@ -41,6 +43,9 @@ class MonitorConfig:
         return dataclasses.asdict(self)
 
     def __post_init__(self) -> None:
+        if isinstance(self.hessian_groups, str) or not all(isinstance(g, str) for g in self.hessian_groups):
+            raise ConfigError(f"monitor hessian_groups={self.hessian_groups!r} must be a list of glob patterns")
+        object.__setattr__(self, "hessian_groups", tuple(self.hessian_groups))
         for name in ("watch_every", "max_records", "snapshot_every", "draws", "hessian_iters", "hessian_samples",
                      "flush_every", "grok_patience"):
             v = getattr(self, name)

@@ -12,6 +12,7 @@ import pandas as pd
 from grokscope import plots
 from grokscope.geometry.onset import fit_power_law
 from grokscope.report.gather import StoreData
+from grokscope.report.groups import group_table
 
 __all__ = ["Panel", "SECTIONS"]
 
@@ -158,7 +159,18 @@ def decoupled(d: StoreData) -> Panel:
                   "no decoupled-dynamics table (*decoupled*.parquet)")
 
 
+def layers(d: StoreData) -> Panel | None:
+    t = group_table(d.runs)
+    if not len(t):
+        return None
+    return Panel("layers", "Per-layer commutator and curvature (monitor)", None,
+                 "Per parameter group (a layer by default) at each run's last measured step: D_g = D·‖δ_g‖/‖δ‖ and "
+                 "share = ‖δ_g‖²/‖δ‖² (Σ_g share = 1; median over draws; free: δ is already computed), and for "
+                 "`hessian_groups` the extreme eigenvalues of the group's Hessian block by Lanczos (one full HVP "
+                 "per iteration; lanczos_s = seconds of that measurement).", None, t)
+
+
 SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
-    accuracy, pc1, defect, rho, lambda_min, k_star, reconstruction, lead, interventions, compression, tangent,
+    accuracy, pc1, defect, layers, rho, lambda_min, k_star, reconstruction, lead, interventions, compression, tangent,
     decoupled,
 )
