@@ -17,4 +17,4 @@ def assert_cli_reads(store: Path, run: RunDir, capsys) -> None:
     assert cli(["runs", "warnings", str(run.path)]) == 0
     assert cli(["report", str(store)]) == 0
     html = (store / "report" / "index.html").read_text()
-    assert "defect.png" in html
+    assert "defect.png" in html and "Per-layer commutator" in html
