@@ -3,7 +3,8 @@ downloaded) trained a few hundred steps on CPU through the HF `Trainer` and thro
 without grokscope's callback at the default cadence.
 
 Each (framework, monitored) run is its own subprocess, so peak memory is that run's alone. Printed per run:
-seconds per training step, the monitor's own seconds and overhead (`Monitor.overhead`: time inside the
+CPU seconds per training step (process time after step 1: the machine is shared, wall time would measure the
+other tenants), the monitor's own seconds and overhead (`Monitor.overhead`: time inside the
 monitor over the rest), resident memory sampled every 50 steps (flat in steps = bounded records) and peak
 RSS; for monitored runs also the time of one defect measurement, of one watched-tensor record (sketched),
 of one HVP and one Lanczos λ_min (whole model and restricted to one layer's attention), and what the store
@@ -50,12 +51,12 @@ def token_data(args: argparse.Namespace) -> torch.Tensor:
 
 
 def timing(fn: Any, repeats: int = 1) -> float:
-    """Seconds of one call of `fn` (best of `repeats`)."""
+    """CPU seconds of one call of `fn` (best of `repeats`)."""
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best
 
 
@@ -87,14 +88,14 @@ def store_contents(path: Path) -> dict[str, int]:
 
 
 class Sampler:
-    """RSS every `every` optimiser steps (called from the framework's step-end hook)."""
+    """RSS every `every` optimiser steps and the CPU clock at step 1 (called from the step-end hook)."""
 
     def __init__(self, every: int) -> None:
         self.every, self.samples, self.t0, self.first = every, [], None, None
 
     def at(self, step: int) -> None:
         if step == 1:
-            self.first = time.perf_counter()
+            self.first = time.process_time()
         if step % self.every == 0:
             self.samples.append((step, round(rss_mb(), 1)))
 
@@ -125,7 +126,7 @@ def run_hf(args: argparse.Namespace, out: Path | None, sampler: Sampler) -> tupl
         cbs.insert(0, cb)
     trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=cbs)
     trainer.train()
-    return cb, time.perf_counter() - sampler.first, args.steps
+    return cb, time.process_time() - sampler.first, args.steps
 
 
 def run_lightning(args: argparse.Namespace, out: Path | None, sampler: Sampler) -> tuple[Any, float, int]:
@@ -172,7 +173,7 @@ def run_lightning(args: argparse.Namespace, out: Path | None, sampler: Sampler) 
     trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=cbs)
     trainer.fit(model, DataLoader(TensorDataset(ids, ids), batch_size=args.batch, shuffle=True))
-    return cb, time.perf_counter() - sampler.first, args.steps
+    return cb, time.process_time() - sampler.first, args.steps
 
 
 def one(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
     fit = run_hf if args.framework == "hf" else run_lightning
     cb, seconds, steps = fit(args, out, sampler)
     row: dict[str, Any] = {"framework": args.framework, "monitored": args.monitored,
-                           "s_per_step": round(seconds / (steps - 1), 4), "rss_mb_every_50": sampler.samples,
+                           "cpu_s_per_step": round(seconds / (steps - 1), 4), "rss_mb_every_50": sampler.samples,
                            "peak_rss_mb": round(peak_rss_mb(), 1)}
     if cb is not None:
         mon = cb.monitor
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         plain, mon = rows[-2], rows[-1]
-        print(f"{fw}: {mon.get('n_params', 0) / 1e6:.1f}M params, {plain['s_per_step']} s/step plain, "
-              f"{mon['s_per_step']} monitored (ratio {mon['s_per_step'] / plain['s_per_step']:.3f}); "
+        print(f"{fw}: {mon.get('n_params', 0) / 1e6:.1f}M params, {plain['cpu_s_per_step']} CPU-s/step plain, "
+              f"{mon['cpu_s_per_step']} monitored (ratio {mon['cpu_s_per_step'] / plain['cpu_s_per_step']:.3f}); "
               f"monitor's own overhead {100 * mon['monitor_overhead']:.1f} %; peak RSS {plain['peak_rss_mb']} MB "
               f"plain, {mon['peak_rss_mb']} MB monitored; load {os.getloadavg()[0]:.1f}", flush=True)
     return 0

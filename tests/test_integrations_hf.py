@@ -58,3 +58,27 @@ def test_run_with_the_callback_equals_one_without_bit_for_bit(tmp_path, capsys):
     assert {(s, sp) for s, sp in zip(m.step, m.split)} >= {(4, "train"), (6, "test"), (12, "test")}
     assert run.summary()["finished"] and run.summary()["steps_trained"] == 12
     assert_cli_reads(tmp_path / "store", run, capsys)
+
+
+def test_the_monitors_loss_and_gradient_are_the_models_own_tied_weights_included(tmp_path):
+    from grokscope.integrations.common import KwargsModule, output_loss
+    from grokscope.monitor.functional import Target
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg).double().eval()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied: one parameter, used twice
+    batch = {k: torch.stack([d[k] for d in _dataset(4)]) for k in ("input_ids", "labels")}
+    target = Target(KwargsModule(model), output_loss)
+    assert target.names == [n for n, _ in model.named_parameters()]
+    theta = target.theta()
+    loss = model(**batch).loss
+    loss.backward()
+    own = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert torch.equal(target.loss(target.unflatten(theta), (batch, batch)), loss.detach())
+    assert torch.allclose(target.grad(theta, (batch, batch)), own, rtol=1e-10, atol=1e-13)
+    shifted = theta + 1e-3 * torch.randn_like(theta)  # θ is substituted everywhere, the tied head included
+    substituted = target.loss(target.unflatten(shifted), (batch, batch)).detach()
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(shifted, model.parameters())
+        assert torch.equal(substituted, model(**batch).loss)
