@@ -185,7 +185,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
     cb, seconds, steps = fit(args, out, sampler)
     row: dict[str, Any] = {"framework": args.framework, "monitored": args.monitored,
                            "cpu_s_per_step": round(seconds / (steps - 1), 4), "rss_mb_every_50": sampler.samples,
-                           "peak_rss_mb": round(peak_rss_mb(), 1)}
+                           "peak_rss_mb": round(peak_rss_mb(), 1)}  # training only: before the cost timings
     if cb is not None:
         mon = cb.monitor
         row.update(n_params=mon.target.n_params, monitor_s=round(mon.spent, 2),
@@ -193,6 +193,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
                    defects=len(mon.defect_rows), store=store_contents(out))
         if args.costs:
             row.update({k: round(v, 3) for k, v in measure_costs(mon, args).items()})
+            row["peak_rss_mb_after_costs"] = round(peak_rss_mb(), 1)  # the full Lanczos basis is [iters, P]
     return row
 
 
