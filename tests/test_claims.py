@@ -186,7 +186,7 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
     assert "unknown scale" in capsys.readouterr().err
 
 
-# ---- claim rules as the papers state them (issue 10 / FIDELITY-AUDIT items 1, 3, 7, 14) ---------------
+# ---- claim rules as the papers state them (issue 10 / docs/fidelity.md items 1, 3, 7, 14) ---------------
 
 
 def test_mul_first_rule_passes_the_papers_own_table():

@@ -42,7 +42,7 @@ from grokscope.geometry.interventions import ScanConfig
 from grokscope.phase import no_decay_failure, phase_fit, phase_runs, phase_table
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
-# SPEC §5: dual-task grok step, mean of 3 seeds (add, mul) per wd; wd 0 never groks.
+# docs/papers.md §5: dual-task grok step, mean of 3 seeds (add, mul) per wd; wd 0 never groks.
 PAPER_GROK = {
     1.0: (13_300, 13_100),
     0.5: (16_300, 16_200),
