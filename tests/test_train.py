@@ -70,7 +70,7 @@ def test_grokked_run_stops_while_others_continue():
 
 def test_finished_runs_are_compacted_out_without_changing_the_others():
     # Single-threaded (conftest), batching and compaction change nothing, bit for bit. With several CPU threads,
-    # reductions are split by shape, so a batch of another size differs in the last bits (see README).
+    # reductions are split by shape, so a batch of another size differs in the last bits (see docs/determinism.md).
     assert torch.get_num_threads() == 1
     short, long_ = tiny_config(steps=100, seed=1), tiny_config(steps=300, seed=2, optim=dict(wd=0.3))
     together = train([short, long_])
