@@ -1,4 +1,4 @@
-"""Curvature depth (docs/papers.md §4) of a stored run: extreme Hessian eigenvalues at its snapshots, by batched Lanczos.
+"""Curvature depth (docs/papers.md §4) of a stored run: extreme Hessian eigenvalues at its snapshots, by Lanczos.
 
 The operator is `grokscope.geometry.hvp.make_hvp`, the algorithms `grokscope.geometry.krylov`; this module
 reads the run directory and batches its checkpoints × losses on the run axis of one Lanczos call.
