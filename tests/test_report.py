@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,8 @@ from grokscope.report import ReportConfig, build_report
 from grokscope.runner import run_batch
 from grokscope.store import RunDir, write_json
 
-from conftest import tiny_config
+from conftest import headless_dom, tiny_config
 
-CHROMIUM = "/usr/bin/chromium"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROKS, LEADS = (1000, 2000, 4000), (300, 700, 1800)  # synthetic runs: lead ≈ 0.3 · (t_grok/1000)^1.3
 
@@ -125,8 +122,6 @@ def test_report_figures_are_valid_pngs(store, report):
 
 
 def test_report_loads_in_headless_browser(report, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (then rerun pytest)")
     res, out = report, report.index.parent
     n_img = len(_img_sources(res.index.read_text()))
     probe = ("<script>var errs = 0; window.onerror = function () { errs += 1; };"
@@ -136,13 +131,7 @@ def test_report_loads_in_headless_browser(report, tmp_path):
              "document.title = 'IMGS ' + ok + '/' + imgs.length + ' ERRS ' + errs; });</script>")
     check = out / "check.html"
     check.write_text(res.index.read_text().replace("</body>", probe + "</body>"))
-    profile = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-           "--dump-dom", check.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    shutil.rmtree(profile, ignore_errors=True)
+    proc = headless_dom(check, tmp_path / "chromium-profile")
     assert proc.returncode == 0, proc.stderr[-2000:]
     title = re.search(r"<title>(.*?)</title>", proc.stdout)
     assert title, proc.stdout[:500]
