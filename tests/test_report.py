@@ -109,6 +109,18 @@ def test_report_figures_are_valid_pngs(store, report):
     # absent data are skipped and listed on the page, not drawn
     assert "tangent" not in drawn and "decoupled" not in drawn
     assert any("P3" in t for t in res.missing) and "Not in this store" in page
+    # results first: the runs table (grok steps), then the claims' verdicts, the figures; what is absent last,
+    # one short line each, naming the command that would produce it
+    heads = re.findall(r'<h2 id="([^"]+)">', page)
+    assert heads[:3] == ["results", "claims", "accuracy"] and heads[-1] == "missing", heads
+    assert page.index('id="results"') < page.index("<img") and page.rindex("<img") < page.index('id="missing"')
+    assert "Skipped:" not in page
+    lines = re.findall(r"<li><b>(.*?)</b>: (.*?)</li>", page.split('id="missing"', 1)[1])
+    assert {t for t, _ in lines} == set(res.missing) and len(lines) >= 2
+    for title, line in lines:
+        assert len(re.sub(r"<[^>]+>", "", line)) <= 100, line
+        assert "<code>grokscope " in line or "P3" not in title, line
+    assert "<code>grokscope normmin mlp --out STORE</code>" in page
     # the lead law over the synthetic runs recovers their exponent; the claims table is escaped
     want = fit_power_law(GROKS, LEADS)
     got = re.search(r"over (\d+) \(run, task\) points: α = ([0-9.]+) ± ([0-9.]+), R² = ([0-9.]+)", page)
