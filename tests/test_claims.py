@@ -186,7 +186,7 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
     assert "unknown scale" in capsys.readouterr().err
 
 
-# ---- claim rules as the papers state them (issue 10 / FIDELITY-AUDIT items 1, 3, 7, 14) ---------------
+# ---- claim rules as the papers state them (issue 10 / docs/fidelity.md items 1, 3, 7, 14) ---------------
 
 
 def test_mul_first_rule_passes_the_papers_own_table():
@@ -368,7 +368,7 @@ def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):
     """postgrok_compression.py / snapshot_decomposition.py load only multitask_s{seed}.pt (WEIGHT_DECAY 1.0):
     the SVD / prune / scale rows score the grokked wd-1 runs; other wd > 0 are kept apart, wd 0 and
     non-grokked runs are never scored."""
-    from grokscope.claims.p1 import FRAGILITY_WD, _final_runs, fragility_accs
+    from grokscope.claims.p1.fragility import FRAGILITY_WD, _final_runs, fragility_accs
 
     assert FRAGILITY_WD == 1.0
     runs = [(1.0, 100, 0.01), (1.0, 200, 0.02), (0.5, 300, 0.30), (1.0, None, 0.90), (0.0, 400, 0.50)]

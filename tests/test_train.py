@@ -71,7 +71,7 @@ def test_grokked_run_stops_while_others_continue():
 
 def test_finished_runs_are_compacted_out_without_changing_the_others():
     # Compaction gathers the live runs into a smaller batch: another GEMM shape, so on some processors other
-    # last bits in float32. In float64 each run stays its own to rounding (tests/equivalence.py).
+    # last bits in float32 (docs/determinism.md). In float64 each run stays its own to rounding (tests/equivalence.py).
     short, long_ = tiny_config(steps=100, seed=1), tiny_config(steps=300, seed=2, optim=dict(wd=0.3))
     together = train([short, long_], dtype=torch.float64)
     alone = [train([short], dtype=torch.float64)[0], train([long_], dtype=torch.float64)[0]]
