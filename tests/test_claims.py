@@ -211,7 +211,7 @@ def test_deletion_rule_is_the_papers_scan():
     scan = deletion_scan("paper")
     assert scan.steps == 50_000 and scan.start == 499 and scan.k == 20
     assert {0.01, 0.1, 0.15, 0.25, 0.5} <= set(scan.values)
-    assert deletion_scan("cpu") is None  # ≈ 190k run-steps: paper only (the row says so)
+    assert deletion_scan("cpu") == scan  # the cpu scale runs P1's own scan (issue 26)
 
 
 def test_grok_distribution_and_paper_alpha():
@@ -259,7 +259,10 @@ def test_cpu_scale_keeps_the_papers_models():
         cfg = preset(spec["base"]["preset"])
         assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
     assert len(p1.seeds_spec("cpu")["grid"]["seeds"]) + len(p1.dual_spec("cpu")["grid"]["seeds"]) == 10
-    assert p1.dual0_spec("cpu") is None and p1.scans("cpu") == ()  # wd 0 to 100k and the deletion scan: paper only
+    assert p1.dual0_spec("cpu") is None  # wd 0 to 100k: paper only
+    (need,) = p1.scans("cpu")  # the deletion scan, on a grokked wd-1 run of the dual sweep
+    assert need.scan == p1.deletion_scan("paper") and need.role == "dual"
+    assert p1.tri_spec("cpu")["grid"]["seeds"] == [42, 137, 2024]
     q = p1.dual_spec("quick")["grid"]["steps"]
     assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
     assert p2.single_spec("cpu")["base"]["defect_draws"] == 5
@@ -281,13 +284,12 @@ def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
     n = len(spread["values"]["add"])
     assert n == 2  # seed 42 of the dual sweep at wd 1 and seed 7 of the seed sweep
     assert rows["claim_grok_steps"]["verdict"] in VERDICTS
-    # the cpu scale leaves wd 0 to 100k and the deletion scan to the paper scale: rows say so, nothing trains
+    # the cpu scale leaves wd 0 to 100k to the paper scale: the row says so, nothing trains
     assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
-                 "--only", "no_decay,deletion", "--json"]) == 0
-    cut = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(cut) == {"claim_no_decay", "claim_deletion"}
-    for r in cut.values():
-        assert r["verdict"] == "not run" and "paper-only" in r["note"] and "run-steps" in r["note"]
+                 "--only", "no_decay", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)
+    assert r["key"] == "claim_no_decay"
+    assert r["verdict"] == "not run" and "paper-only" in r["note"] and "run-steps" in r["note"]
     assert not (store / "scans").exists() or not any((store / "scans").iterdir())
     assert main(["claims", "p1", "--store", str(store), "--specs", str(specs), "--only", "grok_spread",
                  "--json"]) == 0
