@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -295,6 +296,12 @@ def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
                  "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["verdict"] == "not run" and "paper-only" in row["note"]
+    # λ_min at the cpu scale: fresh-sample depths for the wd-1 run, scored by the sampling test
+    assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
+                 "--only", "lambda_min", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    fresh = row["values"]["fresh_samples"]["1.0"]
+    assert fresh["n"] == p1.CPU_HESSIAN_DRAWS and "fresh samples" in row["measured"] and row["verdict"] in VERDICTS
 
 
 def test_control_phase_is_the_scripts_classify_phase():
@@ -386,3 +393,18 @@ def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):
     assert fragility_accs(_final_runs(table, FRAGILITY_WD), "prune", (0.5,)) == pytest.approx([0.011, 0.021])
     assert fragility_accs(_final_runs(table, FRAGILITY_WD, exclude=True), "prune", (0.5,)) == pytest.approx([0.301])
     assert len(_final_runs(table)) == 3  # every grokked wd > 0 run (PC1 alone, k*: all wd, as pca_threshold_scan)
+
+
+def test_lambda_min_sampling_test_is_two_standard_errors():
+    # the 18 fresh-sample depths measured over seeds 42/137/2024 at wd 1 (docs/notes/p1-lambda-min.md)
+    depths = [-102.8, -69.8, -80.1, -48.3, -169.2, -57.7, -87.3, -50.2, -59.0, -35.7, -137.1, -80.7,
+              -139.4, -68.3, -157.9, -92.5, -44.4, -49.5]
+    t = p1.depth_sampling_test(depths, -63.0, 12.0)
+    assert t["n"] == 18 and t["mean"] == pytest.approx(-85.0, abs=0.05)
+    se = math.sqrt(np.var(depths, ddof=1) / 18 + 144 / 3)
+    assert t["se"] == pytest.approx(se) and t["z"] == pytest.approx((t["mean"] + 63) / se)
+    assert abs(t["z"]) < 2  # not distinguishable from the paper's −63 ± 12 under this spread
+    tight = p1.depth_sampling_test([-100.0, -101.0, -99.0, -100.5], -63.0, 1.0)
+    assert abs(tight["z"]) > 2  # a tight spread far from the paper is told apart
+    with pytest.raises(ValueError, match="at least 2"):
+        p1.depth_sampling_test([-80.0], -63.0, 12.0)

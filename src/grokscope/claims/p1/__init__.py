@@ -56,19 +56,22 @@ from grokscope.claims.p1.sweeps import (
     tri_spec,
 )
 from grokscope.claims.p1.transverse_instability import (
+    CPU_HESSIAN_DRAWS,
     PAPER_LAMBDA_MIN,
     claim_defect_precedes,
     claim_lambda_min,
     claim_pc1_dual,
     claim_pc1_tri,
     claim_rho,
+    depth_sampling_test,
 )
 
 __all__ = ["PAPER_GROK", "PAPER_S42_WD1", "CPU_WD0_COST", "CPU_DELETION_COST", "WIDE_SEEDS", "dual_spec", "dual0_spec",
            "seeds_spec", "tri_spec", "GROK_TOL", "GROK_PARTLY", "ALPHA_TOL", "ALPHA_PARTLY", "paper_alpha",
            "claim_grok_vs_wd", "claim_grok_steps", "claim_grok_spread", "grok_distribution", "claim_no_decay",
            "mul_first_verdict", "claim_mul_first", "claim_tri_order", "PAPER_LAMBDA_MIN", "claim_pc1_dual",
-           "claim_pc1_tri", "claim_rho", "claim_defect_precedes", "claim_lambda_min", "FRAGILITY_WD", "claim_k_star",
+           "claim_pc1_tri", "claim_rho", "claim_defect_precedes", "claim_lambda_min", "depth_sampling_test",
+           "CPU_HESSIAN_DRAWS", "FRAGILITY_WD", "claim_k_star",
            "claim_pc1_alone", "fragility_accs", "claim_svd_half", "claim_prune_half", "claim_scale", "DELETION_FAIL",
            "DELETION_RECOVER", "DELETION_BUDGET", "deletion_verdict", "deletion_scan", "scans", "claim_deletion",
            "SWEEPS", "CLAIMS"]
