@@ -79,7 +79,9 @@ def lr_spec(scale: str) -> dict[str, Any]:
         return {
             "name": "p2-cpu-lr",
             "base": {"preset": "p2-single", **P2_DEFECT},
-            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [3e-4, 3e-3, 1e-2], "seeds": [42],
+            # three seeds (the lr-1e-3 points come from the single sweep's three); lr 1e-4 and 3e-5 (150k–300k
+            # steps per run, ≈ 1.8M run-steps for 3 seeds × 4 ops at 1e-4) stay with the paper scale or --specs
+            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [3e-4, 3e-3, 1e-2], "seeds": [42, 137, 2024],
                      "steps_by": "lr", "steps": {3e-4: 60000, 3e-3: 30000, 1e-2: 30000}},
             "analyses": ["summary"],
         }
