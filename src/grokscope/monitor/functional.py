@@ -219,7 +219,9 @@ class Target:
         if self.module is None:
             return [Held.of(n, (self.params_dict, n)) for n, t in self.params_dict.items()
                     if isinstance(t, torch.Tensor)]
-        return [Held.of(name, slot) for kind in KINDS for name, slot in slots(self.module, kind).items()]
+        # a trainable parameter is named as in named_parameters() (the flat layout, monitor.json), others by slot
+        return [Held.of(self.param_slots.get(name, name), slot)
+                for kind in KINDS for name, slot in slots(self.module, kind).items()]
 
     @contextmanager
     def measuring(self, eval_mode: bool) -> Iterator[None]:
