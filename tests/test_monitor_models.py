@@ -201,29 +201,40 @@ def test_the_monitor_gradient_sees_every_use_of_a_tied_parameter(tmp_path):
 
 
 class Leaky(nn.Module):
-    """Built to break the invariant: its forward writes the values it is evaluated at into its own parameter's
-    storage, through a reference kept outside the module tree (as a cache of "the real weight" might)."""
+    """Built to break the invariant: its forward copies the values it is evaluated at into its own parameter, through
+    a reference kept outside the module tree (as a cache of "the real weight" might): by moving the parameter to new
+    storage (`how='data'`) or by writing into it (`how='inplace'`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, how: str) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.how = how
         self.embed = nn.Embedding(P + 1, 8)
         self.head = nn.Linear(8, P)
         self._real = [self.head.weight]  # a plain list: not registered, so never swapped by functional_call
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.head.weight is not self._real[0]:  # evaluated at other parameters: "sync" them into the real one
-            self._real[0].data = self.head.weight.detach().clone()
+        real, now = self._real[0], self.head.weight
+        if now is not real:  # evaluated at other parameters: "sync" them into the real one
+            if self.how == "data":
+                real.data = now.detach().clone()
+            else:
+                with torch.no_grad():
+                    real.copy_(now)
         return self.head(self.embed(tokens))
 
 
-def test_a_model_a_measurement_changes_gets_a_clear_error_and_its_tensor_back(tmp_path):
-    model = Leaky()
+@pytest.mark.parametrize("how, says", [("data", r"was moved to other storage \(restored\)"),
+                                       ("inplace", r"was written in place")])
+def test_a_model_a_measurement_changes_gets_a_clear_error_naming_the_parameter(tmp_path, how, says):
+    model = Leaky(how)
     weight, before = model.head.weight, model.head.weight.detach().clone()
     X, y = _data()
-    with pytest.raises(ModelChangedError, match=r"'head\.weight' was moved to other storage \(restored\)"):
+    with pytest.raises(ModelChangedError, match=rf"'head\.weight' {says}"):
         Monitor(model, _last_token_loss, (X, y), out=tmp_path / "leak", warn=False)
-    assert model.head.weight is weight and torch.equal(weight, before)  # restored: the optimiser's tensor, its values
+    assert model.head.weight is weight  # still the optimiser's tensor
+    if how == "data":
+        assert torch.equal(weight, before)  # and its storage, values included, is back
 
 
 class TwoPaths(nn.Module):

@@ -41,6 +41,14 @@ def slots(module: nn.Module, kind: str) -> dict[str, Slot]:
     return out
 
 
+def storage_of(t: torch.Tensor) -> int | None:
+    """Where `t`'s data lives (None for a tensor without a data pointer, e.g. sparse or on the meta device)."""
+    try:
+        return t.data_ptr()
+    except RuntimeError:
+        return None
+
+
 @dataclass(frozen=True)
 class Held:
     """A tensor the user's model holds, as it was before a measurement (`data`: an alias keeping its storage)."""
@@ -63,7 +71,7 @@ class Held:
         if holder.get(key) is not self.tensor:
             holder[key] = self.tensor
             return f"{self.name!r} was replaced by another tensor (restored)"
-        if self.tensor.data_ptr() != self.data.data_ptr():
+        if storage_of(self.tensor) != storage_of(self.data):
             with torch.no_grad():
                 self.tensor.data = self.data
             return f"{self.name!r} was moved to other storage (restored)"
@@ -228,7 +236,7 @@ class Target:
         """Evaluate the user's model at other parameters inside this: in eval mode if `eval_mode`, and guarded,
         so that afterwards (even on an error) every parameter and buffer is the same object on the same storage,
         or the monitor restores it and raises `ModelChangedError` naming it."""
-        self._index()  # the user may have re-registered a tensor between steps
+        self._index()  # the module's tree may have changed since the last measurement (a submodule added, re-tied)
         held = self.holdings()
         try:
             with self._modes(eval_mode):
