@@ -16,3 +16,9 @@ class StoreError(GrokscopeError):
 class TooLittleData(StoreError, ValueError):
     """A run holds too little for an analysis (a 1-step run has one snapshot, PCA needs two); the message says
     what is missing, and callers that summarise several analyses report it and carry on."""
+
+
+class ModelChangedError(GrokscopeError, RuntimeError):
+    """A measurement left the user's model holding other tensors than before (a parameter or buffer replaced, its
+    storage swapped or its values written): the monitor restored what it could and stops the run instead of
+    letting it train on silently."""

@@ -12,7 +12,10 @@ trajectory with the watched tensors as `attn.<name>` and full snapshots as `snap
 hessian.parquet, summary.json) plus monitor.json and warnings.parquet, so `grokscope runs`, `analyze` and
 `report` read it. The math is grokscope's own (`geometry.commutator.defect_from_grad_fn`,
 `geometry.hessian.lanczos`, `train.update_grok`). It never writes to the model, the optimiser or any global
-random stream: parameters are read as copies, buffers are copied, and every generator is restored.
+random stream: parameters are read as copies, buffers are copied, and every generator is restored. Every
+evaluation of the model runs inside `Target.measuring`, which checks afterwards that the model still holds the
+very tensors it held (else restores them and raises `ModelChangedError`); integrations that wrap the monitor
+measure through `defects_at` / `lambda_min_at` and inherit that guard.
 """
 
 from __future__ import annotations

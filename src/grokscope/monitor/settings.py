@@ -24,7 +24,7 @@ class MonitorConfig:
     snapshot_every: int = 500
     defect_every: int = 200  # inline commutator defect (K draws) -> defect.parquet
     draws: int = 3
-    eta: float = 1e-3  # the defect's plain step size (SPEC §4)
+    eta: float = 1e-3  # the defect's plain step size (docs/papers.md §4)
     defect_batch: int | None = None  # minibatch size of A and B (None: the batch source's own)
     hessian_every: int = 0  # periodic λ_min by Lanczos -> hessian.parquet
     hessian_groups: tuple[str, ...] = ()  # globs; each also gets λ_min of its Hessian block -> hessian_groups
