@@ -5,8 +5,8 @@ Each example is the sequence `a b = c` (tokens 0..p-1 and `=` = p); the loss is 
 elsewhere), AdamW with weight decay 1. `GrokscopeCallback` records the run (defects every 100 steps, the
 attention trajectory) and warns when the commutator defect's onset announces grokking.
 
-    python examples/hf_trainer_gpt2.py                          # a few CPU-minutes; runs/hf-gpt2-add
-    python examples/hf_trainer_gpt2.py --p 11 --steps 60 --d-model 16 --eval-every 20   # tiny
+    python examples/hf_trainer_gpt2.py                          # 3000 steps at p 31 (not timed here)
+    python examples/hf_trainer_gpt2.py --p 11 --steps 60 --d-model 16 --eval-every 20  # tiny (tests)
     grokscope report runs/hf-gpt2-add
 """
 
