@@ -56,3 +56,11 @@ def test_kwargs_module_keeps_the_models_names_and_refuses_top_level_parameters()
 
     with pytest.raises(ConfigError, match="top level"):
         KwargsModule(Top())
+
+
+def test_snapshots_are_off_by_default_only_on_big_models():
+    from grokscope.integrations.setup import BIG_MODEL, sized_settings
+
+    small, big = nn.Linear(10, 10), nn.Linear(1000, BIG_MODEL // 1000 + 1)
+    assert sized_settings(small, {}) == {} and sized_settings(big, {}) == {"n_snapshots": 0}
+    assert sized_settings(big, {"n_snapshots": 5}) == {"n_snapshots": 5}  # asked for: kept
