@@ -93,3 +93,15 @@ def test_a_module_without_a_loss_attribute_asks_for_loss_fn(tmp_path):
                         callbacks=[GrokscopeCallback(tmp_path / "x")])
     with pytest.raises(ConfigError, match="loss_fn"):
         trainer.fit(NoLoss(), DataLoader(_data(), batch_size=16))
+
+
+def test_measurements_fall_on_optimiser_steps_under_gradient_accumulation(tmp_path):
+    L.seed_everything(0, verbose=False)
+    cb = GrokscopeCallback(tmp_path / "acc", defect_every=2, draws=1, watch_every=3, warn=False)
+    trainer = L.Trainer(max_steps=6, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[cb])
+    trainer.fit(Tiny(), DataLoader(_data(), batch_size=8, shuffle=True))
+    run = RunDir(tmp_path / "acc")
+    assert list(run.table("defect").step) == [0, 2, 4, 6] and run.summary()["steps_trained"] == 6
+    assert run.attention_trajectory()[0].tolist() == [0, 3, 6]
