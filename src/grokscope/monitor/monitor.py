@@ -37,6 +37,7 @@ from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.monitor.batches import make_source
+from grokscope.monitor.detector import Detector, MultiSignalDetector
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.groups import Groups
 from grokscope.monitor.rng import preserved_rng
@@ -44,7 +45,7 @@ from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.sketch import CountSketch, sketch_seed
 from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.tensorboard import require as require_tensorboard
-from grokscope.monitor.warning import OnsetDetector, WarningEvent
+from grokscope.monitor.warning import WarningEvent
 from grokscope.store import (
     DEFECT_GROUPS_TABLE,
     DEFECT_TABLE,
@@ -96,7 +97,7 @@ class Monitor:
                  optimizer: torch.optim.Optimizer | None = None, tasks: tuple[str, ...] = ("task",),
                  batch_size: int | None = None, seed: int = 0, steps: int = 0, start_step: int = 0,
                  overwrite: bool = False, on_warning: Callable[[WarningEvent], None] | None = None,
-                 detector: OnsetDetector | None = None, tensorboard: bool | str = False,
+                 detector: Detector | None = None, tensorboard: bool | str = False,
                  config: MonitorConfig | None = None, **settings: Any) -> None:
         t0 = time.perf_counter()
         try:
@@ -121,7 +122,7 @@ class Monitor:
             defect_every=self.cfg.defect_every, defect_draws=self.cfg.draws, preset="monitor",
             tag=self.run.path.name)
         self.seed = int(seed)
-        self.detector = detector if detector is not None else (OnsetDetector() if self.cfg.warn else None)
+        self.detector = detector if detector is not None else (MultiSignalDetector() if self.cfg.warn else None)
         self.on_warning = on_warning
         self.events: list[WarningEvent] = []
         self.rows: list[dict[str, Any]] = []
@@ -330,10 +331,18 @@ class Monitor:
             self._tb.add_scalar("geometry/defect", median, step)
         if self.detector is None:
             return None
-        event = self.detector.update(step, median)
+        event = self.detector.observe(step, median, **self._detector_inputs())
         if event is not None:
             self._warn(event)
         return event
+
+    def _detector_inputs(self) -> dict[str, float | None]:
+        """The detector's other inputs now: the weight norm, and the first task's latest logged train accuracy and
+        test loss (None if never logged)."""
+        task = self.tasks[0]
+        test = next((r["loss"] for r in reversed(self.rows) if r["task"] == task and r["split"] == "test"), None)
+        return {"weight_norm": self.target.weight_norm(), "train_acc": self.final_acc.get(task, {}).get("train"),
+                "test_loss": test}
 
     def _warn(self, event: WarningEvent) -> None:
         self.events.append(event)

@@ -1,0 +1,296 @@
+"""Early-warning benchmark: train a corpus of grokking and never-grokking runs, then score detectors on it by ROC.
+
+The corpus (`CORPUS`) is split, before any detector was designed, into a calibration part and an evaluation part
+that differ in seeds *and* task families (docs/early-warning.md states the split). Modular-arithmetic families
+train with grokscope's batched trainer (quick preset: p 31, trunk d_model 64 or grokscope's MLP); the non-modular
+families (sparse parity; composition in the permutation group S4) are plain-PyTorch models trained in a plain
+loop recorded by `grokscope.Monitor`, exactly as a user would. Every run records the inline commutator defect,
+train/test loss and accuracy and the weight norm every 100 steps; runs stop when they grok (test accuracy
+≥ 98 % for 3 evaluations) or at their budget.
+
+    python benchmarks/early_warning.py train                 # the corpus (resumable) under ~/.cache/grokscope/ew-corpus
+    python benchmarks/early_warning.py score                 # the tables (both parts), JSON and the figure
+    python benchmarks/early_warning.py all                   # both
+    python benchmarks/early_warning.py train --only calib    # one part
+
+Scoring replays each stored run through a detector in step order (what it would have done live, at the cadence
+given by `--every`, default the monitor's 200 steps) and reads run-level outcomes off the trace: a grokking run's
+score is the largest detector score before its grok step, a never-grokking run's the largest over its whole
+budget, so a threshold on that score is an operating point (hit rate vs false-alarm rate) and sweeping it is the
+ROC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))
+
+
+# ---- the corpus ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Group:
+    """A batch of runs sharing everything but seed and weight decay: `part` calib/eval, `family` its label."""
+
+    part: str
+    family: str
+    task: str  # a grokscope operation, or "parity" / "s4" (plain-PyTorch families)
+    model: str  # trunk / mlp (grokscope's), plain-mlp / plain-trunk (user code through Monitor)
+    wds: tuple[float, ...]
+    seeds: tuple[int, ...]
+    train_frac: float = 0.7
+    steps: int = 6000
+    lr: float = 5e-3
+    optimizer: str = "adamw"
+
+    def runs(self) -> Iterator[tuple[float, int]]:
+        yield from itertools.product(self.wds, self.seeds)
+
+
+# Calibration: seeds 1-3, operations add, mul, sq_ab (and a too-small train fraction of add).
+# Evaluation: seeds 11-13, other operations (sub, div, sq, cube_ab), other models (grokscope's MLP on sub; plain
+# PyTorch MLP and transformer through Monitor), other tasks (sparse parity, S4 composition), SGD.
+CORPUS: tuple[Group, ...] = (
+    Group("calib", "add", "add", "trunk", (0.0, 1.0), (1, 2, 3)),
+    Group("calib", "mul", "mul", "trunk", (0.0, 1.0), (1, 2, 3)),
+    Group("calib", "sq_ab", "sq_ab", "trunk", (1.0,), (1, 2)),
+    Group("calib", "add-small-frac", "add", "trunk", (1.0,), (1, 2), train_frac=0.25),
+    Group("calib", "add-mlp", "add", "mlp", (0.0, 1.0), (1, 2)),
+    Group("eval", "sub", "sub", "trunk", (0.0, 1.0), (11, 12, 13)),
+    Group("eval", "div", "div", "trunk", (0.0, 0.3, 1.0), (11, 12)),
+    Group("eval", "sq", "sq", "trunk", (1.0,), (11, 12)),
+    Group("eval", "cube_ab", "cube_ab", "trunk", (1.0,), (11, 12)),
+    Group("eval", "sub-small-frac", "sub", "trunk", (1.0,), (11, 12), train_frac=0.25),
+    Group("eval", "sub-mlp", "sub", "mlp", (0.0, 1.0), (11, 12)),
+    Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=9000, lr=1e-3),
+    Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, lr=3e-3),
+    Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=9000, lr=0.1,
+          optimizer="sgd"),
+)
+
+
+def group_dir(store: Path, g: Group) -> Path:
+    """Where a group's runs live: STORE/<part>/<family>."""
+    return store / g.part / g.family
+
+
+def train_modular(g: Group, store: Path) -> None:
+    """The group's runs as one batched grokscope program (resumes from the runs' checkpoints)."""
+    from grokscope.config import preset, with_overrides
+    from grokscope.runner import run_batch
+
+    base = with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
+                          steps=g.steps, defect_every=100, checkpoint_every=1000)
+    cfgs = [with_overrides(base, seed=s, wd=wd) for wd, s in g.runs()]
+    run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
+
+
+def _example(name: str) -> Any:
+    """An example script as a module (its data and model code: what a user would have written)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def s4_composition(train_frac: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """(X_train, y_train, X_test, y_test) for g∘h in the symmetric group S4 (24 elements, 576 pairs)."""
+    perms = list(itertools.permutations(range(4)))
+    index = {p: i for i, p in enumerate(perms)}
+    X = torch.tensor([(i, j) for i in range(24) for j in range(24)])
+    y = torch.tensor([index[tuple(perms[i][perms[j][k]] for k in range(4))] for i, j in X.tolist()])
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    n = int(train_frac * len(X))
+    return X[perm[:n]], y[perm[:n]], X[perm[n:]], y[perm[n:]]
+
+
+def _plain_setup(g: Group, wd: float, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], int]:
+    """Model, data and batch size of a plain-PyTorch run."""
+    torch.manual_seed(seed)
+    if g.task == "parity":
+        data = _example("sparse_parity").sparse_parity(30, 3, 1000, 2000, seed)
+        model: nn.Module = nn.Sequential(nn.Linear(30, 256), nn.ReLU(), nn.Linear(256, 2))
+        return model, data, 128
+    if g.task == "s4":
+        data = s4_composition(g.train_frac, seed)
+        return _example("p1_transformer").Trunk(24, d_model=64, n_heads=4, d_ff=128), data, 128
+    raise ValueError(f"no plain-PyTorch task {g.task!r}")
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    out = model(X)
+    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+
+
+def train_plain(g: Group, store: Path) -> None:
+    """The group's runs one by one: a plain training loop with `grokscope.Monitor` (defects every 100 steps, the
+    detector off: it is replayed later); a finished run is skipped, an unfinished one restarts."""
+    from grokscope.monitor import Monitor
+    from grokscope.store import RunDir
+
+    for wd, seed in g.runs():
+        out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}-wd{wd:g}-s{seed}"
+        run = RunDir(out)
+        if run.exists() and run.has_summary() and run.summary().get("finished"):
+            continue
+        model, (X, y, Xt, yt), batch = _plain_setup(g, wd, seed)
+        opt: torch.optim.Optimizer = (
+            torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, 0.98))
+            if g.optimizer == "adamw" else
+            torch.optim.SGD(model.parameters(), lr=g.lr, momentum=0.9, weight_decay=wd))
+        gen = torch.Generator().manual_seed(seed + 1)
+        mon = Monitor(model, F.cross_entropy, (X, y), out=out, optimizer=opt, tasks=(g.task,), batch_size=batch,
+                      seed=seed, steps=g.steps, overwrite=True, defect_every=100, warn=False, verbose=False)
+        for step in range(1, g.steps + 1):
+            idx = torch.randint(0, len(X), (batch,), generator=gen)
+            loss = F.cross_entropy(model(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            metrics = None
+            if step % 100 == 0:
+                tr, te = _evaluate(model, X, y), _evaluate(model, Xt, yt)
+                metrics = {"train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
+            mon.step(step, metrics)
+            if mon.grok_step()[g.task] is not None:
+                break
+        mon.close()
+
+
+def train_corpus(store: Path, only: str | None = None) -> None:
+    """Train every group of the corpus (or of one part) that is not finished yet."""
+    for g in CORPUS:
+        if only and g.part != only:
+            continue
+        t0 = time.process_time()
+        (train_plain if g.model.startswith("plain") else train_modular)(g, store)
+        print(f"[{g.part}] {g.family}: {time.process_time() - t0:.0f} CPU-s", flush=True)
+
+
+# ---- scoring ----------------------------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One stored run of the corpus: where it belongs, its grok step (None: never within its budget) and its
+    detector inputs per defect measurement."""
+
+    part: str
+    family: str
+    name: str
+    wd: float
+    grok: int | None
+    budget: int
+    series: dict[str, Any]
+
+
+def load_corpus(store: Path, every: int) -> list[Record]:
+    """Every finished run of the corpus with its inputs at the cadence `every` (runs still training are left out)."""
+    from grokscope.monitor.evaluate import _grok, run_series
+    from grokscope.store import find_runs
+
+    out = []
+    for g in CORPUS:
+        for run in find_runs([group_dir(store, g)]) if group_dir(store, g).exists() else []:
+            if not run.has_summary() or not run.summary().get("finished"):
+                continue
+            s = run_series(run, every)
+            if s is None:
+                continue
+            wd = float(run.config().optim.wd)
+            budget = g.steps
+            out.append(Record(g.part, g.family, run.path.name, wd, _grok(run), budget, s))
+    return out
+
+
+def threshold_rule_scores(rec: Record) -> tuple[np.ndarray, int | None]:
+    """The seed's rule (P2's defect threshold, `monitor.warning`) as a 0/1 score per measurement, and its step."""
+    from grokscope.monitor.warning import replay
+
+    ev = replay(rec.series["step"], rec.series["defect"], detector="threshold")
+    fired = ev.step if ev is not None else None
+    return (np.asarray(rec.series["step"]) >= (fired if fired is not None else np.inf)).astype(float), fired
+
+
+def replay_scores(rec: Record, cfg: Any) -> tuple[np.ndarray, int | None]:
+    """Scores per measurement and the warning step of a detector (a DetectorConfig, or "threshold")."""
+    from grokscope.monitor.evaluate import replay_multi
+
+    if cfg == "threshold":
+        return threshold_rule_scores(rec)
+    scores, ev = replay_multi(rec.series, cfg)
+    return scores, (ev.step if ev is not None else None)
+
+
+def score_table(records: list[Record], cfg: Any) -> list[dict[str, Any]]:
+    """Per run: outcome, run-level score, warning step, lead, and whether the predicted window held the grok."""
+    from grokscope.monitor.evaluate import run_level_score
+
+    rows = []
+    for rec in records:
+        scores, warned = replay_scores(rec, cfg)
+        g = rec.grok
+        row = {"part": rec.part, "family": rec.family, "run": rec.name, "wd": rec.wd, "grok_step": g,
+               "run_score": run_level_score(rec.series["step"], scores, g), "warning_step": warned}
+        row["warned_before"] = g is not None and warned is not None and warned < g
+        row["false_alarm"] = g is None and warned is not None
+        row["lead_fraction"] = (g - warned) / g if row["warned_before"] else None
+        if row["warned_before"] and not isinstance(cfg, str):
+            row["in_window"] = cfg.ratio_lo * warned <= g <= cfg.ratio_hi * warned
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC of the run-level score, and at the detector's own threshold: hit rate, false-alarm rate, lead
+    fraction (median over runs warned in time) and window coverage (over grokking runs)."""
+    from grokscope.monitor.evaluate import auroc
+
+    pos = [r for r in rows if r["grok_step"] is not None]
+    neg = [r for r in rows if r["grok_step"] is None]
+    leads = [r["lead_fraction"] for r in pos if r["warned_before"]]
+    cover = [bool(r.get("in_window")) for r in pos]
+    return {"runs": len(rows), "grokking": len(pos), "never": len(neg),
+            "auroc": auroc([r["run_score"] for r in pos], [r["run_score"] for r in neg]),
+            "hit": sum(r["warned_before"] for r in pos), "hit_rate": _rate(sum(r["warned_before"] for r in pos), pos),
+            "false_alarms": sum(r["false_alarm"] for r in neg),
+            "false_alarm_rate": _rate(sum(r["false_alarm"] for r in neg), neg),
+            "median_lead_fraction": float(np.median(leads)) if leads else None,
+            "window_coverage": _rate(sum(cover), pos) if any("in_window" in r for r in pos) else None}
+
+
+def _rate(k: int, of: list) -> float | None:
+    return k / len(of) if of else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("train", "score", "all"))
+    ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
+    ap.add_argument("--only", choices=("calib", "eval"), default=None, help="one part of the corpus")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.what in ("train", "all"):
+        train_corpus(args.store, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
