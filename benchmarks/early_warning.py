@@ -31,8 +31,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -280,16 +280,204 @@ def _rate(k: int, of: list) -> float | None:
     return k / len(of) if of else None
 
 
+def detectors() -> dict[str, Any]:
+    """The detectors scored: the default (test-free), the validation variant, each signal alone, the seed's rule."""
+    from grokscope.monitor.detector import DEFAULT_DETECTOR as D
+    from grokscope.monitor.detector import VALIDATION_DETECTOR, variant
+
+    return {
+        "multi (default, test-free)": D,
+        "multi-val (uses test loss)": VALIDATION_DETECTOR,
+        "norm decline alone, gated": variant(D, norm_weight=1.0, defect_weight=0.0, name="norm"),
+        "defect rise alone, gated": variant(D, norm_weight=0.0, defect_weight=1.0, name="defect"),
+        "defect rise alone, ungated": variant(D, norm_weight=0.0, defect_weight=1.0, gate=False, name="defect-raw"),
+        "memorised gate alone": variant(D, norm_weight=0.0, defect_weight=0.0, test_weight=0.0, bias=1.0,
+                                        name="gate"),
+        "test-loss drop alone, gated": variant(D, norm_weight=0.0, defect_weight=0.0, test_weight=1.0, name="test"),
+        "P2 defect threshold (seed's rule)": "threshold",
+    }
+
+
+def results(store: Path, everys: tuple[int, ...] = (200, 100)) -> dict[str, Any]:
+    """Every detector on both parts at each cadence: summaries, per-family rows and ROC points."""
+    from grokscope.monitor.evaluate import roc_curve
+
+    out: dict[str, Any] = {"summary": [], "families": [], "roc": {}, "runs": []}
+    dets = detectors()
+    for every in everys:
+        records = load_corpus(store, every)
+        for part in ("calib", "eval"):
+            recs = [r for r in records if r.part == part]
+            for name, cfg in dets.items():
+                rows = score_table(recs, cfg)
+                out["summary"].append({"part": part, "every": every, "detector": name, **summarise(rows)})
+                pos = [r["run_score"] for r in rows if r["grok_step"] is not None]
+                neg = [r["run_score"] for r in rows if r["grok_step"] is None]
+                fpr, tpr, _ = roc_curve(pos, neg)
+                out["roc"][f"{part}|{every}|{name}"] = [fpr.tolist(), tpr.tolist()]
+                if name.startswith("multi") or name.startswith("P2"):
+                    for fam in dict.fromkeys(r["family"] for r in rows):
+                        fr = [r for r in rows if r["family"] == fam]
+                        out["families"].append({"part": part, "every": every, "detector": name, "family": fam,
+                                                **summarise(fr)})
+                if name.startswith("multi (default"):
+                    out["runs"].extend({**r, "every": every} for r in rows)
+    return out
+
+
+def cost(store: Path, n: int = 200) -> dict[str, float]:
+    """Seconds per detector update (the whole causal rescoring of a run's series so far, at its longest) and per
+    defect measurement of the plain-PyTorch transformer (what the monitor spends at each measurement)."""
+    from grokscope.monitor.detector import MultiSignalDetector
+
+    rng = np.random.default_rng(0)
+    det = MultiSignalDetector()
+    t0 = time.process_time()
+    for i in range(n):
+        det.observe(100 * i, float(rng.random()), 40.0 - 0.01 * i, 1.0, 2.0)
+    per_update = (time.process_time() - t0) / n
+    from grokscope.monitor import Monitor
+
+    g = next(g for g in CORPUS if g.task == "s4")
+    model, (X, y, _, _), batch = _plain_setup(g, 1.0, 0)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mon = Monitor(model, F.cross_entropy, (X, y), out=Path(tmp) / "m", batch_size=batch, warn=False, verbose=False)
+        t0 = time.process_time()
+        for k in range(5):
+            mon.defects_at(k)
+        per_defect = (time.process_time() - t0) / 5
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        t0 = time.process_time()
+        for _ in range(50):
+            loss = F.cross_entropy(model(X[:batch]), y[:batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        per_step = (time.process_time() - t0) / 50
+        mon.close()
+    return {"detector_update_s": per_update, "defect_measurement_s": per_defect, "train_step_s": per_step,
+            "n_measurements": n}
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The report's tables (summary per part and cadence, per family) as markdown."""
+    lines = ["| part | defects every | detector | runs (grok / never) | AUROC | warned before grokking | "
+             "false alarms | median lead / t_grok | window coverage |", "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in res["summary"]:
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['runs']} ({r['grokking']} / {r['never']}) "
+                     f"| {_fmt(r['auroc'])} | {r['hit']}/{r['grokking']} ({_fmt(r['hit_rate'], '.0%')}) "
+                     f"| {r['false_alarms']}/{r['never']} ({_fmt(r['false_alarm_rate'], '.0%')}) "
+                     f"| {_fmt(r['median_lead_fraction'])} | {_fmt(r['window_coverage'], '.0%')} |")
+    lines += ["", "| part | defects every | detector | family | runs (grok / never) | AUROC | warned before grokking "
+              "| false alarms | median lead / t_grok |", "|---|---:|---|---|---|---:|---:|---:|---:|"]
+    for r in res["families"]:
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['family']} | {r['runs']} ({r['grokking']} / "
+                     f"{r['never']}) | {_fmt(r['auroc'])} | {r['hit']}/{r['grokking']} | {r['false_alarms']}/"
+                     f"{r['never']} | {_fmt(r['median_lead_fraction'])} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("train", "score", "all"))
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
     ap.add_argument("--only", choices=("calib", "eval"), default=None, help="one part of the corpus")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
+                    help="where the figure goes (ROC + a few runs' signals)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only)
+    if args.what in ("score", "all"):
+        res = results(args.store)
+        res["cost"] = cost(args.store)
+        res["environment"] = {"processor": _processor(), "torch": torch.__version__,
+                              "python": platform.python_version()}
+        (args.store / "results.json").write_text(json.dumps(res, indent=1, default=_json_default))
+        print(markdown(res))
+        c = res["cost"]
+        print(f"\ncost: detector update {1e3 * c['detector_update_s']:.2f} ms at {c['n_measurements']} measurements; "
+              f"defect measurement {1e3 * c['defect_measurement_s']:.1f} ms; "
+              f"train step {1e3 * c['train_step_s']:.2f} ms (plain S4 transformer); {res['environment']}")
+        if args.figure:
+            figure(res, args.store, args.figure)
     return 0
+
+
+def figure(res: dict[str, Any], store: Path, path: Path) -> None:
+    """ROC curves (evaluation part, default cadence) and three evaluation runs' signals with the warning marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from grokscope.monitor.detector import DEFAULT_DETECTOR, signals
+    from grokscope.monitor.evaluate import replay_multi
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    ax = axes[0]
+    for key, (fpr, tpr) in res["roc"].items():
+        part, every, name = key.split("|")
+        if part == "eval" and every == "200" and not name.startswith(("memorised", "defect rise alone, gated")):
+            auc = next(r["auroc"] for r in res["summary"] if r["part"] == part and str(r["every"]) == every
+                       and r["detector"] == name)
+            ax.step(fpr, tpr, where="post", label=f"{name} ({auc:.2f})", lw=2 if name.startswith("multi (") else 1)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="false-alarm rate (never-grokking runs)", ylabel="hit rate (warned before grokking)",
+           title="run-level ROC, evaluation part, defects every 200")
+    ax.legend(fontsize=6, loc="lower right")
+    records = [r for r in load_corpus(store, 200) if r.part == "eval"]
+    picks = [next((r for r in records if r.grok is not None and r.family == "div" and r.wd < 1), None),
+             next((r for r in records if r.grok is None and r.family == "sub"), None),
+             next((r for r in records if r.family.startswith("parity-plain-mlp") and r.grok is not None), None)]
+    for ax, rec in zip(axes[1:], picks, strict=True):
+        if rec is None:
+            ax.set_axis_off()
+            continue
+        s = rec.series
+        sig = signals(s["defect"], s["weight_norm"], s["train_acc"], None, DEFAULT_DETECTOR)
+        scores, ev = replay_multi(s, DEFAULT_DETECTOR)
+        ax.plot(s["step"], scores, label="score", lw=2)
+        ax.plot(s["step"], np.nan_to_num(sig["norm_drop"]), label="norm decline since memorised", lw=1)
+        ax.plot(s["step"], np.nan_to_num(sig["defect_rise"]) / 4, label="log10 defect rise / 4", lw=1)
+        ax.plot(s["step"], np.nan_to_num(sig["memorised"]) * 0.95, label="memorised (train acc)", lw=0.8, ls=":")
+        ax.axhline(DEFAULT_DETECTOR.threshold, color="grey", lw=0.6, ls="--")
+        if ev is not None:
+            ax.axvline(ev.step, color="red", lw=1.2, label=f"warning at {ev.step}")
+        if rec.grok is not None:
+            ax.axvline(rec.grok, color="green", lw=1.2, label=f"grokked at {rec.grok}")
+        ax.set(xlabel="step", title=f"{rec.family}, wd {rec.wd:g}: " + ("grokked" if rec.grok else "never grokked"))
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    raise TypeError(type(v))
+
+
+def _processor() -> str:
+    """The CPU's model name (lscpu's), or the platform's description."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -109,4 +109,4 @@ def test_replay_of_a_stored_monitored_run_matches_the_live_detector(tmp_path):
     assert list(series["step"]) == det.steps and len(det.steps) == 9
     replayed, _ = replay_multi(series, cfg)
     np.testing.assert_allclose(replayed, det.scores, rtol=1e-6)
-    assert max(det.scores) > 0, (det.inputs["weight_norm"], det.inputs["train_acc"])  # the gate opened and the norm fell: the comparison is not of zeros
+    assert max(det.scores) > 0  # the gate opened and the norm fell: the comparison is not of zeros

@@ -45,6 +45,7 @@ class DetectorConfig:
     norm_weight: float = 1.0  # weight of norm_drop in the score
     defect_weight: float = 0.0  # weight of defect_rise (log10 D / baseline) in the score
     test_weight: float = 0.0  # weight of test_drop: > 0 only in the validation variant
+    bias: float = 0.0  # a constant in the sum (1 with every weight 0: the memorisation gate alone, an ablation)
     gate: bool = True  # score 0 until the run has memorised (needs logged train accuracy)
     n_base: int = 3  # measurements in the defect baseline
     base_floor: float = 0.1  # the defect baseline is at least this
@@ -107,13 +108,13 @@ def signals(defect, weight_norm, train_acc, test_loss=None, cfg: DetectorConfig 
 
 
 def score(sig: Mapping[str, np.ndarray], cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
-    """The detector's score per measurement: a weighted sum of norm_drop, defect_rise and test_drop (missing
-    signals count 0), times the memorisation gate (0 before the run has memorised, when `cfg.gate`)."""
+    """The detector's score per measurement: bias + a weighted sum of norm_drop, defect_rise and test_drop
+    (missing signals count 0), times the memorisation gate (0 before the run has memorised, when `cfg.gate`)."""
     def part(name: str) -> np.ndarray:
         return np.nan_to_num(np.asarray(sig[name], dtype=float), nan=0.0)
 
-    s = cfg.norm_weight * part("norm_drop") + cfg.defect_weight * part("defect_rise") + cfg.test_weight * part(
-        "test_drop")
+    s = (cfg.bias + cfg.norm_weight * part("norm_drop") + cfg.defect_weight * part("defect_rise")
+         + cfg.test_weight * part("test_drop"))
     if cfg.gate:
         s = s * part("memorised")
     return s

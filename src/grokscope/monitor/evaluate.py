@@ -17,7 +17,13 @@ import pandas as pd
 
 from grokscope.errors import StoreError
 from grokscope.geometry.onset import defect_timing
-from grokscope.monitor.detector import INPUTS, DetectorConfig, MultiSignalDetector
+from grokscope.monitor.detector import (
+    DEFAULT_DETECTOR,
+    INPUTS,
+    MULTI_DETECTORS,
+    DetectorConfig,
+    MultiSignalDetector,
+)
 from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, WarningEvent, replay
 from grokscope.store import DEFECT_TABLE, METRICS_TABLE, RunDir
 
@@ -39,10 +45,12 @@ def _series(run: RunDir, every: int | None = None) -> tuple[np.ndarray, np.ndarr
     return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
 
 
-def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD,
+def warning_table(runs: list[RunDir], detector: str = "multi", lead_model: LeadModel = DEFAULT_LEAD,
                   every: int | None = None, **options: Any) -> pd.DataFrame:
     """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window
-    (`every`: replay only the measurements at multiples of `every` steps)."""
+    (`detector`: "multi" (the default multi-signal detector), "multi-val" (its variant reading the test loss), or
+    P2's "threshold" / P1's "envelope" onset rule; `every`: replay only the measurements at multiples of `every`
+    steps)."""
     rows = []
     for run in runs:
         s = _series(run, every)
@@ -50,7 +58,10 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
             continue
         cfg, summ = run.config(), run.summary()
         grok = _grok(run)
-        ev = replay(*s, detector=detector, lead_model=lead_model, **options)
+        if detector in MULTI_DETECTORS:
+            ev = replay_multi(run_series(run, every), MULTI_DETECTORS[detector])[1]
+        else:
+            ev = replay(*s, detector=detector, lead_model=lead_model, **options)
         warned = ev.step if ev is not None else None
         row = {"run": cfg.name, "tasks": ",".join(cfg.data.tasks), "model": cfg.model.kind, "wd": cfg.optim.wd,
                "lr": cfg.optim.lr, "seed": cfg.seed, "steps_trained": summ.get("steps_trained"),
@@ -138,11 +149,11 @@ def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] |
     return out
 
 
-def replay_multi(series: dict[str, np.ndarray], cfg: DetectorConfig = DetectorConfig()
+def replay_multi(series: dict[str, np.ndarray], cfg: DetectorConfig | None = None
                  ) -> tuple[np.ndarray, WarningEvent | None]:
     """Feed a run's series (`run_series`) to a `MultiSignalDetector` measurement by measurement, as it would
     have run live: (the score at every measurement, the warning or None)."""
-    det = MultiSignalDetector(cfg)
+    det = MultiSignalDetector(cfg if cfg is not None else DEFAULT_DETECTOR)
     event = None
     for i, step in enumerate(series["step"]):
         ev = det.observe(int(step), **{k: float(series[k][i]) for k in INPUTS if k in series})
