@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+IMMEDIATE = 3  # a run whose grok step is < 3 × its memorisation step generalised at once: no grokking delay
 DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))
 
 
@@ -73,13 +74,15 @@ CORPUS: tuple[Group, ...] = (
     Group("calib", "mul", "mul", "trunk", (0.0, 1.0), (1, 2, 3)),
     Group("calib", "sq_ab", "sq_ab", "trunk", (1.0,), (1, 2)),
     Group("calib", "add-small-frac", "add", "trunk", (1.0,), (1, 2), train_frac=0.25),
-    Group("calib", "add-mlp", "add", "mlp", (0.0, 1.0), (1, 2)),
+    Group("calib", "add-mlp", "add", "mlp", (0.0, 1.0), (1, 2)),  # generalises at once (no delay) at 0.7
+    Group("calib", "add-mlp-f0.3", "add", "mlp", (0.0, 1.0), (1, 2), train_frac=0.3),
     Group("eval", "sub", "sub", "trunk", (0.0, 1.0), (11, 12, 13)),
     Group("eval", "div", "div", "trunk", (0.0, 0.3, 1.0), (11, 12)),
     Group("eval", "sq", "sq", "trunk", (1.0,), (11, 12)),
     Group("eval", "cube_ab", "cube_ab", "trunk", (1.0,), (11, 12)),
     Group("eval", "sub-small-frac", "sub", "trunk", (1.0,), (11, 12), train_frac=0.25),
     Group("eval", "sub-mlp", "sub", "mlp", (0.0, 1.0), (11, 12)),
+    Group("eval", "sub-mlp-f0.3", "sub", "mlp", (0.0, 1.0), (11, 12), train_frac=0.3),
     Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=9000, lr=1e-3),
     Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, lr=3e-3),
     Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=9000, lr=0.1,
@@ -199,6 +202,13 @@ class Record:
     grok: int | None
     budget: int
     series: dict[str, Any]
+    t_mem: int | None = None  # first logged step with train accuracy >= 0.99
+
+    @property
+    def immediate(self) -> bool:
+        """Generalised with no delay after fitting (grok step < IMMEDIATE × the memorisation step): not grokking,
+        nothing to warn of; reported apart from the delayed (grokking) runs."""
+        return self.grok is not None and self.t_mem is not None and self.grok < IMMEDIATE * self.t_mem
 
 
 def load_corpus(store: Path, every: int) -> list[Record]:
@@ -214,9 +224,11 @@ def load_corpus(store: Path, every: int) -> list[Record]:
             s = run_series(run, every)
             if s is None:
                 continue
-            wd = float(run.config().optim.wd)
-            budget = g.steps
-            out.append(Record(g.part, g.family, run.path.name, wd, _grok(run), budget, s))
+            full = run_series(run)
+            mem = np.flatnonzero(full["train_acc"] >= 0.99)
+            t_mem = int(full["step"][mem[0]]) if len(mem) else None
+            out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run), g.steps, s,
+                              t_mem))
     return out
 
 
@@ -248,6 +260,7 @@ def score_table(records: list[Record], cfg: Any) -> list[dict[str, Any]]:
         scores, warned = replay_scores(rec, cfg)
         g = rec.grok
         row = {"part": rec.part, "family": rec.family, "run": rec.name, "wd": rec.wd, "grok_step": g,
+               "t_mem": rec.t_mem, "immediate": rec.immediate,
                "run_score": run_level_score(rec.series["step"], scores, g), "warning_step": warned}
         row["warned_before"] = g is not None and warned is not None and warned < g
         row["false_alarm"] = g is None and warned is not None
@@ -258,16 +271,18 @@ def score_table(records: list[Record], cfg: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], immediate: bool = False) -> dict[str, Any]:
     """AUROC of the run-level score, and at the detector's own threshold: hit rate, false-alarm rate, lead
-    fraction (median over runs warned in time) and window coverage (over grokking runs)."""
+    fraction (median over runs warned in time) and window coverage (over grokking runs). Runs that generalised at
+    once count as grokking runs only with `immediate`."""
     from grokscope.monitor.evaluate import auroc
 
-    pos = [r for r in rows if r["grok_step"] is not None]
+    pos = [r for r in rows if r["grok_step"] is not None and (immediate or not r["immediate"])]
     neg = [r for r in rows if r["grok_step"] is None]
     leads = [r["lead_fraction"] for r in pos if r["warned_before"]]
     cover = [bool(r.get("in_window")) for r in pos]
-    return {"runs": len(rows), "grokking": len(pos), "never": len(neg),
+    return {"runs": len(rows), "n_grok": len(pos), "never": len(neg),
+            "immediate": sum(bool(r["immediate"]) for r in rows),
             "auroc": auroc([r["run_score"] for r in pos], [r["run_score"] for r in neg]),
             "hit": sum(r["warned_before"] for r in pos), "hit_rate": _rate(sum(r["warned_before"] for r in pos), pos),
             "false_alarms": sum(r["false_alarm"] for r in neg),
@@ -278,6 +293,29 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _rate(k: int, of: list) -> float | None:
     return k / len(of) if of else None
+
+
+def calibrate(records: list[Record], cfg: Any) -> dict[str, float]:
+    """The operating point and window of a detector, from calibration runs only: the threshold maximising hit rate
+    − false-alarm rate over the midpoints between distinct run scores (the middle one of several optima), and
+    the window [min, median, max] of t_grok / t_warn over the delayed grokking runs it then warns in time."""
+    from dataclasses import replace
+
+    rows = score_table([r for r in records if r.part == "calib"], replace(cfg, threshold=math.inf))
+    pos = np.array([r["run_score"] for r in rows if r["grok_step"] is not None and not r["immediate"]])
+    neg = np.array([r["run_score"] for r in rows if r["grok_step"] is None])
+    vals = np.unique(np.concatenate([pos, neg]))
+    vals = vals[np.isfinite(vals)]
+    cands = (vals[1:] + vals[:-1]) / 2
+    cands = cands[cands > 0]
+    j = np.array([(pos >= t).mean() - (neg >= t).mean() for t in cands])
+    best = cands[np.flatnonzero(j == j.max())]
+    thr = float(best[len(best) // 2])
+    tuned = replace(cfg, threshold=thr)
+    ratios = [r["grok_step"] / r["warning_step"] for r in score_table([r for r in records if r.part == "calib"], tuned)
+              if r["warned_before"] and not r["immediate"]]
+    return {"threshold": round(thr, 4), "youden_j": float(j.max()), "ratio_lo": float(np.min(ratios)),
+            "ratio_mid": float(np.median(ratios)), "ratio_hi": float(np.max(ratios)), "n_ratios": len(ratios)}
 
 
 def detectors() -> dict[str, Any]:
@@ -310,8 +348,12 @@ def results(store: Path, everys: tuple[int, ...] = (200, 100)) -> dict[str, Any]
             recs = [r for r in records if r.part == part]
             for name, cfg in dets.items():
                 rows = score_table(recs, cfg)
-                out["summary"].append({"part": part, "every": every, "detector": name, **summarise(rows)})
-                pos = [r["run_score"] for r in rows if r["grok_step"] is not None]
+                out["summary"].append({"part": part, "every": every, "detector": name, "grokking": "delayed",
+                                       **summarise(rows)})
+                if name.startswith(("multi", "P2")):
+                    out["summary"].append({"part": part, "every": every, "detector": name, **summarise(rows, True),
+                                           "grokking": "all"})
+                pos = [r["run_score"] for r in rows if r["grok_step"] is not None and not r["immediate"]]
                 neg = [r["run_score"] for r in rows if r["grok_step"] is None]
                 fpr, tpr, _ = roc_curve(pos, neg)
                 out["roc"][f"{part}|{every}|{name}"] = [fpr.tolist(), tpr.tolist()]
@@ -369,25 +411,26 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     """The report's tables (summary per part and cadence, per family) as markdown."""
-    lines = ["| part | defects every | detector | runs (grok / never) | AUROC | warned before grokking | "
-             "false alarms | median lead / t_grok | window coverage |", "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| part | defects every | detector | grokking runs counted | grok / never | AUROC | warned before "
+             "grokking | false alarms | median lead / t_grok | window coverage |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for r in res["summary"]:
-        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['runs']} ({r['grokking']} / {r['never']}) "
-                     f"| {_fmt(r['auroc'])} | {r['hit']}/{r['grokking']} ({_fmt(r['hit_rate'], '.0%')}) "
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['grokking']} | {r['n_grok']} / {r['never']} "
+                     f"| {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} ({_fmt(r['hit_rate'], '.0%')}) "
                      f"| {r['false_alarms']}/{r['never']} ({_fmt(r['false_alarm_rate'], '.0%')}) "
                      f"| {_fmt(r['median_lead_fraction'])} | {_fmt(r['window_coverage'], '.0%')} |")
-    lines += ["", "| part | defects every | detector | family | runs (grok / never) | AUROC | warned before grokking "
+    lines += ["", "| part | defects every | detector | family | grok / never | AUROC | warned before grokking "
               "| false alarms | median lead / t_grok |", "|---|---:|---|---|---|---:|---:|---:|---:|"]
     for r in res["families"]:
-        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['family']} | {r['runs']} ({r['grokking']} / "
-                     f"{r['never']}) | {_fmt(r['auroc'])} | {r['hit']}/{r['grokking']} | {r['false_alarms']}/"
-                     f"{r['never']} | {_fmt(r['median_lead_fraction'])} |")
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['family']} | {r['n_grok']} / {r['never']} "
+                     f"(+{r['immediate']} at once) | {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} "
+                     f"| {r['false_alarms']}/{r['never']} | {_fmt(r['median_lead_fraction'])} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("train", "score", "all"))
+    ap.add_argument("what", choices=("train", "calibrate", "score", "all"))
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
     ap.add_argument("--only", choices=("calib", "eval"), default=None, help="one part of the corpus")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
@@ -396,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only)
+    if args.what == "calibrate":
+        from grokscope.monitor.detector import DEFAULT_DETECTOR, VALIDATION_DETECTOR
+
+        records = [r for r in load_corpus(args.store, 200) if r.part == "calib"]
+        for cfg in (DEFAULT_DETECTOR, VALIDATION_DETECTOR):
+            print(cfg.name, calibrate(records, cfg))
     if args.what in ("score", "all"):
         res = results(args.store)
         res["cost"] = cost(args.store)
