@@ -19,14 +19,14 @@ from grokscope.store import RunDir
 
 
 def _trace(grokking: bool, n: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every 200 steps: the train set is fitted from step 400 on; a grokking run's weight norm then falls by a
-    third (weight decay at work on the zero-loss manifold), a memorise-only run's keeps growing; the defect rises
+    """Every 200 steps: the train set is fitted from step 400 on; a grokking run's weight norm then falls by
+    half (weight decay at work on the zero-loss manifold), a memorise-only run's keeps growing; the defect rises
     in both (P2's onset is not specific)."""
     rng = np.random.default_rng(seed)
     steps = 200 * np.arange(n)
     acc = np.where(steps >= 400, 1.0, 0.3)
     fall = np.clip((steps - 400) / 2000, 0, 1)
-    norm = 40 * (1 - fall / 3) if grokking else 40 + steps / 500
+    norm = 40 * (1 - fall / 2) if grokking else 40 + steps / 500
     D = 1 + 30 * np.clip((steps - 600) / 1000, 0, 1) + rng.random(n)
     return {"step": steps, "defect": D, "weight_norm": norm * (1 + 1e-3 * rng.standard_normal(n)),
             "train_acc": acc, "test_loss": np.where(steps >= 400, 5.0, 3.0) - (3 * fall if grokking else 0)}
