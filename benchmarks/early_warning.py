@@ -61,6 +61,7 @@ class Group:
     steps: int = 6000
     lr: float = 5e-3
     optimizer: str = "adamw"
+    beta2: float = 0.98  # AdamW's second-moment decay (plain-PyTorch runs; grokscope's runs use the preset's)
 
     def runs(self) -> Iterator[tuple[float, int]]:
         yield from itertools.product(self.wds, self.seeds)
@@ -85,6 +86,9 @@ CORPUS: tuple[Group, ...] = (
     Group("eval", "sub-mlp-f0.3", "sub", "mlp", (0.0, 1.0), (11, 12), train_frac=0.3),
     Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=9000, lr=1e-3),
     Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, lr=3e-3),
+    # examples/sparse_parity.py's optimiser exactly (torch's default betas), with which sparse parity groks
+    Group("eval", "parity-plain-mlp-b0.999", "parity", "plain-mlp", (1.0,), (11, 12, 13), steps=9000, lr=1e-3,
+          beta2=0.999),
     Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=9000, lr=0.1,
           optimizer="sgd"),
 )
@@ -151,13 +155,14 @@ def train_plain(g: Group, store: Path) -> None:
     from grokscope.store import RunDir
 
     for wd, seed in g.runs():
-        out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}-wd{wd:g}-s{seed}"
+        betas = "" if g.beta2 == 0.98 else f"-b{g.beta2:g}"
+        out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}{betas}-wd{wd:g}-s{seed}"
         run = RunDir(out)
         if run.exists() and run.has_summary() and run.summary().get("finished"):
             continue
         model, (X, y, Xt, yt), batch = _plain_setup(g, wd, seed)
         opt: torch.optim.Optimizer = (
-            torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, 0.98))
+            torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, g.beta2))
             if g.optimizer == "adamw" else
             torch.optim.SGD(model.parameters(), lr=g.lr, momentum=0.9, weight_decay=wd))
         gen = torch.Generator().manual_seed(seed + 1)
