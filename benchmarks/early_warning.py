@@ -332,6 +332,7 @@ def detectors() -> dict[str, Any]:
         "multi (default, test-free)": D,
         "multi-val (uses test loss)": VALIDATION_DETECTOR,
         "norm decline alone, gated": variant(D, norm_weight=1.0, defect_weight=0.0, name="norm"),
+        "norm decline alone, ungated": variant(D, norm_weight=1.0, defect_weight=0.0, gate=False, name="norm-raw"),
         "defect rise alone, gated": variant(D, norm_weight=0.0, defect_weight=1.0, name="defect"),
         "defect rise alone, ungated": variant(D, norm_weight=0.0, defect_weight=1.0, gate=False, name="defect-raw"),
         "memorised gate alone": variant(D, norm_weight=0.0, defect_weight=0.0, test_weight=0.0, bias=1.0,
@@ -478,9 +479,10 @@ def figure(res: dict[str, Any], store: Path, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     ax = axes[0]
-    for key, (fpr, tpr) in res["roc"].items():
-        part, every, name = key.split("|")
-        if part == "eval" and every == "200" and not name.startswith(("memorised", "defect rise alone, gated")):
+    for key, (fpr, tpr) in sorted(res["roc"].items(), key=lambda kv: kv[0].endswith("test-free)")):
+        part, every, name = key.split("|")  # the default last, on top (norm decline alone, gated, is the same)
+        if part == "eval" and every == "200" and not name.startswith(("memorised", "defect rise alone, gated",
+                                                                       "norm decline alone, gated")):
             auc = next(r["auroc"] for r in res["summary"] if r["part"] == part and str(r["every"]) == every
                        and r["detector"] == name)
             ax.step(fpr, tpr, where="post", label=f"{name} ({auc:.2f})", lw=2 if name.startswith("multi (") else 1)
