@@ -110,3 +110,34 @@ def test_replay_of_a_stored_monitored_run_matches_the_live_detector(tmp_path):
     replayed, _ = replay_multi(series, cfg)
     np.testing.assert_allclose(replayed, det.scores, rtol=1e-6)
     assert max(det.scores) > 0  # the gate opened and the norm fell: the comparison is not of zeros
+
+
+def test_the_monitor_default_warns_live_and_runs_warnings_replays_the_same_step(tmp_path, capsys):
+    import json
+
+    from grokscope.cli import main as cli
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(64, 5, generator=g)
+    y = (X[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=1.0)
+    mon = Monitor(model, F.cross_entropy, (X, y), out=tmp_path / "d", batch_size=16, defect_every=5, verbose=False)
+    for step in range(1, 61):
+        loss = F.cross_entropy(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            acc = float((model(X).argmax(1) == y).float().mean())
+        mon.step(step, {"train_loss": loss.item(), "train_acc": acc, "test_acc": 0.5} if step % 5 == 0 else None)
+    mon.close()
+    assert mon.events and mon.events[0].detector == "multi"
+    assert cli(["runs", "warnings", str(tmp_path / "d"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["runs"][0]
+    assert row["warning_step"] == mon.events[0].step and row["predicted"] == mon.events[0].predicted_grok
+    assert RunDir(tmp_path / "d").table("warnings")["step"].tolist() == [mon.events[0].step]
