@@ -12,6 +12,8 @@ The signals, each with a reason to transfer across tasks and models:
   minimisation on the zero-loss manifold; without a norm decline, no grokking);
 - `defect_rise`: log10 of D over its early baseline (P2's onset signal, necessary but not sufficient);
 - `test_drop` (validation variant only): 1 − test loss / its maximum since memorisation.
+The default (`DEFAULT_DETECTOR`, test-free) scores the gated norm decline alone: on the calibration runs the defect
+rise was anti-predictive (docs/early-warning.md), so it carries no weight; `VALIDATION_DETECTOR` adds test_drop.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class DetectorConfig:
     gate: bool = True  # score 0 until the run has memorised (needs logged train accuracy)
     n_base: int = 3  # measurements in the defect baseline
     base_floor: float = 0.1  # the defect baseline is at least this
-    threshold: float = 0.3265  # the operating point: warn when the score first reaches it (DEFAULT_DETECTOR below)
+    threshold: float = 0.3265  # the operating point: warn when the score first reaches it (calibrated: see below)
     ratio_lo: float = 1.1  # predicted grokking window: [ratio_lo, ratio_hi] × the warning step, and the median
     ratio_mid: float = 1.275
     ratio_hi: float = 2.0
@@ -177,7 +179,7 @@ def variant(cfg: DetectorConfig, **changes: Any) -> DetectorConfig:
 # that bound the optimum), the window [min, median, max] of t_grok / t_warn over the calibration runs then warned
 # in time (6 runs test-free, 8 with the test loss). Signals and weights were fixed before any evaluation run was
 # scored.
-DEFAULT_DETECTOR = DetectorConfig(threshold=0.3265, ratio_lo=1.1, ratio_mid=1.275, ratio_hi=2.0)
+DEFAULT_DETECTOR = DetectorConfig()  # norm_weight 1, defect_weight 0, threshold 0.3265, window 1.1–2.0 × step
 VALIDATION_DETECTOR = variant(DEFAULT_DETECTOR, test_weight=1.0, threshold=0.5432, ratio_lo=1.154, ratio_mid=1.75,
                               ratio_hi=3.0, name="multi-val")
 MULTI_DETECTORS = {"multi": DEFAULT_DETECTOR, "multi-val": VALIDATION_DETECTOR}
