@@ -58,7 +58,7 @@ class Group:
     wds: tuple[float, ...]
     seeds: tuple[int, ...]
     train_frac: float = 0.7
-    steps: int = 6000
+    steps: int = 7000  # ≥ 3 × the slowest modular grok step (2200, div at wd 0.3)
     lr: float = 5e-3
     optimizer: str = "adamw"
     beta2: float = 0.98  # AdamW's second-moment decay (plain-PyTorch runs; grokscope's runs use the preset's)
@@ -84,12 +84,12 @@ CORPUS: tuple[Group, ...] = (
     Group("eval", "sub-small-frac", "sub", "trunk", (1.0,), (11, 12), train_frac=0.25),
     Group("eval", "sub-mlp", "sub", "mlp", (0.0, 1.0), (11, 12)),
     Group("eval", "sub-mlp-f0.3", "sub", "mlp", (0.0, 1.0), (11, 12), train_frac=0.3),
-    Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=9000, lr=1e-3),
-    Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, lr=3e-3),
+    Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=15000, lr=1e-3),
+    Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, steps=6000, lr=3e-3),
     # examples/sparse_parity.py's optimiser exactly (torch's default betas), with which sparse parity groks
-    Group("eval", "parity-plain-mlp-b0.999", "parity", "plain-mlp", (1.0,), (11, 12, 13), steps=9000, lr=1e-3,
+    Group("eval", "parity-plain-mlp-b0.999", "parity", "plain-mlp", (1.0,), (11, 12, 13), steps=15000, lr=1e-3,
           beta2=0.999),
-    Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=9000, lr=0.1,
+    Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=15000, lr=0.1,
           optimizer="sgd"),
 )
 
@@ -159,7 +159,9 @@ def train_plain(g: Group, store: Path) -> None:
         out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}{betas}-wd{wd:g}-s{seed}"
         run = RunDir(out)
         if run.exists() and run.has_summary() and run.summary().get("finished"):
-            continue
+            s = run.summary()
+            if s["grok_step"].get(g.task) is not None or (s.get("steps_trained") or 0) >= g.steps:
+                continue  # done; a run that did not grok within a shorter budget trains again to the longer one
         model, (X, y, Xt, yt), batch = _plain_setup(g, wd, seed)
         opt: torch.optim.Optimizer = (
             torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, g.beta2))
@@ -319,7 +321,7 @@ def calibrate(records: list[Record], cfg: Any) -> dict[str, float]:
     tuned = replace(cfg, threshold=thr)
     ratios = [r["grok_step"] / r["warning_step"] for r in score_table([r for r in records if r.part == "calib"], tuned)
               if r["warned_before"] and not r["immediate"]]
-    return {"threshold": round(thr, 4), "youden_j": float(j.max()), "ratio_lo": float(np.min(ratios)),
+    return {"threshold": round(thr, 6), "youden_j": float(j.max()), "ratio_lo": float(np.min(ratios)),
             "ratio_mid": float(np.median(ratios)), "ratio_hi": float(np.max(ratios)), "n_ratios": len(ratios)}
 
 
