@@ -178,7 +178,7 @@ def variant(cfg: DetectorConfig, **changes: Any) -> DetectorConfig:
 # false-alarm rate over the calibration runs at defects every 200 steps (the midpoint between the two run scores
 # that bound the optimum), the window [min, median, max] of t_grok / t_warn over the calibration runs then warned
 # in time (6 runs test-free, 8 with the test loss). Signals and weights were fixed before any evaluation run was
-# scored (commit de11261: thresholds 0.3265 / 0.5432 at 6000-step budgets); the values here are the same rule
+# scored (commit ff11229: thresholds 0.3265 / 0.5432 at 6000-step budgets); the values here are the same rule
 # applied again after the never-grokking runs' budgets were extended to 3x the slowest grok step.
 DEFAULT_DETECTOR = DetectorConfig()  # norm_weight 1, defect_weight 0, threshold 0.327646, window 1.1–2.0 × step
 VALIDATION_DETECTOR = variant(DEFAULT_DETECTOR, test_weight=1.0, threshold=0.564974, ratio_lo=1.105, ratio_mid=1.75,
