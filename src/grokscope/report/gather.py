@@ -119,7 +119,7 @@ def pc1_table(runs: list[RunInfo], cfg: ReportConfig) -> pd.DataFrame:
             rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
-        layer = df["name"].str.extract(r"layers\.(\d+)\.")[0].fillna(-1).astype(int)
+        layer = pd.to_numeric(df["name"].str.extract(r"layers\.(\d+)\.")[0], errors="coerce").fillna(-1).astype(int)
         df = df.assign(_layer=layer).sort_values(["_layer", "name"], kind="stable").drop(columns="_layer")
     return df
 
