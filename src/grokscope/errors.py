@@ -16,3 +16,8 @@ class StoreError(GrokscopeError):
 class TooLittleData(StoreError, ValueError):
     """A run holds too little for an analysis (a 1-step run has one snapshot, PCA needs two); the message says
     what is missing, and callers that summarise several analyses report it and carry on."""
+
+
+class NotApplicable(GrokscopeError, ValueError):
+    """An analysis asked of a run or task it does not describe (progress measures of a task that is not a
+    group operation, or of a model without a token embedding); the message says which and why."""
