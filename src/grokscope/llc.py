@@ -2,10 +2,11 @@
 
 grokscope writes no sampler: `estimate_llc` hands a model, a per-example loss and the training rows to
 `devinterp.slt.llc.llc` and reads back its per-chain LLCs. The sampler's settings follow devinterp's guidance:
-nβ = B / log B for minibatch size B (`devinterp.utils.default_nbeta`), a localisation γ that keeps the chains
-near the snapshot, and the step size ε picked by `calibrate_llc` — a sweep of ε at fixed nβ and γ, keeping the
-largest ε whose chains are finite, level off (no drift in the second half of the loss trace) and give a
-positive LLC. The chosen settings are stored with every estimate.
+nβ starts at B / log B for minibatch size B (`devinterp.utils.default_nbeta`), the localisation γ is fixed, and
+`calibrate_llc` sweeps the step size ε and nβ (as devinterp's EpsilonBetaAnalyzer does) and keeps the setting
+whose chains are finite, level off (no drift over the second half of the loss trace), stay in the snapshot's
+basin (mean loss within `MAX_RISE` nats of the snapshot's) and give a positive LLC: the smallest nβ that has
+such an ε, and there the largest ε. The chosen settings are stored with every estimate.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from torch import nn
 
 from grokscope.errors import ConfigError
 
-LLC_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)  # the step sizes the calibration tries
-DRIFT = 0.1  # a chain "levels off" when its last-quarter mean loss moves < DRIFT × its loss rise since the start
+LLC_LRS = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)  # the step sizes the calibration tries
+NBETA_FACTORS = (1.0, 10.0, 100.0)  # the nβ it tries, in units of devinterp's default B / log B
+DRIFT = 0.2  # a chain "levels off" when its last-quarter mean loss moves < DRIFT × its loss rise since the start
+MAX_RISE = 1.0  # nats: a chain whose mean loss rises more than this has left the snapshot's basin
 
 ExampleLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (module, row indices [B]) -> losses [B]
 
@@ -42,7 +45,7 @@ def require_devinterp() -> Any:
 class LLCSettings:
     """devinterp's SGLD settings for one estimate (n_beta None: B / log B, devinterp's default_nbeta)."""
 
-    lr: float = 1e-4
+    lr: float = 1e-6
     localization: float = 100.0
     n_beta: float | None = None
     chains: int = 4
@@ -115,31 +118,41 @@ def estimate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[in
             "settings": s.to_dict()}
 
 
-def chains_level_off(trace: np.ndarray, init: float, drift: float = DRIFT) -> bool:
-    """Each chain's loss trace [chains, steps] is finite, above the start on average, and its last quarter's
-    mean moves less than `drift` × its rise over the second quarter's (no drift, no divergence)."""
+def chains_level_off(trace: np.ndarray, init: float, drift: float = DRIFT, max_rise: float = MAX_RISE) -> bool:
+    """Each chain's loss trace [chains, steps] is finite, above the start on average but by < `max_rise` (still
+    in the basin), and its last quarter's mean moves < `drift` × its rise from the second quarter's (no drift)."""
     if not np.isfinite(trace).all():
         return False
     n = trace.shape[1]
     q2, q4 = trace[:, n // 4:n // 2].mean(1), trace[:, 3 * n // 4:].mean(1)
     rise = trace.mean(1) - init
-    return bool((rise > 0).all() and (np.abs(q4 - q2) < drift * rise).all())
+    return bool((rise > 0).all() and (rise < max_rise).all() and (np.abs(q4 - q2) < drift * rise).all())
 
 
 def calibrate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[int], base: LLCSettings,
-                  lrs: Sequence[float] = LLC_LRS, device: str = "cpu") -> tuple[LLCSettings, pd.DataFrame]:
-    """Sweep the step size at fixed nβ and γ; keep the largest ε whose chains level off with a positive LLC
-    (the smallest ε tried if none does, flagged in the table). Returns (settings, the sweep's table)."""
-    rows_out = []
-    for lr in sorted(lrs):
-        est = estimate_llc(module, example_loss, rows, replace(base, lr=lr), device)
-        ok = chains_level_off(est["loss_trace"], est["init_loss"]) and est["llc_mean"] > 0
-        rows_out.append({"lr": lr, "llc_mean": est["llc_mean"], "llc_std": est["llc_std"], "stable": ok})
-    table = pd.DataFrame(rows_out)
+                  lrs: Sequence[float] = LLC_LRS, factors: Sequence[float] = NBETA_FACTORS,
+                  device: str = "cpu") -> tuple[LLCSettings, pd.DataFrame]:
+    """Sweep ε × nβ at fixed γ; keep the smallest nβ with a stable ε (`chains_level_off`, positive LLC) and
+    there the largest stable ε (if none is stable: the smallest ε and nβ, flagged `stable` False in the
+    table). Returns (settings, the sweep's table)."""
+    nb0 = base.resolved(len(rows)).n_beta
+    out = []
+    for f in sorted(factors):
+        for lr in sorted(lrs):
+            s = replace(base, lr=lr, n_beta=nb0 * f)
+            est = estimate_llc(module, example_loss, rows, s, device)
+            ok = chains_level_off(est["loss_trace"], est["init_loss"]) and est["llc_mean"] > 0
+            out.append({"n_beta": s.n_beta, "lr": lr, "llc_mean": est["llc_mean"], "llc_std": est["llc_std"],
+                        "stable": ok})
+    table = pd.DataFrame(out)
     stable = table[table["stable"]]
-    lr = float(stable["lr"].max()) if len(stable) else float(table["lr"].min())
-    table["chosen"] = table["lr"] == lr
-    return replace(base, lr=lr), table
+    if len(stable):
+        nb = float(stable["n_beta"].min())
+        lr = float(stable[stable["n_beta"] == nb]["lr"].max())
+    else:
+        nb, lr = float(table["n_beta"].min()), float(table["lr"].min())
+    table["chosen"] = (table["n_beta"] == nb) & (table["lr"] == lr)
+    return replace(base, lr=lr, n_beta=nb), table
 
 
 def per_example_loss(cfg: Any, pairs: torch.Tensor, targets: torch.Tensor) -> Callable[[dict[str, torch.Tensor],
