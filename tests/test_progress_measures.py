@@ -55,8 +55,8 @@ def test_hand_built_embedding_gives_its_frequencies_and_gini(keys):
 
 def test_key_frequencies_strongest_first_and_none_for_a_flat_spectrum():
     x = torch.arange(P)
-    W = torch.cat([3 * _wave(x, 2, P), _wave(x, 9, P), 0.01 * torch.randn(P, 8, dtype=torch.float64,
-                                                                           generator=torch.Generator().manual_seed(0))], 1)
+    small = 0.01 * torch.randn(P, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    W = torch.cat([3 * _wave(x, 2, P), _wave(x, 9, P), small], 1)
     assert key_frequencies(frequency_norms(W, P)) == [2, 9]
     assert gini(torch.ones(K)) == pytest.approx(0.0)
     assert key_frequencies(torch.ones(K)) == []  # all equal: none stands out
