@@ -109,7 +109,7 @@ def test_calibration_picks_a_stable_setting_or_flags_none(run):
     _, snaps = run.snapshots()
     module = ParamsModule({k: v[-1] for k, v in snaps.items()}, per_example_loss(cfg, split.pairs, split.targets))
     chosen, table = calibrate_llc(module, module_loss, split.train_idx.tolist(), SETTINGS, lrs=(1e-7, 1e-3),
-                                  factors=(1.0,))
+                                  factors=(1.0,), localizations=(100.0,))
     assert table["chosen"].sum() == 1 and len(table) == 2
     pick = table[table["chosen"]].iloc[0]
     assert chosen.lr == pick["lr"]

@@ -2,11 +2,12 @@
 
 grokscope writes no sampler: `estimate_llc` hands a model, a per-example loss and the training rows to
 `devinterp.slt.llc.llc` and reads back its per-chain LLCs. The sampler's settings follow devinterp's guidance:
-nβ starts at B / log B for minibatch size B (`devinterp.utils.default_nbeta`), the localisation γ is fixed, and
-`calibrate_llc` sweeps the step size ε and nβ (as devinterp's EpsilonBetaAnalyzer does) and keeps the setting
-whose chains are finite, level off (no drift over the second half of the loss trace), stay in the snapshot's
-basin (mean loss within `MAX_RISE` nats of the snapshot's) and give a positive LLC: the smallest nβ that has
-such an ε, and there the largest ε. The chosen settings are stored with every estimate.
+nβ starts at B / log B for minibatch size B (`devinterp.utils.default_nbeta`), and `calibrate_llc` sweeps the
+step size ε and nβ (as devinterp's EpsilonBetaAnalyzer does) at a weak and a strong localisation γ, and keeps
+the setting whose chains are finite, level off (no drift over the second half of the loss trace), stay in the
+snapshot's basin (mean loss within `MAX_RISE` nats of the snapshot's) and give a positive LLC: the weakest γ,
+then the smallest nβ that has such an ε, then the largest ε. The chosen settings are stored with every
+estimate.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from torch import nn
 
 from grokscope.errors import ConfigError
 
-LLC_LRS = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)  # the step sizes the calibration tries
+LLC_LRS = (1e-7, 1e-6, 1e-5)  # the step sizes the calibration tries
+LOCALIZATIONS = (1e2, 1e4)  # and the localisation strengths γ
 NBETA_FACTORS = (1.0, 10.0, 100.0)  # the nβ it tries, in units of devinterp's default B / log B
 DRIFT = 0.2  # a chain "levels off" when its last-quarter mean loss moves < DRIFT × its loss rise since the start
 MAX_RISE = 1.0  # nats: a chain whose mean loss rises more than this has left the snapshot's basin
@@ -131,28 +133,28 @@ def chains_level_off(trace: np.ndarray, init: float, drift: float = DRIFT, max_r
 
 def calibrate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[int], base: LLCSettings,
                   lrs: Sequence[float] = LLC_LRS, factors: Sequence[float] = NBETA_FACTORS,
+                  localizations: Sequence[float] = LOCALIZATIONS,
                   device: str = "cpu") -> tuple[LLCSettings, pd.DataFrame]:
-    """Sweep ε × nβ at fixed γ; keep the smallest nβ with a stable ε (`chains_level_off`, positive LLC) and
-    there the largest stable ε (if none is stable: the smallest ε and nβ, flagged `stable` False in the
-    table). Returns (settings, the sweep's table)."""
+    """Sweep γ × nβ × ε; keep, among the stable settings (`chains_level_off`, positive LLC), the weakest γ, then
+    the smallest nβ, then the largest ε (if none is stable: the first setting, every row flagged `stable`
+    False in the table). Returns (settings, the sweep's table)."""
     nb0 = base.resolved(len(rows)).n_beta
     out = []
-    for f in sorted(factors):
-        for lr in sorted(lrs):
-            s = replace(base, lr=lr, n_beta=nb0 * f)
-            est = estimate_llc(module, example_loss, rows, s, device)
-            ok = chains_level_off(est["loss_trace"], est["init_loss"]) and est["llc_mean"] > 0
-            out.append({"n_beta": s.n_beta, "lr": lr, "llc_mean": est["llc_mean"], "llc_std": est["llc_std"],
-                        "stable": ok})
+    for g in sorted(localizations):
+        for f in sorted(factors):
+            for lr in sorted(lrs):
+                s = replace(base, lr=lr, n_beta=nb0 * f, localization=g)
+                est = estimate_llc(module, example_loss, rows, s, device)
+                ok = chains_level_off(est["loss_trace"], est["init_loss"]) and est["llc_mean"] > 0
+                out.append({"localization": g, "n_beta": s.n_beta, "lr": lr, "llc_mean": est["llc_mean"],
+                            "llc_std": est["llc_std"], "stable": ok})
     table = pd.DataFrame(out)
     stable = table[table["stable"]]
-    if len(stable):
-        nb = float(stable["n_beta"].min())
-        lr = float(stable[stable["n_beta"] == nb]["lr"].max())
-    else:
-        nb, lr = float(table["n_beta"].min()), float(table["lr"].min())
-    table["chosen"] = (table["n_beta"] == nb) & (table["lr"] == lr)
-    return replace(base, lr=lr, n_beta=nb), table
+    order = ["localization", "n_beta", "lr"]
+    pick = (stable.sort_values(order, ascending=[True, True, False]) if len(stable) else table).iloc[0]
+    table["chosen"] = (table[order] == pick[order]).all(axis=1)
+    return replace(base, lr=float(pick["lr"]), n_beta=float(pick["n_beta"]),
+                   localization=float(pick["localization"])), table
 
 
 def per_example_loss(cfg: Any, pairs: torch.Tensor, targets: torch.Tensor) -> Callable[[dict[str, torch.Tensor],
