@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llc-draws", type=int, default=None, metavar="N",
                    help="llc: SGLD draws per chain (default: the calibrated setting, docs/diagnostics.md)")
     p.add_argument("--llc-chains", type=int, default=None, metavar="N", help="llc: SGLD chains (default 4)")
+    p.add_argument("--llc-lr", type=float, default=None, metavar="EPS",
+                   help="llc: SGLD step size; with --llc-nbeta and --llc-localization, skips the calibration")
+    p.add_argument("--llc-nbeta", type=float, default=None, help="llc: inverse temperature nβ")
+    p.add_argument("--llc-localization", type=float, default=None, help="llc: localisation strength γ")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -59,7 +63,15 @@ def run(args: argparse.Namespace) -> int:
     options = {"defect": {"draws": args.draws},
                "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol, "draws": args.hessian_draws},
                "progress": {"tasks": args.tasks},
-               "llc": {k: v for k, v in (("draws", args.llc_draws), ("chains", args.llc_chains)) if v is not None}}
+               "llc": {k: v for k, v in (("draws", args.llc_draws), ("chains", args.llc_chains), ("lr", args.llc_lr),
+                                         ("n_beta", args.llc_nbeta), ("localization", args.llc_localization))
+                       if v is not None}}
+    fixed = [args.llc_lr, args.llc_nbeta, args.llc_localization]
+    if any(v is not None for v in fixed):
+        if any(v is None or v <= 0 for v in fixed):
+            raise ConfigError("--llc-lr, --llc-nbeta and --llc-localization go together (each > 0): a fixed "
+                              "setting; give none of them to calibrate")
+        options["llc"]["calibrate"] = False
     if args.tasks and "progress" not in what:
         raise ConfigError("--tasks selects the tasks of --what progress; add progress to --what")
     device = resolve_device(check_device(args.device))
