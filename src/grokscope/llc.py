@@ -120,15 +120,24 @@ def estimate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[in
             "settings": s.to_dict()}
 
 
-def chains_level_off(trace: np.ndarray, init: float, drift: float = DRIFT, max_rise: float = MAX_RISE) -> bool:
-    """Each chain's loss trace [chains, steps] is finite, above the start on average but by < `max_rise` (still
-    in the basin), and its last quarter's mean moves < `drift` × its rise from the second quarter's (no drift)."""
+def trace_shape(trace: np.ndarray, init: float) -> tuple[float, float]:
+    """(largest mean rise of a chain's loss above the start, largest relative drift |q4 − q2| / rise of a chain:
+    its last quarter's mean against its second quarter's) of loss traces [chains, steps]; NaN if not finite."""
     if not np.isfinite(trace).all():
-        return False
+        return float("nan"), float("nan")
     n = trace.shape[1]
     q2, q4 = trace[:, n // 4:n // 2].mean(1), trace[:, 3 * n // 4:].mean(1)
     rise = trace.mean(1) - init
-    return bool((rise > 0).all() and (rise < max_rise).all() and (np.abs(q4 - q2) < drift * rise).all())
+    drift = np.where(rise > 0, np.abs(q4 - q2) / np.where(rise > 0, rise, 1.0), np.inf)
+    return float(rise.max()), float(drift.max())
+
+
+def chains_level_off(trace: np.ndarray, init: float, drift: float = DRIFT, max_rise: float = MAX_RISE) -> bool:
+    """Each chain's loss trace [chains, steps] is finite, above the start on average but by < `max_rise` (still
+    in the basin), and its last quarter's mean moves < `drift` × its rise from the second quarter's (no drift)."""
+    rise, rel = trace_shape(trace, init)
+    n_rise = trace.mean(1) - init if np.isfinite(trace).all() else np.array([np.nan])
+    return bool((n_rise > 0).all() and rise < max_rise and rel < drift)
 
 
 def calibrate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[int], base: LLCSettings,
@@ -136,8 +145,9 @@ def calibrate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[i
                   localizations: Sequence[float] = LOCALIZATIONS,
                   device: str = "cpu") -> tuple[LLCSettings, pd.DataFrame]:
     """Sweep γ × nβ × ε; keep, among the stable settings (`chains_level_off`, positive LLC), the weakest γ, then
-    the smallest nβ, then the largest ε (if none is stable: the first setting, every row flagged `stable`
-    False in the table). Returns (settings, the sweep's table)."""
+    the smallest nβ, then the largest ε. If none is stable: among the settings that stay in the basin (rise <
+    MAX_RISE, positive LLC) the one with the least drift, flagged `stable` False in the table (else the first
+    setting). Returns (settings, the sweep's table)."""
     nb0 = base.resolved(len(rows)).n_beta
     out = []
     for g in sorted(localizations):
@@ -146,12 +156,17 @@ def calibrate_llc(module: nn.Module, example_loss: ExampleLoss, rows: Sequence[i
                 s = replace(base, lr=lr, n_beta=nb0 * f, localization=g)
                 est = estimate_llc(module, example_loss, rows, s, device)
                 ok = chains_level_off(est["loss_trace"], est["init_loss"]) and est["llc_mean"] > 0
+                rise, drift = trace_shape(est["loss_trace"], est["init_loss"])
                 out.append({"localization": g, "n_beta": s.n_beta, "lr": lr, "llc_mean": est["llc_mean"],
-                            "llc_std": est["llc_std"], "stable": ok})
+                            "llc_std": est["llc_std"], "rise": rise, "drift": drift, "stable": ok})
     table = pd.DataFrame(out)
     stable = table[table["stable"]]
     order = ["localization", "n_beta", "lr"]
-    pick = (stable.sort_values(order, ascending=[True, True, False]) if len(stable) else table).iloc[0]
+    inside = table[(table["rise"] < MAX_RISE) & (table["llc_mean"] > 0)]
+    if len(stable):
+        pick = stable.sort_values(order, ascending=[True, True, False]).iloc[0]
+    else:
+        pick = (inside.sort_values("drift") if len(inside) else table).iloc[0]
     table["chosen"] = (table[order] == pick[order]).all(axis=1)
     return replace(base, lr=float(pick["lr"]), n_beta=float(pick["n_beta"]),
                    localization=float(pick["localization"])), table
