@@ -4,7 +4,7 @@
         [--llc-lr 1e-6 --llc-nbeta 150 --llc-localization 1e4]
 
 STORE holds grokscope runs (e.g. `grokscope run --preset quick --seeds 42,137,2024 --wd 1,0 --snapshot-spacing 100`).
-Per run it runs the `pca`, `hessian`, `progress` and `llc` analyses (the LLC with the settings given, the same for
+Per run it runs the `pca`, `hessian` (30 checkpoints), `progress` and `llc` (12 snapshots) analyses (the LLC with the settings given, the same for
 every run, or calibrated per run when none is given), then prints one markdown row per run: the step at which each
 diagnostic moves (grokscope.diagnostics's rule) and its lead over the grok step, and the figure of one run.
 """
@@ -28,13 +28,13 @@ LABELS = {"defect": "defect onset", "pc1": "PC1 %", "lambda_min": "λ_min", "wei
           "excluded_loss": "excluded ↑", "restricted_loss": "restricted ↓", "gini": "Gini ↑", "llc": "LLC ↓"}
 
 
-def analyse(store: Path, llc: dict, hessian_checkpoints: int) -> None:
-    """Run every analysis the table reads on every run of the store (results stored beside each run)."""
+def analyse(store: Path, what: list[str], llc: dict, hessian_checkpoints: int, llc_points: int) -> None:
+    """Run the analyses the table reads (`what`) on every run of the store (results stored beside each run)."""
+    options = {"hessian": {"n_checkpoints": hessian_checkpoints},
+               "llc": {"calibrate": not llc, "max_points": llc_points, **llc}}
     for run in find_runs([store]):
-        run_analysis(run, "pca")
-        run_analysis(run, "hessian", n_checkpoints=hessian_checkpoints)
-        run_analysis(run, "progress")
-        run_analysis(run, "llc", calibrate=not llc, **llc)
+        for name in what:
+            run_analysis(run, name, **options.get(name, {}))
         print(f"analysed {run.path.name}", flush=True)
 
 
@@ -70,10 +70,10 @@ def figure(store: Path, name: str, out: Path) -> Path:
     for ax, (title, keys) in zip(axes, panels):
         for k in keys:
             s = series[k]
-            ax.plot(s["step"], s["value"], marker=".", ms=3, label=k)
+            (line,) = ax.plot(s["step"], s["value"], marker=".", ms=3, label=k)
             m = moves["moves"].get(k)
             if m is not None:
-                ax.axvline(m, color="C3", ls=":", lw=1)
+                ax.axvline(m, color=line.get_color(), ls=":", lw=1.2)
         if moves["grok"] is not None:
             ax.axvline(moves["grok"], color="k", ls="--", lw=1)
         if moves["memorised"] is not None:
@@ -83,7 +83,7 @@ def figure(store: Path, name: str, out: Path) -> Path:
         ax.set_ylabel(title, fontsize=7)
         if len(keys) > 1:
             ax.legend(fontsize=6)
-    axes[-1].set_xlabel("step (dashed: grok; dash-dot: memorised; dotted: the diagnostic moves)")
+    axes[-1].set_xlabel("step (dashed: grok; dash-dot: memorised; dotted, in the curve's colour: it moves)")
     fig.suptitle(run.config().name, fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,9 @@ def main() -> None:
     ap.add_argument("--figure-run", default=None)
     ap.add_argument("--out", type=Path, default=Path("docs/diagnostics"))
     ap.add_argument("--skip-analyses", action="store_true")
-    ap.add_argument("--hessian-checkpoints", type=int, default=15)
+    ap.add_argument("--analyses", default="pca,hessian,progress,llc", help="which analyses to (re)run first")
+    ap.add_argument("--hessian-checkpoints", type=int, default=30)
+    ap.add_argument("--llc-points", type=int, default=12, help="LLC at this many snapshots per run")
     ap.add_argument("--llc-lr", type=float, default=None)
     ap.add_argument("--llc-nbeta", type=float, default=None)
     ap.add_argument("--llc-localization", type=float, default=None)
@@ -108,7 +110,7 @@ def main() -> None:
     if llc:
         llc["draws"] = args.llc_draws
     if not args.skip_analyses:
-        analyse(args.store, llc, args.hessian_checkpoints)
+        analyse(args.store, args.analyses.split(","), llc, args.hessian_checkpoints, args.llc_points)
     print(table(args.store))
     if args.figure_run:
         print(figure(args.store, args.figure_run, args.out / f"{args.figure_run}.png"))
