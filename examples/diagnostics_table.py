@@ -5,8 +5,9 @@
 
 STORE holds grokscope runs (e.g. `grokscope run --preset quick --seeds 42,137,2024 --wd 1,0 --snapshot-spacing 100`).
 Per run it runs the `pca`, `hessian` (30 checkpoints), `progress` and `llc` (12 snapshots) analyses (the LLC
-with the settings given, the same for every run, or calibrated per run when none is given), then prints one markdown row per run: the step at which each
-diagnostic moves (grokscope.diagnostics's rule) and its lead over the grok step, and the figure of one run.
+with the settings given, the same for every run, or calibrated per run when none is given), then prints one
+markdown row per run: the step at which each diagnostic moves (grokscope.diagnostics's rule) and its lead over
+the grok step; and draws the figure of one run.
 """
 
 from __future__ import annotations
