@@ -154,3 +154,12 @@ def test_monitor_llc_off_by_default_and_at_its_cadence(tmp_path):
     # sampling moved copies only: the user's training is bitwise the one without the LLC
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in model.state_dict().items())
     assert isinstance(pd.DataFrame(df).iloc[-1]["levels_off"], (bool, np.bool_))
+
+
+def test_report_shows_the_llc_when_stored(run, tmp_path):
+    from grokscope.report import ReportConfig, build_report
+
+    if not run.has_table("llc"):
+        run_analysis(run, "llc", max_points=2, calibrate=False, **SETTINGS.to_dict())
+    res = build_report(run.path.parent, tmp_path / "report", ReportConfig(n_null=0))
+    assert "llc" in {f.stem for f in res.figures} and "Local learning coefficient" in res.index.read_text()

@@ -139,3 +139,14 @@ def test_not_applicable_run_cli_exit_2_and_python_error(runs, capsys):
     assert len(err) == 1 and "sq" in err[0]
     # its modular task alone is fine
     assert main(["analyze", str(runs[1].path), "--what", "progress", "--tasks", "add", "--json"]) == 0
+
+
+def test_report_shows_progress_measures_when_stored(runs, tmp_path):
+    from grokscope.report import ReportConfig, build_report
+
+    run_analysis(runs[0], "progress")
+    store = runs[0].path.parent
+    res = build_report(store, tmp_path / "report", ReportConfig(n_null=0))
+    drawn = {f.stem for f in res.figures}
+    assert "progress" in drawn and "Progress measures" in res.index.read_text()
+    assert "llc" not in drawn  # no llc.parquet in this store: no panel
