@@ -48,12 +48,13 @@ def cell(move: int | None, lead: int | None) -> str:
 
 def table(store: Path) -> str:
     """The markdown table: one row per run, move step (lead over the grok step) per diagnostic."""
-    head = ["run", "grok", "memorised", *(LABELS[c] for c in COLUMNS)]
+    head = ["run", "grok", "test ≥ 90 %", "memorised", *(LABELS[c] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in find_runs([store]):
         r = run_moves(run)
         cells = [cell(r["moves"].get(c), r["leads"].get(c)) if c in r["moves"] else "n/a" for c in COLUMNS]
-        lines.append("| " + " | ".join([r["run"], str(r["grok"] or "never"), str(r["memorised"]), *cells]) + " |")
+        row = [r["run"], str(r["grok"] or "never"), str(r["grok90"] or "—"), str(r["memorised"]), *cells]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

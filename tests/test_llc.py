@@ -12,7 +12,9 @@ from torch import nn
 
 from grokscope import model as M
 from grokscope.analyses import run_analysis
+from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.errors import NotApplicable
 from grokscope.llc import (
     LLCSettings,
     ParamsModule,
@@ -23,6 +25,7 @@ from grokscope.llc import (
     per_example_loss,
 )
 from grokscope.monitor import Monitor
+from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
 from grokscope.tasks import make_split
 from grokscope.train import train
@@ -147,6 +150,11 @@ def _monitored(tmp_path, **settings):
 def test_monitor_llc_off_by_default_and_at_its_cadence(tmp_path):
     run, plain = _monitored(tmp_path / "off")
     assert not run.has_table("llc")
+    assert run_analysis(run, "llc") == {"skipped": "monitored run without the LLC (Monitor llc_every=0)"}
+    # a monitored model has no token embedding grokscope knows: progress measures refuse it, in one line
+    with pytest.raises(NotApplicable, match="Monitor"):
+        progress_table(run)
+    assert main(["analyze", str(run.path), "--what", "progress"]) == 2
     run, model = _monitored(tmp_path / "on", llc_every=10, llc_draws=10, llc_chains=2, llc_samples=32)
     df = run.table("llc")
     assert list(df["step"]) == [0, 10, 20] and np.isfinite(df["llc"]).all()

@@ -100,4 +100,6 @@ def run_moves(run: RunDir, task: str | None = None) -> dict[str, Any]:
             s = series[name]
             moves[name] = move_step(s["step"].to_numpy(), s["value"].to_numpy(), direction, t_mem)
     leads = {k: (first - v if first is not None and v is not None else None) for k, v in moves.items()}
-    return {"run": run.config().name, "grok": first, "memorised": t_mem, "moves": moves, "leads": leads}
+    g90 = [g for g in (run.summary().get("grok_step_90") or {}).values() if g is not None] if run.has_summary() else []
+    return {"run": run.config().name, "grok": first, "grok90": min(g90) if g90 else None, "memorised": t_mem,
+            "moves": moves, "leads": leads}
