@@ -351,7 +351,7 @@ def progress_curves(series: Mapping[str, pd.DataFrame], grok: Mapping[str, Mappi
         g = ax.twinx()
         g.plot(d["step"], d["gini"], "C0--", lw=1, label="Gini")
         g.set_ylabel("Gini", fontsize=7)
-        keys_final = list(d["key_final"].iloc[-1]) if len(d) else []
+        keys_final = [int(k) for k in d["key_final"].iloc[-1]] if len(d) else []
         ax.set_title(f"{run} · {task} · keys {keys_final}", fontsize=7)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")

@@ -143,7 +143,8 @@ def summarize_progress(df: pd.DataFrame) -> dict[str, Any]:
         steps = g["step"].to_numpy()
         exc, res = g["excluded_loss_final"].to_numpy(float), g["restricted_loss_final"].to_numpy(float)
         out["tasks"][task] = {
-            "key_final": list(g["key_final"].iloc[-1]), "key_causal_last": list(g["key_causal"].iloc[-1]),
+            "key_final": [int(k) for k in g["key_final"].iloc[-1]],
+            "key_causal_last": [int(k) for k in g["key_causal"].iloc[-1]],
             "gini_first": num(g["gini"].iloc[0]), "gini_last": num(g["gini"].iloc[-1]),
             "excluded_loss_peak_step": int(steps[np.nanargmax(exc)]),
             "restricted_loss_min_step": int(steps[np.nanargmin(res)]),
