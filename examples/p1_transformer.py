@@ -2,8 +2,8 @@
 
 Modular addition a + b mod p (a, b in 1..p-1, 70 % train), a pre-norm `nn.TransformerEncoder`, AdamW with
 weight decay 1, minibatches drawn by the user's own generator: grokscope's quick preset, but none of
-grokscope's training code. `grokscope.Monitor` records the run into a store and warns when the commutator
-defect's onset announces grokking.
+grokscope's training code. `grokscope.Monitor` records the run into a store and warns when its early-warning
+detector (the weight norm's decline after the training set is fitted, docs/early-warning.md) announces grokking.
 
     python examples/p1_transformer.py                      # ~20 CPU-seconds (groks at ~1000); runs/p1-plain
     python examples/p1_transformer.py --p 11 --steps 60 --eval-every 20    # tiny (as in the tests)

@@ -3,8 +3,9 @@
 The label is the parity of k = 3 of n = 30 random ±1 bits; 1000 training examples, a one-hidden-layer ReLU
 MLP (width 256), AdamW with weight decay 1. The net fits the training set after about 1000 steps and
 generalises only later (test accuracy ≥ 98 % around step 3000 on the CPU we ran it on). `grokscope.Monitor`
-records the commutator defect every 100 steps and prints the early warning when its onset fires, with the
-grokking window predicted by the lead relation; at the end the script says whether the warning came first.
+records the commutator defect every 100 steps and prints the early warning when its detector fires (the default
+multi-signal one, docs/early-warning.md), with a predicted grokking window; at the end the script says whether the
+warning came first.
 
     python examples/sparse_parity.py                  # about 1–3 CPU minutes; store in runs/sparse-parity
     python examples/sparse_parity.py --steps 60 --n-train 200 --width 32 --eval-every 20  # tiny (as in the tests)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,23 @@ from grokscope.config import RunConfig, preset
 torch.set_num_threads(1)  # tiny models gain nothing from threads; avoids oversubscription
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # so the CLI's --threads auto, called in-process, keeps that 1
 os.environ.setdefault("GROKSCOPE_COMPILE", "0")  # eager unless a test asks: bitwise checks, no compile time
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def headless_dom(page: Path, profile: Path, budget_ms: int = 5000) -> subprocess.CompletedProcess:
+    """Open `page` in headless Chromium and return the finished process: the DOM after load on stdout,
+    the browser's log (console messages included) on stderr. Skips the test when Chromium is absent."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (then rerun pytest)")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", f"--virtual-time-budget={budget_ms}",
+           "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    shutil.rmtree(profile, ignore_errors=True)
+    return proc
 
 
 def tiny_config(**overrides) -> RunConfig:

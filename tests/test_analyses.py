@@ -63,14 +63,27 @@ FRAGILITY_TEST_ACC = {"full": 0.11666666666666667, "init": 0.15, "perturb": 0.11
 HESSIAN_SUMS = (-49.65247501582419, 119.3329803119237, 27)  # Σ lambda_min, Σ lambda_max, rows
 
 
+# Tolerances, from the computation and set from the spread measured over seven kernel paths on one Intel Xeon (torch
+# 2.13: default AVX-512; ATEN_CPU_CAPABILITY=avx2; MKL_ENABLE_INSTRUCTIONS=AVX2; both; ATEN_CPU_CAPABILITY=default with
+# MKL SSE4_2; mkldnn off; 2 threads), plus the value an AMD EPYC gave (defect_final 7.4e-5 off):
+# - a commutator defect divides a float32 gradient difference by η = 1e-3, so rounding (u ≈ 6e-8) shows at
+#   ~u·‖g‖/‖Δg‖ ≈ 1e-4 and moves with the kernels' order of operations: largest spread measured 2.3e-4
+#   (proj_ratio_median), so DEFECT_RTOL = 1e-3, about 4x that; a wrong η, draw or formula moves them by O(1);
+# - Lanczos curvature and ρ (float32 HVPs, no division by η): largest spread 9.4e-7 (exec_curv), so 1e-5;
+# - PC1% (an SVD in float64 of float32 snapshots): largest spread 1.5e-9, under the same 1e-5.
+DEFECT_KEYS = {"defect_final", "defect_peak_ratio", "proj_ratio", "proj_ratio_median"}
+DEFECT_RTOL, RTOL = 1e-3, 1e-5
+
+
 def _same(got, want, path=""):
-    """Nested equality: floats to 1e-5 relative (curvature: Lanczos in float32), everything else exactly."""
+    """Nested equality: floats to their computation's tolerance (above), everything else exactly."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), path
         for k in want:
             _same(got[k], want[k], f"{path}.{k}")
     elif isinstance(want, float) and not float(want).is_integer():
-        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), path
+        rel = DEFECT_RTOL if path.rsplit(".", 1)[-1] in DEFECT_KEYS else RTOL
+        assert got == pytest.approx(want, rel=rel, abs=1e-7), path
     else:
         assert got == want, path
 
@@ -100,7 +113,7 @@ def test_results_are_stored_and_read_back(run, results):
 
 def test_tables_written_by_the_analyses_unchanged(run, results):
     post = run.table("defect_posthoc")
-    np.testing.assert_allclose(post["defect"], POSTHOC_DEFECT, rtol=1e-5)
+    np.testing.assert_allclose(post["defect"], POSTHOC_DEFECT, rtol=DEFECT_RTOL)
     frag = run.table("fragility")
     got = frag.groupby("kind").test_acc.mean().to_dict()
     assert set(got) == set(FRAGILITY_TEST_ACC)

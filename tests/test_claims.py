@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def test_bad_paper_and_scale_exit_2(capsys, tmp_path):
     assert "unknown scale" in capsys.readouterr().err
 
 
-# ---- claim rules as the papers state them (issue 10 / FIDELITY-AUDIT items 1, 3, 7, 14) ---------------
+# ---- claim rules as the papers state them (issue 10 / docs/fidelity.md items 1, 3, 7, 14) ---------------
 
 
 def test_mul_first_rule_passes_the_papers_own_table():
@@ -211,7 +212,7 @@ def test_deletion_rule_is_the_papers_scan():
     scan = deletion_scan("paper")
     assert scan.steps == 50_000 and scan.start == 499 and scan.k == 20
     assert {0.01, 0.1, 0.15, 0.25, 0.5} <= set(scan.values)
-    assert deletion_scan("cpu") is None  # ≈ 190k run-steps: paper only (the row says so)
+    assert deletion_scan("cpu") == scan  # the cpu scale runs P1's own scan (issue 26)
 
 
 def test_grok_distribution_and_paper_alpha():
@@ -259,7 +260,10 @@ def test_cpu_scale_keeps_the_papers_models():
         cfg = preset(spec["base"]["preset"])
         assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
     assert len(p1.seeds_spec("cpu")["grid"]["seeds"]) + len(p1.dual_spec("cpu")["grid"]["seeds"]) == 10
-    assert p1.dual0_spec("cpu") is None and p1.scans("cpu") == ()  # wd 0 to 100k and the deletion scan: paper only
+    assert p1.dual0_spec("cpu") is None  # wd 0 to 100k: paper only
+    (need,) = p1.scans("cpu")  # the deletion scan, on a grokked wd-1 run of the dual sweep
+    assert need.scan == p1.deletion_scan("paper") and need.role == "dual"
+    assert p1.tri_spec("cpu")["grid"]["seeds"] == [42, 137, 2024]
     q = p1.dual_spec("quick")["grid"]["steps"]
     assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
     assert p2.single_spec("cpu")["base"]["defect_draws"] == 5
@@ -281,18 +285,23 @@ def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
     n = len(spread["values"]["add"])
     assert n == 2  # seed 42 of the dual sweep at wd 1 and seed 7 of the seed sweep
     assert rows["claim_grok_steps"]["verdict"] in VERDICTS
-    # the cpu scale leaves wd 0 to 100k and the deletion scan to the paper scale: rows say so, nothing trains
+    # the cpu scale leaves wd 0 to 100k to the paper scale: the row says so, nothing trains
     assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
-                 "--only", "no_decay,deletion", "--json"]) == 0
-    cut = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(cut) == {"claim_no_decay", "claim_deletion"}
-    for r in cut.values():
-        assert r["verdict"] == "not run" and "paper-only" in r["note"] and "run-steps" in r["note"]
+                 "--only", "no_decay", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)
+    assert r["key"] == "claim_no_decay"
+    assert r["verdict"] == "not run" and "paper-only" in r["note"] and "run-steps" in r["note"]
     assert not (store / "scans").exists() or not any((store / "scans").iterdir())
     assert main(["claims", "p1", "--store", str(store), "--specs", str(specs), "--only", "grok_spread",
                  "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["verdict"] == "not run" and "paper-only" in row["note"]
+    # λ_min at the cpu scale: fresh-sample depths for the wd-1 run, scored by the sampling test
+    assert main(["claims", "p1", "--scale", "cpu", "--store", str(store), "--specs", str(cpu_specs),
+                 "--only", "lambda_min", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    fresh = row["values"]["fresh_samples"]["1.0"]
+    assert fresh["n"] == p1.CPU_HESSIAN_DRAWS and "fresh samples" in row["measured"] and row["verdict"] in VERDICTS
 
 
 def test_control_phase_is_the_scripts_classify_phase():
@@ -368,7 +377,7 @@ def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):
     """postgrok_compression.py / snapshot_decomposition.py load only multitask_s{seed}.pt (WEIGHT_DECAY 1.0):
     the SVD / prune / scale rows score the grokked wd-1 runs; other wd > 0 are kept apart, wd 0 and
     non-grokked runs are never scored."""
-    from grokscope.claims.p1 import FRAGILITY_WD, _final_runs, fragility_accs
+    from grokscope.claims.p1.fragility import FRAGILITY_WD, _final_runs, fragility_accs
 
     assert FRAGILITY_WD == 1.0
     runs = [(1.0, 100, 0.01), (1.0, 200, 0.02), (0.5, 300, 0.30), (1.0, None, 0.90), (0.0, 400, 0.50)]
@@ -384,3 +393,18 @@ def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):
     assert fragility_accs(_final_runs(table, FRAGILITY_WD), "prune", (0.5,)) == pytest.approx([0.011, 0.021])
     assert fragility_accs(_final_runs(table, FRAGILITY_WD, exclude=True), "prune", (0.5,)) == pytest.approx([0.301])
     assert len(_final_runs(table)) == 3  # every grokked wd > 0 run (PC1 alone, k*: all wd, as pca_threshold_scan)
+
+
+def test_lambda_min_sampling_test_is_two_standard_errors():
+    # the 18 fresh-sample depths measured over seeds 42/137/2024 at wd 1 (docs/notes/p1-lambda-min.md)
+    depths = [-102.8, -69.8, -80.1, -48.3, -169.2, -57.7, -87.3, -50.2, -59.0, -35.7, -137.1, -80.7,
+              -139.4, -68.3, -157.9, -92.5, -44.4, -49.5]
+    t = p1.depth_sampling_test(depths, -63.0, 12.0)
+    assert t["n"] == 18 and t["mean"] == pytest.approx(-85.0, abs=0.05)
+    se = math.sqrt(np.var(depths, ddof=1) / 18 + 144 / 3)
+    assert t["se"] == pytest.approx(se) and t["z"] == pytest.approx((t["mean"] + 63) / se)
+    assert abs(t["z"]) < 2  # not distinguishable from the paper's −63 ± 12 under this spread
+    tight = p1.depth_sampling_test([-100.0, -101.0, -99.0, -100.5], -63.0, 1.0)
+    assert abs(tight["z"]) > 2  # a tight spread far from the paper is told apart
+    with pytest.raises(ValueError, match="at least 2"):
+        p1.depth_sampling_test([-80.0], -63.0, 12.0)

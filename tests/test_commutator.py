@@ -169,7 +169,7 @@ def test_defect_probe_rows():
 
 def test_defect_precision_three_ways():
     """Gradient-difference δ in float32 matches the float64 defect; subtracting θ_AB − θ_BA in float32
-    is off by at most a few round-off floors 2⁻²⁴‖θ‖/(‖ηg_A‖‖ηg_B‖) (FIDELITY-AUDIT item 13)."""
+    is off by at most a few round-off floors 2⁻²⁴‖θ‖/(‖ηg_A‖‖ηg_B‖) (docs/fidelity.md item 13)."""
 
     pb = _problem()
     params = pb.init_params()

@@ -1,5 +1,7 @@
 """Kill anywhere: SIGKILL a `run` and a `sweep` at random points, resume, and end bit-identical to an
-uninterrupted run (single thread); no temp or half-written file survives. A full disk (a small tmpfs when we may
+uninterrupted run started the same way (a subprocess with the same environment and `--threads 1`: on some processors
+MKL takes another kernel path in another environment, and then the comparison would test that, not resume); no temp
+or half-written file survives. A full disk (a small tmpfs when we may
 mount one, else a writer that raises ENOSPC) gives one clear line and leaves the store whole and resumable."""
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ from grokscope.cli import main
 from grokscope.store import RunDir, read_tensors
 
 RUN_ARGS = ["--p", "11", "--steps", "400", "--eval-every", "20", "--checkpoint-every", "20", "--seeds", "3,4",
-            "--wd", "0.5", "--d-model", "32", "--heads", "2", "--no-geometry", "--json", "--defect-every", "0"]
+            "--wd", "0.5", "--d-model", "32", "--heads", "2", "--no-geometry", "--json", "--defect-every", "0",
+            "--threads", "1"]
 KILLS = 3  # per command: each kill lands at a random moment after the store has moved on
 SEED = int(os.environ.get("GROKSCOPE_KILL_SEED", "20261130"))
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _uninterrupted(cmd: list[str]) -> None:
+    """The reference: `cmd` run to the end exactly as the killed runs are started (subprocess, same environment)."""
+    subprocess.run(cmd, check=True, capture_output=True, env=_env(), timeout=300)
 
 
 def _state(store: Path) -> dict[str, int]:
@@ -91,11 +99,10 @@ def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "grokscope.cli", *argv]
 
 
-def test_run_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
+def test_run_killed_at_random_points_resumes_bit_identical(tmp_path):
     rng = random.Random(SEED)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert main(["run", *RUN_ARGS, "--out", str(ref)]) == 0  # the reference, in-process (1 thread, as conftest)
-    capsys.readouterr()
+    _uninterrupted(_cli("run", *RUN_ARGS, "--out", str(ref)))
     landed = _kill_loop(_cli("run", *RUN_ARGS, "--out", str(killed)), killed, rng)
     assert landed >= 1, "every kill came after the run had finished: nothing tested"
     subprocess.run(_cli("run", *RUN_ARGS, "--out", str(killed)), check=True, capture_output=True, env=_env(),
@@ -103,7 +110,7 @@ def test_run_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
     _assert_same(ref, killed)
 
 
-def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
+def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path):
     rng = random.Random(SEED + 1)
     spec = {"name": "k", "device": "cpu", "max_runs": 2,
             "base": {"preset": "quick", "steps": 300, "eval_every": 20, "attn_every": 20, "checkpoint_every": 20,
@@ -114,9 +121,8 @@ def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path, capsys):
     for name in ("ref", "killed"):
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump({**spec, "out": str(tmp_path / name)}))
-    assert main(["sweep", str(paths["ref"]), "--json"]) == 0
-    capsys.readouterr()
-    cmd = _cli("sweep", str(paths["killed"]), "--json")
+    _uninterrupted(_cli("sweep", str(paths["ref"]), "--json", "--threads", "1"))
+    cmd = _cli("sweep", str(paths["killed"]), "--json", "--threads", "1")
     landed = _kill_loop(cmd, tmp_path / "killed", rng)
     assert landed >= 1, "every kill came after the sweep had finished: nothing tested"
     subprocess.run(cmd, check=True, capture_output=True, env=_env(), timeout=300)

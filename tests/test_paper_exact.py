@@ -29,6 +29,8 @@ from grokscope.store import RunDir, read_tensors
 from grokscope.sweep import expand, spec_from_dict
 from grokscope.train import train
 
+from equivalence import assert_same_run
+
 PRESETS = ("p1-dual", "p1-tri", "p2-single")
 
 
@@ -182,11 +184,11 @@ def _tiny_exact(**kw) -> RunConfig:
 
 def test_batched_equals_alone_and_resume_is_exact(tmp_path):
     cfgs = [_tiny_exact(seed=s, steps=120) for s in (1, 2)]
-    together = train(cfgs)
+    # in a batch vs alone: other GEMM shapes, so equal to rounding, checked in float64 (tests/equivalence.py)
+    assert_same_run(train(cfgs, dtype=torch.float64)[1], train(cfgs[1:], dtype=torch.float64)[0])
     alone = train(cfgs[1:])
-    for k, v in alone[0].params.items():
-        assert torch.equal(together[1].params[k], v), k
-    # stop at 40 steps, then continue to 120 from the checkpoint (sampler state restored)
+    # stop at 40 steps, then continue to 120 from the checkpoint (sampler state restored): the same shapes on the
+    # same processor, so bit for bit
     train([_tiny_exact(seed=2, steps=40)], tmp_path)
     (run,) = [p for p in tmp_path.iterdir()]
     tensors, meta = read_tensors(run / "checkpoint.safetensors")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,8 @@ from grokscope.report import ReportConfig, build_report
 from grokscope.runner import run_batch
 from grokscope.store import RunDir, write_json
 
-from conftest import tiny_config
+from conftest import headless_dom, tiny_config
 
-CHROMIUM = "/usr/bin/chromium"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GROKS, LEADS = (1000, 2000, 4000), (300, 700, 1800)  # synthetic runs: lead ≈ 0.3 · (t_grok/1000)^1.3
 
@@ -112,6 +109,18 @@ def test_report_figures_are_valid_pngs(store, report):
     # absent data are skipped and listed on the page, not drawn
     assert "tangent" not in drawn and "decoupled" not in drawn
     assert any("P3" in t for t in res.missing) and "Not in this store" in page
+    # results first: the runs table (grok steps), then the claims' verdicts, the figures; what is absent last,
+    # one short line each, naming the command that would produce it
+    heads = re.findall(r'<h2 id="([^"]+)">', page)
+    assert heads[:3] == ["results", "claims", "accuracy"] and heads[-1] == "missing", heads
+    assert page.index('id="results"') < page.index("<img") and page.rindex("<img") < page.index('id="missing"')
+    assert "Skipped:" not in page
+    lines = re.findall(r"<li><b>(.*?)</b>: (.*?)</li>", page.split('id="missing"', 1)[1])
+    assert {t for t, _ in lines} == set(res.missing) and len(lines) >= 2
+    for title, line in lines:
+        assert len(re.sub(r"<[^>]+>", "", line)) <= 100, line
+        assert "<code>grokscope " in line or "P3" not in title, line
+    assert "<code>grokscope normmin mlp --out STORE</code>" in page
     # the lead law over the synthetic runs recovers their exponent; the claims table is escaped
     want = fit_power_law(GROKS, LEADS)
     got = re.search(r"over (\d+) \(run, task\) points: α = ([0-9.]+) ± ([0-9.]+), R² = ([0-9.]+)", page)
@@ -125,8 +134,6 @@ def test_report_figures_are_valid_pngs(store, report):
 
 
 def test_report_loads_in_headless_browser(report, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium (then rerun pytest)")
     res, out = report, report.index.parent
     n_img = len(_img_sources(res.index.read_text()))
     probe = ("<script>var errs = 0; window.onerror = function () { errs += 1; };"
@@ -136,13 +143,7 @@ def test_report_loads_in_headless_browser(report, tmp_path):
              "document.title = 'IMGS ' + ok + '/' + imgs.length + ' ERRS ' + errs; });</script>")
     check = out / "check.html"
     check.write_text(res.index.read_text().replace("</body>", probe + "</body>"))
-    profile = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-           "--dump-dom", check.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    shutil.rmtree(profile, ignore_errors=True)
+    proc = headless_dom(check, tmp_path / "chromium-profile")
     assert proc.returncode == 0, proc.stderr[-2000:]
     title = re.search(r"<title>(.*?)</title>", proc.stdout)
     assert title, proc.stdout[:500]

@@ -79,7 +79,7 @@ def test_warning_table_counts_hits_late_warnings_and_false_alarms(tmp_path):
             _fake_run(tmp_path, "quiet", None, _series(4, None)),  # correctly silent
             _fake_run(tmp_path, "running", None, _series(5, 1000))]  # still training: no outcome yet
     write_json(runs[-1].file("summary.json"), {"grok_step": {"add": None}, "finished": False})
-    table = warning_table(runs)
+    table = warning_table(runs, "threshold")
     s = warning_summary(table)
     assert s["n_grokking"] == 2 and s["n_warned_before"] == 1 and s["n_warned_late"] == 1
     assert s["fraction_warned_before"] == 0.5 and s["median_lead"] == 1000
@@ -105,11 +105,13 @@ def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_p
     assert lm.intercept == pytest.approx(float(np.mean(np.log10(leads) - 1.27 * np.log10(groks))))
     with pytest.raises(StoreError, match="calibration needs"):
         calibrate(runs[:1])
-    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--calibrate", str(tmp_path / "calib"), "--json"]) == 0
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--calibrate", str(tmp_path / "calib"), "--json",
+                "--detector", "threshold"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["lead_model"]["intercept"] == pytest.approx(lm.intercept)
     assert out["summary"]["n_warned_before"] == 3 and [r["lead"] for r in out["runs"]] == leads
-    assert cli(["runs", "warnings", str(tmp_path / "calib")]) == 0  # the table: whole steps, — when absent
+    # the table: whole steps, — when absent
+    assert cli(["runs", "warnings", str(tmp_path / "calib"), "--detector", "threshold"]) == 0
     text = capsys.readouterr().out
     assert "None" not in text and "nan" not in text
     rows = text.splitlines()[1:4]
@@ -119,7 +121,7 @@ def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_p
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--detector", "magic"]) == 2
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--every", "0"]) == 2
     capsys.readouterr()
-    every = warning_table(runs, every=300)  # what a monitor measuring every 300 steps would have said
+    every = warning_table(runs, "threshold", every=300)  # what a monitor measuring every 300 steps would have said
     for row, (steps, D) in zip(every.itertuples(), (_series(i, on) for i, on in enumerate((1000, 1500, 2000))),
                                strict=True):
         ev = replay(steps[steps % 300 == 0], D[steps % 300 == 0])

@@ -26,7 +26,7 @@ EXAMPLES = {
     "runs list": "grokscope runs list runs/ --json",
     "runs show": "grokscope runs show runs/add-p31-trunk-wd1-lr0.005-s42",
     "runs tensorboard": "grokscope runs tensorboard runs/ --out tb/   # then: tensorboard --logdir tb/",
-    "runs warnings": "grokscope runs warnings runs/ --detector threshold   # would the early warning have fired?",
+    "runs warnings": "grokscope runs warnings runs/ --detector multi   # would the early warning have fired?",
     "analyze": "grokscope analyze runs/ --what pca,defect",
     "intervene": "grokscope intervene runs/add-p31-trunk-wd1-lr0.005-s42 --kind deletion --fractions 0.05,0.5",
     "fragility": "grokscope fragility runs/add-p31-trunk-wd1-lr0.005-s42 --k 10",

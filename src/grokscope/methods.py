@@ -83,7 +83,7 @@ class MethodState:
     gradients to what the optimiser sees; `export` / `restore` move one run's state through checkpoints."""
 
     def __init__(self, methods: Sequence[MethodConfig], P: int, slices: dict[str, slice],
-                 device: torch.device) -> None:
+                 device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         R = len(methods)
         self.slices = slices
 
@@ -93,16 +93,16 @@ class MethodState:
         self.ortho = col([m.orthograd for m in methods], torch.bool)
         self.ema_on = col([m.grad_filter == "ema" for m in methods], torch.bool)
         self.ma_on = col([m.grad_filter == "ma" for m in methods], torch.bool)
-        self.alpha = col([m.alpha for m in methods], torch.float32)
-        self.lamb = col([m.amplification for m in methods], torch.float32)
+        self.alpha = col([m.alpha for m in methods], dtype)
+        self.lamb = col([m.amplification for m in methods], dtype)
         self.window = col([m.window for m in methods], torch.int64)
         self.count = torch.zeros(R, dtype=torch.int64, device=device)
-        self.ema = torch.zeros(R, P, device=device) if bool(self.ema_on.any()) else None
+        self.ema = torch.zeros(R, P, device=device, dtype=dtype) if bool(self.ema_on.any()) else None
         ma_runs = [r for r, m in enumerate(methods) if m.grad_filter == "ma"]
         self.ma_row = torch.full((R,), -1, dtype=torch.int64, device=device)
         self.ma_row[ma_runs] = torch.arange(len(ma_runs), device=device)
         self.size = max((methods[r].window for r in ma_runs), default=0)
-        self.ma = torch.zeros(len(ma_runs), self.size, P, device=device) if ma_runs else None
+        self.ma = torch.zeros(len(ma_runs), self.size, P, device=device, dtype=dtype) if ma_runs else None
         self.active = bool(self.ortho.any()) or self.ema is not None or self.ma is not None
 
     def apply(self, g: torch.Tensor, theta: torch.Tensor, active: torch.Tensor,
@@ -134,7 +134,7 @@ class MethodState:
                 ring[torch.arange(len(idx), device=g.device), n % self.size] = g[idx]
                 self.ma.index_copy_(0, rows, ring)
                 w = self.window[runs[idx]]
-                mean = torch.einsum("nw,nwp->np", window_mask(n + 1, w, self.size), ring) / w[:, None]
+                mean = torch.einsum("nw,nwp->np", window_mask(n + 1, w, self.size).to(ring.dtype), ring) / w[:, None]
                 full = (n + 1 >= w)[:, None]
                 out = out.index_copy(0, idx, torch.where(full, g[idx] + self.lamb[runs[idx]][:, None] * mean,
                                                          g[idx]))

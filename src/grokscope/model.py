@@ -1,4 +1,4 @@
-"""The models of SPEC §2 as pure functions over a params dict whose tensors carry a leading run axis.
+"""The models of docs/papers.md §2 as pure functions over a params dict whose tensors carry a leading run axis.
 
 Every tensor in `params` has shape [R, ...]: R independent runs evaluated as one batched program.
 Names are stable across the code base (`layers.0.attn.W_Q`, `embed.W_E`, `head.add.W`), so an
@@ -216,7 +216,7 @@ def per_task_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def loss(params: Params, pairs: torch.Tensor, targets: torch.Tensor, model: ModelConfig, data: DataConfig,
          task_weights: torch.Tensor | None = None, attend_fn: Callable | None = None) -> torch.Tensor:
-    """Per-run training loss [R]: the plain sum of per-task losses (SPEC §2), or a weighted sum
+    """Per-run training loss [R]: the plain sum of per-task losses (docs/papers.md §2), or a weighted sum
     (`task_weights` [T]) for analyses that need one task's loss alone."""
     per_task = per_task_loss(forward(params, pairs, model, data, attend_fn), targets, model)
     return per_task.sum(-1) if task_weights is None else per_task @ task_weights.to(per_task.dtype)

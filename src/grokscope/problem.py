@@ -25,7 +25,8 @@ Params = M.Params
 class Problem:
     """R runs that share data shape and model; each has its own split seed and data order."""
 
-    def __init__(self, cfgs: list[RunConfig], device: str | torch.device = "cpu") -> None:
+    def __init__(self, cfgs: list[RunConfig], device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
         if not cfgs:
             raise ConfigError("no runs to train")
         for c in cfgs:
@@ -35,6 +36,9 @@ class Problem:
             raise ConfigError("runs in one batch must share tasks, p, model, optimiser and batch size")
         self.cfgs = cfgs
         self.device = torch.device(device)
+        if dtype not in (torch.float32, torch.float64):
+            raise ConfigError(f"dtype {dtype} is not supported; use torch.float32 or torch.float64")
+        self.dtype = dtype  # the parameters' and the arithmetic's precision (float64: equivalence tests)
         base = cfgs[0]
         self.model, self.data = base.model, base.data
         d = self.data
@@ -69,9 +73,10 @@ class Problem:
         return self.data.tasks
 
     def init_params(self) -> Params:
-        """Each run's initial parameters from its own seed (by its config's `init` scheme), on the device."""
+        """Each run's initial parameters from its own seed (by its config's `init` scheme), on the device, in the
+        problem's dtype (drawn in float32 either way, so a float64 run starts from the float32 run's θ₀)."""
         runs = [initial_params(self.model, self.data, c.seed, c.init) for c in self.cfgs]
-        return {k: v.to(self.device) for k, v in M.stack_params(runs).items()}
+        return {k: v.to(self.device, self.dtype) for k, v in M.stack_params(runs).items()}
 
     def minibatch(self, step: int, salt: int = 0, batch: int | None = None,
                   runs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +179,7 @@ class Problem:
             pairs, targets = self.split(name)
             n = pairs.shape[1]
             step = max(1, chunk // self.R)
-            loss_sum = torch.zeros(self.R, len(self.tasks), device=self.device)
+            loss_sum = torch.zeros(self.R, len(self.tasks), device=self.device, dtype=self.dtype)
             correct = torch.zeros(self.R, len(self.tasks), device=self.device, dtype=torch.int64)
             for i in range(0, n, step):
                 o = M.forward(params, pairs[:, i:i + step], self.model, self.data, attend_fn)
@@ -186,4 +191,4 @@ class Problem:
 
     def subset(self, runs: list[int]) -> Problem:
         """The same problem restricted to some runs (for analyses of one run of a batch)."""
-        return Problem([self.cfgs[r] for r in runs], self.device)
+        return Problem([self.cfgs[r] for r in runs], self.device, self.dtype)

@@ -3,7 +3,7 @@
 This is the yardstick the batched trainer is checked against (tests/test_reference.py: same forward,
 same AdamW / SGD updates, run r of a batch = run r alone) and timed against
 (benchmarks/train_throughput.py). The P1 shared trunk is built from `nn.TransformerEncoderLayer`
-exactly as SPEC §2 describes; P3's MLP from bias-free `nn.Linear`s. `load_from_params` / `to_params`
+exactly as docs/papers.md §2 describes; P3's MLP from bias-free `nn.Linear`s. `load_from_params` / `to_params`
 convert between a module and grokscope's params dict of one run (no run axis). grokscope's matrices
 act on the right (x @ W), so W_Q is the transpose of the q-rows of `in_proj_weight` and W_O is
 `out_proj.weight.T`.

@@ -56,6 +56,8 @@ SCAN_RUNS = "runs"  # one run folder per scanned value, with checkpoints: a kill
 MONITOR = "monitor.json"  # grokscope.Monitor's settings and the user's model description
 WARNINGS_TABLE = "warnings"  # the monitor's early-warning events
 SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, value)
+DEFECT_GROUPS_TABLE = "defect_groups"  # the monitor's defect per parameter group (layer)
+HESSIAN_GROUPS_TABLE = "hessian_groups"  # the monitor's λ_min/λ_max of Hessian blocks of parameter groups
 TENSORBOARD_DIR = "tensorboard"  # event files beside a run (`grokscope runs tensorboard`, Monitor(tensorboard=True))
 
 

@@ -1,4 +1,4 @@
-"""Modular-arithmetic tasks and the shared (a, b) train/test split (SPEC §1)."""
+"""Modular-arithmetic tasks and the shared (a, b) train/test split (docs/papers.md §1)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ e.g. inline commutator defects) and a *gradient transform* (interventions) as pl
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,9 +135,9 @@ def update_grok(state: GrokState, test_acc: torch.Tensor, logged: torch.Tensor, 
     return GrokState(consec, grok, grok90)
 
 
-def _hyper(cfgs: list[RunConfig], device: torch.device) -> HyperParams:
+def _hyper(cfgs: list[RunConfig], device: torch.device, dtype: torch.dtype = torch.float32) -> HyperParams:
     def col(name: str) -> torch.Tensor:
-        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=torch.float32)
+        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=dtype)
 
     return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
                        eps=col("eps"), momentum=col("momentum"))
@@ -195,21 +196,23 @@ def train(
     grad_transform: GradTransform | None = None,
     on_eval: Callable[[EvalInfo], None] | None = None,
     compile: bool | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[RunResult]:
     """Train `cfgs` as one batched program; with `out`, keep each run in `out/<run name>/` and resume
     from checkpoints found there. `compile`: torch.compile the training loss, forward and backward, and the
     evaluation's attention core (None: see `compiled.wanted`, on for long runs; it falls back to eager if compiling
-    fails)."""
-    problem = Problem(cfgs, device)
+    fails). `dtype`: torch.float64 runs the same arithmetic in double precision, where rounding differences
+    between kernels stay far below any tolerance (the batched-equals-alone tests use it)."""
+    problem = Problem(cfgs, device, dtype)
     dirs = prepare_dirs(cfgs, Path(out), resume, force) if out is not None else None
     return _Loop(problem, dirs, probes, grad_transform, on_eval, compile).run()
 
 
 def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu",
-            compile: bool | None = None) -> Callable[[int], None]:
+            compile: bool | None = None, dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
     """The trainer's own per-step update (minibatch, gradients, clipping, optimiser) for `cfgs`, with no
     evaluation, probes or I/O: what the throughput benchmark times."""
-    loop = _Loop(Problem(cfgs, device), None, (), None, None, compile)
+    loop = _Loop(Problem(cfgs, device, dtype), None, (), None, None, compile)
     step_fn = STEPS[loop.base.optim.name]
     return lambda s: loop._step(s, step_fn, s < loop.budget)
 
@@ -225,7 +228,7 @@ class _Loop:
         use = problem.model.kind != "mlp" and compiled.wanted(compile, max(c.steps for c in cfgs))
         self.attend = compiled.attend() if use else None  # evaluation's attention core
         self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
-        self.hp = _hyper(cfgs, dev)
+        self.hp = _hyper(cfgs, dev, problem.dtype)
         self.env = environment(dev)  # this session's: a resumed run records the session that wrote it last
         # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
         # is a handful of fused elementwise ops whatever the number of parameter tensors.
@@ -235,7 +238,8 @@ class _Loop:
         self.flat_state = init_state(self.base.optim.name, {"theta": self.flat})
         self.state = {f"{k.split('.')[0]}.{name}": v for k, flat in self.flat_state.items()
                       for name, v in M.unflatten_views(flat, init).items()}
-        self.methods = MethodState([c.method for c in cfgs], self.flat.shape[1], M.param_slices(init), dev)
+        self.methods = MethodState([c.method for c in cfgs], self.flat.shape[1], M.param_slices(init), dev,
+                                   problem.dtype)
         self.budget = torch.tensor([c.steps for c in cfgs], device=dev)
         self.max_steps = max(c.steps for c in cfgs)
         self.consec = torch.zeros(R, T, dtype=torch.int64, device=dev)
@@ -258,6 +262,7 @@ class _Loop:
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
+        self._note_thread_change()
         for r, d in enumerate(self.dirs):
             if not d.file(CHECKPOINT).exists():
                 d.truncate_trajectory(-1)  # segments of a run killed before its first checkpoint
@@ -285,6 +290,27 @@ class _Loop:
             self.stopped[r] = done
             self.stop_step[r] = int(meta["stop_step"]) if done and meta["stop_step"] >= 0 else (s if done else -1)
             self.rec[r].load(d, s, [p.name for p in self.probes])
+
+    def _note_thread_change(self) -> None:
+        """One line on stderr when a run resumes on CPU with another thread count than it last trained with: GEMMs
+        and reductions split by thread count, so it will then equal an uninterrupted run to rounding, not bit for
+        bit (`--threads N` keeps the count)."""
+        if self.pb.device.type != "cpu":
+            return
+        now = torch.get_num_threads()
+        before = set()
+        for d in self.dirs:
+            try:
+                if d.file(CHECKPOINT).exists() and d.has_summary():
+                    before.add(d.summary().get("environment", {}).get("threads"))
+            except StoreError:
+                continue
+        before = sorted(t for t in before if isinstance(t, int) and t != now)
+        if before:
+            was = "/".join(str(t) for t in before)
+            sys.stderr.write(f"resume: these runs last trained with {was} CPU thread(s), now {now}: they will equal "
+                             f"an uninterrupted run to rounding, not bit for bit (--threads {before[0]} keeps them "
+                             "bitwise)\n")
 
     def _checkpoint(self, step: int) -> None:
         if self.dirs is None:

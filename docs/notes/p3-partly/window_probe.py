@@ -1,7 +1,7 @@
 """Tangent cosine every 10 steps in a window around one P3 MLP run's last test-pair flips: train to `start`
 without the probe, then resume from that checkpoint to `stop` with the probe every EVERY steps (default 10).
 
-    python window_probe.py SEED START STOP OUT_DIR [WIDTH [EVERY]]   # e.g. 2 26000 28600 /tmp/win_s2
+    python window_probe.py SEED START STOP OUT_DIR [WIDTH [EVERY]]   # e.g. 2 26000 28600 win_s2
 """
 
 import json

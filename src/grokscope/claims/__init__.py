@@ -1,7 +1,7 @@
 """Paper claims: each claim is a function of a ClaimContext returning a ClaimRow (measured vs claimed).
 
 `evaluate(paper, ctx)` runs (or reuses from the store) the experiments behind every claim of one paper
-(P1, P2 or P3; see /work/shared/SPEC.md §5) and returns their rows.
+(P1, P2 or P3; see docs/papers.md §5) and returns their rows.
 """
 
 from __future__ import annotations

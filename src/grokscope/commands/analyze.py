@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Lanczos steps for the Hessian (default 25, the papers'); with --lanczos-tol: the cap")
     p.add_argument("--lanczos-tol", type=float, default=None,
                    help="run Lanczos until λ_min's and λ_max's Ritz residuals are <= TOL·|λ| (e.g. 1e-3; "
-                        "FIDELITY-AUDIT item 15: 25 steps need not converge)")
+                        "docs/fidelity.md item 15: 25 steps need not converge)")
     p.add_argument("--hessian-draws", type=int, default=0, metavar="N",
                    help="also repeat the total loss's λ_min under N fresh training samples and start vectors (one "
                         "of each per draw) and report the depth's spread (default 0: the fixed sample only)")

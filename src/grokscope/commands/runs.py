@@ -14,6 +14,7 @@ from rich.table import Table
 from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError, StoreError
 from grokscope.formatting import fmt
+from grokscope.monitor.detector import MULTI_DETECTORS
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tb.set_defaults(func=tensorboard)
     wr = verbs.add_parser("warnings", help="replay the early-warning detector on stored runs' inline defects")
     wr.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders of runs")
-    wr.add_argument("--detector", default="threshold", help="threshold (P2, default) or envelope (P1)")
+    wr.add_argument("--detector", default="multi",
+                    help="multi (the multi-signal detector, default; docs/early-warning.md), multi-val (its variant "
+                         "that also reads the test loss), threshold (P2's defect onset) or envelope (P1's)")
     wr.add_argument("--calibrate", default=None, metavar="STORE",
                     help="fit the lead relation on the runs of STORE (default: the built-in calibration)")
     wr.add_argument("--every", type=int, default=None, metavar="N",
@@ -125,8 +128,9 @@ def tensorboard(args: argparse.Namespace) -> int:
 
 
 def warnings(args: argparse.Namespace) -> int:
-    if args.detector not in DETECTORS:
-        raise ConfigError(f"unknown detector {args.detector!r}; choose from {', '.join(DETECTORS)}")
+    if args.detector not in DETECTORS and args.detector not in MULTI_DETECTORS:
+        raise ConfigError(f"unknown detector {args.detector!r}; choose from "
+                          f"{', '.join([*MULTI_DETECTORS, *DETECTORS])}")
     lead = calibrate(find_runs([args.calibrate]), source=str(args.calibrate)) if args.calibrate else DEFAULT_LEAD
     runs = find_runs(args.runs)
     if not runs:
@@ -143,7 +147,12 @@ def warnings(args: argparse.Namespace) -> int:
     shown = pd.DataFrame({c: table[c].map(lambda v, spec=spec: fmt(v, spec)) for c, spec in cols.items()})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(shown.to_string(index=False) if len(table) else "no runs with an inline defect table")
-    print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
-          f"({lead.source})")
+    if args.detector in MULTI_DETECTORS:
+        c = MULTI_DETECTORS[args.detector]
+        print(f"detector {args.detector}: threshold {c.threshold:g}, window {c.ratio_lo:g}–{c.ratio_hi:g} x the "
+              "warning step")
+    else:
+        print(f"lead model: alpha {lead.alpha:.3f}, intercept {lead.intercept:.3f}, residual sd {lead.resid_sd:.3f} "
+              f"({lead.source})")
     print(", ".join(f"{k} {fmt(v, '.3g')}" for k, v in summary.items()))
     return 0

@@ -1,4 +1,4 @@
-"""Commutator defect (SPEC §4): how much two plain gradient steps on independent minibatches fail to commute.
+"""Commutator defect (docs/papers.md §4): how much two plain gradient steps on independent minibatches fail to commute.
 
 With minibatches A, B and plain steps of size η (no Adam, no weight decay, no clipping):
     θ_AB = θ − η g_A(θ) − η g_B(θ − η g_A(θ)),   θ_BA likewise with A, B swapped,
@@ -248,7 +248,7 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
                            chunk: int = 4, n_random: int = 5, which: slice | np.ndarray | None = None,
                            basis_kind: str = "exec", svd_k: int = 3) -> pd.DataFrame:
     """Post-hoc defects at a run's stored snapshots (`which` selects some), `chunk` snapshots per batched
-    program, with ρ against `exec_basis(run)` (`basis_kind="exec"`, P1/SPEC) or against P2's weight-SVD
+    program, with ρ against `exec_basis(run)` (`basis_kind="exec"`, P1 and docs/papers.md §4) or against P2's weight-SVD
     basis rebuilt at each snapshot from its own attention matrices (`"weight_svd"`, `svd_k` per matrix)
     (columns: step, defect, defect_cross, rho, rho_random, proj_ratio; ρ columns are NaN for models
     without attention). The total defect's minibatches: a run whose measurements draw from its training
@@ -325,7 +325,7 @@ class DefectPrecision:
 
 def defect_precision(problem: Problem, params: Params, step: int = 0, draws: int = 9,
                      eta: float = 1e-3) -> DefectPrecision:
-    """The commutator defect three ways at the same minibatches (FIDELITY-AUDIT item 13)."""
+    """The commutator defect three ways at the same minibatches (docs/fidelity.md item 13)."""
     R = problem.R
     pa, ta, pb, tb = _draws(problem, step, draws, None)
     wa, wb = _task_weights(problem, "total")

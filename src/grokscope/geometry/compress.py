@@ -1,4 +1,4 @@
-"""Fragility of a final model (SPEC §4 "Compression / perturbation"): how much of Δθ = θ − θ₀ can go?
+"""Fragility of a final model (docs/papers.md §4 "Compression / perturbation"): how much of Δθ = θ − θ₀ can go?
 
 Four families of edited models, each evaluated for per-task accuracy as one batched program (variants
 on the run axis):

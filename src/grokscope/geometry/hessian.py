@@ -1,4 +1,4 @@
-"""Curvature depth (SPEC §4) of a stored run: extreme Hessian eigenvalues at its snapshots, by batched Lanczos.
+"""Curvature depth (docs/papers.md §4) of a stored run: extreme Hessian eigenvalues at its snapshots, by Lanczos.
 
 The operator is `grokscope.geometry.hvp.make_hvp`, the algorithms `grokscope.geometry.krylov`; this module
 reads the run directory and batches its checkpoints × losses on the run axis of one Lanczos call.
@@ -7,7 +7,7 @@ What `analyze_hessian` reports per (checkpoint, loss):
 - `lambda_min`, `lambda_max`: the smallest / largest Ritz value of 25 Lanczos steps with full
   re-orthogonalisation on the Hessian of the loss over a fixed sample of 512 training examples
   (`bottom`, `top`: the k = 5 smallest ascending, the k largest descending), as the papers computed them.
-  25 steps need not converge (FIDELITY-AUDIT item 15): `lambda_min_residual`, `lambda_max_residual`,
+  25 steps need not converge (docs/fidelity.md item 15): `lambda_min_residual`, `lambda_max_residual`,
   `bottom_residual` are the Ritz residuals ‖H y − θ y‖ (a true eigenvalue lies within each), and with
   `tol` the iteration runs on (up to `iters`) until λ_min's and λ_max's residuals are ≤ tol·|θ|
   (`lanczos_iters`, `converged` say how it ended).

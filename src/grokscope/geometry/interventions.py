@@ -1,4 +1,4 @@
-"""Gradient interventions during training (SPEC §4) as gradient transforms for `train(grad_transform=...)`.
+"""Gradient interventions during training (docs/papers.md §4) as gradient transforms for `train(grad_transform=...)`.
 
 The trainer calls `transform(step, params, grads) -> grads` after clipping and before the optimiser step.
 Gradients are flattened in `model.flatten`'s layout ([R, P]); a basis is shared [P, K] or per run

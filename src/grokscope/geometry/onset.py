@@ -1,4 +1,4 @@
-"""Defect onset, lead over grokking and the lead–grok-time power law (SPEC §4).
+"""Defect onset, lead over grokking and the lead–grok-time power law (docs/papers.md §4).
 
 Two onset detectors over a defect series D(t), each the rule of the script behind a paper's numbers:
 - `onset_threshold` (P2 §4.3; grok_generalization_dynamics.py `find_spike_step`): first step, from the

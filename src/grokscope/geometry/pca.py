@@ -1,4 +1,4 @@
-"""Trajectory PCA (SPEC §4): attention-matrix PCA, full-vector trajectory PCs, the execution basis B.
+"""Trajectory PCA (docs/papers.md §4): attention-matrix PCA, full-vector trajectory PCs, the execution basis B.
 
 Two kinds of PCA, as the papers use them:
 - *centred* PCA of vec(W_t − W_0) over the recorded steps of one matrix: PC1% = σ₁²/Σσ², the headline
@@ -63,7 +63,7 @@ def _as_rows(traj: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_pca(traj: torch.Tensor, k: int = 10) -> PCAResult:
-    """Centred PCA of vec(W_t − W_0) over the T recorded steps of one matrix [T, ...] (SPEC §4)."""
+    """Centred PCA of vec(W_t − W_0) over the T recorded steps of one matrix [T, ...] (docs/papers.md §4)."""
     X = _as_rows(traj)
     if X.shape[0] < 2:
         raise TooLittleData(f"PCA needs at least 2 recorded steps, got {X.shape[0]}")
@@ -153,7 +153,7 @@ def snapshot_matrix(run: RunDir, max_points: int | None = None) -> tuple[np.ndar
 
 def trajectory_pcs(run: RunDir, k: int = 20, max_points: int = TRAJECTORY_CHECKPOINTS) -> TrajectoryPCs:
     """Uncentred SVD of Δθ(t) = θ(t) − θ(0) over a run's snapshots (a paper-exact run: the script's ≤ 100
-    checkpoints): the top-k directions v_i (SPEC §4)."""
+    checkpoints): the top-k directions v_i (docs/papers.md §4)."""
     steps, theta = snapshot_matrix(run, max_points)
     return trajectory_pcs_from_matrix(theta, k, steps)
 

@@ -1,4 +1,4 @@
-"""Reconstruction threshold k* (SPEC §4): how many uncentred trajectory PCs rebuild a working model?
+"""Reconstruction threshold k* (docs/papers.md §4): how many uncentred trajectory PCs rebuild a working model?
 
 θ_k = θ₀ + Σ_{i≤k} v_i v_iᵀ Δθ with v_i the uncentred trajectory PCs and Δθ the final snapshot minus θ₀;
 k* is the smallest k in 1..K at which every task's test accuracy exceeds `threshold` (90%). All K

@@ -1,4 +1,4 @@
-"""Spectral edge (P1 v2+, SPEC §4): singular-value gaps of W_Q, ‖[W_Q, W_K]‖_F, and the rolling Gram matrix
+"""Spectral edge (P1 v2+, docs/papers.md §4): singular-value gaps of W_Q, ‖[W_Q, W_K]‖_F, and the rolling Gram matrix
 of parameter updates, all from a run's recorded attention trajectory (every `attn_every` steps).
 
 Definitions (following the authors' `spectral/thesis_table7_replication.py` and `commutator_heatmap.py`):

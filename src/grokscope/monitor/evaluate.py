@@ -9,6 +9,7 @@ relation (grok step vs threshold-onset lead) on other runs.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,15 @@ import pandas as pd
 
 from grokscope.errors import StoreError
 from grokscope.geometry.onset import defect_timing
-from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, replay
-from grokscope.store import DEFECT_TABLE, RunDir
+from grokscope.monitor.detector import (
+    DEFAULT_DETECTOR,
+    INPUTS,
+    MULTI_DETECTORS,
+    DetectorConfig,
+    MultiSignalDetector,
+)
+from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, WarningEvent, replay
+from grokscope.store import DEFECT_TABLE, METRICS_TABLE, RunDir
 
 
 def _grok(run: RunDir) -> int | None:
@@ -37,10 +45,12 @@ def _series(run: RunDir, every: int | None = None) -> tuple[np.ndarray, np.ndarr
     return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
 
 
-def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD,
+def warning_table(runs: list[RunDir], detector: str = "multi", lead_model: LeadModel = DEFAULT_LEAD,
                   every: int | None = None, **options: Any) -> pd.DataFrame:
     """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window
-    (`every`: replay only the measurements at multiples of `every` steps)."""
+    (`detector`: "multi" (the default multi-signal detector), "multi-val" (its variant reading the test loss), or
+    P2's "threshold" / P1's "envelope" onset rule; `every`: replay only the measurements at multiples of `every`
+    steps)."""
     rows = []
     for run in runs:
         s = _series(run, every)
@@ -48,7 +58,10 @@ def warning_table(runs: list[RunDir], detector: str = "threshold", lead_model: L
             continue
         cfg, summ = run.config(), run.summary()
         grok = _grok(run)
-        ev = replay(*s, detector=detector, lead_model=lead_model, **options)
+        if detector in MULTI_DETECTORS:
+            ev = replay_multi(run_series(run, every), MULTI_DETECTORS[detector])[1]
+        else:
+            ev = replay(*s, detector=detector, lead_model=lead_model, **options)
         warned = ev.step if ev is not None else None
         row = {"run": cfg.name, "tasks": ",".join(cfg.data.tasks), "model": cfg.model.kind, "wd": cfg.optim.wd,
                "lr": cfg.optim.lr, "seed": cfg.seed, "steps_trained": summ.get("steps_trained"),
@@ -110,3 +123,69 @@ def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = 
     if len(x) < need:
         raise StoreError(f"calibration needs >= {need} grokking runs with an onset before grokking, found {len(x)}")
     return LeadModel.fit(x, y, alpha=alpha, source=source or f"{len(x)} runs")
+
+
+# ---- the multi-signal detector on stored runs, and run-level ROC ------------------------------------------------
+def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] | None:
+    """A run's detector inputs per inline defect measurement, in step order: `step`, `defect`, and the latest
+    metrics logged at or before that step, `weight_norm`, `train_acc` and `test_loss` (the first task's; NaN
+    before anything was logged), as the monitor passes them live. `every`: only the measurements at multiples
+    of `every` steps."""
+    s = _series(run, every)
+    if s is None:
+        return None
+    steps, D = s
+    out = {"step": steps, "defect": D}
+    m = run.table(METRICS_TABLE) if run.has_table(METRICS_TABLE) else None
+    task = run.config().data.tasks[0] if run.config().data.tasks else None
+    for key, split, col in (("weight_norm", "train", "weight_norm"), ("train_acc", "train", "acc"),
+                            ("test_loss", "test", "loss")):
+        if m is None or col not in m:
+            out[key] = np.full(len(steps), np.nan)
+            continue
+        rows = m[(m["split"] == split) & ((m["task"] == task) if task is not None else True)]
+        by_step = rows.groupby("step")[col].first().sort_index()
+        out[key] = by_step.reindex(steps, method="ffill").to_numpy(dtype=float)  # the latest logged (as live)
+    return out
+
+
+def replay_multi(series: dict[str, np.ndarray], cfg: DetectorConfig | None = None
+                 ) -> tuple[np.ndarray, WarningEvent | None]:
+    """Feed a run's series (`run_series`) to a `MultiSignalDetector` measurement by measurement, as it would
+    have run live: (the score at every measurement, the warning or None)."""
+    det = MultiSignalDetector(cfg if cfg is not None else DEFAULT_DETECTOR)
+    event = None
+    for i, step in enumerate(series["step"]):
+        ev = det.observe(int(step), **{k: float(series[k][i]) for k in INPUTS if k in series})
+        event = event or ev
+    return np.asarray(det.scores), event
+
+
+def run_level_score(steps, scores, grok_step: int | None) -> float:
+    """The run's ROC score: the largest score strictly before its grok step (a grokking run: a warning must come
+    first), or over the whole run (a run that never grokked: any warning is a false alarm); -inf if none."""
+    steps, scores = np.asarray(steps), np.asarray(scores, dtype=float)
+    keep = steps < grok_step if grok_step is not None else np.ones(len(steps), dtype=bool)
+    vals = scores[keep & np.isfinite(scores)]
+    return float(vals.max()) if len(vals) else -math.inf
+
+
+def auroc(pos, neg) -> float:
+    """Area under the ROC curve: P(score of a random positive > a random negative), ties counting one half
+    (the Mann-Whitney U statistic over n_pos · n_neg); NaN without both classes."""
+    pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if not len(pos) or not len(neg):
+        return math.nan
+    gt = (pos[:, None] > neg[None, :]).sum()
+    eq = (pos[:, None] == neg[None, :]).sum()
+    return float((gt + 0.5 * eq) / (len(pos) * len(neg)))
+
+
+def roc_curve(pos, neg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-alarm rate, hit rate, threshold) of the rule "score >= threshold", for every distinct score from
+    +inf down (starting at (0, 0))."""
+    pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    thr = np.concatenate([[math.inf], np.unique(np.concatenate([pos, neg]))[::-1]])
+    tpr = np.array([(pos >= t).mean() if len(pos) else math.nan for t in thr])
+    fpr = np.array([(neg >= t).mean() if len(neg) else math.nan for t in thr])
+    return fpr, tpr, thr

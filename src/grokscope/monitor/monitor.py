@@ -12,7 +12,10 @@ trajectory with the watched tensors as `attn.<name>` and full snapshots as `snap
 hessian.parquet, summary.json) plus monitor.json and warnings.parquet, so `grokscope runs`, `analyze` and
 `report` read it. The math is grokscope's own (`geometry.commutator.defect_from_grad_fn`,
 `geometry.hessian.lanczos`, `train.update_grok`). It never writes to the model, the optimiser or any global
-random stream: parameters are read as copies, buffers are copied, and every generator is restored.
+random stream: parameters are read as copies, buffers are copied, and every generator is restored. Every
+evaluation of the model runs inside `Target.measuring`, which checks afterwards that the model still holds the
+very tensors it held (else restores them and raises `ModelChangedError`); integrations that wrap the monitor
+measure through `defects_at` / `lambda_min_at` and inherit that guard.
 """
 
 from __future__ import annotations
@@ -35,14 +38,19 @@ from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
 from grokscope.monitor.batches import make_source
+from grokscope.monitor.detector import Detector, MultiSignalDetector
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
+from grokscope.monitor.groups import Groups
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.sketch import CountSketch, sketch_seed
 from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.tensorboard import require as require_tensorboard
-from grokscope.monitor.warning import OnsetDetector, WarningEvent
+from grokscope.monitor.warning import WarningEvent
 from grokscope.store import (
+    DEFECT_GROUPS_TABLE,
     DEFECT_TABLE,
+    HESSIAN_GROUPS_TABLE,
     HESSIAN_TABLE,
     LLC_TABLE,
     METRICS_TABLE,
@@ -91,7 +99,7 @@ class Monitor:
                  optimizer: torch.optim.Optimizer | None = None, tasks: tuple[str, ...] = ("task",),
                  batch_size: int | None = None, seed: int = 0, steps: int = 0, start_step: int = 0,
                  overwrite: bool = False, on_warning: Callable[[WarningEvent], None] | None = None,
-                 detector: OnsetDetector | None = None, tensorboard: bool | str = False,
+                 detector: Detector | None = None, tensorboard: bool | str = False,
                  config: MonitorConfig | None = None, **settings: Any) -> None:
         t0 = time.perf_counter()
         try:
@@ -118,7 +126,7 @@ class Monitor:
             defect_every=self.cfg.defect_every, defect_draws=self.cfg.draws, preset="monitor",
             tag=self.run.path.name)
         self.seed = int(seed)
-        self.detector = detector if detector is not None else (OnsetDetector() if self.cfg.warn else None)
+        self.detector = detector if detector is not None else (MultiSignalDetector() if self.cfg.warn else None)
         self.on_warning = on_warning
         self.events: list[WarningEvent] = []
         self.rows: list[dict[str, Any]] = []
@@ -128,6 +136,12 @@ class Monitor:
         self.llc_rows: list[dict[str, Any]] = []
         self.watch_steps: list[int] = []
         self.watch_records: dict[str, list[torch.Tensor]] = {n: [] for n in self.watched}
+        self.sketches = self._sketches()
+        self.groups = Groups(self.target.names, self.target.sizes)
+        self.hessian_groups = (Groups(self.target.names, self.target.sizes, list(self.cfg.hessian_groups))
+                               if self.cfg.hessian_groups else None)
+        self.defect_group_rows: list[dict[str, Any]] = []
+        self.hessian_group_rows: list[dict[str, Any]] = []
         self.snap_steps: list[int] = []
         self.snaps: dict[str, list[torch.Tensor]] = {n: [] for n in self.target.names}
         self._watch_stride = self._snap_stride = 1
@@ -184,6 +198,16 @@ class Monitor:
                 self.flush()
         self.spent += time.perf_counter() - t0
         return event
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Log `metrics` at a step already recorded by `step()` (frameworks log after the step's measurements)."""
+        if self.closed:
+            raise ConfigError("Monitor.log_metrics called after close()")
+        if self.last_step is None or int(step) > self.last_step:
+            raise ConfigError(f"Monitor.log_metrics({step}): call step({step}) first (last recorded {self.last_step})")
+        t0 = time.perf_counter()
+        self._log_metrics(int(step), metrics)
+        self.spent += time.perf_counter() - t0
 
     def _due(self, step: int, force: bool = False) -> set[str]:
         """The measurements that fall on `step` (every configured one when `force`)."""
@@ -254,10 +278,18 @@ class Monitor:
             out[task] = v if v >= 0 else None
         return out
 
+    def _sketches(self) -> dict[str, CountSketch]:
+        """A fixed CountSketch of dimension `sketch_dim` for each watched tensor above `sketch_above` entries."""
+        k, cfg = self.cfg.sketch_dim, self.cfg
+        big = [n for n in self.watched if k and self.target.live[n].numel() > cfg.sketch_above]
+        return {n: CountSketch(self.target.live[n].numel(), k, sketch_seed(self.seed, n), self.target.live[n].device)
+                for n in big}
+
     def _record_watch(self, step: int) -> None:
         self.watch_steps.append(step)
-        for n, t in self.target.host_copy(self.watched).items():
-            self.watch_records[n].append(t)
+        full = self.target.host_copy([n for n in self.watched if n not in self.sketches])
+        for n in self.watched:
+            self.watch_records[n].append(full[n] if n in full else self.sketches[n](self.target.live[n]).cpu())
         if len(self.watch_steps) > self.cfg.max_records:  # keep every other record, halve the cadence
             self.watch_steps = self.watch_steps[::2]
             self.watch_records = {n: v[::2] for n, v in self.watch_records.items()}
@@ -276,29 +308,49 @@ class Monitor:
     def defects_at(self, step: int) -> torch.Tensor:
         """D of each of the K draws [K] at the current parameters, minibatches A_k, B_k = salts 2k+1, 2k+2 at
         `step` (as `geometry.commutator`), by `defect_from_grad_fn`."""
+        return self._defect_draws(step)[0]
+
+    def _defect_draws(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(D [K], per group ‖δ_g‖²/‖δ‖² [K]) of the K draws at `step`."""
         theta = self.target.theta()[None]
-        out = []
+        out, shares = [], []
         with self.target.measuring(self.cfg.eval_mode):
             for k in range(self.cfg.draws):
                 a = self.source.draw(step, 2 * k + 1, self.cfg.defect_batch)
                 b = self.source.draw(step, 2 * k + 2, self.cfg.defect_batch)
-                D, _ = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
+                D, delta = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
                 out.append(D[0].detach())
-        return torch.stack(out).cpu()
+                if self.cfg.defect_groups:
+                    total = delta.detach().pow(2).sum()
+                    shares.append({g: float(v[0] / total) for g, v in self.groups.square_norms(delta.detach()).items()})
+        per_group = {g: torch.tensor([s[g] for s in shares], dtype=torch.float64) for g in shares[0]} if shares else {}
+        return torch.stack(out).cpu(), per_group
 
     def _measure_defect(self, step: int) -> WarningEvent | None:
-        D = self.defects_at(step)
+        D, shares = self._defect_draws(step)
         median = float(D.median())  # the lower median for even K, as commutator_defect
         self.defect_rows.append({"run": self.run_cfg.name, "step": step, "defect": median,
                                  "defect_draws": [float(d) for d in D]})
+        for g, share in shares.items():  # D_g = D·‖δ_g‖/‖δ‖ per draw, so Σ_g D_g² = D²
+            self.defect_group_rows.append({"run": self.run_cfg.name, "step": step, "group": g,
+                                           "n_params": self.groups.size(g), "share": float(share.median()),
+                                           "defect": float((D.double() * share.sqrt()).median())})
         if self._tb is not None:
             self._tb.add_scalar("geometry/defect", median, step)
         if self.detector is None:
             return None
-        event = self.detector.update(step, median)
+        event = self.detector.observe(step, median, **self._detector_inputs())
         if event is not None:
             self._warn(event)
         return event
+
+    def _detector_inputs(self) -> dict[str, float | None]:
+        """The detector's other inputs now: the weight norm, and the first task's latest logged train accuracy and
+        test loss (None if never logged)."""
+        task = self.tasks[0]
+        test = next((r["loss"] for r in reversed(self.rows) if r["task"] == task and r["split"] == "test"), None)
+        return {"weight_norm": self.target.weight_norm(), "train_acc": self.final_acc.get(task, {}).get("train"),
+                "test_loss": test}
 
     def _warn(self, event: WarningEvent) -> None:
         self.events.append(event)
@@ -309,6 +361,26 @@ class Monitor:
         if self.on_warning is not None:
             self.on_warning(event)
         self.flush()
+
+    def group_lambda_min_at(self, step: int, group: str, k: int = 5) -> dict[str, Any]:
+        """λ_min/λ_max of the Hessian block of one parameter group (a glob, as `hessian_groups`) on the fixed
+        sample: Lanczos on H_gg v = (H [v_g; 0])_g, the full HVP's cost per iteration, a basis of the group's
+        size only. With the seconds it took."""
+        t0 = time.perf_counter()
+        groups = self.hessian_groups if self.hessian_groups and group in self.hessian_groups.slices else \
+            Groups(self.target.names, self.target.sizes, [group])
+        if self._hessian_batch is None:
+            self._hessian_batch = self.source.fixed_sample(self.cfg.hessian_samples)
+        theta = self.target.theta()
+        with self.target.measuring(self.cfg.eval_mode):
+            hvp = groups.block(group, self.target.hvp(theta, self._hessian_batch))
+            v0 = torch.randn(1, groups.size(group), generator=torch.Generator().manual_seed(self.seed * 7919 + step),
+                             dtype=theta.dtype).to(theta.device)
+            res = lanczos(hvp, v0, self.cfg.hessian_iters, k)
+        return {"run": self.run_cfg.name, "step": step, "group": group, "n_params": groups.size(group),
+                "lambda_min": float(res.bottom[0, 0]), "lambda_max": float(res.top[0, 0]),
+                "lambda_min_residual": float(res.bottom_residual[0, 0]), "iters": self.cfg.hessian_iters,
+                "seconds": round(time.perf_counter() - t0, 4)}
 
     def lambda_min_at(self, step: int, k: int = 5) -> dict[str, Any]:
         """Bottom/top Hessian eigenvalues of the loss on the fixed sample (salt 7, `hessian_samples` examples)
@@ -350,6 +422,8 @@ class Monitor:
     def _measure_hessian(self, step: int) -> None:
         row = self.lambda_min_at(step)
         self.hessian_rows.append(row)
+        for group in self.cfg.hessian_groups:
+            self.hessian_group_rows.append(self.group_lambda_min_at(step, group))
         if self._tb is not None:
             self._tb.add_scalar("geometry/lambda_min", row["lambda_min"], step)
             self._tb.add_scalar("geometry/lambda_max", row["lambda_max"], step)
@@ -389,7 +463,9 @@ class Monitor:
             "settings": self.cfg.to_dict(), "watch": self.watched, "n_params": self.target.n_params,
             "parameters": {n: list(s) for n, s in self.target.shapes.items()},
             "model": type(self.target.module).__name__ if self.target.module is not None else "params dict",
-            "batch_source": type(self.source).__name__})
+            "batch_source": type(self.source).__name__,
+            "sketch": {n: {"kind": "countsketch", "dim": sk.k, "numel": sk.n, "seed": sketch_seed(self.seed, n)}
+                       for n, sk in self.sketches.items()}})
         traj = {"attn_steps": torch.tensor(self.watch_steps, dtype=torch.int64),
                 "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
         traj.update({f"attn.{n}": torch.stack(v) for n, v in self.watch_records.items() if v})
@@ -403,6 +479,10 @@ class Monitor:
             run.write_table(DEFECT_TABLE, pd.DataFrame(self.defect_rows))
         if self.hessian_rows:
             run.write_table(HESSIAN_TABLE, pd.DataFrame(self.hessian_rows))
+        if self.defect_group_rows:
+            run.write_table(DEFECT_GROUPS_TABLE, pd.DataFrame(self.defect_group_rows))
+        if self.hessian_group_rows:
+            run.write_table(HESSIAN_GROUPS_TABLE, pd.DataFrame(self.hessian_group_rows))
         if self.llc_rows:
             run.write_table(LLC_TABLE, pd.DataFrame(self.llc_rows))
         if self.events:

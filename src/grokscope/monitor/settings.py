@@ -18,15 +18,19 @@ class MonitorConfig:
 
     watch_every: int = 100  # watched tensors -> trajectory `attn.<name>` (what PCA reads)
     max_records: int = 500  # watched-tensor records kept; beyond it every other one is dropped (bounded memory)
+    sketch_dim: int = 4096  # a watched tensor above `sketch_above` entries is kept as a CountSketch of this size
+    sketch_above: int = 65536  # (monitor/sketch.py; PC1% error in docs/monitor.md); sketch_dim=0 keeps all full
     n_snapshots: int = 20  # full parameter snapshots kept (thinned the same way); 0: none
     snapshot_every: int = 500
     defect_every: int = 200  # inline commutator defect (K draws) -> defect.parquet
     draws: int = 3
-    eta: float = 1e-3  # the defect's plain step size (SPEC §4)
+    eta: float = 1e-3  # the defect's plain step size (docs/papers.md §4)
     defect_batch: int | None = None  # minibatch size of A and B (None: the batch source's own)
     hessian_every: int = 0  # periodic λ_min by Lanczos -> hessian.parquet
+    hessian_groups: tuple[str, ...] = ()  # globs; each also gets λ_min of its Hessian block -> hessian_groups
     hessian_iters: int = 25
     hessian_samples: int = 512
+    defect_groups: bool = True  # defect per layer (share of ‖δ‖) -> defect_groups.parquet
     llc_every: int = 0  # the local learning coefficient by devinterp's SGLD (grokscope[llc]) -> llc.parquet
     llc_samples: int = 512  # the fixed training sample the SGLD chains run on
     llc_lr: float = 1e-6  # SGLD step size ε, nβ (None: B / log B) and localisation γ (grokscope.llc)
@@ -46,12 +50,15 @@ class MonitorConfig:
         return dataclasses.asdict(self)
 
     def __post_init__(self) -> None:
+        if isinstance(self.hessian_groups, str) or not all(isinstance(g, str) for g in self.hessian_groups):
+            raise ConfigError(f"monitor hessian_groups={self.hessian_groups!r} must be a list of glob patterns")
+        object.__setattr__(self, "hessian_groups", tuple(self.hessian_groups))
         for name in ("watch_every", "max_records", "snapshot_every", "draws", "hessian_iters", "hessian_samples",
                      "flush_every", "grok_patience", "llc_samples", "llc_chains", "llc_draws"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"monitor {name}={v!r} must be a positive integer")
-        for name in ("n_snapshots", "defect_every", "hessian_every", "llc_every"):
+        for name in ("n_snapshots", "defect_every", "hessian_every", "sketch_dim", "sketch_above", "llc_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"monitor {name}={v!r} must be an integer >= 0 (0 turns it off)")

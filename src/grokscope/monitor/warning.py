@@ -112,6 +112,12 @@ class WarningEvent:
         def fmt(v: float | None) -> str:
             return "?" if v is None else f"{v:.0f}"
 
+        if "score" in self.evidence:  # the multi-signal detector (`monitor.detector`)
+            sig = ", ".join(f"{k} {v:.3g}" for k, v in self.evidence.get("signals", {}).items() if v is not None)
+            return (f"grokscope early warning at step {self.step}: score {self.evidence['score']:.3g} >= "
+                    f"{self.evidence['threshold']:.3g} ({self.detector} detector; {sig}; D = {self.defect:.3g}). "
+                    f"Predicted grokking around step {fmt(self.predicted_grok)} "
+                    f"(window {fmt(self.window_lo)}–{fmt(self.window_hi)}).")
         return (f"grokscope early warning at step {self.step}: commutator defect onset at step {self.onset} "
                 f"({self.detector} detector; D = {self.defect:.3g}, {self.ratio:.1f}x the baseline "
                 f"{self.baseline:.3g}). "
@@ -135,6 +141,10 @@ class OnsetDetector:
         self.steps: list[int] = []
         self.defects: list[float] = []
         self.fired: WarningEvent | None = None
+
+    def observe(self, step: int, defect: float, **signals: float | None) -> WarningEvent | None:
+        """`update` with the multi-signal detector's call signature (the other signals are not used)."""
+        return self.update(step, defect)
 
     def update(self, step: int, defect: float) -> WarningEvent | None:
         """Add one measurement; the event the first time an onset is found in the series so far, else None."""

@@ -4,8 +4,9 @@
 holds data for (`sections.SECTIONS`): accuracy curves with grok markers, PC1% of each attention matrix vs
 the random-walk null, the commutator defect with its onset, integrability ρ, λ_min vs weight decay, k* vs
 weight decay, the lead–t_grok power law, intervention scans, compression curves, P3's tangent cosine and
-decoupled dynamics, and the claims table. A quantity with no data is skipped and listed on the page with
-what would produce it. Figures are written first, then `index.html` atomically, so a reader never sees a
+decoupled dynamics, and the claims table. The page leads with results (the runs table with grok steps, the
+claims' verdicts, then the figures); a quantity with no data comes last, one line with the command that would
+produce it. Figures are written first, then `index.html` atomically, so a reader never sees a
 page whose images are missing. Gathering (`gather`) reads the store; rendering (`render`) writes the page.
 """
 
@@ -61,7 +62,8 @@ def build_report(store: str | os.PathLike, out: str | os.PathLike | None = None,
     claims = data.claims
     sections.append(Section("claims", "Paper claims: measured vs claimed", table=claims if len(claims) else None,
                             caption="From claims_*.json in the store (`grokscope claims`).",
-                            missing=None if len(claims) else "no claims_*.json (`grokscope claims`)"))
+                            missing=None if len(claims) else
+                            "no claims_*.json: `grokscope claims p1 --json > STORE/claims_p1.json`"))
 
     write_text(out / INDEX, render_html(store, sections, data.overview(), len(data.runs)))
     missing = {s.title: s.missing for s in sections if s.missing}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,18 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 """
 
 
+def _with_code(text: str) -> str:
+    """Escape `text` for HTML and set its `backticked` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def render_html(store: Path, sections: list[Section], overview: pd.DataFrame, n_runs: int) -> str:
-    """The page: header, the list of absent quantities, the runs table, then one block per section."""
+    """The page: results first (the runs table, the claims' verdicts, one block per drawn section), then one
+    short line per quantity the store lacks, with the command that would produce it."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    present = [s for s in sections if not s.missing]
     absent = [s for s in sections if s.missing]
+    present.sort(key=lambda s: s.key != "claims")  # the verdicts right after the runs table
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>grokscope report: {html.escape(store.name or str(store))}</title>",
@@ -77,21 +86,19 @@ def render_html(store: Path, sections: list[Section], overview: pd.DataFrame, n_
         f"<h1>grokscope report</h1><p>Store <code>{html.escape(str(store))}</code>: {n_runs} run(s); "
         f"generated {when}.</p>",
     ]
-    if absent:
-        parts.append("<h2>Not in this store</h2><ul class=\"missing\">")
-        parts += [f"<li><b>{html.escape(s.title)}</b>: {html.escape(s.missing or '')}</li>" for s in absent]
-        parts.append("</ul>")
     if len(overview):
-        parts += ["<h2>Runs</h2>", table_html(overview)]
-    for s in sections:
+        parts += ['<h2 id="results">Results: runs and grok steps</h2>', table_html(overview)]
+    for s in present:
         parts.append(f'<h2 id="{html.escape(s.key)}">{html.escape(s.title)}</h2>')
-        if s.missing:
-            parts.append(f'<p class="missing">Skipped: {html.escape(s.missing)}</p>')
         if s.figure:
             parts.append(f'<img src="{html.escape(s.figure)}" alt="{html.escape(s.title)}">')
         if s.caption:
             parts.append(f'<p class="caption">{html.escape(s.caption)}</p>')
         if s.table is not None and len(s.table):
             parts.append(table_html(s.table, verdict_col="verdict" if "verdict" in s.table else None))
+    if absent:
+        parts.append('<h2 id="missing">Not in this store</h2><ul class="missing">')
+        parts += [f"<li><b>{html.escape(s.title)}</b>: {_with_code(s.missing or '')}</li>" for s in absent]
+        parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

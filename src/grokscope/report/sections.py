@@ -12,6 +12,7 @@ import pandas as pd
 from grokscope import plots
 from grokscope.geometry.onset import fit_power_law
 from grokscope.report.gather import StoreData
+from grokscope.report.groups import group_table
 
 __all__ = ["Panel", "SECTIONS"]
 
@@ -41,7 +42,7 @@ def accuracy(d: StoreData) -> Panel:
     return _panel("accuracy", "Accuracy and grokking", len(m) > 0, lambda: plots.accuracy_curves(m, d.grok),
                   "Test accuracy (solid) and train accuracy (dashed) per task; dotted lines mark each run's grok "
                   "step (test acc ≥ grok_acc for grok_patience consecutive evaluations).",
-                  "no metrics.parquet in any run (train runs with `grokscope run`)")
+                  "no metrics in any run: `grokscope run --out STORE`")
 
 
 def pc1(d: StoreData) -> Panel:
@@ -51,7 +52,7 @@ def pc1(d: StoreData) -> Panel:
                   f"walks with as many snapshots ({d.cfg.n_null} walks, first {d.cfg.null_runs} runs; ≈ 61–62 % "
                   f"for 10–12 snapshots). Compare points above or below it; z is no significance level (the "
                   f"walks' spread shrinks with the matrix size).",
-                  "no run has ≥ 2 recorded attention matrices (MLP runs have none)",
+                  "no run with ≥ 2 recorded attention matrices (MLP runs have none)",
                   t.groupby("name", sort=False)[["pc1_percent", "null_mean", "null_std", "z"]].mean().reset_index()
                   if len(t) else None)
 
@@ -64,8 +65,7 @@ def defect(d: StoreData) -> Panel:
                   "Median commutator defect D over draws (log scale; tables: "
                   + ", ".join(sorted(set(source.values()))) + "); red dashed: onset (first D > 10× the median of "
                   f"the first 3 and D > 20); black dotted: grok steps. At most {n} runs shown.",
-                  "no defect.parquet (train with defect_every > 0) or defect_posthoc.parquet "
-                  "(`grokscope analyze --what defect`)")
+                  "no defect table: `grokscope analyze STORE/* --what defect`")
 
 
 def rho(d: StoreData) -> Panel:
@@ -73,8 +73,7 @@ def rho(d: StoreData) -> Panel:
     return _panel("rho", "Integrability ρ", bool(series) or len(finals) > 0, lambda: plots.rho_plot(series, finals),
                   "ρ = ‖δ⊥‖/‖δ‖ with δ⊥ the part of the commutator δ orthogonal to the execution basis B; the "
                   "control uses random orthonormal bases of the same size (papers: ρ ≈ 1.000 for wd > 0).",
-                  "no geometry summary (sweep analysis `summary`, or `--compute`) and no "
-                  "defect_posthoc.parquet with ρ")
+                  "no geometry summary: `grokscope report STORE --compute`")
 
 
 def lambda_min(d: StoreData) -> Panel:
@@ -82,7 +81,7 @@ def lambda_min(d: StoreData) -> Panel:
     return _panel("lambda_min", "Curvature depth λ_min vs weight decay", len(h) > 0,
                   lambda: plots.lambda_min_vs_wd(h),
                   "Bottom Hessian eigenvalue (Lanczos), minimum over checkpoints, per loss; mean ± std over seeds.",
-                  "no hessian.parquet (`grokscope analyze --what hessian`)", h)
+                  "no hessian table: `grokscope analyze STORE/* --what hessian`", h)
 
 
 def k_star(d: StoreData) -> Panel:
@@ -91,7 +90,7 @@ def k_star(d: StoreData) -> Panel:
     return Panel("k_star", "Reconstruction threshold k* vs weight decay",
                  (lambda: plots.k_star_vs_wd(kstar)) if have else None,
                  "k* = smallest k with every task's test accuracy > 90% for θ₀ + Σ_{i≤k} v_i v_iᵀ Δθ.",
-                 None if have else ("no fragility.json / reconstruction.parquet (`grokscope fragility RUN`)"
+                 None if have else ("no reconstruction table: `grokscope fragility RUN`"
                                     if kstar.empty else "no run reached the threshold within k ≤ 20"),
                  kstar if len(kstar) else None)
 
@@ -153,7 +152,7 @@ def interventions(d: StoreData) -> Panel:
                   lambda: plots.intervention_scans(s),
                   "Grok step vs amount (deletion fraction f, suppression strength s, random controls); × marks "
                   "runs that did not grok within their budget.",
-                  "no intervene-*/intervention.parquet (`grokscope intervene`)",
+                  "no intervention scan: `grokscope intervene RUN --kind deletion`",
                   s.drop(columns=[c for c in ("grok_step_90",) if c in s]))
 
 
@@ -163,7 +162,7 @@ def compression(d: StoreData) -> Panel:
                   lambda: plots.compression_curves(f),
                   "Test accuracy after per-layer SVD of ΔW at rank r, keeping the top q of |Δθ|, scaling "
                   "θ₀ + sΔθ, and random perturbation (averaged over sizes).",
-                  "no fragility.parquet (`grokscope fragility RUN`)")
+                  "no fragility table: `grokscope fragility RUN`")
 
 
 def tangent(d: StoreData) -> Panel:
@@ -171,17 +170,28 @@ def tangent(d: StoreData) -> Panel:
     return _panel("tangent", "P3: tangent cosine cos(Δθ, g̃)", bool(t), lambda: plots.tangent_cosine(t, d.grok),
                   "Cosine between the parameter update over 10 steps and the projection of −θ onto the tangent "
                   "space of the zero-loss manifold; P3 reports it peaks during grokking.",
-                  "no normmin.parquet (`grokscope normmin mlp --out STORE`)")
+                  "no tangent-cosine table: `grokscope normmin mlp --out STORE`")
 
 
 def decoupled(d: StoreData) -> Panel:
     h = d.decoupled
     return _panel("decoupled", "P3: decoupled two-layer dynamics", len(h) > 0, lambda: plots.decoupled_curves(h),
                   "W₂ = H⁺Y re-solved every step, W₁ following −∇R (P3 §7): test accuracy and ‖W₁‖ per seed.",
-                  "no decoupled-dynamics table (*decoupled*.parquet)")
+                  "no decoupled-dynamics history; the figure alone: `grokscope normmin decoupled --out STORE`")
+
+
+def layers(d: StoreData) -> Panel | None:
+    t = group_table(d.runs)
+    if not len(t):
+        return None
+    return Panel("layers", "Per-layer commutator and curvature (monitor)", None,
+                 "Per parameter group (a layer by default) at each run's last measured step: D_g = D·‖δ_g‖/‖δ‖ and "
+                 "share = ‖δ_g‖²/‖δ‖² (Σ_g share = 1; median over draws; free: δ is already computed), and for "
+                 "`hessian_groups` the extreme eigenvalues of the group's Hessian block by Lanczos (one full HVP "
+                 "per iteration; lanczos_s = seconds of that measurement).", None, t)
 
 
 SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
-    accuracy, pc1, defect, rho, lambda_min, progress, llc, k_star, reconstruction, lead, interventions, compression,
-    tangent, decoupled,
+    accuracy, pc1, defect, layers, rho, lambda_min, progress, llc, k_star, reconstruction, lead, interventions,
+    compression, tangent, decoupled,
 )

@@ -1,0 +1,542 @@
+"""Early-warning benchmark: train a corpus of grokking and never-grokking runs, then score detectors on it by ROC.
+
+The corpus (`CORPUS`) is split, before any detector was designed, into a calibration part and an evaluation part
+that differ in seeds *and* task families (docs/early-warning.md states the split). Modular-arithmetic families
+train with grokscope's batched trainer (quick preset: p 31, trunk d_model 64 or grokscope's MLP); the non-modular
+families (sparse parity; composition in the permutation group S4) are plain-PyTorch models trained in a plain
+loop recorded by `grokscope.Monitor`, exactly as a user would. Every run records the inline commutator defect,
+train/test loss and accuracy and the weight norm every 100 steps; runs stop when they grok (test accuracy
+≥ 98 % for 3 evaluations) or at their budget.
+
+    python benchmarks/early_warning.py train                 # the corpus (resumable) under ~/.cache/grokscope/ew-corpus
+    python benchmarks/early_warning.py score                 # the tables (both parts), JSON and the figure
+    python benchmarks/early_warning.py all                   # both
+    python benchmarks/early_warning.py train --only calib    # one part
+
+Scoring replays each stored run through a detector in step order (what it would have done live, at the cadence
+given by `--every`, default the monitor's 200 steps) and reads run-level outcomes off the trace: a grokking run's
+score is the largest detector score before its grok step, a never-grokking run's the largest over its whole
+budget, so a threshold on that score is an operating point (hit rate vs false-alarm rate) and sweeping it is the
+ROC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+IMMEDIATE = 3  # a run whose grok step is < 3 × its memorisation step generalised at once: no grokking delay
+DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))
+
+
+# ---- the corpus ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Group:
+    """A batch of runs sharing everything but seed and weight decay: `part` calib/eval, `family` its label."""
+
+    part: str
+    family: str
+    task: str  # a grokscope operation, or "parity" / "s4" (plain-PyTorch families)
+    model: str  # trunk / mlp (grokscope's), plain-mlp / plain-trunk (user code through Monitor)
+    wds: tuple[float, ...]
+    seeds: tuple[int, ...]
+    train_frac: float = 0.7
+    steps: int = 7000  # ≥ 3 × the slowest modular grok step (2200, div at wd 0.3)
+    lr: float = 5e-3
+    optimizer: str = "adamw"
+    beta2: float = 0.98  # AdamW's second-moment decay (plain-PyTorch runs; grokscope's runs use the preset's)
+
+    def runs(self) -> Iterator[tuple[float, int]]:
+        yield from itertools.product(self.wds, self.seeds)
+
+
+# Calibration: seeds 1-3, operations add, mul, sq_ab (and a too-small train fraction of add).
+# Evaluation: seeds 11-13, other operations (sub, div, sq, cube_ab), other models (grokscope's MLP on sub; plain
+# PyTorch MLP and transformer through Monitor), other tasks (sparse parity, S4 composition), SGD.
+CORPUS: tuple[Group, ...] = (
+    Group("calib", "add", "add", "trunk", (0.0, 1.0), (1, 2, 3)),
+    Group("calib", "mul", "mul", "trunk", (0.0, 1.0), (1, 2, 3)),
+    Group("calib", "sq_ab", "sq_ab", "trunk", (1.0,), (1, 2)),
+    Group("calib", "add-small-frac", "add", "trunk", (1.0,), (1, 2), train_frac=0.25),
+    Group("calib", "add-mlp", "add", "mlp", (0.0, 1.0), (1, 2)),  # generalises at once (no delay) at 0.7
+    Group("calib", "add-mlp-f0.3", "add", "mlp", (0.0, 1.0), (1, 2), train_frac=0.3),
+    Group("eval", "sub", "sub", "trunk", (0.0, 1.0), (11, 12, 13)),
+    Group("eval", "div", "div", "trunk", (0.0, 0.3, 1.0), (11, 12)),
+    Group("eval", "sq", "sq", "trunk", (1.0,), (11, 12)),
+    Group("eval", "cube_ab", "cube_ab", "trunk", (1.0,), (11, 12)),
+    Group("eval", "sub-small-frac", "sub", "trunk", (1.0,), (11, 12), train_frac=0.25),
+    Group("eval", "sub-mlp", "sub", "mlp", (0.0, 1.0), (11, 12)),
+    Group("eval", "sub-mlp-f0.3", "sub", "mlp", (0.0, 1.0), (11, 12), train_frac=0.3),
+    Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=15000, lr=1e-3),
+    Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, steps=6000, lr=3e-3),
+    # examples/sparse_parity.py's optimiser exactly (torch's default betas), with which sparse parity groks
+    Group("eval", "parity-plain-mlp-b0.999", "parity", "plain-mlp", (1.0,), (11, 12, 13), steps=15000, lr=1e-3,
+          beta2=0.999),
+    Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=15000, lr=0.1,
+          optimizer="sgd"),
+)
+
+
+def group_dir(store: Path, g: Group) -> Path:
+    """Where a group's runs live: STORE/<part>/<family>."""
+    return store / g.part / g.family
+
+
+def train_modular(g: Group, store: Path) -> None:
+    """The group's runs as one batched grokscope program (resumes from the runs' checkpoints)."""
+    from grokscope.config import preset, with_overrides
+    from grokscope.runner import run_batch
+
+    base = with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
+                          steps=g.steps, defect_every=100, checkpoint_every=1000)
+    cfgs = [with_overrides(base, seed=s, wd=wd) for wd, s in g.runs()]
+    run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
+
+
+def _example(name: str) -> Any:
+    """An example script as a module (its data and model code: what a user would have written)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def s4_composition(train_frac: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """(X_train, y_train, X_test, y_test) for g∘h in the symmetric group S4 (24 elements, 576 pairs)."""
+    perms = list(itertools.permutations(range(4)))
+    index = {p: i for i, p in enumerate(perms)}
+    X = torch.tensor([(i, j) for i in range(24) for j in range(24)])
+    y = torch.tensor([index[tuple(perms[i][perms[j][k]] for k in range(4))] for i, j in X.tolist()])
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    n = int(train_frac * len(X))
+    return X[perm[:n]], y[perm[:n]], X[perm[n:]], y[perm[n:]]
+
+
+def _plain_setup(g: Group, wd: float, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], int]:
+    """Model, data and batch size of a plain-PyTorch run."""
+    torch.manual_seed(seed)
+    if g.task == "parity":
+        data = _example("sparse_parity").sparse_parity(30, 3, 1000, 2000, seed)
+        model: nn.Module = nn.Sequential(nn.Linear(30, 256), nn.ReLU(), nn.Linear(256, 2))
+        return model, data, 128
+    if g.task == "s4":
+        data = s4_composition(g.train_frac, seed)
+        return _example("p1_transformer").Trunk(24, d_model=64, n_heads=4, d_ff=128), data, 128
+    raise ValueError(f"no plain-PyTorch task {g.task!r}")
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    out = model(X)
+    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+
+
+def train_plain(g: Group, store: Path) -> None:
+    """The group's runs one by one: a plain training loop with `grokscope.Monitor` (defects every 100 steps, the
+    detector off: it is replayed later); a finished run is skipped, an unfinished one restarts."""
+    from grokscope.monitor import Monitor
+    from grokscope.store import RunDir
+
+    for wd, seed in g.runs():
+        betas = "" if g.beta2 == 0.98 else f"-b{g.beta2:g}"
+        out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}{betas}-wd{wd:g}-s{seed}"
+        run = RunDir(out)
+        if run.exists() and run.has_summary() and run.summary().get("finished"):
+            s = run.summary()
+            if s["grok_step"].get(g.task) is not None or (s.get("steps_trained") or 0) >= g.steps:
+                continue  # done; a run that did not grok within a shorter budget trains again to the longer one
+        model, (X, y, Xt, yt), batch = _plain_setup(g, wd, seed)
+        opt: torch.optim.Optimizer = (
+            torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, g.beta2))
+            if g.optimizer == "adamw" else
+            torch.optim.SGD(model.parameters(), lr=g.lr, momentum=0.9, weight_decay=wd))
+        gen = torch.Generator().manual_seed(seed + 1)
+        mon = Monitor(model, F.cross_entropy, (X, y), out=out, optimizer=opt, tasks=(g.task,), batch_size=batch,
+                      seed=seed, steps=g.steps, overwrite=True, defect_every=100, warn=False, verbose=False)
+        for step in range(1, g.steps + 1):
+            idx = torch.randint(0, len(X), (batch,), generator=gen)
+            loss = F.cross_entropy(model(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            metrics = None
+            if step % 100 == 0:
+                tr, te = _evaluate(model, X, y), _evaluate(model, Xt, yt)
+                metrics = {"train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
+            mon.step(step, metrics)
+            if mon.grok_step()[g.task] is not None:
+                break
+        mon.close()
+
+
+def train_corpus(store: Path, only: str | None = None) -> None:
+    """Train every group of the corpus (or of one part) that is not finished yet."""
+    for g in CORPUS:
+        if only and g.part != only:
+            continue
+        t0 = time.process_time()
+        (train_plain if g.model.startswith("plain") else train_modular)(g, store)
+        print(f"[{g.part}] {g.family}: {time.process_time() - t0:.0f} CPU-s", flush=True)
+
+
+# ---- scoring ----------------------------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One stored run of the corpus: where it belongs, its grok step (None: never within its budget) and its
+    detector inputs per defect measurement."""
+
+    part: str
+    family: str
+    name: str
+    wd: float
+    grok: int | None
+    budget: int
+    series: dict[str, Any]
+    t_mem: int | None = None  # first logged step with train accuracy >= 0.99
+
+    @property
+    def immediate(self) -> bool:
+        """Generalised with no delay after fitting (grok step < IMMEDIATE × the memorisation step): not grokking,
+        nothing to warn of; reported apart from the delayed (grokking) runs."""
+        return self.grok is not None and self.t_mem is not None and self.grok < IMMEDIATE * self.t_mem
+
+
+def load_corpus(store: Path, every: int) -> list[Record]:
+    """Every finished run of the corpus with its inputs at the cadence `every` (runs still training are left out)."""
+    from grokscope.monitor.evaluate import _grok, run_series
+    from grokscope.store import find_runs
+
+    out = []
+    for g in CORPUS:
+        for run in find_runs([group_dir(store, g)]) if group_dir(store, g).exists() else []:
+            if not run.has_summary() or not run.summary().get("finished"):
+                continue
+            s = run_series(run, every)
+            if s is None:
+                continue
+            full = run_series(run)
+            mem = np.flatnonzero(full["train_acc"] >= 0.99)
+            t_mem = int(full["step"][mem[0]]) if len(mem) else None
+            out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run), g.steps, s,
+                              t_mem))
+    return out
+
+
+def threshold_rule_scores(rec: Record) -> tuple[np.ndarray, int | None]:
+    """The seed's rule (P2's defect threshold, `monitor.warning`) as a 0/1 score per measurement, and its step."""
+    from grokscope.monitor.warning import replay
+
+    ev = replay(rec.series["step"], rec.series["defect"], detector="threshold")
+    fired = ev.step if ev is not None else None
+    return (np.asarray(rec.series["step"]) >= (fired if fired is not None else np.inf)).astype(float), fired
+
+
+def replay_scores(rec: Record, cfg: Any) -> tuple[np.ndarray, int | None]:
+    """Scores per measurement and the warning step of a detector (a DetectorConfig, or "threshold")."""
+    from grokscope.monitor.evaluate import replay_multi
+
+    if cfg == "threshold":
+        return threshold_rule_scores(rec)
+    scores, ev = replay_multi(rec.series, cfg)
+    return scores, (ev.step if ev is not None else None)
+
+
+def score_table(records: list[Record], cfg: Any) -> list[dict[str, Any]]:
+    """Per run: outcome, run-level score, warning step, lead, and whether the predicted window held the grok."""
+    from grokscope.monitor.evaluate import run_level_score
+
+    rows = []
+    for rec in records:
+        scores, warned = replay_scores(rec, cfg)
+        g = rec.grok
+        row = {"part": rec.part, "family": rec.family, "run": rec.name, "wd": rec.wd, "grok_step": g,
+               "t_mem": rec.t_mem, "immediate": rec.immediate,
+               "run_score": run_level_score(rec.series["step"], scores, g), "warning_step": warned}
+        row["warned_before"] = g is not None and warned is not None and warned < g
+        row["false_alarm"] = g is None and warned is not None
+        row["lead_fraction"] = (g - warned) / g if row["warned_before"] else None
+        if row["warned_before"] and not isinstance(cfg, str):
+            row["in_window"] = cfg.ratio_lo * warned <= g <= cfg.ratio_hi * warned
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], immediate: bool = False) -> dict[str, Any]:
+    """AUROC of the run-level score, and at the detector's own threshold: hit rate, false-alarm rate, lead
+    fraction (median over runs warned in time) and window coverage (over grokking runs). Runs that generalised at
+    once count as grokking runs only with `immediate`."""
+    from grokscope.monitor.evaluate import auroc
+
+    pos = [r for r in rows if r["grok_step"] is not None and (immediate or not r["immediate"])]
+    neg = [r for r in rows if r["grok_step"] is None]
+    leads = [r["lead_fraction"] for r in pos if r["warned_before"]]
+    cover = [bool(r.get("in_window")) for r in pos]
+    return {"runs": len(rows), "n_grok": len(pos), "never": len(neg),
+            "immediate": sum(bool(r["immediate"]) for r in rows),
+            "auroc": auroc([r["run_score"] for r in pos], [r["run_score"] for r in neg]),
+            "hit": sum(r["warned_before"] for r in pos), "hit_rate": _rate(sum(r["warned_before"] for r in pos), pos),
+            "false_alarms": sum(r["false_alarm"] for r in neg),
+            "false_alarm_rate": _rate(sum(r["false_alarm"] for r in neg), neg),
+            "median_lead_fraction": float(np.median(leads)) if leads else None,
+            "window_coverage": _rate(sum(cover), pos) if any("in_window" in r for r in pos) else None}
+
+
+def _rate(k: int, of: list) -> float | None:
+    return k / len(of) if of else None
+
+
+def calibrate(records: list[Record], cfg: Any) -> dict[str, float]:
+    """The operating point and window of a detector, from calibration runs only: the threshold maximising hit rate
+    − false-alarm rate over the midpoints between distinct run scores (the middle one of several optima), and
+    the window [min, median, max] of t_grok / t_warn over the delayed grokking runs it then warns in time."""
+    from dataclasses import replace
+
+    rows = score_table([r for r in records if r.part == "calib"], replace(cfg, threshold=math.inf))
+    pos = np.array([r["run_score"] for r in rows if r["grok_step"] is not None and not r["immediate"]])
+    neg = np.array([r["run_score"] for r in rows if r["grok_step"] is None])
+    vals = np.unique(np.concatenate([pos, neg]))
+    vals = vals[np.isfinite(vals)]
+    cands = (vals[1:] + vals[:-1]) / 2
+    cands = cands[cands > 0]
+    j = np.array([(pos >= t).mean() - (neg >= t).mean() for t in cands])
+    best = cands[np.flatnonzero(j == j.max())]
+    thr = float(best[len(best) // 2])
+    tuned = replace(cfg, threshold=thr)
+    ratios = [r["grok_step"] / r["warning_step"] for r in score_table([r for r in records if r.part == "calib"], tuned)
+              if r["warned_before"] and not r["immediate"]]
+    return {"threshold": round(thr, 6), "youden_j": float(j.max()), "ratio_lo": float(np.min(ratios)),
+            "ratio_mid": float(np.median(ratios)), "ratio_hi": float(np.max(ratios)), "n_ratios": len(ratios)}
+
+
+def detectors() -> dict[str, Any]:
+    """The detectors scored: the default (test-free), the validation variant, each signal alone, the seed's rule."""
+    from grokscope.monitor.detector import DEFAULT_DETECTOR as D
+    from grokscope.monitor.detector import VALIDATION_DETECTOR, variant
+
+    return {
+        "multi (default, test-free)": D,
+        "multi-val (uses test loss)": VALIDATION_DETECTOR,
+        "norm decline alone, gated": variant(D, norm_weight=1.0, defect_weight=0.0, name="norm"),
+        "norm decline alone, ungated": variant(D, norm_weight=1.0, defect_weight=0.0, gate=False, name="norm-raw"),
+        "defect rise alone, gated": variant(D, norm_weight=0.0, defect_weight=1.0, name="defect"),
+        "defect rise alone, ungated": variant(D, norm_weight=0.0, defect_weight=1.0, gate=False, name="defect-raw"),
+        "memorised gate alone": variant(D, norm_weight=0.0, defect_weight=0.0, test_weight=0.0, bias=1.0,
+                                        name="gate"),
+        "test-loss drop alone, gated": variant(D, norm_weight=0.0, defect_weight=0.0, test_weight=1.0, name="test"),
+        "P2 defect threshold (seed's rule)": "threshold",
+    }
+
+
+def results(store: Path, everys: tuple[int, ...] = (200, 100)) -> dict[str, Any]:
+    """Every detector on both parts at each cadence: summaries, per-family rows and ROC points."""
+    from grokscope.monitor.evaluate import roc_curve
+
+    out: dict[str, Any] = {"summary": [], "families": [], "roc": {}, "runs": []}
+    dets = detectors()
+    for every in everys:
+        records = load_corpus(store, every)
+        for part in ("calib", "eval"):
+            recs = [r for r in records if r.part == part]
+            for name, cfg in dets.items():
+                rows = score_table(recs, cfg)
+                out["summary"].append({"part": part, "every": every, "detector": name, "grokking": "delayed",
+                                       **summarise(rows)})
+                if name.startswith(("multi", "P2")):
+                    out["summary"].append({"part": part, "every": every, "detector": name, **summarise(rows, True),
+                                           "grokking": "all"})
+                pos = [r["run_score"] for r in rows if r["grok_step"] is not None and not r["immediate"]]
+                neg = [r["run_score"] for r in rows if r["grok_step"] is None]
+                fpr, tpr, _ = roc_curve(pos, neg)
+                out["roc"][f"{part}|{every}|{name}"] = [fpr.tolist(), tpr.tolist()]
+                if name.startswith("multi") or name.startswith("P2"):
+                    for fam in dict.fromkeys(r["family"] for r in rows):
+                        fr = [r for r in rows if r["family"] == fam]
+                        out["families"].append({"part": part, "every": every, "detector": name, "family": fam,
+                                                **summarise(fr)})
+                if name.startswith("multi (default"):
+                    out["runs"].extend({**r, "every": every} for r in rows)
+    return out
+
+
+def cost(store: Path, n: int = 200) -> dict[str, float]:
+    """Seconds per detector update (the whole causal rescoring of a run's series so far, at its longest) and per
+    defect measurement of the plain-PyTorch transformer (what the monitor spends at each measurement)."""
+    from grokscope.monitor.detector import MultiSignalDetector
+
+    rng = np.random.default_rng(0)
+    det = MultiSignalDetector()
+    t0 = time.process_time()
+    for i in range(n):
+        det.observe(100 * i, float(rng.random()), 40.0 - 0.01 * i, 1.0, 2.0)
+    per_update = (time.process_time() - t0) / n
+    from grokscope.monitor import Monitor
+
+    g = next(g for g in CORPUS if g.task == "s4")
+    model, (X, y, _, _), batch = _plain_setup(g, 1.0, 0)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mon = Monitor(model, F.cross_entropy, (X, y), out=Path(tmp) / "m", batch_size=batch, warn=False, verbose=False)
+        t0 = time.process_time()
+        for k in range(5):
+            mon.defects_at(k)
+        per_defect = (time.process_time() - t0) / 5
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        t0 = time.process_time()
+        for _ in range(50):
+            loss = F.cross_entropy(model(X[:batch]), y[:batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        per_step = (time.process_time() - t0) / 50
+        mon.close()
+    return {"detector_update_s": per_update, "defect_measurement_s": per_defect, "train_step_s": per_step,
+            "n_measurements": n}
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The report's tables (summary per part and cadence, per family) as markdown."""
+    lines = ["| part | defects every | detector | grokking runs counted | grok / never | AUROC | warned before "
+             "grokking | false alarms | median lead / t_grok | window coverage |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in res["summary"]:
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['grokking']} | {r['n_grok']} / {r['never']} "
+                     f"| {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} ({_fmt(r['hit_rate'], '.0%')}) "
+                     f"| {r['false_alarms']}/{r['never']} ({_fmt(r['false_alarm_rate'], '.0%')}) "
+                     f"| {_fmt(r['median_lead_fraction'])} | {_fmt(r['window_coverage'], '.0%')} |")
+    lines += ["", "| part | defects every | detector | family | grok / never | AUROC | warned before grokking "
+              "| false alarms | median lead / t_grok |", "|---|---:|---|---|---|---:|---:|---:|---:|"]
+    for r in res["families"]:
+        lines.append(f"| {r['part']} | {r['every']} | {r['detector']} | {r['family']} | {r['n_grok']} / {r['never']} "
+                     f"(+{r['immediate']} at once) | {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} "
+                     f"| {r['false_alarms']}/{r['never']} | {_fmt(r['median_lead_fraction'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("train", "calibrate", "score", "all"))
+    ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
+    ap.add_argument("--only", choices=("calib", "eval"), default=None, help="one part of the corpus")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
+                    help="where the figure goes (ROC + a few runs' signals)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.what in ("train", "all"):
+        train_corpus(args.store, args.only)
+    if args.what == "calibrate":
+        from grokscope.monitor.detector import DEFAULT_DETECTOR, VALIDATION_DETECTOR
+
+        records = [r for r in load_corpus(args.store, 200) if r.part == "calib"]
+        for cfg in (DEFAULT_DETECTOR, VALIDATION_DETECTOR):
+            print(cfg.name, calibrate(records, cfg))
+    if args.what in ("score", "all"):
+        res = results(args.store)
+        res["cost"] = cost(args.store)
+        res["environment"] = {"processor": _processor(), "torch": torch.__version__,
+                              "python": platform.python_version()}
+        (args.store / "results.json").write_text(json.dumps(res, indent=1, default=_json_default))
+        print(markdown(res))
+        c = res["cost"]
+        print(f"\ncost: detector update {1e3 * c['detector_update_s']:.2f} ms at {c['n_measurements']} measurements; "
+              f"defect measurement {1e3 * c['defect_measurement_s']:.1f} ms; "
+              f"train step {1e3 * c['train_step_s']:.2f} ms (plain S4 transformer); {res['environment']}")
+        if args.figure:
+            figure(res, args.store, args.figure)
+    return 0
+
+
+def figure(res: dict[str, Any], store: Path, path: Path) -> None:
+    """ROC curves (evaluation part, default cadence) and three evaluation runs' signals with the warning marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from grokscope.monitor.detector import DEFAULT_DETECTOR, signals
+    from grokscope.monitor.evaluate import replay_multi
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    ax = axes[0]
+    for key, (fpr, tpr) in sorted(res["roc"].items(), key=lambda kv: kv[0].endswith("test-free)")):
+        part, every, name = key.split("|")  # the default last, on top (norm decline alone, gated, is the same)
+        if part == "eval" and every == "200" and not name.startswith(("memorised", "defect rise alone, gated",
+                                                                       "norm decline alone, gated")):
+            auc = next(r["auroc"] for r in res["summary"] if r["part"] == part and str(r["every"]) == every
+                       and r["detector"] == name)
+            ax.step(fpr, tpr, where="post", label=f"{name} ({auc:.2f})", lw=2 if name.startswith("multi (") else 1)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="false-alarm rate (never-grokking runs)", ylabel="hit rate (warned before grokking)",
+           title="run-level ROC, evaluation part, defects every 200")
+    ax.legend(fontsize=6, loc="lower right")
+    records = [r for r in load_corpus(store, 200) if r.part == "eval"]
+    picks = [next((r for r in records if r.grok is not None and r.family == "div" and r.wd < 1), None),
+             next((r for r in records if r.grok is None and r.family == "sub"), None),
+             next((r for r in records if r.family.startswith("parity-plain-mlp") and r.grok is not None), None)]
+    for ax, rec in zip(axes[1:], picks, strict=True):
+        if rec is None:
+            ax.set_axis_off()
+            continue
+        s = rec.series
+        sig = signals(s["defect"], s["weight_norm"], s["train_acc"], None, DEFAULT_DETECTOR)
+        scores, ev = replay_multi(s, DEFAULT_DETECTOR)
+        ax.plot(s["step"], scores, label="score", lw=2)
+        ax.plot(s["step"], np.nan_to_num(sig["norm_drop"]), label="norm decline since memorised", lw=1)
+        ax.plot(s["step"], np.nan_to_num(sig["defect_rise"]) / 4, label="log10 defect rise / 4", lw=1)
+        ax.plot(s["step"], np.nan_to_num(sig["memorised"]) * 0.95, label="memorised (train acc)", lw=0.8, ls=":")
+        ax.axhline(DEFAULT_DETECTOR.threshold, color="grey", lw=0.6, ls="--")
+        if ev is not None:
+            ax.axvline(ev.step, color="red", lw=1.2, label=f"warning at {ev.step}")
+        if rec.grok is not None:
+            ax.axvline(rec.grok, color="green", lw=1.2, label=f"grokked at {rec.grok}")
+        ax.set(xlabel="step", title=f"{rec.family}, wd {rec.wd:g}: " + ("grokked" if rec.grok else "never grokked"))
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    raise TypeError(type(v))
+
+
+def _processor() -> str:
+    """The CPU's model name (lscpu's), or the platform's description."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`GrokscopeCallback` for PyTorch Lightning: `grokscope.Monitor` driven by a `Trainer`.
+
+    trainer = L.Trainer(max_steps=2000, callbacks=[GrokscopeCallback("runs/mine", defect_every=100)])
+
+The model is the `LightningModule` (its `forward`), the loss `loss_fn(outputs, target)` (default: the
+module's `loss_fn` or `criterion` attribute), the monitor's minibatches come from the training loader's dataset
+and `collate_fn` as `(inputs..., target)`. Measurements fall on optimiser steps (`trainer.global_step`);
+validation metrics (`val_loss`, `val_acc`, and whatever else is logged) are recorded when validation ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+
+from grokscope.errors import ConfigError
+from grokscope.integrations.common import loader_batches, monitor_metrics
+from grokscope.integrations.setup import start_monitor
+from grokscope.monitor import Monitor, WarningEvent
+from grokscope.monitor.functional import LossFn
+
+LOSS_ATTRIBUTES = ("loss_fn", "criterion")
+
+
+def module_loss(module: L.LightningModule) -> LossFn:
+    """The loss a LightningModule keeps as an attribute (`loss_fn` or `criterion`)."""
+    for name in LOSS_ATTRIBUTES:
+        fn = getattr(module, name, None)
+        if callable(fn):
+            return fn
+    raise ConfigError(f"{type(module).__name__} has no loss_fn or criterion attribute: pass "
+                      "GrokscopeCallback(loss_fn=fn(outputs, target))")
+
+
+class GrokscopeCallback(L.Callback):
+    """Records grokscope's measurements of the trained LightningModule into the store at `out`; the
+    keyword `settings` are `MonitorConfig`'s (cadences, sketch, ...)."""
+
+    def __init__(self, out: str | Path, *, loss_fn: LossFn | None = None, batches: Any = None,
+                 batch_size: int | None = None, watch: list[str] | None = None, seed: int = 0,
+                 on_warning: Callable[[WarningEvent], None] | None = None, **settings: Any) -> None:
+        self.out, self.loss_fn, self.batches, self.batch_size = out, loss_fn, batches, batch_size
+        self.watch, self.seed, self.on_warning, self.settings = watch, seed, on_warning, settings
+        self.monitor: Monitor | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = self.batches
+        if batches is None:
+            batches = loader_batches(trainer.train_dataloader, self.batch_size, self.seed, pl_module.device)
+        self.monitor = start_monitor(
+            pl_module, self.loss_fn or module_loss(pl_module), batches, self.out,
+            optimizer=trainer.optimizers[0] if trainer.optimizers else None, seed=self.seed,
+            start_step=trainer.global_step, steps=max(trainer.max_steps, 0), watch=self.watch,
+            on_warning=self.on_warning, settings=self.settings)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        mon = self.monitor
+        if mon is not None and trainer.global_step > (mon.last_step or 0):  # an optimiser step was taken
+            mon.step(trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mon = self.monitor
+        if mon is None or mon.closed or trainer.sanity_checking:
+            return
+        metrics = monitor_metrics(trainer.callback_metrics)
+        if metrics:
+            mon.log_metrics(trainer.global_step, metrics)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.monitor is not None:
+            self.monitor.close()  # what was recorded stays readable

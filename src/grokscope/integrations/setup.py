@@ -1,0 +1,32 @@
+"""Building the `Monitor` a callback drives: settings with defaults sized to the model, one place for both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from grokscope.monitor import Monitor, WarningEvent
+from grokscope.monitor.functional import LossFn
+
+BIG_MODEL = 1_000_000  # parameters; above this, full snapshots are off unless asked for (each is a model copy)
+
+
+def sized_settings(model: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
+    """The user's monitor settings, with full-parameter snapshots off by default on a big model (the
+    watched tensors' trajectory, sketched when large, is what the analyses read)."""
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"n_snapshots": 0, **settings} if n > BIG_MODEL else dict(settings)
+
+
+def start_monitor(model: nn.Module, loss_fn: LossFn, batches: Any, out: str | Path, *,
+                  optimizer: torch.optim.Optimizer | None, seed: int, start_step: int, steps: int,
+                  watch: list[str] | None, on_warning: Callable[[WarningEvent], None] | None,
+                  settings: dict[str, Any], measured: nn.Module | None = None) -> Monitor:
+    """A `Monitor` over `measured` (default `model`) that records θ at `start_step` now."""
+    return Monitor(measured if measured is not None else model, loss_fn, batches, out, watch=watch,
+                   optimizer=optimizer, seed=seed, steps=steps, start_step=start_step, on_warning=on_warning,
+                   **sized_settings(model, settings))
