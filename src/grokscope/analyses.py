@@ -22,14 +22,18 @@ from grokscope.geometry.onset import defect_timing, lead, lead_fraction, onset_e
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
 from grokscope.geometry.summary import defect_onsets, geometry_summary
+from grokscope.llc import LLCSettings, llc_table
+from grokscope.progress_measures import progress_table, summarize_progress
 from grokscope.store import (
     DEFECT_TABLE,
     FRAGILITY,
     FRAGILITY_TABLE,
     HESSIAN_DRAWS_TABLE,
     HESSIAN_TABLE,
+    LLC_TABLE,
     PCA_TABLE,
     POSTHOC_TABLE,
+    PROGRESS_TABLE,
     RECONSTRUCTION_TABLE,
     RunDir,
     write_json,
@@ -37,7 +41,7 @@ from grokscope.store import (
 
 __all__ = ["ANALYSES", "register", "analysis_names", "check_analysis", "resolve_analysis", "run_analysis",
            "stored_analysis", "missing_analyses", "analyze_summary", "analyze_pca", "analyze_defect",
-           "analyze_hessian_run", "analyze_fragility"]
+           "analyze_hessian_run", "analyze_fragility", "analyze_progress", "analyze_llc"]
 
 AnalysisFn = Callable[..., dict[str, Any]]
 ANALYSES: dict[str, AnalysisFn] = {}
@@ -186,3 +190,34 @@ def analyze_fragility(run: RunDir, device: str = "cpu", k: int = 20, threshold: 
                "threshold": rec.threshold}
     write_json(run.file(FRAGILITY), summary)
     return summary
+
+
+@register("progress")
+def analyze_progress(run: RunDir, device: str = "cpu", max_points: int = 120,
+                     tasks: Sequence[str] | None = None) -> dict[str, Any]:
+    """Nanda et al.'s progress measures per stored snapshot and task (grokscope.progress_measures) →
+    progress.parquet; summary per task: key sets, Gini, excluded-loss peak, restricted-loss minimum. A task that
+    is not a group operation, or a model without a token embedding, raises NotApplicable."""
+    df = progress_table(run, tuple(tasks) if tasks else None, max_points)
+    run.write_table(PROGRESS_TABLE, df)
+    return summarize_progress(df)
+
+
+@register("llc")
+def analyze_llc(run: RunDir, device: str = "cpu", max_points: int = 30, calibrate: bool = True,
+                **settings: Any) -> dict[str, Any]:
+    """The local learning coefficient by devinterp's SGLD at ≤ max_points snapshots (grokscope.llc; the
+    grokscope[llc] extra), one calibrated setting for all → llc.parquet; summary: first/last/min LLC, the
+    sampler's settings and the calibration sweep. A monitored run: the LLC its monitor recorded (llc_every)."""
+    if _external(run):
+        if not run.has_table(LLC_TABLE):
+            return {"skipped": "monitored run without the LLC (Monitor llc_every=0)"}
+        df, sampler, cal = run.table(LLC_TABLE), {"source": "inline (Monitor)"}, None
+    else:
+        df, chosen, cal = llc_table(run, LLCSettings(**settings), calibrate, max_points, device)
+        run.write_table(LLC_TABLE, df)
+        sampler = chosen.to_dict()
+    return {"n_snapshots": len(df), "llc_first": num(df["llc"].iloc[0]), "llc_last": num(df["llc"].iloc[-1]),
+            "llc_max": num(df["llc"].max()), "llc_max_step": int(df["step"].iloc[int(df["llc"].argmax())]),
+            "llc_std_median": num(df["llc_std"].median()), "sampler": sampler,
+            "calibration": cal.to_dict("records") if cal is not None else None}

@@ -22,3 +22,8 @@ class ModelChangedError(GrokscopeError, RuntimeError):
     """A measurement left the user's model holding other tensors than before (a parameter or buffer replaced, its
     storage swapped or its values written): the monitor restored what it could and stops the run instead of
     letting it train on silently."""
+
+
+class NotApplicable(GrokscopeError, ValueError):
+    """An analysis asked of a run or task it does not describe (progress measures of a task that is not a
+    group operation, or of a model without a token embedding); the message says which and why."""

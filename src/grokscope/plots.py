@@ -327,3 +327,48 @@ def method_curves(metrics: pd.DataFrame, defects: pd.DataFrame) -> Figure:
     ax.set_xlabel("step")
     _legend(ax, len(ax.get_legend_handles_labels()[1]))
     return fig
+
+
+def _grok_lines(ax, grok: Mapping[str, int | None]) -> None:
+    """Black dotted lines at a run's grok steps."""
+    for task, g in grok.items():
+        if g is not None:
+            ax.axvline(g, color="k", ls=":", lw=1, label=f"grok {task} {g}")
+
+
+def progress_curves(series: Mapping[str, pd.DataFrame], grok: Mapping[str, Mapping[str, int | None]],
+                    max_panels: int = 12) -> Figure:
+    """Nanda et al.'s progress measures vs step, one panel per (run, task): excluded loss (training pairs) and
+    restricted loss (all pairs) with the end-of-run key frequencies, Gini of the Fourier norms on the right."""
+    keys = [(run, task) for run, df in series.items() for task in dict.fromkeys(df["task"])][:max_panels]
+    fig, axes = _figure(len(keys))
+    for ax, (run, task) in zip(axes, keys, strict=True):
+        d = series[run][series[run]["task"] == task].sort_values("step")
+        ax.plot(d["step"], d["excluded_loss_final"], "C3.-", lw=1, ms=3, label="excluded (train)")
+        ax.plot(d["step"], d["restricted_loss_final"], "C2.-", lw=1, ms=3, label="restricted (all)")
+        ax.set_yscale("log")
+        _grok_lines(ax, grok.get(run, {}))
+        g = ax.twinx()
+        g.plot(d["step"], d["gini"], "C0--", lw=1, label="Gini")
+        g.set_ylabel("Gini", fontsize=7)
+        keys_final = [int(k) for k in d["key_final"].iloc[-1]] if len(d) else []
+        ax.set_title(f"{run} · {task} · keys {keys_final}", fontsize=7)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=6)
+    return fig
+
+
+def llc_curves(series: Mapping[str, pd.DataFrame], grok: Mapping[str, Mapping[str, int | None]],
+               max_panels: int = 12) -> Figure:
+    """The LLC (devinterp) vs step, mean ± sd over chains, one panel per run; grok steps dotted."""
+    runs = list(series)[:max_panels]
+    fig, axes = _figure(len(runs))
+    for ax, run in zip(axes, runs, strict=True):
+        d = series[run].sort_values("step")
+        ax.errorbar(d["step"], d["llc"], yerr=d["llc_std"], fmt="C4.-", lw=1, ms=3, capsize=2)
+        _grok_lines(ax, grok.get(run, {}))
+        ax.set_title(run, fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("LLC")
+    return fig

@@ -43,6 +43,8 @@ HESSIAN_TABLE = "hessian"
 HESSIAN_DRAWS_TABLE = "hessian_draws"  # λ_min under fresh Hessian samples (`analyze --hessian-draws`)
 FRAGILITY_TABLE = "fragility"
 RECONSTRUCTION_TABLE = "reconstruction"
+PROGRESS_TABLE = "progress"  # Nanda et al.'s progress measures per snapshot and task (the `progress` analysis)
+LLC_TABLE = "llc"  # the local learning coefficient per snapshot (the `llc` analysis, devinterp)
 TANGENT_TABLE = "normmin"  # P3's in-loop tangent-cosine probe
 # An intervention scan's folder (`grokscope intervene`).
 INTERVENTION_TABLE = "intervention.parquet"

@@ -15,14 +15,15 @@ from grokscope.formatting import fmt, short_name
 from grokscope.progress import working
 from grokscope.store import find_runs
 
-WHAT = ("pca", "defect", "hessian")  # what `analyze` runs by default (and the order it prints them in)
+WHAT = ("pca", "defect", "hessian")  # what `analyze` runs by default
+CHOICES = (*WHAT, "progress", "llc")  # what it can run (and the order it prints them in); llc needs grokscope[llc]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="post-hoc geometry of stored runs: trajectory PCA, defects, Hessian")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders of runs")
     p.add_argument("--what", type=csv_list(str), default=list(WHAT),
-                   help=f"comma-separated analyses from {','.join(WHAT)} (default: all)")
+                   help=f"comma-separated analyses from {','.join(CHOICES)} (default: {','.join(WHAT)})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--draws", type=int, default=9, help="commutator draws per snapshot (default 9)")
     p.add_argument("--lanczos-iters", type=int, default=25,
@@ -33,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hessian-draws", type=int, default=0, metavar="N",
                    help="also repeat the total loss's λ_min under N fresh training samples and start vectors (one "
                         "of each per draw) and report the depth's spread (default 0: the fixed sample only)")
+    p.add_argument("--tasks", type=csv_list(str), default=None,
+                   help="progress: only these tasks (default every task; each must be add, sub, mul or div)")
+    p.add_argument("--llc-draws", type=int, default=None, metavar="N",
+                   help="llc: SGLD draws per chain (default: the calibrated setting, docs/diagnostics.md)")
+    p.add_argument("--llc-chains", type=int, default=None, metavar="N", help="llc: SGLD chains (default 4)")
+    p.add_argument("--llc-lr", type=float, default=None, metavar="EPS",
+                   help="llc: SGLD step size; with --llc-nbeta and --llc-localization, skips the calibration")
+    p.add_argument("--llc-nbeta", type=float, default=None, help="llc: inverse temperature nβ")
+    p.add_argument("--llc-localization", type=float, default=None, help="llc: localisation strength γ")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
     p.set_defaults(func=run)
 
@@ -40,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     what = list(args.what)
     for w in what:
-        if w not in WHAT:
-            raise ConfigError(f"unknown analysis {w!r}; choose from {', '.join(WHAT)}")
+        if w not in CHOICES:
+            raise ConfigError(f"unknown analysis {w!r}; choose from {', '.join(CHOICES)}")
     if args.draws < 1:
         raise ConfigError(f"draws={args.draws} must be >= 1")
     if args.lanczos_iters < 1:
@@ -51,7 +61,19 @@ def run(args: argparse.Namespace) -> int:
     if args.hessian_draws < 0:
         raise ConfigError(f"--hessian-draws={args.hessian_draws} must be >= 0")
     options = {"defect": {"draws": args.draws},
-               "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol, "draws": args.hessian_draws}}
+               "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol, "draws": args.hessian_draws},
+               "progress": {"tasks": args.tasks},
+               "llc": {k: v for k, v in (("draws", args.llc_draws), ("chains", args.llc_chains), ("lr", args.llc_lr),
+                                         ("n_beta", args.llc_nbeta), ("localization", args.llc_localization))
+                       if v is not None}}
+    fixed = [args.llc_lr, args.llc_nbeta, args.llc_localization]
+    if any(v is not None for v in fixed):
+        if any(v is None or v <= 0 for v in fixed):
+            raise ConfigError("--llc-lr, --llc-nbeta and --llc-localization go together (each > 0): a fixed "
+                              "setting; give none of them to calibrate")
+        options["llc"]["calibrate"] = False
+    if args.tasks and "progress" not in what:
+        raise ConfigError("--tasks selects the tasks of --what progress; add progress to --what")
     device = resolve_device(check_device(args.device))
     runs = find_runs(args.runs)
     if not runs:
@@ -62,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     with working("[bold]analyze", not args.json) as say:
         for i, r in enumerate(runs):
             out: dict[str, Any] = {"path": str(r.path)}
-            for w in WHAT:
+            for w in CHOICES:
                 if w in what:
                     say(f"run {i + 1}/{len(runs)} {r.path.name}: {w}")
                     out[w] = run_analysis(r, w, device, **options.get(w, {}))
@@ -84,7 +106,7 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             else:
                 per = ", ".join(f"{short_name(k)} {fmt(v, '.0f')}" for k, v in p["pc1_percent"].items())
                 print(f"  pca: PC1% mean {fmt(p['pc1_mean'], '.1f')} ({per})  -> pca.parquet")
-        for key in ("defect", "hessian"):
+        for key in ("defect", "hessian", "llc"):
             if "skipped" in res.get(key, {}):
                 print(f"  {key}: skipped, {res[key]['skipped']}")
         if "defect" in res and "skipped" not in res["defect"]:
@@ -105,3 +127,14 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
                 each = ", ".join(fmt(x, ".1f") for x in d["depths"])
                 print(f"  hessian depth over {d['draws']} fresh samples: {fmt(d['mean'], '.1f')} ± "
                       f"{fmt(d['sd'], '.1f')} ({each})  -> hessian_draws.parquet")
+        if "progress" in res:
+            for task, t in res["progress"]["tasks"].items():
+                print(f"  progress {task}: key frequencies (end of run) {t['key_final'] or '—'}, Gini "
+                      f"{fmt(t['gini_first'], '.2f')} -> {fmt(t['gini_last'], '.2f')}, excluded loss (train) peaks at "
+                      f"step {t['excluded_loss_peak_step']}, restricted loss (all pairs) lowest at step "
+                      f"{t['restricted_loss_min_step']}  -> progress.parquet")
+        if "llc" in res and "skipped" not in res["llc"]:
+            c = res["llc"]
+            print(f"  llc: {fmt(c['llc_first'], '.1f')} -> {fmt(c['llc_last'], '.1f')} over {c['n_snapshots']} "
+                  f"snapshots (SGLD lr {c['sampler'].get('lr')}, localization {c['sampler'].get('localization')}, "
+                  f"{c['sampler'].get('chains', '?')} chains × {c['sampler'].get('draws', '?')} draws)  -> llc.parquet")

@@ -36,6 +36,7 @@ from grokscope.config import EXTERNAL, DataConfig, ModelConfig, OptimConfig, Run
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
+from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.detector import Detector, MultiSignalDetector
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
@@ -51,6 +52,7 @@ from grokscope.store import (
     DEFECT_TABLE,
     HESSIAN_GROUPS_TABLE,
     HESSIAN_TABLE,
+    LLC_TABLE,
     METRICS_TABLE,
     MONITOR,
     SCALARS_TABLE,
@@ -104,6 +106,8 @@ class Monitor:
             self.cfg = MonitorConfig(**{**(config.to_dict() if config else {}), **settings})
         except TypeError as e:
             raise ConfigError(f"Monitor: {e}") from None
+        if self.cfg.llc_every:
+            require_devinterp()  # a missing extra fails before anything is written
         self.target = Target(model, loss_fn, forward)
         self.source = make_source(batches, batch_size, seed)
         self.watched = self.target.select(list(watch) if watch is not None else None)
@@ -129,6 +133,7 @@ class Monitor:
         self.scalars: list[dict[str, Any]] = []
         self.defect_rows: list[dict[str, Any]] = []
         self.hessian_rows: list[dict[str, Any]] = []
+        self.llc_rows: list[dict[str, Any]] = []
         self.watch_steps: list[int] = []
         self.watch_records: dict[str, list[torch.Tensor]] = {n: [] for n in self.watched}
         self.sketches = self._sketches()
@@ -210,7 +215,8 @@ class Monitor:
         due = {"watch": force or step % (cfg.watch_every * self._watch_stride) == 0,
                "snapshot": bool(cfg.n_snapshots) and (force or step % (cfg.snapshot_every * self._snap_stride) == 0),
                "defect": bool(cfg.defect_every) and (force or step % cfg.defect_every == 0),
-               "hessian": bool(cfg.hessian_every) and (force or step % cfg.hessian_every == 0)}
+               "hessian": bool(cfg.hessian_every) and (force or step % cfg.hessian_every == 0),
+               "llc": bool(cfg.llc_every) and (force or step % cfg.llc_every == 0)}
         return {name for name, on in due.items() if on}
 
     def _record(self, step: int, metrics: dict[str, float] | None, due: set[str]) -> WarningEvent | None:
@@ -226,6 +232,8 @@ class Monitor:
         event = self._measure_defect(step) if "defect" in due else None
         if "hessian" in due:
             self._measure_hessian(step)
+        if "llc" in due:
+            self.llc_rows.append(self.llc_at(step))
         return event
 
     def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -393,6 +401,24 @@ class Monitor:
                 "exec_curv": nan, "perp_curv": nan, "exec_max": nan, "perp_max": nan,
                 "lambda_min_residual": float(res.bottom_residual[0, 0]), "loss_value": value}
 
+    def llc_at(self, step: int) -> dict[str, Any]:
+        """devinterp's LLC at the current parameters on a fixed training sample (`llc_samples` rows; the
+        monitor's settings llc_*): grokscope.llc.estimate_llc over the user's own loss."""
+        cfg = self.cfg
+        batch = tuple(self.source.fixed_sample(cfg.llc_samples))
+        n = len(batch[0])
+        settings = LLCSettings(lr=cfg.llc_lr, n_beta=cfg.llc_nbeta, localization=cfg.llc_localization,
+                               chains=cfg.llc_chains, draws=cfg.llc_draws, seed=self.seed + step)
+
+        def loss(params: Params, rows: torch.Tensor) -> torch.Tensor:
+            return self.target.loss(params, tuple(t[rows.to(t.device)] for t in batch)).expand(len(rows))
+
+        with self.target.measuring(cfg.eval_mode):
+            est = estimate_llc(ParamsModule(self.target.live, loss), module_loss, range(n), settings)
+        return {"step": step, "llc": est["llc_mean"], "llc_std": est["llc_std"],
+                "llc_per_chain": est["llc_per_chain"], "init_loss": est["init_loss"],
+                "levels_off": chains_level_off(est["loss_trace"], est["init_loss"])}
+
     def _measure_hessian(self, step: int) -> None:
         row = self.lambda_min_at(step)
         self.hessian_rows.append(row)
@@ -457,6 +483,8 @@ class Monitor:
             run.write_table(DEFECT_GROUPS_TABLE, pd.DataFrame(self.defect_group_rows))
         if self.hessian_group_rows:
             run.write_table(HESSIAN_GROUPS_TABLE, pd.DataFrame(self.hessian_group_rows))
+        if self.llc_rows:
+            run.write_table(LLC_TABLE, pd.DataFrame(self.llc_rows))
         if self.events:
             run.write_table(WARNINGS_TABLE, pd.DataFrame([e.to_row() for e in self.events]))
         write_json(run.file(SUMMARY), self.summary())

@@ -31,6 +31,13 @@ class MonitorConfig:
     hessian_iters: int = 25
     hessian_samples: int = 512
     defect_groups: bool = True  # defect per layer (share of ‖δ‖) -> defect_groups.parquet
+    llc_every: int = 0  # the local learning coefficient by devinterp's SGLD (grokscope[llc]) -> llc.parquet
+    llc_samples: int = 512  # the fixed training sample the SGLD chains run on
+    llc_lr: float = 1e-6  # SGLD step size ε, nβ (None: B / log B) and localisation γ (grokscope.llc)
+    llc_nbeta: float | None = None
+    llc_localization: float = 100.0
+    llc_chains: int = 4
+    llc_draws: int = 100
     flush_every: int = 1000  # write the store every N steps (and at close)
     grok_acc: float = 0.98  # the trainer's grok rule on the logged test accuracy
     grok_patience: int = 3
@@ -47,16 +54,18 @@ class MonitorConfig:
             raise ConfigError(f"monitor hessian_groups={self.hessian_groups!r} must be a list of glob patterns")
         object.__setattr__(self, "hessian_groups", tuple(self.hessian_groups))
         for name in ("watch_every", "max_records", "snapshot_every", "draws", "hessian_iters", "hessian_samples",
-                     "flush_every", "grok_patience"):
+                     "flush_every", "grok_patience", "llc_samples", "llc_chains", "llc_draws"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"monitor {name}={v!r} must be a positive integer")
-        for name in ("n_snapshots", "defect_every", "hessian_every", "sketch_dim", "sketch_above"):
+        for name in ("n_snapshots", "defect_every", "hessian_every", "sketch_dim", "sketch_above", "llc_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"monitor {name}={v!r} must be an integer >= 0 (0 turns it off)")
         if self.max_records < 2:
             raise ConfigError(f"monitor max_records={self.max_records} must be >= 2")
+        if not (self.llc_lr > 0 and self.llc_localization >= 0 and (self.llc_nbeta is None or self.llc_nbeta > 0)):
+            raise ConfigError(f"monitor llc_lr={self.llc_lr!r} must be > 0, llc_localization >= 0, llc_nbeta > 0")
         if not self.eta > 0:
             raise ConfigError(f"monitor eta={self.eta!r} must be > 0")
         if self.defect_batch is not None and (not isinstance(self.defect_batch, int) or self.defect_batch <= 0):

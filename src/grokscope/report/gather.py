@@ -31,8 +31,10 @@ from grokscope.store import (
     FRAGILITY,
     FRAGILITY_TABLE,
     HESSIAN_TABLE,
+    LLC_TABLE,
     METRICS_TABLE,
     POSTHOC_TABLE,
+    PROGRESS_TABLE,
     RECONSTRUCTION_TABLE,
     TANGENT_TABLE,
     RunDir,
@@ -135,6 +137,11 @@ def defect_series(runs: list[RunInfo]) -> tuple[dict[str, pd.DataFrame], dict[st
                     series[r.name], source[r.name] = d, table
                     break
     return series, source
+
+
+def stored_tables(runs: list[RunInfo], name: str) -> dict[str, pd.DataFrame]:
+    """Table `name` of every run that has it (progress measures, LLC), by run name."""
+    return {r.name: r.run.table(name) for r in runs if r.run.has_table(name)}
 
 
 def defect_timings(runs: list[RunInfo], series: dict[str, pd.DataFrame], source: dict[str, str]
@@ -348,6 +355,14 @@ class StoreData:
     @cached_property
     def hessian(self) -> pd.DataFrame:
         return hessian_table(self.runs)
+
+    @cached_property
+    def progress(self) -> dict[str, pd.DataFrame]:
+        return stored_tables(self.runs, PROGRESS_TABLE)
+
+    @cached_property
+    def llc(self) -> dict[str, pd.DataFrame]:
+        return stored_tables(self.runs, LLC_TABLE)
 
     @cached_property
     def k_star(self) -> tuple[pd.DataFrame, pd.DataFrame]:

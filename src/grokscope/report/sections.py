@@ -104,6 +104,29 @@ def reconstruction(d: StoreData) -> Panel | None:
                  "Worst task's test accuracy of the model rebuilt from the top-k uncentred trajectory PCs.")
 
 
+def progress(d: StoreData) -> Panel | None:
+    series = d.progress
+    if not series:
+        return None
+    n = d.cfg.max_panels
+    return Panel("progress", "Progress measures (Nanda et al. 2023)",
+                 lambda: plots.progress_curves(series, d.grok, n),
+                 "Excluded loss (logits without the key frequencies' cos/sin(w_k(a±b)) components, on the training "
+                 "pairs) and restricted loss (only the constant and those components, on all pairs), both with "
+                 "the end-of-run key frequencies of the token embedding; dashed: Gini of its Fourier norms. "
+                 f"`grokscope analyze --what progress`; at most {n} panels.")
+
+
+def llc(d: StoreData) -> Panel | None:
+    series = d.llc
+    if not series:
+        return None
+    n = d.cfg.max_panels
+    return Panel("llc", "Local learning coefficient (devinterp)", lambda: plots.llc_curves(series, d.grok, n),
+                 "LLC by devinterp's SGLD at stored snapshots, mean ± sd over chains; the sampler's settings are "
+                 f"in each run's analyses.json (`grokscope analyze --what llc`). At most {n} runs.")
+
+
 def lead(d: StoreData) -> Panel:
     leads = d.leads
     pos = leads[(leads["lead"] > 0)] if len(leads) else leads
@@ -169,6 +192,6 @@ def layers(d: StoreData) -> Panel | None:
 
 
 SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
-    accuracy, pc1, defect, layers, rho, lambda_min, k_star, reconstruction, lead, interventions, compression, tangent,
-    decoupled,
+    accuracy, pc1, defect, layers, rho, lambda_min, progress, llc, k_star, reconstruction, lead, interventions,
+    compression, tangent, decoupled,
 )
