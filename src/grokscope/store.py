@@ -258,6 +258,16 @@ class RunDir:
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         write_table(self.file(f"{name}.parquet"), df)
 
+    def recorded_threads(self) -> int | None:
+        """The CPU thread count the run last trained with (summary.json's environment), if it has a checkpoint."""
+        try:
+            if not (self.file(CHECKPOINT).exists() and self.has_summary()):
+                return None
+            threads = self.summary().get("environment", {}).get("threads")
+        except StoreError:
+            return None
+        return threads if isinstance(threads, int) else None
+
     def has_summary(self) -> bool:
         return self.file(SUMMARY).exists()
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 
 __all__ = ["ENV_VARS", "MAX_THREADS", "apply_threads", "load_average", "machine_threads", "pick_threads",
-           "usable_cores"]
+           "resume_thread_note", "usable_cores"]
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch itself reads at start-up: the user has decided
 MAX_THREADS = 4096  # an explicit --threads above this is a typo, not a machine
@@ -68,3 +68,15 @@ def apply_threads(n: int) -> int:
     except RuntimeError:  # already started or already set: the inter-op pool keeps its size
         pass
     return previous
+
+
+def resume_thread_note(recorded: list[int | None], now: int) -> str | None:
+    """What to tell a user resuming runs that last trained with the thread counts `recorded` (None: unknown or
+    never trained) on `now` threads: GEMMs and reductions split by thread count, so a changed count gives a run
+    equal to an uninterrupted one to rounding, not bit for bit. None when nothing changed."""
+    before = sorted({t for t in recorded if isinstance(t, int) and t != now})
+    if not before:
+        return None
+    was = "/".join(str(t) for t in before)
+    return (f"resume: these runs last trained with {was} CPU thread(s), now {now}: they will equal an uninterrupted "
+            f"run to rounding, not bit for bit (--threads {before[0]} keeps them bitwise)")

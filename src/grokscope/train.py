@@ -29,6 +29,7 @@ from grokscope.methods import MethodState
 from grokscope.optim import STEPS, HyperParams, clip_rows_, init_state
 from grokscope.problem import Params, Problem
 from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
+from grokscope.threads import resume_thread_note
 
 GradTransform = Callable[[int, Params, Params], Params]
 # A transform holding state a resume needs also has `export(r) -> {name: tensor}` (run r's state, saved in its
@@ -292,25 +293,11 @@ class _Loop:
             self.rec[r].load(d, s, [p.name for p in self.probes])
 
     def _note_thread_change(self) -> None:
-        """One line on stderr when a run resumes on CPU with another thread count than it last trained with: GEMMs
-        and reductions split by thread count, so it will then equal an uninterrupted run to rounding, not bit for
-        bit (`--threads N` keeps the count)."""
-        if self.pb.device.type != "cpu":
-            return
-        now = torch.get_num_threads()
-        before = set()
-        for d in self.dirs:
-            try:
-                if d.file(CHECKPOINT).exists() and d.has_summary():
-                    before.add(d.summary().get("environment", {}).get("threads"))
-            except StoreError:
-                continue
-        before = sorted(t for t in before if isinstance(t, int) and t != now)
-        if before:
-            was = "/".join(str(t) for t in before)
-            sys.stderr.write(f"resume: these runs last trained with {was} CPU thread(s), now {now}: they will equal "
-                             f"an uninterrupted run to rounding, not bit for bit (--threads {before[0]} keeps them "
-                             "bitwise)\n")
+        """One line on stderr when a run resumes on CPU with another thread count than it last trained with."""
+        if self.pb.device.type == "cpu":
+            note = resume_thread_note([d.recorded_threads() for d in self.dirs], torch.get_num_threads())
+            if note:
+                sys.stderr.write(note + "\n")
 
     def _checkpoint(self, step: int) -> None:
         if self.dirs is None:

@@ -32,13 +32,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from grokscope.config import EXTERNAL, DataConfig, ModelConfig, OptimConfig, RunConfig
+from grokscope.config import EXTERNAL, DataConfig, ModelConfig, RunConfig
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.detector import Detector, MultiSignalDetector
+from grokscope.monitor.external import optim_config, parse_metric
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.groups import Groups
 from grokscope.monitor.rng import preserved_rng
@@ -63,32 +64,6 @@ from grokscope.store import (
     write_json,
 )
 from grokscope.train import GrokState, update_grok
-
-SPLITS = {"train": "train", "test": "test", "val": "test", "valid": "test"}
-KINDS = ("loss", "acc")
-
-
-def parse_metric(key: str, default_task: str) -> tuple[str, str, str] | None:
-    """'test_acc' -> (task, 'test', 'acc'); 'mul/train_loss' -> ('mul', 'train', 'loss'); else None.
-    'val'/'valid' count as the held-out split the grok rule reads ('test')."""
-    task, _, rest = key.rpartition("/")
-    split, _, kind = rest.rpartition("_")
-    if split in SPLITS and kind in KINDS:
-        return task or default_task, SPLITS[split], kind
-    return None
-
-
-def _optim_config(optimizer: torch.optim.Optimizer | None, batch: int | None) -> OptimConfig:
-    """The user's optimiser as the store's OptimConfig (first param group; NaN where unknown)."""
-    nan = float("nan")
-    if optimizer is None:
-        return OptimConfig(name="unknown", lr=nan, wd=nan, beta1=nan, beta2=nan, eps=nan, clip=nan, batch=batch)
-    g = optimizer.param_groups[0]
-    betas = g.get("betas", (nan, nan))
-    return OptimConfig(name=type(optimizer).__name__.lower(), lr=float(g.get("lr", nan)),
-                       wd=float(g.get("weight_decay", 0.0)), beta1=float(betas[0]), beta2=float(betas[1]),
-                       eps=float(g.get("eps", nan)), clip=nan, momentum=float(g.get("momentum", 0.0) or 0.0),
-                       batch=batch)
 
 
 class Monitor:
@@ -119,7 +94,7 @@ class Monitor:
         self.run_cfg = RunConfig(
             data=DataConfig(tasks=self.tasks, p=0, train_frac=0.0),
             model=ModelConfig(kind=EXTERNAL, d_model=0, n_heads=0, d_ff=0, n_layers=0, width=0),
-            optim=_optim_config(optimizer, self.source.batch_size), seed=int(seed), steps=int(steps),
+            optim=optim_config(optimizer, self.source.batch_size), seed=int(seed), steps=int(steps),
             eval_every=1, attn_every=self.cfg.watch_every, n_snapshots=self.cfg.n_snapshots,
             checkpoint_every=self.cfg.flush_every, grok_acc=self.cfg.grok_acc,
             grok_patience=self.cfg.grok_patience, grok_acc_90=self.cfg.grok_acc_90,
