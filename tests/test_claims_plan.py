@@ -184,7 +184,7 @@ def test_plan_p3_experiments(tmp_path, capsys):
     got = _plan(capsys, "p3", "--scale", "cpu", "--store", str(tmp_path))
     mlp, dec, toys = p3.experiments("cpu")
     items = {i["name"]: i for i in got["items"]}
-    assert items[mlp.name]["to_go"] == mlp.runs * mlp.steps == 5 * 30_000
+    assert items[mlp.name]["to_go"] == mlp.runs * mlp.steps == 5 * p3.CPU_MLP_STEPS
     assert items[dec.name]["to_go"] == dec.runs * dec.steps
     assert items["toys"]["to_go"] == 0 and items["toys"]["budget"] == 0
     assert got["total"]["to_go"] == mlp.runs * mlp.steps + dec.runs * dec.steps
