@@ -39,11 +39,16 @@ def _last_token_loss(out: Any, target: torch.Tensor) -> torch.Tensor:
 
 
 def _need(module: str) -> Any:
-    """Import `module` from the `models` extra; without it these tests fail (never skip), saying what to install."""
+    """Import `module` from the `models` extra. Without it these tests fail under CI (`CI` set: `.ci/run` installs
+    the extra, so they must run there, never skip) and skip elsewhere, saying what to install (the README's test
+    command on a `.[dev]` install)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        pytest.fail(f'{e}: these model-class tests need pip install -e ".[models]" (CI installs it)')
+        why = f'{e}: these model-class tests need pip install -e ".[models]" (CI installs it)'
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 def _bridge() -> nn.Module:
