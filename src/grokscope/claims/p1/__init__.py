@@ -45,7 +45,6 @@ from grokscope.claims.p1.phase_structure import (
     paper_alpha,
 )
 from grokscope.claims.p1.sweeps import (
-    CPU_DELETION_COST,
     CPU_WD0_COST,
     PAPER_GROK,
     PAPER_S42_WD1,
@@ -66,7 +65,7 @@ from grokscope.claims.p1.transverse_instability import (
     depth_sampling_test,
 )
 
-__all__ = ["PAPER_GROK", "PAPER_S42_WD1", "CPU_WD0_COST", "CPU_DELETION_COST", "WIDE_SEEDS", "dual_spec", "dual0_spec",
+__all__ = ["PAPER_GROK", "PAPER_S42_WD1", "CPU_WD0_COST", "WIDE_SEEDS", "dual_spec", "dual0_spec",
            "seeds_spec", "tri_spec", "GROK_TOL", "GROK_PARTLY", "ALPHA_TOL", "ALPHA_PARTLY", "paper_alpha",
            "claim_grok_vs_wd", "claim_grok_steps", "claim_grok_spread", "grok_distribution", "claim_no_decay",
            "mul_first_verdict", "claim_mul_first", "claim_tri_order", "PAPER_LAMBDA_MIN", "claim_pc1_dual",

@@ -12,12 +12,11 @@ from grokscope.claims.common import (
     ClaimRow,
     ScanNeed,
     fmt,
-    paper_only_row,
     stored_scan,
     verdict_count,
 )
 from grokscope.claims.common import make_row as _row
-from grokscope.claims.p1.sweeps import CPU_DELETION_COST, _dual
+from grokscope.claims.p1.sweeps import _dual
 from grokscope.geometry.interventions import ScanConfig
 from grokscope.store import RunDir
 
@@ -57,10 +56,6 @@ def scans(scale: str) -> tuple[ScanNeed, ...]:
 
 def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
-    if not scans(ctx.scale):
-        return paper_only_row(ctx, "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
-                              "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k)",
-                              CPU_DELETION_COST)
     table, spec = _dual(ctx)
     base = table[(table.wd == 1.0)]
     base = base[

@@ -27,11 +27,6 @@ PAPER_S42_WD1 = (14_100, 14_000)  # seed 42, wd 1: add, mul (P1; issue 10)
 # tri ≈ 30k), ≈ 1.8 h at the ~46 run-steps/s of R = 8 on 2 threads (benchmarks/README.md).
 CPU_WD0_COST = ("a wd-0 run to 100k steps (100k run-steps, ≈ 0.6 h on 2 idle cores beyond the cpu scale's ≈ 2 h); "
                 "add it with --specs (role dual0, e.g. grid wd [0], seeds [42], steps 100000)")
-CPU_DELETION_COST = ("the deletion scan at wd 1, seed 42: f 10/15/25 % train to the 50k budget without grokking, "
-                     "50 % groks near 37k: ≈ 190k run-steps (≈ 1.2 h on 2 idle cores beyond the cpu scale's ≈ 2 h); "
-                     "by hand (it resumes from its checkpoints when run again, so over several sessions): "
-                     "grokscope intervene <grokked wd-1 seed-42 run> --kind deletion --fractions "
-                     "0.1,0.15,0.25,0.5 --steps 50000 --start 499")
 
 
 WIDE_SEEDS = (0, 1, 2, 3, 4, 5, 7)  # with 42, 137, 2024: ten seeds at wd 1 (cpu scale)
