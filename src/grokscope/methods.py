@@ -69,12 +69,13 @@ def ema_update(mu: torch.Tensor, g: torch.Tensor, alpha: torch.Tensor, first: to
     return torch.where(first[:, None], g, mu * a + g * (1 - a))
 
 
-def window_mask(count: torch.Tensor, window: torch.Tensor, size: int) -> torch.Tensor:
-    """[n, size] float mask of the ring slots holding each run's last `window` gradients, after `count`
-    appends (slot of append i: i mod size)."""
+def window_mask(count: torch.Tensor, window: torch.Tensor, size: int, dtype: torch.dtype = torch.float32
+                ) -> torch.Tensor:
+    """[n, size] mask (in `dtype`, the gradients') of the ring slots holding each run's last `window` gradients,
+    after `count` appends (slot of append i: i mod size)."""
     slot = torch.arange(size, device=count.device)
     age = (count[:, None] - 1 - slot[None]) % size  # 0 = newest
-    return ((age < window[:, None]) & (age < count[:, None])).to(torch.float32)
+    return ((age < window[:, None]) & (age < count[:, None])).to(dtype)
 
 
 class MethodState:
@@ -134,7 +135,7 @@ class MethodState:
                 ring[torch.arange(len(idx), device=g.device), n % self.size] = g[idx]
                 self.ma.index_copy_(0, rows, ring)
                 w = self.window[runs[idx]]
-                mean = torch.einsum("nw,nwp->np", window_mask(n + 1, w, self.size).to(ring.dtype), ring) / w[:, None]
+                mean = torch.einsum("nw,nwp->np", window_mask(n + 1, w, self.size, ring.dtype), ring) / w[:, None]
                 full = (n + 1 >= w)[:, None]
                 out = out.index_copy(0, idx, torch.where(full, g[idx] + self.lamb[runs[idx]][:, None] * mean,
                                                          g[idx]))
