@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -28,21 +26,13 @@ import torch
 
 from grokscope import model as M
 from grokscope.config import preset
+from grokscope.environment import processor
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.hvp import hessian_sample, make_hvp
 from grokscope.geometry.krylov import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, estimate_llc, module_loss, per_example_loss
 from grokscope.problem import Problem
 from grokscope.progress_measures import snapshot_measures
-
-
-def cpu_model() -> str:
-    """lscpu's model name (platform.processor() when lscpu is absent)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -104,7 +94,7 @@ def main() -> None:
         devinterp = version("devinterp")
     except PackageNotFoundError:
         devinterp = None
-    meta = {"preset": args.preset, "n_params": M.count_params(params), "cpu": cpu_model(), "torch": torch.__version__,
+    meta = {"preset": args.preset, "n_params": M.count_params(params), "cpu": processor(), "torch": torch.__version__,
             "devinterp": devinterp, "threads": torch.get_num_threads(),
             "llc": f"{args.llc_chains} chains x {args.llc_draws} draws, batch {settings.batch}"}
     if args.json:

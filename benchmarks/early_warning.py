@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -456,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("score", "all"):
         res = results(args.store)
         res["cost"] = cost(args.store)
-        res["environment"] = {"processor": _processor(), "torch": torch.__version__,
-                              "python": platform.python_version()}
+        from grokscope.environment import environment
+        res["environment"] = {k: v for k, v in environment("cpu").items() if k in ("processor", "torch", "python")}
         (args.store / "results.json").write_text(json.dumps(res, indent=1, default=_json_default))
         print(markdown(res))
         c = res["cost"]
@@ -525,17 +524,6 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, (np.integer, np.floating, np.bool_)):
         return v.item()
     raise TypeError(type(v))
-
-
-def _processor() -> str:
-    """The CPU's model name (lscpu's), or the platform's description."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

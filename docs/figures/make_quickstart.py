@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import tempfile
 from pathlib import Path
 
@@ -23,19 +22,9 @@ import torch  # noqa: E402
 
 import grokscope as gs  # noqa: E402
 from grokscope.cli import main as main_cli  # noqa: E402
+from grokscope.environment import processor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def processor() -> str:
-    """The CPU's model name as lscpu / /proc/cpuinfo report it (platform.processor() as a fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
