@@ -254,7 +254,7 @@ def test_cpu_scale_keeps_the_papers_models():
 
 
     for spec in (p1.dual_spec("cpu"), p1.seeds_spec("cpu"), p1.tri_spec("cpu"),
-                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu")):
+                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu"), p2.lr_slow_spec("cpu")):
         spec_from_dict({**spec, "out": "unused"})  # every cpu sweep is a valid spec
         assert set(spec["base"]) <= {"preset", "defect_every", "defect_draws"}
         cfg = preset(spec["base"]["preset"])
@@ -360,7 +360,8 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
     lr = _lead_table([(3e-4, "add", 42, 11600, 10400), (3e-4, "sq", 42, 7300, 6200),
                       (3e-3, "add", 42, 800, 0), (3e-3, "sub", 42, 800, -100), (1e-2, "mul", 42, 200, None)])
     ctx = ClaimContext(scale="cpu", store=tmp_path)
-    ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr})
+    ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
+                      p2.lr_slow_spec("cpu")["name"]: _lead_table([])})
     row = p2.claim_lead_power_law(ctx)
     t = np.array([3100, 2500, 1900, 11600, 7300.0])
     d = np.array([1300, 600, 1000, 10400, 6200.0])
@@ -371,6 +372,27 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
     assert abs(means - want) > 0.05  # a fit over lr means would have read otherwise
     assert row.values["lead_fraction"] == pytest.approx({1e-3: np.mean(d[:3] / t[:3]), 3e-4: np.mean(d[3:] / t[3:])})
     assert "(paper 0.88)" in row.measured and "(paper 0.43)" in row.measured
+
+
+def test_lead_power_law_takes_the_cpu_scales_lr_1e4_runs(tmp_path):
+    """The cpu scale's lr-1e-4 sweep (seed 42, its own role) enters the fit beside the lr sweep; another
+    scale has no such sweep, and `--specs` may replace it."""
+    slow = p2.lr_slow_spec("cpu")
+    assert slow["grid"]["lr"] == [1e-4] and slow["grid"]["steps"] == 150000 and p2.lr_slow_spec("paper") is None
+    single = _lead_table([(1e-3, "add", 42, 3100, 1300), (1e-3, "mul", 42, 2500, 600)])
+    lr = _lead_table([(3e-4, "add", 42, 11600, 10400)])
+    ctx = ClaimContext(scale="cpu", store=tmp_path)
+    ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
+                      slow["name"]: _lead_table([(1e-4, "add", 42, 31000, 29000), (1e-4, "sq", 42, 26000, 23500)])})
+    row = p2.claim_lead_power_law(ctx)
+    assert sorted({pt["lr"] for pt in row.values["points"]}) == [1e-4, 3e-4, 1e-3]
+    t, d = np.array([3100, 2500, 11600, 31000, 26000.0]), np.array([1300, 600, 10400, 29000, 23500.0])
+    assert row.values["alpha"] == pytest.approx(np.polyfit(np.log(t), np.log(d), 1)[0], rel=1e-9)
+    mine = {"name": "my-slow", "grid": {}}
+    ctx = ClaimContext(scale="cpu", store=tmp_path, specs={"lr_slow": mine})
+    ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
+                      "my-slow": _lead_table([(1e-4, "mul", 42, 30000, 27000)])})
+    assert {(pt["lr"], pt["task"]) for pt in p2.claim_lead_power_law(ctx).values["points"]} >= {(1e-4, "mul")}
 
 
 def test_fragility_rows_score_the_scripts_wd1_runs(tmp_path):

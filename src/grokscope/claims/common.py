@@ -151,7 +151,7 @@ class ClaimContext:
     store: Path = Path("runs/claims")
     device: str = "cpu"
     progress: bool = False
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # role (dual, tri, single, lr) → spec
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # role (a paper's SWEEPS: dual, lr, ...) → spec
     cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -188,6 +188,7 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
         spec,
         {"points": pts.to_dict("records"), "alpha": fit.alpha, "alpha_se": fit.alpha_se, "r2": fit.r2,
          "lead_fraction": frac},
-        note="" if ctx.scale == "paper" else "lr 3e-5 and 1e-4 (150k–300k steps) are paper-only; α depends on "
-        "which lrs enter",
+        note={"paper": "", "cpu": "lr 3e-5 (300k steps) and lr 1e-4 beyond seed 42 are paper-only; α depends on "
+              "which lrs enter"}.get(ctx.scale, "lr 3e-5 and 1e-4 (150k–300k steps) are paper-only; α depends on "
+                                    "which lrs enter"),
     )
