@@ -55,7 +55,8 @@ from grokscope.claims.p2.sweeps import (
 )
 
 __all__ = ["GROKKING", "NEVER", "PAPER_LEAD_ALPHA", "PAPER_LEAD_1E3", "PAPER_LEAD_FRACTION", "PAPER_EXEC_RANDOM",
-           "ALPHA_TOL", "ALPHA_PARTLY", "P2_DEFECT", "single_spec", "nongrok_spec", "lr_spec", "lr_slow_spec", "claim_pc1_single",
+           "ALPHA_TOL", "ALPHA_PARTLY", "P2_DEFECT", "single_spec", "nongrok_spec", "lr_spec", "lr_slow_spec",
+           "claim_pc1_single",
            "claim_rho", "SVD_TABLE", "PHASES", "RATIO_PHASE", "control_phase", "phase_medians", "svd_ratio",
            "claim_exec_random_ratio", "claim_defect_precedes", "claim_onset_concurrent", "claim_defect_ratio",
            "claim_never_grok", "lead_fractions", "claim_lead_power_law", "scans", "claim_suppression", "SWEEPS",
