@@ -47,14 +47,17 @@ def cell(move: int | None, lead: int | None) -> str:
 
 
 def table(store: Path) -> str:
-    """The markdown table: one row per run, move step (lead over the grok step) per diagnostic."""
+    """The markdown table: one row per run and task, move step (lead over that task's grok step) per diagnostic."""
     head = ["run", "grok", "test ≥ 90 %", "memorised", *(LABELS[c] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in find_runs([store]):
-        r = run_moves(run)
-        cells = [cell(r["moves"].get(c), r["leads"].get(c)) if c in r["moves"] else "n/a" for c in COLUMNS]
-        row = [r["run"], str(r["grok"] or "never"), str(r["grok90"] or "—"), str(r["memorised"]), *cells]
-        lines.append("| " + " | ".join(row) + " |")
+        tasks = list(run.grok_steps())
+        for task in tasks if len(tasks) > 1 else [None]:  # a multi-task run: one row per task
+            r = run_moves(run, task)
+            cells = [cell(r["moves"].get(c), r["leads"].get(c)) if c in r["moves"] else "n/a" for c in COLUMNS]
+            name = r["run"] if task is None else f"{r['run']} ({task})"
+            row = [name, str(r["grok"] or "never"), str(r["grok90"] or "—"), str(r["memorised"]), *cells]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

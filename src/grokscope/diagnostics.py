@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from grokscope.geometry.onset import onset_threshold
 from grokscope.geometry.pca import expanding_pc1
@@ -65,7 +66,7 @@ def diagnostic_series(run: RunDir, task: str | None = None) -> dict[str, pd.Data
     if run.has_table(DEFECT_TABLE):
         d = run.table(DEFECT_TABLE).sort_values("step")
         out["defect"] = d[["step", "defect"]].rename(columns={"defect": "value"})
-    steps, attn = run.attention_trajectory()
+    steps, attn = run.attention_trajectory() if run.has_trajectory() else (torch.zeros(0), {})
     if attn and len(steps) >= 3:
         curves = [expanding_pc1(v)[1] for v in attn.values()]
         idx = expanding_pc1(next(iter(attn.values())))[0]
@@ -86,9 +87,13 @@ def diagnostic_series(run: RunDir, task: str | None = None) -> dict[str, pd.Data
 
 
 def run_moves(run: RunDir, task: str | None = None) -> dict[str, Any]:
-    """Grok step, memorisation step and each diagnostic's move step and lead for one run."""
+    """Grok step, memorisation step and each diagnostic's move step and lead for one run: for `task` (its grok
+    step and its progress measures) when given, else the first task to grok (and the first task's measures)."""
     series = diagnostic_series(run, task)
     grok = run.grok_steps()
+    g90_all = (run.summary().get("grok_step_90") or {}) if run.has_summary() else {}
+    if task is not None:
+        grok, g90_all = {task: grok.get(task)}, {task: g90_all.get(task)}
     first = min((g for g in grok.values() if g is not None), default=None)
     t_mem = memorised_step(run.metrics())
     moves: dict[str, int | None] = {}
@@ -100,6 +105,6 @@ def run_moves(run: RunDir, task: str | None = None) -> dict[str, Any]:
             s = series[name]
             moves[name] = move_step(s["step"].to_numpy(), s["value"].to_numpy(), direction, t_mem)
     leads = {k: (first - v if first is not None and v is not None else None) for k, v in moves.items()}
-    g90 = [g for g in (run.summary().get("grok_step_90") or {}).values() if g is not None] if run.has_summary() else []
+    g90 = [g for g in g90_all.values() if g is not None]
     return {"run": run.config().name, "grok": first, "grok90": min(g90) if g90 else None, "memorised": t_mem,
             "moves": moves, "leads": leads}
