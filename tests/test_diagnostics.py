@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import tiny_config
 
 from grokscope.diagnostics import memorised_step, move_step, run_moves
 from grokscope.store import PROGRESS_TABLE, SUMMARY, RunDir, write_json
+
+from conftest import tiny_config
 
 STEPS = np.arange(0, 1000, 100)
 
