@@ -85,9 +85,9 @@ def figure(store: Path, name: str, out: Path) -> Path:
             ax.axvline(moves["memorised"], color="0.6", ls="-.", lw=1)
         if title == "defect":
             ax.set_yscale("log")
-        if title == "LLC" and series["llc"]["value"].abs().max() > 10 * series["llc"]["value"].abs().median():
+        v = series["llc"]["value"] if title == "LLC" else None
+        if v is not None and v.abs().max() > 10 * v.abs().median():
             ax.set_yscale("symlog", linthresh=10)  # a blown-up estimate would flatten the rest of the curve
-            v = series["llc"]["value"]
             ax.set_ylim(min(0.0, float(v.min())), 2 * float(v.max()))
         ax.set_ylabel(title, fontsize=7)
         if len(keys) > 1:

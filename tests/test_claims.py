@@ -430,3 +430,18 @@ def test_lambda_min_sampling_test_is_two_standard_errors():
     assert abs(tight["z"]) > 2  # a tight spread far from the paper is told apart
     with pytest.raises(ValueError, match="at least 2"):
         p1.depth_sampling_test([-80.0], -63.0, 12.0)
+
+
+def test_optional_roles_take_the_users_spec(tmp_path):
+    """A role only the cpu scale has (nongrok, lr_slow) is None elsewhere, and `--specs` replaces it where given."""
+    from grokscope.claims.p2.sweeps import _all_single
+
+    ctx = ClaimContext(scale="paper", store=tmp_path)
+    assert ctx.optional_spec("nongrok", p2.nongrok_spec) is None
+    mine = {"name": "my-nongrok", "grid": {}}
+    ctx = ClaimContext(scale="cpu", store=tmp_path, specs={"nongrok": mine})
+    assert ctx.optional_spec("nongrok", p2.nongrok_spec) is mine
+    ctx.cache.update({p2.single_spec("cpu")["name"]: pd.DataFrame({"tasks": ["add"]}),
+                      "my-nongrok": pd.DataFrame({"tasks": ["sq_ab"]})})
+    table, _ = _all_single(ctx)
+    assert list(table.tasks) == ["add", "sq_ab"]

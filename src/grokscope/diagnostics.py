@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from grokscope.geometry.onset import onset_threshold
 from grokscope.geometry.pca import expanding_pc1
@@ -66,7 +65,7 @@ def diagnostic_series(run: RunDir, task: str | None = None) -> dict[str, pd.Data
     if run.has_table(DEFECT_TABLE):
         d = run.table(DEFECT_TABLE).sort_values("step")
         out["defect"] = d[["step", "defect"]].rename(columns={"defect": "value"})
-    steps, attn = run.attention_trajectory() if run.has_trajectory() else (torch.zeros(0), {})
+    steps, attn = run.attention_trajectory() if run.has_trajectory() else (None, {})
     if attn and len(steps) >= 3:
         curves = [expanding_pc1(v)[1] for v in attn.values()]
         idx = expanding_pc1(next(iter(attn.values())))[0]

@@ -163,6 +163,11 @@ class ClaimContext:
         """The sweep spec a claim uses for `role`: the user's override, else the scale's default."""
         return self.specs.get(role) or default(self.scale)
 
+    def optional_spec(self, role: str, default: Callable[[str], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """As `spec`, for a role only some scales have (its default returns None elsewhere): None when neither the
+        user nor the scale gives one."""
+        return self.specs.get(role) or default(self.scale)
+
     @property
     def note(self) -> str:
         return {"quick": QUICK_NOTE, "cpu": CPU_NOTE}.get(self.scale, "paper scale")

@@ -197,7 +197,7 @@ def claims_plan(paper: str, ctx: ClaimContext) -> list[ItemPlan]:
         return [_experiment(ctx, need) for need in p3.experiments(ctx.scale)]
     items, cfgs_of = [], {}
     for role, default in mod.SWEEPS:
-        spec = ctx.specs.get(role) or default(ctx.scale)
+        spec = ctx.optional_spec(role, default)
         if spec:
             item, cfgs = _sweep(ctx, role, spec)
             items.append(item)

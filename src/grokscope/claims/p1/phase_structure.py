@@ -161,7 +161,7 @@ def claim_grok_spread(ctx: ClaimContext) -> ClaimRow:
         verdict,
         "the paper's 3-seed mean inside the measured interquartile range of (add+mul)/2; partly inside "
         "its range",
-        describe_spec(spec) + " + " + describe_spec(ctx.specs.get("seeds") or seeds_spec(ctx.scale)),
+        describe_spec(spec) + " + " + describe_spec(ctx.optional_spec("seeds", seeds_spec)),
         {"add": add.tolist(), "mul": mul.tolist(), **dist},
     )
 

@@ -117,7 +117,7 @@ def tri_spec(scale: str) -> dict[str, Any]:
 
 def _optional(ctx: ClaimContext, role: str, default: Any) -> pd.DataFrame | None:
     """The table of an optional sweep role (None when this scale has none)."""
-    spec = ctx.specs.get(role) or default(ctx.scale)
+    spec = ctx.optional_spec(role, default)
     return sweep_table(ctx, spec) if spec else None
 
 

@@ -165,6 +165,11 @@ def _fractions_text(frac: dict[float, float]) -> str:
                      for lr, f in frac.items())
 
 
+# the lrs of P2's sweep a scale leaves to the paper scale
+_PAPER_ONLY_LRS = {"cpu": "lr 3e-5 (300k steps) and lr 1e-4 beyond seed 42",
+                   "quick": "lr 3e-5 and 1e-4 (150k–300k steps)"}
+
+
 def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
     """Lead time Δt ∝ t_grok^α across the lr sweep, α = 1.27 ± 0.03 (R² 0.97, n = 43)."""
     spec = ctx.spec("lr", lr_spec)
@@ -188,7 +193,6 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
         spec,
         {"points": pts.to_dict("records"), "alpha": fit.alpha, "alpha_se": fit.alpha_se, "r2": fit.r2,
          "lead_fraction": frac},
-        note={"paper": "", "cpu": "lr 3e-5 (300k steps) and lr 1e-4 beyond seed 42 are paper-only; α depends on "
-              "which lrs enter"}.get(ctx.scale, "lr 3e-5 and 1e-4 (150k–300k steps) are paper-only; α depends on "
-                                    "which lrs enter"),
+        note="" if ctx.scale == "paper" else f"{_PAPER_ONLY_LRS[ctx.scale]} are paper-only; α depends on which lrs "
+        "enter",
     )

@@ -115,7 +115,7 @@ def _all_single(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The single-task table with the cpu scale's non-grokking runs added."""
     spec = ctx.spec("single", single_spec)
     t = sweep_table(ctx, spec)
-    ng = nongrok_spec(ctx.scale)
+    ng = ctx.optional_spec("nongrok", nongrok_spec)
     if ng is not None:
         t = pd.concat([t, sweep_table(ctx, ng)], ignore_index=True)
     return t, spec
@@ -126,7 +126,7 @@ def _lr_points(ctx: ClaimContext) -> pd.DataFrame:
     (a (lr, task, seed) counts once)."""
     rows = []
     seen = set()
-    slow = ctx.specs.get("lr_slow") or lr_slow_spec(ctx.scale)
+    slow = ctx.optional_spec("lr_slow", lr_slow_spec)
     for spec in (ctx.spec("single", single_spec), ctx.spec("lr", lr_spec), *([slow] if slow else [])):
         t = sweep_table(ctx, spec)
         for r in t.to_dict("records"):
