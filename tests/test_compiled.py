@@ -93,3 +93,24 @@ def test_compile_is_on_for_long_runs_unless_told(monkeypatch):
     assert not compiled.wanted(None, 10**6) and compiled.wanted(True, 1)
     monkeypatch.setenv(compiled.ENV, "1")
     assert compiled.wanted(None, 1)
+
+
+def test_every_batch_of_a_long_process_trains_compiled(monkeypatch):
+    """A process training batch after batch (a sweep's ops, each compacting as its runs stop) compiles every
+    batch: the compiled entries of earlier batches do not use up later ones' recompile budget, after which
+    torch would run them eagerly without a word. Dynamo only (a counting backend): no C compiler needed."""
+    compiled_in: list[int] = []
+    current = [0]  # the batch training now
+
+    def counting(gm, example_inputs):
+        compiled_in.append(current[0])
+        return gm.forward
+
+    monkeypatch.setattr(compiled, "BACKEND", counting)
+    ops = ("add", "sub", "mul", "sq", "add", "sub")
+    for current[0], op in enumerate(ops):
+        cfgs = [preset("p2-single", data=dict(p=11, tasks=(op,)), model=dict(d_model=16, d_ff=32),
+                       optim=dict(batch=16), defect_every=0, steps=10 * (seed + 1), seed=seed, eval_every=10,
+                       checkpoint_every=10) for seed in range(3)]  # stops at 10, 20, 30: compacted twice
+        train(cfgs, compile=True)
+    assert sorted(set(compiled_in)) == list(range(len(ops)))

@@ -10,6 +10,7 @@ enough to repay it compile; a failure to compile falls back to eager with a one-
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from grokscope.problem import Problem
 
 ENV = "GROKSCOPE_COMPILE"  # "0" / "1" overrides the default (tests set 0: bitwise checks need eager)
 AUTO_STEPS = 10_000  # batches whose longest run has at least this many steps compile by default
+BACKEND: str | Callable = "inductor"  # torch.compile's backend (tests count compilations with their own)
 
 
 def wanted(requested: bool | None, max_steps: int) -> bool:
@@ -35,15 +37,27 @@ def wanted(requested: bool | None, max_steps: int) -> bool:
     return max_steps >= AUTO_STEPS
 
 
+def _compile(fn: Callable) -> Callable:
+    """torch.compile(fn) with recompilations of its own. Dynamo keeps compiled entries per code object, at most
+    `recompile_limit` (8), so every batch a process trains (a sweep's ops, learning rates, compacted sizes) would
+    share one budget, and batches after the first few would silently run eager. torch >= 2.13 isolates each
+    call's entries; older torch clears its in-process caches instead (later batches recompile, served by
+    inductor's disk cache)."""
+    if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
+        return torch.compile(fn, backend=BACKEND, isolate_recompiles=True)
+    torch.compiler.reset()
+    return torch.compile(fn, backend=BACKEND)
+
+
 def attend() -> Callable:
     """The attention core compiled by torch.compile (compiled lazily, at its first call)."""
-    return torch.compile(M.attend)
+    return _compile(M.attend)
 
 
 def total_loss(problem: Problem) -> Callable:
     """`problem.total_loss` compiled whole (lazily, at its first call), for `Problem.flat_grads`. The first batch
     compacted to fewer runs compiles once more, with the number of runs dynamic, so later compactions reuse it."""
-    return torch.compile(problem.total_loss)
+    return _compile(problem.total_loss)
 
 
 def notice_fallback(err: BaseException) -> None:
