@@ -72,13 +72,15 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     scan = scans(ctx.scale)[0].scan
     df, out = stored_scan(ctx, run, scan)
     per = df.groupby("value").grokked.all()
+    step = df.groupby("value").grok_step.max()  # the last task's grok step (both tasks grokked)
     delay = df.groupby("value").delay_pct.max()
     return _row(
         ctx,
         "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
         "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k); f < 10 % groks "
         "later (wd 1, seed 42)",
-        "; ".join(f"f {v:g}: " + (f"grokked ({fmt(delay[v])} %)" if g else "no grok") for v, g in per.items())
+        "; ".join(f"f {v:g}: " + (f"grokked at {fmt(float(step[v]))} ({delay[v]:+.0f} %)" if g else "no grok")
+                  for v, g in per.items())
         + f" (base {run.path.name}, budget {scan.steps or 'base run'})",
         deletion_verdict({float(v): bool(g) for v, g in per.items()}),
         "every scanned f as the paper found it (10–25 %: no grok; 50 % and < 10 %: grok); partly ≥ half",
