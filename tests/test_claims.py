@@ -215,6 +215,33 @@ def test_deletion_rule_is_the_papers_scan():
     assert deletion_scan("cpu") == scan  # the cpu scale runs P1's own scan (issue 26)
 
 
+def test_deletion_row_reads_the_scan_per_fraction(tiny_store, monkeypatch):
+    """The row scores the stored scan of the seed-42 wd-1 run (a hand-made table of P1's own result here):
+    each fraction's grok step (its last task's) and delay, and the verdict by the paper's rule."""
+    from grokscope.claims.p1 import deletion as D
+
+    store, _ = tiny_store
+    base = next(p for p in (store / "tiny-dual").iterdir() if RunDir(p).config().optim.wd == 1.0)
+    table = pd.DataFrame([{"wd": 1.0, "seed": 7, "path": "elsewhere", "grok_step.add": 9000.0,
+                           "grok_step.mul": 9000.0},
+                          {"wd": 1.0, "seed": 42, "path": str(base), "grok_step.add": 14100.0,
+                           "grok_step.mul": 14000.0}])
+    monkeypatch.setattr(D, "_dual", lambda ctx: (table, {"name": "dual"}))
+    paper = {0.01: 18000, 0.1: None, 0.15: None, 0.25: None, 0.5: 36900}
+    rows = [{"value": f, "task": task, "grok_step": None if g is None else g - 100 * (task == "add"),
+             "grokked": g is not None, "delay_pct": None if g is None else 100 * (g - 14100) / 14100}
+            for f, g in paper.items() for task in ("add", "mul")]
+    seen = []
+    monkeypatch.setattr(D, "stored_scan", lambda ctx, run, scan: seen.append(run.path) or (pd.DataFrame(rows), "x"))
+    row = D.claim_deletion(ClaimContext(scale="cpu", store=store))
+    assert seen == [base]  # seed 42, as the authors' scan
+    assert "f 0.5: grokked at 36900 (+162 %)" in row.measured and "f 0.1: no grok" in row.measured
+    assert "f 0.01: grokked at 18000" in row.measured
+    assert row.verdict == REPRODUCED
+    rows[-1]["grokked"] = rows[-2]["grokked"] = False  # 50 % no longer groks: one fraction of five is off
+    assert D.claim_deletion(ClaimContext(scale="cpu", store=store)).verdict == PARTLY
+
+
 def test_grok_distribution_and_paper_alpha():
 
     d = grok_distribution(np.array([14_000.0, 12_000, 13_000, 9_000]), np.array([13_900.0, 12_000, 13_100, 8_000]))
