@@ -402,10 +402,11 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
 
 
 def test_lead_power_law_takes_the_cpu_scales_lr_1e4_runs(tmp_path):
-    """The cpu scale's lr-1e-4 sweep (seed 42, its own role) enters the fit beside the lr sweep; another
+    """The cpu scale's lr-1e-4 sweep (three seeds, its own role) enters the fit beside the lr sweep; another
     scale has no such sweep, and `--specs` may replace it."""
     slow = p2.lr_slow_spec("cpu")
     assert slow["grid"]["lr"] == [1e-4] and slow["grid"]["steps"] == 150000 and p2.lr_slow_spec("paper") is None
+    assert slow["grid"]["seeds"] == [42, 137, 2024]  # the slowest lr of the fit on the paper's three seeds
     single = _lead_table([(1e-3, "add", 42, 3100, 1300), (1e-3, "mul", 42, 2500, 600)])
     lr = _lead_table([(3e-4, "add", 42, 11600, 10400)])
     ctx = ClaimContext(scale="cpu", store=tmp_path)
