@@ -166,8 +166,7 @@ def _fractions_text(frac: dict[float, float]) -> str:
 
 
 # the lrs of P2's sweep a scale leaves to the paper scale
-_PAPER_ONLY_LRS = {"cpu": "lr 3e-5 (300k steps) is",
-                   "quick": "lr 3e-5 and 1e-4 (150k–300k steps) are"}
+_PAPER_ONLY_LRS = {"cpu": "lr 3e-5 (300k steps)", "quick": "lr 3e-5 and 1e-4 (150k–300k steps)"}
 
 
 def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
@@ -193,6 +192,6 @@ def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:
         spec,
         {"points": pts.to_dict("records"), "alpha": fit.alpha, "alpha_se": fit.alpha_se, "r2": fit.r2,
          "lead_fraction": frac},
-        note="" if ctx.scale == "paper" else f"{_PAPER_ONLY_LRS[ctx.scale]} paper-only; α depends on which lrs "
+        note="" if ctx.scale == "paper" else f"paper-only: {_PAPER_ONLY_LRS[ctx.scale]}; α depends on which lrs "
         "enter",
     )
