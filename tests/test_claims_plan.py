@@ -107,6 +107,10 @@ def test_plan_reads_each_runs_state_and_writes_nothing(store, capsys):
     assert main(["claims", "p1", "--store", str(root), "--specs", str(specs), "--plan"]) == 0
     out = capsys.readouterr().out
     assert cfgs[1.0, 7].name in out and "partial" in out and "run-steps" in out
+    # --only does not narrow a plan, and the user is told so rather than shown more than they asked for unawares
+    assert main(["claims", "p1", "--store", str(root), "--specs", str(specs), "--plan", "--only", "deletion"]) == 0
+    got = capsys.readouterr()
+    assert cfgs[1.0, 7].name in got.out and "--only deletion is not applied" in got.err
     assert _files(root) == before
 
 

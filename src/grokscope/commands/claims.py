@@ -4,6 +4,7 @@ print claim, paper value, measured value, verdict, tolerance and the exact confi
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--plan", action="store_true",
-        help="train nothing: list every run, scan and experiment the scale needs, the last step stored vs its "
-        "budget, and the run-steps left (upper bounds) with the rate measured so far; the store must exist",
+        help="train nothing: list every run, scan and experiment the scale needs (all of them: --only does not "
+        "narrow it), the last step stored vs its budget, and the run-steps left (upper bounds) with the rate "
+        "measured so far; the store must exist",
     )
     p.add_argument("--progress", action="store_true",
                    help="no effect, kept for old scripts: progress is on stderr unless --json")
@@ -78,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     if args.plan:
         store = not_a_run(args.store or default_store(scale), "--store")
+        if args.only:
+            print(f"grokscope: --plan lists everything the {scale} scale needs; --only {args.only} is not applied",
+                  file=sys.stderr)
         return _plan(paper, scale, store, _specs(args.specs), args.json)
     store = check_store(args.store or default_store(scale), "--store")
     ctx = ClaimContext(
