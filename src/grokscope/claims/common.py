@@ -159,14 +159,17 @@ class ClaimContext:
             raise ConfigError(f"unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
         self.store = Path(self.store)
 
-    def spec(self, role: str, default: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-        """The sweep spec a claim uses for `role`: the user's override, else the scale's default."""
+    def optional_spec(self, role: str, default: Callable[[str], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The sweep spec a claim uses for `role`: the user's override, else the scale's default (None for a role
+        only some scales have, when neither gives one)."""
         return self.specs.get(role) or default(self.scale)
 
-    def optional_spec(self, role: str, default: Callable[[str], dict[str, Any] | None]) -> dict[str, Any] | None:
-        """As `spec`, for a role only some scales have (its default returns None elsewhere): None when neither the
-        user nor the scale gives one."""
-        return self.specs.get(role) or default(self.scale)
+    def spec(self, role: str, default: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+        """As `optional_spec`, for a role every scale has."""
+        spec = self.optional_spec(role, default)
+        if spec is None:
+            raise ConfigError(f"no sweep for role {role!r} at the {self.scale} scale")
+        return spec
 
     @property
     def note(self) -> str:
