@@ -415,6 +415,15 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def diverged_step(summary: dict[str, Any]) -> int | None:
+    """The step a diverged run was flagged at (a monitored run's `diverged_step`, else the trainer's stop step), None
+    for a run that did not diverge."""
+    if not summary.get("diverged"):
+        return None
+    step = summary.get("diverged_step")
+    return step if step is not None else summary.get("steps_trained")
+
+
 def load_summaries(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Per-run summaries (config, grok steps, final accuracies) of runs below `paths`."""
     return [r.summary() for r in find_runs(paths) if r.file(SUMMARY).exists()]

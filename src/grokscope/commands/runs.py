@@ -18,7 +18,7 @@ from grokscope.monitor.detector import MULTI_DETECTORS
 from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
-from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, find_runs
+from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, diverged_step, find_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +110,8 @@ def show_run(args: argparse.Namespace) -> int:
                   f"final train {fmt(acc.get('train'), '.3f')} test {fmt(acc.get('test'), '.3f')}")
     con.print(f"  steps trained {fmt(s.get('steps_trained'))}, finished {s.get('finished')}, "
               f"wall {fmt(s.get('wall_time'), '.1f')} s; files: {', '.join(files)}")
+    if (step := diverged_step(s)) is not None:
+        con.print(f"  DIVERGED at step {step} (a non-finite loss, weight or gradient)")
     return 0
 
 

@@ -11,7 +11,7 @@ from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.onset import defect_timing, onset_envelope, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout
 from grokscope.problem import Problem
-from grokscope.store import DEFECT_TABLE, RunDir
+from grokscope.store import DEFECT_TABLE, RunDir, diverged_step
 
 
 def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, float | None]:
@@ -64,8 +64,11 @@ def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[s
     what a run too short or diverged lacks for a quantity."""
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
     missing: list[str] = []
-    if run.has_summary() and run.summary().get("diverged"):
-        missing.append(f"the run diverged at step {run.summary().get('steps_trained')}: its weights are "
+    diverged = diverged_step(run.summary()) if run.has_summary() else None
+    if diverged is not None and run.config().model.kind == EXTERNAL:  # the monitor stopped recording there
+        missing.append(f"the run diverged at step {diverged}: the monitor's records stop there")
+    elif diverged is not None:
+        missing.append(f"the run diverged at step {diverged}: its weights are "
                        "not finite, so PC1%, ρ and the defect onset are undefined")
         out.update({"defect_final_step": None, "defect_final": None, "rho": None, "rho_random": None,
                     "proj_ratio": None})

@@ -52,7 +52,7 @@ class GrokscopeCallback(L.Callback):
             batches = loader_batches(trainer.train_dataloader, self.batch_size, self.seed, pl_module.device)
         self.monitor = start_monitor(
             pl_module, self.loss_fn or module_loss(pl_module), batches, self.out,
-            optimizer=trainer.optimizers[0] if trainer.optimizers else None, seed=self.seed,
+            optimizer=trainer.optimizers[0] if len(trainer.optimizers) == 1 else None, seed=self.seed,
             start_step=trainer.global_step, steps=max(trainer.max_steps, 0), watch=self.watch,
             on_warning=self.on_warning, settings=self.settings)
 

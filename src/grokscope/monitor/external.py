@@ -3,11 +3,16 @@ store's OptimConfig."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 import torch
 
 from grokscope.config import OptimConfig
+from grokscope.errors import ConfigError
 
-__all__ = ["KINDS", "SPLITS", "optim_config", "parse_metric"]
+__all__ = ["KINDS", "SPLITS", "metric_values", "optim_config", "parse_metric"]
 
 SPLITS = {"train": "train", "test": "test", "val": "test", "valid": "test"}
 KINDS = ("loss", "acc")
@@ -21,6 +26,27 @@ def parse_metric(key: str, default_task: str) -> tuple[str, str, str] | None:
     if split in SPLITS and kind in KINDS:
         return task or default_task, SPLITS[split], kind
     return None
+
+
+def metric_values(metrics: Any) -> dict[str, float]:
+    """`metrics` as {name: float}, all checked before any is recorded: a one-line ConfigError naming the key whose
+    value is not one number (numbers, numpy scalars and one-element tensors are)."""
+    if not isinstance(metrics, Mapping):
+        raise ConfigError(f"metrics: expected a dict of name -> number, got a {type(metrics).__name__}")
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"metrics: key {key!r} is not a string (names look like 'train_loss', 'test_acc')")
+        if isinstance(value, torch.Tensor | np.ndarray) and int(np.prod(value.shape)) != 1:
+            raise ConfigError(f"metrics[{key!r}] is an array of shape {list(value.shape)}, not one number")
+        try:
+            if isinstance(value, str | bytes):
+                raise TypeError
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metrics[{key!r}] = {repr(value)[:40]} is not a number (a {type(value).__name__})"
+                              ) from None
+    return out
 
 
 def optim_config(optimizer: torch.optim.Optimizer | None, batch: int | None) -> OptimConfig:

@@ -165,11 +165,11 @@ class Target:
     def loss(self, params: Params, batch: Any) -> torch.Tensor:
         """The user's loss of `batch` = (inputs..., target) under `params`."""
         *inputs, target = batch
-        if self.module is not None:
-            out = self._call_module(params, tuple(inputs))
-        else:
-            out = self.forward(params, *inputs)
-        return self.loss_fn(out, target)
+        return self.loss_fn(self.outputs(params, tuple(inputs)), target)
+
+    def outputs(self, params: Params, inputs: tuple[Any, ...]) -> Any:
+        """The model's outputs on `inputs` under `params`."""
+        return self._call_module(params, inputs) if self.module is not None else self.forward(params, *inputs)
 
     def _call_module(self, params: Params, inputs: tuple[Any, ...]) -> Any:
         """The module's outputs under `params` (flat-layout names) with copies of its buffers."""

@@ -15,12 +15,16 @@ hessian.parquet, summary.json) plus monitor.json and warnings.parquet, so `groks
 random stream: parameters are read as copies, buffers are copied, and every generator is restored. Every
 evaluation of the model runs inside `Target.measuring`, which checks afterwards that the model still holds the
 very tensors it held (else restores them and raises `ModelChangedError`); integrations that wrap the monitor
-measure through `defects_at` / `lambda_min_at` and inherit that guard.
+measure through `defects_at` / `lambda_min_at` and inherit that guard. A run whose logged loss, parameters or
+gradients turn non-finite is flagged `diverged` once (`monitor/divergence.py`) and measured no further; what the
+user passed is checked at construction (`monitor/checks.py`).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -38,8 +42,10 @@ from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
 from grokscope.monitor.batches import make_source
+from grokscope.monitor.checks import check_optimizer, probe
 from grokscope.monitor.detector import Detector, MultiSignalDetector
-from grokscope.monitor.external import optim_config, parse_metric
+from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch
+from grokscope.monitor.external import metric_values, optim_config, parse_metric
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.groups import Groups
 from grokscope.monitor.rng import preserved_rng
@@ -75,7 +81,8 @@ class Monitor:
                  batch_size: int | None = None, seed: int = 0, steps: int = 0, start_step: int = 0,
                  overwrite: bool = False, on_warning: Callable[[WarningEvent], None] | None = None,
                  detector: Detector | None = None, tensorboard: bool | str = False,
-                 config: MonitorConfig | None = None, **settings: Any) -> None:
+                 config: MonitorConfig | None = None,
+                 on_divergence: Callable[[DivergenceEvent], None] | None = None, **settings: Any) -> None:
         t0 = time.perf_counter()
         try:
             self.cfg = MonitorConfig(**{**(config.to_dict() if config else {}), **settings})
@@ -86,6 +93,9 @@ class Monitor:
         self.target = Target(model, loss_fn, forward)
         self.source = make_source(batches, batch_size, seed)
         self.watched = self.target.select(list(watch) if watch is not None else None)
+        check_optimizer(optimizer, self.target)  # mistakes in what was passed fail here, before anything is written
+        with preserved_rng(), self.target.measuring(self.cfg.eval_mode), torch.no_grad():
+            probe(self.target, self.source.draw(int(start_step), 1, self.cfg.defect_batch))
         self.tasks = tuple(tasks)
         self.run = RunDir(out)
         if tensorboard:
@@ -103,6 +113,7 @@ class Monitor:
         self.seed = int(seed)
         self.detector = detector if detector is not None else (MultiSignalDetector() if self.cfg.warn else None)
         self.on_warning = on_warning
+        self.divergence, self.on_divergence = DivergenceWatch(), on_divergence
         self.events: list[WarningEvent] = []
         self.rows: list[dict[str, Any]] = []
         self.scalars: list[dict[str, Any]] = []
@@ -200,22 +211,42 @@ class Monitor:
         self._changes += 1
         if metrics:
             self._log_metrics(step, metrics)
+        due = self._measurable(step, due)
         if "watch" in due:
             self._record_watch(step)
         if "snapshot" in due:
             self._record_snapshot(step)
         event = self._measure_defect(step) if "defect" in due else None
-        if "hessian" in due:
+        if "hessian" in due and not self.divergence.diverged:
             self._measure_hessian(step)
-        if "llc" in due:
+        if "llc" in due and not self.divergence.diverged:
             self.llc_rows.append(self.llc_at(step))
         return event
+
+    def _measurable(self, step: int, due: set[str]) -> set[str]:
+        """`due`, or nothing once the run diverged (checked on the parameters first: a NaN model measures nothing)."""
+        if due and not self.divergence.diverged:
+            self._diverge(self.divergence.parameters(step, self.target.live))
+        return set() if self.divergence.diverged else due
+
+    def _diverge(self, event: DivergenceEvent | None) -> bool:
+        """Say once that the run diverged (stderr, TensorBoard, the store, then `on_divergence`); False if no event."""
+        if event is None:
+            return False
+        if self.cfg.verbose:
+            print(event.message(), file=sys.stderr, flush=True)
+        if self._tb is not None:
+            self._tb.add_text("divergence", event.message(), event.step)
+        self.flush()
+        if self.on_divergence is not None:
+            self.on_divergence(event)
+        return True
 
     def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self._changes += 1
         groups: dict[tuple[str, str], dict[str, float]] = {}
+        metrics = metric_values(metrics)
         for key, value in metrics.items():
-            value = float(value)
             parsed = parse_metric(key, self.tasks[0])
             if parsed is None:
                 self.scalars.append({"run": self.run_cfg.name, "step": step, "name": key, "value": value})
@@ -235,6 +266,8 @@ class Monitor:
                 self.final_acc.setdefault(task, {})[split] = vals["acc"]
                 if split == "test":
                     self._update_grok(task, step, vals["acc"])
+        self._diverge(self.divergence.losses(step, metrics, self.tasks[0])
+                      or self.divergence.value(step, "the weight norm", norm))
 
     def _update_grok(self, task: str, step: int, acc: float) -> None:
         """The trainer's grok rule (`train.update_grok`) on this task's logged test accuracy."""
@@ -285,24 +318,29 @@ class Monitor:
         `step` (as `geometry.commutator`), by `defect_from_grad_fn`."""
         return self._defect_draws(step)[0]
 
-    def _defect_draws(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(D [K], per group ‖δ_g‖²/‖δ‖² [K]) of the K draws at `step`."""
+    def _defect_draws(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
+        """(D [K], per group ‖δ_g‖²/‖δ‖² [K], whether every δ is finite) of the K draws at `step`."""
         theta = self.target.theta()[None]
-        out, shares = [], []
+        out, shares, finite = [], [], []
         with self.target.measuring(self.cfg.eval_mode):
             for k in range(self.cfg.draws):
                 a = self.source.draw(step, 2 * k + 1, self.cfg.defect_batch)
                 b = self.source.draw(step, 2 * k + 2, self.cfg.defect_batch)
                 D, delta = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
                 out.append(D[0].detach())
+                finite.append(torch.isfinite(delta).all())
                 if self.cfg.defect_groups:
                     total = delta.detach().pow(2).sum()
                     shares.append({g: float(v[0] / total) for g, v in self.groups.square_norms(delta.detach()).items()})
         per_group = {g: torch.tensor([s[g] for s in shares], dtype=torch.float64) for g in shares[0]} if shares else {}
-        return torch.stack(out).cpu(), per_group
+        return torch.stack(out).cpu(), per_group, bool(torch.stack(finite).all())
 
     def _measure_defect(self, step: int) -> WarningEvent | None:
-        D, shares = self._defect_draws(step)
+        D, shares, finite = self._defect_draws(step)
+        if not finite:  # the loss's gradients on the monitor's batches are not finite: not a defect, a divergence
+            bad = D[~torch.isfinite(D)]
+            self._diverge(self.divergence.value(step, "the gradient (defect)", float(bad[0]) if len(bad) else math.nan))
+            return None
         median = float(D.median())  # the lower median for even K, as commutator_defect
         self.defect_rows.append({"run": self.run_cfg.name, "step": step, "defect": median,
                                  "defect_draws": [float(d) for d in D]})
@@ -396,6 +434,8 @@ class Monitor:
 
     def _measure_hessian(self, step: int) -> None:
         row = self.lambda_min_at(step)
+        if self._diverge(self.divergence.value(step, "the loss on the Hessian sample", row["loss_value"])):
+            return
         self.hessian_rows.append(row)
         for group in self.cfg.hessian_groups:
             self.hessian_group_rows.append(self.group_lambda_min_at(step, group))
@@ -411,9 +451,10 @@ class Monitor:
             "name": self.run_cfg.name, "config": self.config().to_dict(),
             "grok_step": self.grok_step("grok"), "grok_step_90": self.grok_step("grok90"),
             "final_acc": self.final_acc, "steps_trained": self.last_step, "finished": self.closed,
-            "diverged": False, "wall_time": round(wall, 3),
+            "diverged": self.divergence.diverged, "diverged_step": self.divergence.step, "wall_time": round(wall, 3),
             "monitor": {"seconds": round(self.spent, 3), "overhead": round(self.overhead(), 4),
-                        "warnings": [e.to_row() for e in self.events]},
+                        "warnings": [e.to_row() for e in self.events],
+                        "divergence": self.divergence.event.to_dict() if self.divergence.event else None},
         }
 
     def overhead(self) -> float:

@@ -38,6 +38,7 @@ from grokscope.store import (
     RECONSTRUCTION_TABLE,
     TANGENT_TABLE,
     RunDir,
+    diverged_step,
     find_runs,
     read_json,
 )
@@ -288,8 +289,12 @@ def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: 
             "onset": onset.get(r.name),
             "rho": num(s.get("rho")),
             "k_star": num(ks.get(r.name)),
+            "diverged": None if (at := diverged_step(r.summary)) is None else f"at step {at}",
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) and table["diverged"].isna().all():
+        table = table.drop(columns="diverged")  # the column only when a run diverged
+    return table
 
 
 @dataclass
