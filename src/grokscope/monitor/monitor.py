@@ -44,7 +44,7 @@ from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.checks import check_optimizer, probe
 from grokscope.monitor.detector import Detector, MultiSignalDetector
-from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch
+from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch, all_finite
 from grokscope.monitor.external import metric_values, optim_config, parse_metric
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.groups import Groups
@@ -321,19 +321,19 @@ class Monitor:
     def _defect_draws(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         """(D [K], per group ‖δ_g‖²/‖δ‖² [K], whether every δ is finite) of the K draws at `step`."""
         theta = self.target.theta()[None]
-        out, shares, finite = [], [], []
+        out, shares, finite = [], [], True
         with self.target.measuring(self.cfg.eval_mode):
             for k in range(self.cfg.draws):
                 a = self.source.draw(step, 2 * k + 1, self.cfg.defect_batch)
                 b = self.source.draw(step, 2 * k + 2, self.cfg.defect_batch)
                 D, delta = defect_from_grad_fn(self.target.grad_fn(a), self.target.grad_fn(b), theta, self.cfg.eta)
                 out.append(D[0].detach())
-                finite.append(torch.isfinite(delta).all())
+                finite = finite and all_finite([delta])
                 if self.cfg.defect_groups:
                     total = delta.detach().pow(2).sum()
                     shares.append({g: float(v[0] / total) for g, v in self.groups.square_norms(delta.detach()).items()})
         per_group = {g: torch.tensor([s[g] for s in shares], dtype=torch.float64) for g in shares[0]} if shares else {}
-        return torch.stack(out).cpu(), per_group, bool(torch.stack(finite).all())
+        return torch.stack(out).cpu(), per_group, finite
 
     def _measure_defect(self, step: int) -> WarningEvent | None:
         D, shares, finite = self._defect_draws(step)
