@@ -15,6 +15,7 @@ from torch import nn
 
 from grokscope.cli import main as cli
 from grokscope.errors import ConfigError, StoreError
+from grokscope.geometry.summary import geometry_summary
 from grokscope.monitor import Monitor
 from grokscope.report.gather import load_run, runs_overview
 from grokscope.store import RunDir
@@ -181,6 +182,9 @@ def test_a_run_that_turns_nan_is_flagged_once_and_keeps_what_came_before(tmp_pat
     keep = steps_ref < first
     assert torch.equal(steps, steps_ref[keep]) and all(torch.equal(attn[n], attn_ref[n][keep]) for n in attn_ref)
     assert all(torch.isfinite(v).all() for v in attn.values())
+    geo = geometry_summary(run)  # PCA still reads the records before the divergence
+    assert geo["pc1_mean"] is not None and geo["missing"] == [f"the run diverged at step {first}: the monitor's "
+                                                              "records stop there"]
 
     overview = runs_overview([load_run(run), load_run(ref)], {}, {}, pd.DataFrame())
     flagged = overview.set_index("run")["diverged"]
