@@ -152,7 +152,7 @@ def _normal(obj: Any) -> Any:
 
 
 def check_same(mon: Monitor) -> None:
-    """The record at `mon.run` was written for a model with the same parameters (names, order, shapes), the same
+    """The record at `mon.run` was written for a model with the same parameters (names and shapes), the same
     watched tensors, settings and seed; else a StoreError naming the first difference."""
     run, where = mon.run, f"out={str(mon.run.path)!r}"
     old, new = read_json(run.file(MONITOR)), _normal(mon.description())
@@ -166,9 +166,6 @@ def check_same(mon: Monitor) -> None:
         if have[n] != want[n]:
             raise StoreError(f"{where} holds a record of another model: {n!r} has shape {tuple(have[n])} there and "
                              f"{tuple(want[n])} here; pass overwrite=True to replace it, or choose another folder")
-    if list(have) != list(want):
-        raise StoreError(f"{where} holds a record of a model with the same parameters in another order; pass "
-                         "overwrite=True to replace it, or choose another folder")
     was = {**old.get("settings", {}), "watch": old.get("watch"), "seed": run.config().seed}
     now = {**new["settings"], "watch": new["watch"], "seed": mon.seed}
     for k in sorted(set(was) | set(now)):
