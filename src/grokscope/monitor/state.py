@@ -141,6 +141,8 @@ def continue_record(mon: Monitor, rec: Record, start: int) -> None:
     for attr, name in {**TABLES, "events": WARNINGS_TABLE}.items():
         if not getattr(mon, attr):
             mon.run.file(f"{name}.parquet").unlink(missing_ok=True)
+    for tmp in mon.run.path.glob(".*.tmp"):  # a killed writer's temporary file: never read, now removed
+        tmp.unlink(missing_ok=True)
     if rec.step is not None and rec.step > start and mon.cfg.verbose:
         print(f"grokscope: continuing the record at {mon.run.path} from step {start} (dropped what steps "
               f"{start + 1}–{rec.step} had written after that checkpoint)", file=sys.stderr, flush=True)
@@ -197,6 +199,7 @@ def restore(mon: Monitor, upto: int) -> None:
     """Everything `mon` keeps, as it was after step `upto`: the stored rows and trajectory records up to it, the
     thinning strides, and by replay the tasks, last accuracies, grok rule, detector and its events."""
     run = mon.run
+    mon.run_cfg = replace(mon.run_cfg, optim=run.config().optim)  # as the record began (a scheduler moved the lr since)
     for attr, name in TABLES.items():
         setattr(mon, attr, read_rows(run, name, upto))
     t, meta = read_tensors(run.file(TRAJECTORY))
