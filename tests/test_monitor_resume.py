@@ -119,3 +119,49 @@ def test_e_a_record_started_mid_run_cannot_be_resumed_before_its_start(tmp_path)
         Loop(tmp_path / "run", start=4, ckpt=ckpt)
     Loop(tmp_path / "run", start=12, ckpt=ckpt).run(14).mon.close()
     assert RunDir(tmp_path / "run").metrics().step.min() == 8
+
+
+class Died(BaseException):
+    """The process ended in the middle of a write of the store."""
+
+
+def test_a_process_that_died_inside_a_write_of_the_store_resumes_to_the_same_record(tmp_path, monkeypatch):
+    """The store's write at step 14 (after the thinning at 12) stops after each of its files in turn; resuming from
+    the checkpoint at 10 each time ends with the uninterrupted record, as does a resume that itself stops while
+    cutting the store back."""
+    from grokscope import store
+
+    ref = Loop(tmp_path / "ref" / "run").run(16)
+    ref.mon.close()
+    real, count = store.atomic_write, {"n": 0, "at": None}
+
+    def dying(path, write):
+        count["n"] += 1
+        if count["at"] is not None and count["n"] >= count["at"]:
+            raise Died(path.name)
+        real(path, write)
+
+    monkeypatch.setattr(store, "atomic_write", dying)
+    k, files = 0, set()
+    while True:
+        k += 1
+        out = tmp_path / f"k{k}" / "run"
+        loop = Loop(out).run(CHECKPOINT)
+        ckpt = loop.checkpoint()
+        loop.run(13)
+        count.update(n=0, at=k)
+        try:
+            loop.run(14)
+        except Died as e:
+            files.add(e.args[0])
+        else:
+            break  # the write had fewer than k files: every position was hit
+        count["at"] = None
+        if k == 3:  # the resume itself stops after cutting the state file back and one more file
+            count.update(n=0, at=3)
+            with pytest.raises(Died):
+                Loop(out, start=CHECKPOINT, ckpt=ckpt)
+            count["at"] = None
+        Loop(out, start=CHECKPOINT, ckpt=ckpt).run(16).mon.close()
+        assert_same_record(tmp_path / "ref" / "run", out)
+    assert {"trajectory.safetensors", "metrics.parquet", "monitor_state.json"} <= files and k > 10
