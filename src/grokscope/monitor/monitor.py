@@ -50,7 +50,7 @@ from grokscope.monitor.state import (
     check_state,
     continue_record,
     open_record,
-    state_dict,
+    state_of,
     write_record,
     write_state,
 )
@@ -76,7 +76,8 @@ from grokscope.train import GrokState, update_grok
 
 
 class Monitor:
-    """Records grokscope's measurements of a user's model into a run directory (see the module doc)."""
+    """Records grokscope's measurements of a user's model into a run directory (see the module doc). Given the
+    `start_step` of a checkpoint and an `out` that holds its record, it continues that record (`state_dict`)."""
 
     def __init__(self, model: nn.Module | Params, loss_fn: LossFn, batches: Any, out: str | Path, *,
                  watch: list[str] | None = None, forward: Forward | None = None,
@@ -485,7 +486,7 @@ class Monitor:
         with preserved_rng():
             self.flush()
         self.spent += time.perf_counter() - t0
-        return state_dict(self)
+        return state_of(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Check that a checkpoint's `state_dict()` is of the record this monitor continues, at the step it continues

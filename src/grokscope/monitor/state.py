@@ -263,7 +263,7 @@ def write_state(mon: Monitor) -> None:
     write_record(mon.run, mon.record)
 
 
-def state_dict(mon: Monitor) -> dict[str, Any]:
+def state_of(mon: Monitor) -> dict[str, Any]:
     """What a checkpoint keeps of the monitor (after `mon` wrote its store in full): the folder, record id, step."""
     return {"out": str(mon.run.path), "record": mon.record.id, "step": mon.last_step}
 
