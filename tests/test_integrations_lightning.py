@@ -117,13 +117,15 @@ class Steady(Tiny):
 
 
 class Crash(L.Callback):
-    """The fit dies at step `at`, after the monitor recorded it."""
+    """The process dies at step `at`, after the monitor recorded it: nothing more is written (the callback's own
+    `on_exception`, which would write the store once more, is left nothing to write with)."""
 
-    def __init__(self, at: int) -> None:
-        self.at = at
+    def __init__(self, at: int, callback: GrokscopeCallback) -> None:
+        self.at, self.callback = at, callback
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.at:
+            self.callback.monitor = None
             raise RuntimeError("killed")
 
 
@@ -147,10 +149,11 @@ SETTINGS = dict(defect_every=3, draws=2, watch_every=2, hessian_every=6, hessian
 
 def test_fit_resumed_with_ckpt_path_continues_the_record(tmp_path, capsys):
     ref = _saving_fit(tmp_path / "ref-ckpts", 18, [GrokscopeCallback(tmp_path / "ref" / "lit", **SETTINGS)])
+    dying = GrokscopeCallback(tmp_path / "got" / "lit", **SETTINGS)
     with pytest.raises(RuntimeError, match="killed"):
-        _saving_fit(tmp_path / "ckpts", 18, [GrokscopeCallback(tmp_path / "got" / "lit", **SETTINGS), Crash(9)])
+        _saving_fit(tmp_path / "ckpts", 18, [dying, Crash(9, dying)])
     got = RunDir(tmp_path / "got" / "lit")
-    assert got.table("defect").step.max() == 9  # the record went on past the checkpoint at step 6
+    assert got.attention_trajectory()[0].max() == 8  # the store went on past the checkpoint at step 6 (written at 8)
     kept = torch.load(tmp_path / "ckpts" / "step=6.ckpt", weights_only=True)["callbacks"]
     state = next(v for k, v in kept.items() if k.startswith("GrokscopeCallback"))
     assert state["step"] == 6 and state["out"] == str(got.path)  # the monitor's state_dict, in the checkpoint

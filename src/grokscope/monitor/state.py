@@ -89,7 +89,7 @@ def open_record(run: RunDir, start: int, overwrite: bool) -> Record | None:
     """The record at `run` to continue from step `start`, or None to start a new one (the folder then exists and is
     empty). Refuses, naming the values, a folder that is not a run, a run the monitor cannot continue, a `start`
     before the record's first step or after the last step written in full (a gap), and a new start at the first
-    step of a record that went further (`RecordExistsError`). Writes nothing but an `overwrite` removal."""
+    step of a record that went further (`RecordExistsError`). Writes nothing but the removal of a record it replaces."""
     p, where = run.path, f"out={str(run.path)!r}"
     if p.exists() and not p.is_dir():
         raise StoreError(f"{where} exists and is not a folder")
@@ -124,8 +124,9 @@ def open_record(run: RunDir, start: int, overwrite: bool) -> Record | None:
         held = "nothing written in full" if rec.step is None else f"the record up to step {rec.step} only"
         last = rec.first if rec.step is None else rec.step
         raise StoreError(f"{where} holds {held}, but start_step={start}: steps {last + 1}–{start} were never written "
-                         f"(the process stopped before the monitor's next write); resume from a checkpoint at step "
-                         f"{last} or earlier, and save mon.state_dict() with every checkpoint so the record keeps up")
+                         f"(the process stopped before the monitor's next write): resume from a checkpoint at step "
+                         f"{last} or earlier (and keep mon.state_dict() in every checkpoint so the record keeps up), "
+                         f"or pass overwrite=True to start a new record at step {start}")
     return rec
 
 
