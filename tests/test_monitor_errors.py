@@ -259,3 +259,19 @@ def test_the_lightning_callback_forwards_the_divergence(tmp_path):
     run = RunDir(tmp_path / "lit")
     assert run.summary()["diverged"] and run.summary()["diverged_step"] == 6
     assert list(run.table("defect").step) == [0, 3] and run.attention_trajectory()[0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_record_resumed_after_its_divergence_stays_diverged(tmp_path):
+    events: list = []
+    mon = _monitor(tmp_path / "r", defect_every=2, on_divergence=events.append, verbose=False)
+    mon.step(2, metrics={"train_loss": 0.5})
+    mon.step(4, metrics={"train_loss": float("nan")})
+    mon.step(6)
+    state = mon.state_dict()  # the user's checkpoint at step 6, after the divergence at step 4
+    again = _monitor(tmp_path / "r", defect_every=2, on_divergence=events.append, verbose=False, start_step=6)
+    again.load_state_dict(state)
+    assert again.divergence.step == 4 and [e.step for e in events] == [4]
+    again.step(8)
+    again.close()
+    assert [r["step"] for r in again.defect_rows] == [0, 2]  # measured no further after the resume either
+    assert RunDir(tmp_path / "r").summary()["diverged_step"] == 4

@@ -13,6 +13,11 @@ class StoreError(GrokscopeError):
     """A run directory or file that cannot be used: corrupt, truncated, or holding another config."""
 
 
+class RecordExistsError(StoreError):
+    """A monitor asked to start a new record in a folder that already holds one (continue it from a checkpoint's
+    step with `start_step`, or replace it with `overwrite=True`); framework callbacks say so and train on."""
+
+
 class TooLittleData(StoreError, ValueError):
     """A run holds too little for an analysis (a 1-step run has one snapshot, PCA needs two); the message says
     what is missing, and callers that summarise several analyses report it and carry on."""

@@ -54,6 +54,8 @@ SCAN_STATE = "scan.json"  # the scan being trained there and its base run (writt
 SCAN_BASIS = "basis.safetensors"  # the projection basis it uses, computed once from the base run
 SCAN_RUNS = "runs"  # one run folder per scanned value, with checkpoints: a killed scan resumes from them
 MONITOR = "monitor.json"  # grokscope.Monitor's settings and the user's model description
+MONITOR_STATE = "monitor_state.json"  # the monitor's record id and the last step written in full (resuming)
+DETECTOR_TABLE = "detector_inputs"  # the monitor's early-warning detector's inputs per defect measurement
 WARNINGS_TABLE = "warnings"  # the monitor's early-warning events
 SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, value)
 DEFECT_GROUPS_TABLE = "defect_groups"  # the monitor's defect per parameter group (layer)
@@ -335,10 +337,11 @@ class RunDir:
         keys = list(dict.fromkeys(k for t in parts for k in t))
         return {k: torch.cat([t[k] for t in parts if k in t]) for k in keys}, {}
 
-    def write_trajectory(self, tensors: dict[str, torch.Tensor]) -> None:
+    def write_trajectory(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
         """Write the whole trajectory (keys as `trajectory` returns them) as one file, replacing it: for a
-        recorder that thins its records (grokscope.Monitor), so it cannot append segments."""
-        write_tensors(self.file(TRAJECTORY), tensors)
+        recorder that thins its records (grokscope.Monitor), so it cannot append segments. `meta` goes into the
+        file's header (the monitor's thinning strides, read back when it resumes)."""
+        write_tensors(self.file(TRAJECTORY), tensors, meta)
 
     def attention_trajectory(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(steps [T], {param name: [T, ...]}) of the attention matrices."""

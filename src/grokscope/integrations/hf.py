@@ -7,6 +7,11 @@ when the batch holds labels; or `loss_fn(outputs, batch)`); the monitor's miniba
 training loader's dataset and data collator. Measurements fall on optimiser steps (`state.global_step`);
 the Trainer's logs are recorded (`loss` as `train_loss`, `eval_loss` / `eval_accuracy` as the held-out split,
 the rest as scalars).
+
+Resuming: `Trainer.train(resume_from_checkpoint=...)` continues the record from the checkpoint's step. At a step
+where the Trainer will save a checkpoint, the callback writes the monitor's store in full once that step's logs and
+evaluation are in (before the checkpoint is written), and `on_save` keeps the monitor's `state_dict` in the
+checkpoint folder (`grokscope_monitor.json`), checked when a run resumes from that folder.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from grokscope.integrations.common import HF_NAMES, KwargsModule, loader_batches
 from grokscope.integrations.setup import start_monitor
 from grokscope.monitor import Monitor, WarningEvent
 from grokscope.monitor.functional import LossFn
+from grokscope.store import read_json, write_json
+
+STATE_FILE = "grokscope_monitor.json"  # in a checkpoint folder: the monitor's state_dict at that checkpoint
 
 
 class GrokscopeCallback(TrainerCallback):
@@ -53,12 +61,40 @@ class GrokscopeCallback(TrainerCallback):
             model, self.loss_fn or output_loss, batches, self.out, optimizer=optimizer, seed=seed,
             start_step=state.global_step, steps=max(state.max_steps, 0), watch=self.watch,
             on_warning=self.on_warning, settings=self.settings, measured=KwargsModule(model))
+        saved = self._checkpoint(args, state) / STATE_FILE
+        if self.monitor is not None and state.global_step > 0 and saved.is_file():
+            self.monitor.load_state_dict(read_json(saved))  # the checkpoint's record, at the checkpoint's step
+
+    @staticmethod
+    def _checkpoint(args: TrainingArguments, state: TrainerState) -> Path:
+        """The folder the Trainer saves the checkpoint of this step in (and resumes it from)."""
+        return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+    def _keep_up(self, saving: bool) -> None:
+        """When a checkpoint may follow, write the store in full now: the checkpoint never gets ahead of the record."""
+        mon = self.monitor
+        if saving and mon is not None and not mon.closed:
+            mon.state_dict()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
         mon = self.monitor
         if mon is not None and state.global_step > (mon.last_step or 0):
             mon.step(state.global_step)
+        self._keep_up(control.should_save)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self._keep_up(control.should_save)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        self._keep_up(control.should_save or args.save_strategy == "best")  # "best" decides after evaluating
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        folder = self._checkpoint(args, state)
+        if self.monitor is not None and folder.is_dir():
+            write_json(folder / STATE_FILE, self.monitor.state_dict())
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -68,6 +104,7 @@ class GrokscopeCallback(TrainerCallback):
         metrics = monitor_metrics(logs, self.names)
         if metrics:
             mon.log_metrics(state.global_step, metrics)
+        self._keep_up(control.should_save)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:

@@ -6,6 +6,8 @@ The model is the `LightningModule` (its `forward`), the loss `loss_fn(outputs, t
 module's `loss_fn` or `criterion` attribute), the monitor's minibatches come from the training loader's dataset
 and `collate_fn` as `(inputs..., target)`. Measurements fall on optimiser steps (`trainer.global_step`);
 validation metrics (`val_loss`, `val_acc`, and whatever else is logged) are recorded when validation ends.
+It is a stateful callback: each checkpoint the Trainer saves writes the monitor's store in full first and keeps its
+`state_dict`, so `trainer.fit(..., ckpt_path=...)` continues the record from the checkpoint's step.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ class GrokscopeCallback(L.Callback):
         self.out, self.loss_fn, self.batches, self.batch_size = out, loss_fn, batches, batch_size
         self.watch, self.seed, self.on_warning, self.settings = watch, seed, on_warning, settings
         self.monitor: Monitor | None = None
+        self.resumed: dict[str, Any] | None = None  # the monitor's state_dict in the checkpoint a fit resumes from
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(out=str(self.out))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Called as the Trainer saves a checkpoint: the monitor writes its store in full, the checkpoint keeps this."""
+        return self.monitor.state_dict() if self.monitor is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resumed = dict(state_dict) or None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         batches = self.batches
@@ -55,6 +69,8 @@ class GrokscopeCallback(L.Callback):
             optimizer=trainer.optimizers[0] if len(trainer.optimizers) == 1 else None, seed=self.seed,
             start_step=trainer.global_step, steps=max(trainer.max_steps, 0), watch=self.watch,
             on_warning=self.on_warning, settings=self.settings)
+        if self.monitor is not None and self.resumed is not None:
+            self.monitor.load_state_dict(self.resumed)  # the checkpoint's record, at the checkpoint's step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -23,7 +23,6 @@ user passed is checked at construction (`monitor/checks.py`).
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import torch
 from torch import nn
 
 from grokscope.config import EXTERNAL, DataConfig, ModelConfig, RunConfig
-from grokscope.errors import ConfigError, StoreError
+from grokscope.errors import ConfigError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
@@ -48,9 +47,19 @@ from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch, all_f
 from grokscope.monitor.external import metric_values, optim_config, parse_metric
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
 from grokscope.monitor.groups import Groups
+from grokscope.monitor.records import thin
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.sketch import CountSketch, sketch_seed
+from grokscope.monitor.state import (
+    Record,
+    check_state,
+    continue_record,
+    open_record,
+    state_of,
+    write_record,
+    write_state,
+)
 from grokscope.monitor.tensorboard import open_writer
 from grokscope.monitor.tensorboard import require as require_tensorboard
 from grokscope.monitor.warning import WarningEvent
@@ -73,7 +82,8 @@ from grokscope.train import GrokState, update_grok
 
 
 class Monitor:
-    """Records grokscope's measurements of a user's model into a run directory (see the module doc)."""
+    """Records grokscope's measurements of a user's model into a run directory (see the module doc). Given the
+    `start_step` of a checkpoint and an `out` that holds its record, it continues that record (`state_dict`)."""
 
     def __init__(self, model: nn.Module | Params, loss_fn: LossFn, batches: Any, out: str | Path, *,
                  watch: list[str] | None = None, forward: Forward | None = None,
@@ -100,7 +110,8 @@ class Monitor:
         self.run = RunDir(out)
         if tensorboard:
             require_tensorboard()  # a missing extra fails before anything is written
-        self._prepare_dir(overwrite)
+        start = int(start_step)
+        found = open_record(self.run, start, overwrite)  # None: a new record (monitor/state.py)
         self.run_cfg = RunConfig(
             data=DataConfig(tasks=self.tasks, p=0, train_frac=0.0),
             model=ModelConfig(kind=EXTERNAL, d_model=0, n_heads=0, d_ff=0, n_layers=0, width=0),
@@ -115,6 +126,7 @@ class Monitor:
         self.on_warning = on_warning
         self.divergence, self.on_divergence = DivergenceWatch(), on_divergence
         self.events: list[WarningEvent] = []
+        self.detector_inputs: list[dict[str, Any]] = []  # what the detector saw: replayed when the record continues
         self.rows: list[dict[str, Any]] = []
         self.scalars: list[dict[str, Any]] = []
         self.defect_rows: list[dict[str, Any]] = []
@@ -137,31 +149,28 @@ class Monitor:
         self._changes = 0  # records taken so far; with last_step, what a flush has already written
         self._written: tuple[int | None, int] | None = None
         self.closed = False
-        self._tb = self._open_tensorboard(tensorboard)
         self._hessian_batch = None
         self.spent = 0.0  # seconds inside the monitor
         self._started = t0
+        self.record = found or Record.new(start)
         with preserved_rng():
-            self._record(int(start_step), None, self._due(int(start_step), force=True))
+            if found is None:
+                write_record(self.run, self.record)  # first: whatever the folder holds says whose record it is
+            else:
+                continue_record(self, found, start)
+            self._tb = self._open_tensorboard(tensorboard, None if found is None else start + 1)
+            if found is None:
+                self._record(start, None, self._due(start, force=True))
+            self.flush()  # the record exists in full from the start
         self.spent += time.perf_counter() - t0
 
     # ---- setup ------------------------------------------------------------------------------------
-    def _prepare_dir(self, overwrite: bool) -> None:
-        p = self.run.path
-        if p.exists() and not p.is_dir():
-            raise StoreError(f"out={str(p)!r} exists and is not a folder")
-        if p.exists() and any(p.iterdir()):
-            if not self.run.exists():
-                raise StoreError(f"out={str(p)!r} exists and is not a grokscope run; choose another folder")
-            if not overwrite:
-                raise StoreError(f"out={str(p)!r} already holds a run; pass overwrite=True to replace it")
-            shutil.rmtree(p)
-        p.mkdir(parents=True, exist_ok=True)
-
-    def _open_tensorboard(self, tensorboard: bool | str) -> Any:
+    def _open_tensorboard(self, tensorboard: bool | str, purge_step: int | None) -> Any:
+        """The live writer; continuing a record, it hides the events a stopped process wrote after the step it
+        continues from (`purge_step`)."""
         if not tensorboard:
             return None
-        return open_writer(self.run.path / TENSORBOARD_DIR if tensorboard is True else Path(tensorboard))
+        return open_writer(self.run.path / TENSORBOARD_DIR if tensorboard is True else Path(tensorboard), purge_step)
 
     # ---- the per-step call --------------------------------------------------------------------------
     def step(self, step: int, metrics: dict[str, float] | None = None) -> WarningEvent | None:
@@ -298,19 +307,15 @@ class Monitor:
         full = self.target.host_copy([n for n in self.watched if n not in self.sketches])
         for n in self.watched:
             self.watch_records[n].append(full[n] if n in full else self.sketches[n](self.target.live[n]).cpu())
-        if len(self.watch_steps) > self.cfg.max_records:  # keep every other record, halve the cadence
-            self.watch_steps = self.watch_steps[::2]
-            self.watch_records = {n: v[::2] for n, v in self.watch_records.items()}
-            self._watch_stride *= 2
+        self.watch_steps, self.watch_records, self._watch_stride = thin(
+            self.watch_steps, self.watch_records, self._watch_stride, self.cfg.watch_every, self.cfg.max_records)
 
     def _record_snapshot(self, step: int) -> None:
         self.snap_steps.append(step)
         for n, t in self.target.host_copy(self.target.names).items():
             self.snaps[n].append(t)
-        if len(self.snap_steps) > self.cfg.n_snapshots:
-            self.snap_steps = self.snap_steps[::2]
-            self.snaps = {n: v[::2] for n, v in self.snaps.items()}
-            self._snap_stride *= 2
+        self.snap_steps, self.snaps, self._snap_stride = thin(
+            self.snap_steps, self.snaps, self._snap_stride, self.cfg.snapshot_every, self.cfg.n_snapshots)
 
     # ---- measurements --------------------------------------------------------------------------------
     def defects_at(self, step: int) -> torch.Tensor:
@@ -352,7 +357,9 @@ class Monitor:
             self._tb.add_scalar("geometry/defect", median, step)
         if self.detector is None:
             return None
-        event = self.detector.observe(step, median, **self._detector_inputs())
+        inputs = self._detector_inputs()
+        self.detector_inputs.append({"step": step, "defect": median, **inputs})
+        event = self.detector.observe(step, median, **inputs)
         if event is not None:
             self._warn(event)
         return event
@@ -475,18 +482,12 @@ class Monitor:
             return
         self._written = (self.last_step, self._changes)
         run.write_config(self.config())
-        write_json(run.file(MONITOR), {
-            "settings": self.cfg.to_dict(), "watch": self.watched, "n_params": self.target.n_params,
-            "parameters": {n: list(s) for n, s in self.target.shapes.items()},
-            "model": type(self.target.module).__name__ if self.target.module is not None else "params dict",
-            "batch_source": type(self.source).__name__,
-            "sketch": {n: {"kind": "countsketch", "dim": sk.k, "numel": sk.n, "seed": sketch_seed(self.seed, n)}
-                       for n, sk in self.sketches.items()}})
+        write_json(run.file(MONITOR), self.description())
         traj = {"attn_steps": torch.tensor(self.watch_steps, dtype=torch.int64),
                 "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
         traj.update({f"attn.{n}": torch.stack(v) for n, v in self.watch_records.items() if v})
         traj.update({f"snap.{n}": torch.stack(v) for n, v in self.snaps.items() if v})
-        run.write_trajectory(traj)
+        run.write_trajectory(traj, {"watch_stride": self._watch_stride, "snap_stride": self._snap_stride})
         run.write_table(METRICS_TABLE, pd.DataFrame(self.rows, columns=["run", "step", "task", "split", "loss", "acc",
                                                                     "weight_norm"]))
         if self.scalars:
@@ -506,6 +507,32 @@ class Monitor:
         write_json(run.file(SUMMARY), self.summary())
         if self._tb is not None:
             self._tb.flush()
+        write_state(self)  # last: the store now holds everything up to last_step
+
+    def description(self) -> dict[str, Any]:
+        """monitor.json: the settings, the model's parameter names and shapes, the watched tensors and sketches."""
+        return {
+            "settings": self.cfg.to_dict(), "watch": self.watched, "n_params": self.target.n_params,
+            "parameters": {n: list(s) for n, s in self.target.shapes.items()},
+            "model": type(self.target.module).__name__ if self.target.module is not None else "params dict",
+            "batch_source": type(self.source).__name__,
+            "sketch": {n: {"kind": "countsketch", "dim": sk.k, "numel": sk.n, "seed": sketch_seed(self.seed, n)}
+                       for n, sk in self.sketches.items()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Write the store in full now and return what your checkpoint keeps of the monitor, as of an optimiser: the
+        folder, the record's id and the step. Save it with every checkpoint: whatever happens to the process after,
+        `Monitor(..., start_step=<that step>)` continues the record from there (docs/monitor.md)."""
+        t0 = time.perf_counter()
+        with preserved_rng():
+            self.flush()
+        self.spent += time.perf_counter() - t0
+        return state_of(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check that a checkpoint's `state_dict()` is of the record this monitor continues, at the step it continues
+        from (the monitor resumed from its store when created with that `start_step`)."""
+        check_state(self, state)
 
     def close(self) -> None:
         """Write the store one last time and mark the run finished."""

@@ -30,12 +30,13 @@ def require() -> None:
         raise ConfigError(EXTRA) from None
 
 
-def open_writer(logdir: str | Path) -> Any:
-    """A `SummaryWriter` writing into `logdir` (the extra must be installed)."""
+def open_writer(logdir: str | Path, purge_step: int | None = None) -> Any:
+    """A `SummaryWriter` writing into `logdir` (the extra must be installed); with `purge_step`, TensorBoard hides
+    the events earlier writers left there at that step and after (a run continued from a checkpoint)."""
     require()
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(logdir))
+    return SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
 
 def _scalars(writer: Any, df: pd.DataFrame, column: str, tag: str) -> int:
