@@ -132,7 +132,7 @@ V2: tuple[Group, ...] = (
     Group("v2", "embed-mlp-adam-l2", "add", "plain-embed-mlp", (1e-3, 0.0), (1, 2, 3), train_frac=0.4, p=47,
           lr=1e-3, optimizer="adam", batch=256, steps=15000, max_steps=30000, small_frac=0.15, small_lr=1e-4),
     # a GPT-2 (1 layer, d 64) on `a b = c`, c = a·b mod 43, through the HF Trainer and its callback
-    Group("v2", "hf-gpt2-mul", "mul", "hf-gpt2", (1.0, 0.0), (1, 2, 3), train_frac=0.3, p=43, lr=1e-3, batch=256,
+    Group("v2", "hf-gpt2-mul", "mul", "hf-gpt2", (1.0, 0.0), (1, 2, 3), train_frac=0.3, p=43, lr=3e-3, batch=256,
           steps=6000, max_steps=15000, small_frac=0.1, small_lr=1e-4, control_seeds=1),
     # examples/p1_transformer.py's trunk as a LightningModule on a−b mod 41, through the Lightning callback
     Group("v2", "lightning-trunk-sub", "sub", "lightning-trunk", (1.0, 0.0), (1, 2, 3), train_frac=0.5, p=41,
