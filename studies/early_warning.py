@@ -11,6 +11,7 @@ every 100 steps; runs stop when they grok (test accuracy ≥ 98 % for 3 evaluati
     python studies/early_warning.py train                 # the corpus (resumable) under ~/.cache/grokscope/ew-corpus-v2
     python studies/early_warning.py score                 # the tables, JSON and the figure
     python studies/early_warning.py all                   # both
+    python studies/early_warning.py status                # per family: runs done, grok steps, CPU-seconds
     python studies/early_warning.py train --only v2       # one part (calib / eval / v2)
 
 Scoring replays each stored run through a detector in step order (what it would have done live, at the cadence
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's own modules, also when loaded by path
 from ew_corpus import CORPUS, PARTS, group_dir  # noqa: E402
 from ew_models import setup  # noqa: E402
-from ew_train import stored_budget, train_corpus  # noqa: E402
+from ew_train import status, stored_budget, train_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMMEDIATE = 3  # a run whose grok step is < 3 × its memorisation step generalised at once: no grokking delay
@@ -289,13 +290,15 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("train", "calibrate", "score", "all"))
+    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "all"))
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
     ap.add_argument("--only", choices=PARTS, default=None, help="one part of the corpus")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
                     help="where the figure goes (ROC + a few runs' signals)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.what == "status":
+        print(status(args.store, args.only))
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only)
     if args.what == "calibrate":

@@ -128,17 +128,29 @@ def train_plain(g: Group, r: Run, out: Path, steps: int) -> None:
     write_meta(out, run_meta(g, r, steps, "plain", n_train=len(X)))
 
 
+def grokscope_config(g: Group, r: Run) -> Any:
+    """A grokscope-trained run's RunConfig: the quick preset with the group's task, model and optimiser."""
+    from grokscope.config import preset, with_overrides
+
+    return with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
+                          steps=g.steps, defect_every=EVERY, checkpoint_every=1000, seed=r.seed, wd=r.wd)
+
+
+def run_dir(store: Path, g: Group, r: Run) -> Path:
+    """Where a run is stored: grokscope's run name for its own models, the group's for user code."""
+    return group_dir(store, g) / (grokscope_config(g, r).name if g.model in GROKSCOPE_MODELS else g.run_name(r))
+
+
 def train_grokscope(g: Group, runs: list[Run], store: Path) -> None:
     """The runs as one batched grokscope program (quick preset; resumes from the runs' checkpoints)."""
-    from grokscope.config import preset, with_overrides
     from grokscope.runner import run_batch
 
-    base = with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
-                          steps=g.steps, defect_every=EVERY, checkpoint_every=1000)
-    cfgs = [with_overrides(base, seed=r.seed, wd=r.wd) for r in runs]
+    cfgs = [grokscope_config(g, r) for r in runs]
+    t0 = time.process_time()
     run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
+    share = round((time.process_time() - t0) / len(runs), 1)  # one batched program: its CPU time split evenly
     for c, r in zip(cfgs, runs, strict=True):
-        write_meta(group_dir(store, g) / c.name, run_meta(g, r, g.steps, "grokscope"))
+        write_meta(group_dir(store, g) / c.name, run_meta(g, r, g.steps, "grokscope", cpu_seconds=share))
 
 
 def trainer_for(g: Group) -> Any:
@@ -152,21 +164,48 @@ def trainer_for(g: Group) -> Any:
 
 def train_runs(g: Group, runs: list[Run], store: Path) -> int:
     """Train the runs of `g` that are not done; the number trained."""
+    from grokscope.store import RunDir
+
     if g.model in GROKSCOPE_MODELS:
         train_grokscope(g, runs, store)
         return len(runs)
     n = 0
     for r in runs:
         steps = budget(g, stored_groks(store, g))
-        out = group_dir(store, g) / g.run_name(r)
+        out = run_dir(store, g, r)
         if done(out, g.task, steps):
             continue
         t0 = time.process_time()
         trainer_for(g)(g, r, out, steps)
-        print(f"  {g.family}/{out.name} ({r.role}, budget {steps}): {time.process_time() - t0:.0f} CPU-s",
-              flush=True)
+        cpu = time.process_time() - t0
+        write_meta(out, {**json.loads((out / META).read_text()), "cpu_seconds": round(cpu, 1)})
+        grok = (RunDir(out).summary().get("grok_step") or {}).get(g.task)
+        print(f"  {g.family}/{out.name} ({r.role}, budget {steps}): grok {grok}, {cpu:.0f} CPU-s", flush=True)
         n += 1
     return n
+
+
+def status(store: Path, only: str | None = None, groups: tuple[Group, ...] = CORPUS) -> str:
+    """Per group: runs done of all, each done run's grok step (— none within its budget) and CPU seconds."""
+    from grokscope.store import RunDir
+
+    lines = []
+    for g in groups:
+        if only and g.part != only:
+            continue
+        runs, steps = list(g.runs()), budget(g, stored_groks(store, g))
+        cells, cpu = [], 0.0
+        for r in runs:
+            path = run_dir(store, g, r)
+            if done(path, g.task, steps):
+                grok = (RunDir(path).summary().get("grok_step") or {}).get(g.task)
+                meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
+                cpu += meta.get("cpu_seconds", 0.0)
+                cells.append(f"\n    s{r.seed} {r.role} wd{r.wd:g} lr{r.lr:g} f{r.train_frac:g}: grok "
+                             f"{grok if grok is not None else '—'}, {meta.get('cpu_seconds', 0):.0f} CPU-s")
+        lines.append(f"{g.part}/{g.family}: {len(cells)}/{len(runs)} done, budget {steps}, {cpu:.0f} CPU-s"
+                     + "".join(cells))
+    return "\n".join(lines)
 
 
 def train_corpus(store: Path, only: str | None = None, groups: tuple[Group, ...] = CORPUS) -> None:
