@@ -125,32 +125,38 @@ ISSUE24: tuple[Group, ...] = (
           optimizer="sgd", batch=128),
 )
 
-# Issue 38: the model classes researchers bring, each with its never-grokking controls. Budgets from probes
-# (docs/early-warning.md, "The corpus"); `max_steps` lets a budget follow a slower grok of a later seed.
+# Issue 38: the model classes researchers bring, each with its never-grokking controls, cheapest first. Budgets
+# from probes (grok steps 1400-5100, docs/early-warning.md); `max_steps` lets a budget follow a slower grok.
 V2: tuple[Group, ...] = (
     # an embedding MLP on a+b mod 47 under Adam with the decay as an L2 term in the gradient (plain loop)
     Group("v2", "embed-mlp-adam-l2", "add", "plain-embed-mlp", (1e-3, 0.0), (1, 2, 3), train_frac=0.4, p=47,
           lr=1e-3, optimizer="adam", batch=256, steps=15000, max_steps=30000, small_frac=0.15, small_lr=1e-4),
-    # a GPT-2 (1 layer, d 64) on `a b = c`, c = a·b mod 43, through the HF Trainer and its callback
-    Group("v2", "hf-gpt2-mul", "mul", "hf-gpt2", (1.0, 0.0), (1, 2, 3), train_frac=0.3, p=43, lr=3e-3, batch=256,
-          steps=6000, max_steps=15000, small_frac=0.1, small_lr=1e-4, control_seeds=1),
     # examples/p1_transformer.py's trunk as a LightningModule on a−b mod 41, through the Lightning callback
     Group("v2", "lightning-trunk-sub", "sub", "lightning-trunk", (1.0, 0.0), (1, 2, 3), train_frac=0.5, p=41,
           lr=5e-3, batch=256, steps=6000, max_steps=15000, small_frac=0.2, small_lr=1e-4, control_seeds=1),
+    # a GPT-2 (1 layer, d 64) on `a b = c`, c = a·b mod 43, through the HF Trainer and its callback
+    Group("v2", "hf-gpt2-mul", "mul", "hf-gpt2", (1.0, 0.0), (1, 2, 3), train_frac=0.3, p=43, lr=3e-3, batch=256,
+          steps=6000, max_steps=15000, small_frac=0.1, small_lr=1e-4, control_seeds=1),
     # Nanda et al.'s one-layer transformer (d 128) as a TransformerLens 4 bridge (boot_native), a+b mod 41, full batch
     Group("v2", "tl-bridge-add", "add", "tl-bridge", (1.0, 0.0), (1, 2), train_frac=0.4, p=41, lr=1e-3,
           steps=9000, max_steps=18000, small_frac=0.15, small_lr=1e-4, control_seeds=1),
 )
 
-CORPUS: tuple[Group, ...] = ISSUE24 + V2
+CORPUS: tuple[Group, ...] = V2 + ISSUE24  # v2 first: `schedule` trains in this order, and v2 is new
 
 
 def schedule(groups: tuple[Group, ...] = CORPUS) -> Iterator[tuple[Group, list[Run]]]:
-    """The training order: every group's first seed (with its controls), in the corpus' order, then the
-    second seeds, and so on, so every family has runs early and an interrupted corpus is balanced."""
-    rounds = max(len(g.seeds) for g in groups)
-    for k in range(rounds):
-        for g in groups:
-            if k < len(g.seeds):
-                runs = [r for r in g.runs() if r.seed == g.seeds[k]]
-                yield g, runs
+    """The training order, seed round by seed round: first every group's runs that may grok (they stop when they
+    do; a grokscope-trained group's whole seed, one batched program), then the user-code groups' controls (whose
+    budgets follow the grok steps stored by then). So every family has a grokking run early, then its controls,
+    then its other seeds; an interrupted corpus stays balanced."""
+    for k in range(max(len(g.seeds) for g in groups)):
+        seeded = [(g, [r for r in g.runs() if r.seed == g.seeds[k]]) for g in groups if k < len(g.seeds)]
+        for g, runs in seeded:
+            first = runs if g.model in GROKSCOPE_MODELS else [r for r in runs if r.role == "grok?"]
+            if first:
+                yield g, first
+        for g, runs in seeded:
+            controls = [r for r in runs if r.role != "grok?"]
+            if controls and g.model not in GROKSCOPE_MODELS:
+                yield g, controls

@@ -167,8 +167,10 @@ def train_runs(g: Group, runs: list[Run], store: Path) -> int:
     from grokscope.store import RunDir
 
     if g.model in GROKSCOPE_MODELS:
-        train_grokscope(g, runs, store)
-        return len(runs)
+        todo = [r for r in runs if not done(run_dir(store, g, r), g.task, g.steps)]
+        if todo:
+            train_grokscope(g, todo, store)
+        return len(todo)
     n = 0
     for r in runs:
         steps = budget(g, stored_groks(store, g))

@@ -38,11 +38,16 @@ def test_runs_controls_and_budget(ew):
     assert corpus.budget(g, []) == 4000 and corpus.budget(g, [1100]) == 4000
     assert corpus.budget(g, [1100, 2100]) == 7000 and corpus.budget(g, [5000]) == 9000
     assert corpus.budget(replace(g, max_steps=0), [5000]) == 4000
-    # every run of the corpus has its own folder; the first round holds every group's first seed
+    # every run of the corpus has its own folder and is scheduled once; the schedule opens with every group's
+    # first seed, user code with the runs that may grok (their controls' budgets follow those grok steps)
     names = [(g.part, g.family, g.run_name(r)) for g in corpus.CORPUS for r in g.runs()]
     assert len(names) == len(set(names))
-    first = [(g.family, rs[0].seed) for g, rs in corpus.schedule()][:len(corpus.CORPUS)]
-    assert first == [(g.family, g.seeds[0]) for g in corpus.CORPUS]
+    order = list(corpus.schedule())
+    scheduled = [(g.family, r) for g, rs in order for r in rs]
+    assert len(scheduled) == len(names) and set(scheduled) == {(g.family, r) for g in corpus.CORPUS for r in g.runs()}
+    first = order[:len(corpus.CORPUS)]
+    assert [(g.family, rs[0].seed) for g, rs in first] == [(g.family, g.seeds[0]) for g in corpus.CORPUS]
+    assert all({r.role for r in rs} == {"grok?"} for g, rs in first if g.model not in corpus.GROKSCOPE_MODELS)
 
 
 @pytest.mark.parametrize("family", ["embed-mlp-adam-l2", "hf-gpt2-mul", "lightning-trunk-sub", "tl-bridge-add"])
