@@ -7,6 +7,7 @@ lr, decay)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,8 @@ def train_runs(g: Group, runs: list[Run], store: Path) -> int:
         out = run_dir(store, g, r)
         if done(out, g.task, steps):
             continue
+        if out.exists():  # interrupted (or trained to a shorter budget): start over, even if killed before a store
+            shutil.rmtree(out)  # was written (the monitor refuses a folder that holds no run)
         t0 = time.process_time()
         trainer_for(g)(g, r, out, steps)
         cpu = time.process_time() - t0

@@ -75,4 +75,6 @@ def test_family_trains_and_records(ew, tmp_path, family):
         assert meta["optimizer"] == {**meta["optimizer"], "kind": g.optimizer, "lr": r.lr, "weight_decay": r.wd,
                                      "decay": "l2" if g.optimizer == "adam" else "decoupled"}
     assert train.train_runs(tiny, runs, tmp_path) == 0  # done runs are skipped
+    (run.path / "summary.json").unlink()  # as if killed: trained again, from scratch
+    assert train.train_runs(tiny, runs, tmp_path) == 1 and RunDir(run.path).summary()["finished"]
     assert meta["cpu_seconds"] > 0 and f"{family}: 1/" in train.status(tmp_path, groups=(tiny,))
