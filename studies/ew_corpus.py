@@ -52,6 +52,7 @@ class Group:
     small_lr: float | None = None  # the too-small-learning-rate control's learning rate
     control_seeds: int = 0  # how many of `seeds` get the controls (wd 0, small data, small lr; 0: all)
     max_steps: int = 0  # the budget may grow to 3 × the slowest stored grok of the group, up to this (0: fixed)
+    late_controls: bool = False  # its controls train after every other run of the corpus (they cost the most)
 
     def runs(self) -> Iterator[Run]:
         """Seed by seed: the runs that may grok (largest decay first), no decay, then the other controls."""
@@ -140,7 +141,7 @@ V2: tuple[Group, ...] = (
           steps=6000, max_steps=15000, small_frac=0.1, small_lr=1e-4, control_seeds=1),
     # Nanda et al.'s one-layer transformer (d 128) as a TransformerLens 4 bridge (boot_native), a+b mod 41, full batch
     Group("v2", "tl-bridge-add", "add", "tl-bridge", (1.0, 0.0), (1, 2), train_frac=0.4, p=41, lr=1e-3,
-          steps=15000, max_steps=36000, small_frac=0.15, small_lr=1e-4, control_seeds=1),
+          steps=15000, max_steps=36000, small_frac=0.15, small_lr=1e-4, control_seeds=1, late_controls=True),
 )
 
 # `schedule` trains in this order: v2's cheap families (new), issue 24's, then the costly bridge
@@ -150,8 +151,10 @@ CORPUS: tuple[Group, ...] = V2[:-1] + ISSUE24 + V2[-1:]
 def schedule(groups: tuple[Group, ...] = CORPUS) -> Iterator[tuple[Group, list[Run]]]:
     """The training order, seed round by seed round: first every group's runs that may grok (they stop when they
     do; a grokscope-trained group's whole seed, one batched program), then the user-code groups' controls (whose
-    budgets follow the grok steps stored by then). So every family has a grokking run early, then its controls,
-    then its other seeds; an interrupted corpus stays balanced."""
+    budgets follow the grok steps stored by then); the controls of `late_controls` groups after everything else.
+    So every family has a grokking run early, then its controls, then its other seeds; an interrupted corpus stays
+    balanced."""
+    late = []
     for k in range(max(len(g.seeds) for g in groups)):
         seeded = [(g, [r for r in g.runs() if r.seed == g.seeds[k]]) for g in groups if k < len(g.seeds)]
         for g, runs in seeded:
@@ -161,4 +164,8 @@ def schedule(groups: tuple[Group, ...] = CORPUS) -> Iterator[tuple[Group, list[R
         for g, runs in seeded:
             controls = [r for r in runs if r.role != "grok?"]
             if controls and g.model not in GROKSCOPE_MODELS:
-                yield g, controls
+                if g.late_controls:
+                    late.append((g, controls))
+                else:
+                    yield g, controls
+    yield from late

@@ -48,6 +48,8 @@ def test_runs_controls_and_budget(ew):
     first = order[:len(corpus.CORPUS)]
     assert [(g.family, rs[0].seed) for g, rs in first] == [(g.family, g.seeds[0]) for g in corpus.CORPUS]
     assert all({r.role for r in rs} == {"grok?"} for g, rs in first if g.model not in corpus.GROKSCOPE_MODELS)
+    late = [i for i, (g, rs) in enumerate(order) if g.late_controls and rs[0].role != "grok?"]
+    assert late and late == list(range(len(order) - len(late), len(order)))  # the costliest controls come last
 
 
 @pytest.mark.parametrize("family", ["embed-mlp-adam-l2", "hf-gpt2-mul", "lightning-trunk-sub", "tl-bridge-add"])
