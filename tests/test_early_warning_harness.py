@@ -1,4 +1,4 @@
-"""benchmarks/early_warning.py: run-level outcomes, summaries and the calibration rule on hand-made runs."""
+"""studies/early_warning.py: run-level outcomes, summaries and the calibration rule on hand-made runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from grokscope.monitor.detector import DEFAULT_DETECTOR
 
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "early_warning.py"
+HARNESS = Path(__file__).resolve().parents[1] / "studies" / "early_warning.py"
 
 
 @pytest.fixture(scope="module")

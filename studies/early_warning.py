@@ -1,17 +1,18 @@
-"""Early-warning benchmark: train a corpus of grokking and never-grokking runs, then score detectors on it by ROC.
+"""Early-warning study: train a corpus of grokking and never-grokking runs, then score detectors on it by ROC.
 
-The corpus (`CORPUS`) is split, before any detector was designed, into a calibration part and an evaluation part
-that differ in seeds *and* task families (docs/early-warning.md states the split). Modular-arithmetic families
-train with grokscope's batched trainer (quick preset: p 31, trunk d_model 64 or grokscope's MLP); the non-modular
-families (sparse parity; composition in the permutation group S4) are plain-PyTorch models trained in a plain
-loop recorded by `grokscope.Monitor`, exactly as a user would. Every run records the inline commutator defect,
-train/test loss and accuracy and the weight norm every 100 steps; runs stop when they grok (test accuracy
-≥ 98 % for 3 evaluations) or at their budget.
+The corpus (`ew_corpus.CORPUS`) holds issue 24's split, a calibration part and an evaluation part that differ in
+seeds *and* task families (docs/early-warning.md states the split), and part `v2`, the model classes researchers
+bring (a TransformerLens bridge, a GPT-2 under the HF Trainer, a LightningModule, Adam with L2), each family with
+its never-grokking controls. Modular-arithmetic families of grokscope's own models train with its batched trainer;
+every other family is user code recorded by `grokscope.Monitor` or its HF / Lightning callback (`ew_train`,
+`ew_frameworks`). Every run records the inline commutator defect, train/test loss and accuracy and the weight norm
+every 100 steps; runs stop when they grok (test accuracy ≥ 98 % for 3 evaluations) or at their budget.
 
-    python benchmarks/early_warning.py train                 # the corpus (resumable) under ~/.cache/grokscope/ew-corpus
-    python benchmarks/early_warning.py score                 # the tables (both parts), JSON and the figure
-    python benchmarks/early_warning.py all                   # both
-    python benchmarks/early_warning.py train --only calib    # one part
+    python studies/early_warning.py train                 # the corpus (resumable) under ~/.cache/grokscope/ew-corpus-v2
+    python studies/early_warning.py score                 # the tables, JSON and the figure
+    python studies/early_warning.py all                   # both
+    python studies/early_warning.py status                # per family: runs done, grok steps, CPU-seconds
+    python studies/early_warning.py train --only v2       # one part (calib / eval / v2)
 
 Scoring replays each stored run through a detector in step order (what it would have done live, at the cadence
 given by `--every`, default the monitor's 200 steps) and reads run-level outcomes off the trace: a grokking run's
@@ -23,14 +24,11 @@ ROC.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,161 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's own modules, also when loaded by path
+from ew_corpus import CORPUS, PARTS, group_dir  # noqa: E402
+from ew_models import setup  # noqa: E402
+from ew_train import status, stored_budget, train_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMMEDIATE = 3  # a run whose grok step is < 3 × its memorisation step generalised at once: no grokking delay
-DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))
-
-
-# ---- the corpus ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Group:
-    """A batch of runs sharing everything but seed and weight decay: `part` calib/eval, `family` its label."""
-
-    part: str
-    family: str
-    task: str  # a grokscope operation, or "parity" / "s4" (plain-PyTorch families)
-    model: str  # trunk / mlp (grokscope's), plain-mlp / plain-trunk (user code through Monitor)
-    wds: tuple[float, ...]
-    seeds: tuple[int, ...]
-    train_frac: float = 0.7
-    steps: int = 7000  # ≥ 3 × the slowest modular grok step (2200, div at wd 0.3)
-    lr: float = 5e-3
-    optimizer: str = "adamw"
-    beta2: float = 0.98  # AdamW's second-moment decay (plain-PyTorch runs; grokscope's runs use the preset's)
-
-    def runs(self) -> Iterator[tuple[float, int]]:
-        yield from itertools.product(self.wds, self.seeds)
-
-
-# Calibration: seeds 1-3, operations add, mul, sq_ab (and a too-small train fraction of add).
-# Evaluation: seeds 11-13, other operations (sub, div, sq, cube_ab), other models (grokscope's MLP on sub; plain
-# PyTorch MLP and transformer through Monitor), other tasks (sparse parity, S4 composition), SGD.
-CORPUS: tuple[Group, ...] = (
-    Group("calib", "add", "add", "trunk", (0.0, 1.0), (1, 2, 3)),
-    Group("calib", "mul", "mul", "trunk", (0.0, 1.0), (1, 2, 3)),
-    Group("calib", "sq_ab", "sq_ab", "trunk", (1.0,), (1, 2)),
-    Group("calib", "add-small-frac", "add", "trunk", (1.0,), (1, 2), train_frac=0.25),
-    Group("calib", "add-mlp", "add", "mlp", (0.0, 1.0), (1, 2)),  # generalises at once (no delay) at 0.7
-    Group("calib", "add-mlp-f0.3", "add", "mlp", (0.0, 1.0), (1, 2), train_frac=0.3),
-    Group("eval", "sub", "sub", "trunk", (0.0, 1.0), (11, 12, 13)),
-    Group("eval", "div", "div", "trunk", (0.0, 0.3, 1.0), (11, 12)),
-    Group("eval", "sq", "sq", "trunk", (1.0,), (11, 12)),
-    Group("eval", "cube_ab", "cube_ab", "trunk", (1.0,), (11, 12)),
-    Group("eval", "sub-small-frac", "sub", "trunk", (1.0,), (11, 12), train_frac=0.25),
-    Group("eval", "sub-mlp", "sub", "mlp", (0.0, 1.0), (11, 12)),
-    Group("eval", "sub-mlp-f0.3", "sub", "mlp", (0.0, 1.0), (11, 12), train_frac=0.3),
-    Group("eval", "parity-plain-mlp", "parity", "plain-mlp", (0.0, 1.0), (11, 12, 13), steps=15000, lr=1e-3),
-    Group("eval", "s4-plain-trunk", "s4", "plain-trunk", (0.0, 1.0), (11, 12), train_frac=0.5, steps=6000, lr=3e-3),
-    # examples/sparse_parity.py's optimiser exactly (torch's default betas), with which sparse parity groks
-    Group("eval", "parity-plain-mlp-b0.999", "parity", "plain-mlp", (1.0,), (11, 12, 13), steps=15000, lr=1e-3,
-          beta2=0.999),
-    Group("eval", "parity-plain-mlp-sgd", "parity", "plain-mlp", (0.0, 1e-3), (11, 12), steps=15000, lr=0.1,
-          optimizer="sgd"),
-)
-
-
-def group_dir(store: Path, g: Group) -> Path:
-    """Where a group's runs live: STORE/<part>/<family>."""
-    return store / g.part / g.family
-
-
-def train_modular(g: Group, store: Path) -> None:
-    """The group's runs as one batched grokscope program (resumes from the runs' checkpoints)."""
-    from grokscope.config import preset, with_overrides
-    from grokscope.runner import run_batch
-
-    base = with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
-                          steps=g.steps, defect_every=100, checkpoint_every=1000)
-    cfgs = [with_overrides(base, seed=s, wd=wd) for wd, s in g.runs()]
-    run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
-
-
-def _example(name: str) -> Any:
-    """An example script as a module (its data and model code: what a user would have written)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def s4_composition(train_frac: float, seed: int) -> tuple[torch.Tensor, ...]:
-    """(X_train, y_train, X_test, y_test) for g∘h in the symmetric group S4 (24 elements, 576 pairs)."""
-    perms = list(itertools.permutations(range(4)))
-    index = {p: i for i, p in enumerate(perms)}
-    X = torch.tensor([(i, j) for i in range(24) for j in range(24)])
-    y = torch.tensor([index[tuple(perms[i][perms[j][k]] for k in range(4))] for i, j in X.tolist()])
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
-    n = int(train_frac * len(X))
-    return X[perm[:n]], y[perm[:n]], X[perm[n:]], y[perm[n:]]
-
-
-def _plain_setup(g: Group, wd: float, seed: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], int]:
-    """Model, data and batch size of a plain-PyTorch run."""
-    torch.manual_seed(seed)
-    if g.task == "parity":
-        data = _example("sparse_parity").sparse_parity(30, 3, 1000, 2000, seed)
-        model: nn.Module = nn.Sequential(nn.Linear(30, 256), nn.ReLU(), nn.Linear(256, 2))
-        return model, data, 128
-    if g.task == "s4":
-        data = s4_composition(g.train_frac, seed)
-        return _example("p1_transformer").Trunk(24, d_model=64, n_heads=4, d_ff=128), data, 128
-    raise ValueError(f"no plain-PyTorch task {g.task!r}")
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    out = model(X)
-    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
-
-
-def train_plain(g: Group, store: Path) -> None:
-    """The group's runs one by one: a plain training loop with `grokscope.Monitor` (defects every 100 steps, the
-    detector off: it is replayed later); a finished run is skipped, an unfinished one restarts."""
-    from grokscope.monitor import Monitor
-    from grokscope.store import RunDir
-
-    for wd, seed in g.runs():
-        betas = "" if g.beta2 == 0.98 else f"-b{g.beta2:g}"
-        out = group_dir(store, g) / f"{g.task}-{g.model}-{g.optimizer}{betas}-wd{wd:g}-s{seed}"
-        run = RunDir(out)
-        if run.exists() and run.has_summary() and run.summary().get("finished"):
-            s = run.summary()
-            if s["grok_step"].get(g.task) is not None or (s.get("steps_trained") or 0) >= g.steps:
-                continue  # done; a run that did not grok within a shorter budget trains again to the longer one
-        model, (X, y, Xt, yt), batch = _plain_setup(g, wd, seed)
-        opt: torch.optim.Optimizer = (
-            torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=wd, betas=(0.9, g.beta2))
-            if g.optimizer == "adamw" else
-            torch.optim.SGD(model.parameters(), lr=g.lr, momentum=0.9, weight_decay=wd))
-        gen = torch.Generator().manual_seed(seed + 1)
-        mon = Monitor(model, F.cross_entropy, (X, y), out=out, optimizer=opt, tasks=(g.task,), batch_size=batch,
-                      seed=seed, steps=g.steps, overwrite=True, defect_every=100, warn=False, verbose=False)
-        for step in range(1, g.steps + 1):
-            idx = torch.randint(0, len(X), (batch,), generator=gen)
-            loss = F.cross_entropy(model(X[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            metrics = None
-            if step % 100 == 0:
-                tr, te = _evaluate(model, X, y), _evaluate(model, Xt, yt)
-                metrics = {"train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
-            mon.step(step, metrics)
-            if mon.grok_step()[g.task] is not None:
-                break
-        mon.close()
-
-
-def train_corpus(store: Path, only: str | None = None) -> None:
-    """Train every group of the corpus (or of one part) that is not finished yet."""
-    for g in CORPUS:
-        if only and g.part != only:
-            continue
-        t0 = time.process_time()
-        (train_plain if g.model.startswith("plain") else train_modular)(g, store)
-        print(f"[{g.part}] {g.family}: {time.process_time() - t0:.0f} CPU-s", flush=True)
+DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus-v2"))
 
 
 # ---- scoring ----------------------------------------------------------------------------------------------
@@ -233,8 +85,8 @@ def load_corpus(store: Path, every: int) -> list[Record]:
             full = run_series(run)
             mem = np.flatnonzero(full["train_acc"] >= 0.99)
             t_mem = int(full["step"][mem[0]]) if len(mem) else None
-            out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run), g.steps, s,
-                              t_mem))
+            out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run),
+                              stored_budget(run.path, g.steps), s, t_mem))
     return out
 
 
@@ -351,7 +203,7 @@ def results(store: Path, everys: tuple[int, ...] = (200, 100)) -> dict[str, Any]
     dets = detectors()
     for every in everys:
         records = load_corpus(store, every)
-        for part in ("calib", "eval"):
+        for part in PARTS:
             recs = [r for r in records if r.part == part]
             for name, cfg in dets.items():
                 rows = score_table(recs, cfg)
@@ -388,7 +240,8 @@ def cost(store: Path, n: int = 200) -> dict[str, float]:
     from grokscope.monitor import Monitor
 
     g = next(g for g in CORPUS if g.task == "s4")
-    model, (X, y, _, _), batch = _plain_setup(g, 1.0, 0)
+    model, (X, y, _, _) = setup(g.model, g.task, g.p, g.train_frac, 0)
+    batch = g.batch
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -437,13 +290,15 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("train", "calibrate", "score", "all"))
+    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "all"))
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
-    ap.add_argument("--only", choices=("calib", "eval"), default=None, help="one part of the corpus")
+    ap.add_argument("--only", choices=PARTS, default=None, help="one part of the corpus")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
                     help="where the figure goes (ROC + a few runs' signals)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.what == "status":
+        print(status(args.store, args.only))
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only)
     if args.what == "calibrate":

@@ -5,7 +5,7 @@ from each stored snapshot alone. A run's score is its largest Gini rise over ste
 run) or over its whole budget (a never-grokking run), as `monitor.evaluate` scores the detectors; runs that generalise
 with no delay (grok step ≤ 500 here) are left out, as the harness leaves them out. The evaluation part is not read.
 
-    python benchmarks/progress_signal_calibration.py [--store DIR]   # the corpus of benchmarks/early_warning.py
+    python studies/progress_signal_calibration.py [--store DIR]   # the corpus of studies/early_warning.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from grokscope.monitor.evaluate import auroc
 from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
 
-DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))
+DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus-v2"))
 IMMEDIATE = 500  # a grok step at or below this: generalised with no delay (the quick preset memorises by ~300)
 
 
