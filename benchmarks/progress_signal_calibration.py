@@ -14,9 +14,9 @@ import argparse
 import os
 from pathlib import Path
 
+from grokscope.analyses.progress_measures import progress_table
 from grokscope.errors import NotApplicable
 from grokscope.monitor.evaluate import auroc
-from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
 
 DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus"))

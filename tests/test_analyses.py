@@ -13,7 +13,7 @@ from fixed_run import build_fixed_run
 from grokscope.analyses import ANALYSES, missing_analyses, register, run_analysis, stored_analysis
 from grokscope.errors import ConfigError
 from grokscope.geometry.onset import defect_timing
-from grokscope.store import ANALYSES as ANALYSES_FILE
+from grokscope.store import ANALYSES_FILE
 
 PC1 = {"layers.0.attn.W_K": 98.56373725337016, "layers.0.attn.W_O": 99.064715358206,
        "layers.0.attn.W_Q": 98.70324595122774, "layers.0.attn.W_V": 98.56426013467532}

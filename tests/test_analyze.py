@@ -13,7 +13,7 @@ from grokscope.geometry.onset import onset_threshold
 from grokscope.geometry.pca import exec_basis, matrix_pca, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import train
 
 
 @pytest.fixture(scope="module")

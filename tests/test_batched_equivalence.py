@@ -3,20 +3,18 @@ by batch shape differ in the last bits) and a real mix-up of runs fails (`equiva
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-from grokscope import model as M
-from grokscope.optim import STEPS
-from grokscope.problem import Problem
-from grokscope.train import train
+from grokscope.training import loop as T
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.optim import STEPS
+from grokscope.training.problem import Problem
 
 from conftest import tiny_config
 from equivalence import FLOAT32_GRAD_RTOL, assert_same_run, is_null_gradient, rel_diff
 
-T = importlib.import_module("grokscope.train")  # the module (the package re-exports its `train` function)
 
 def _cfgs() -> list:
     """Three runs that differ in everything a run owns: seed, lr, weight decay, clip norm and budget."""

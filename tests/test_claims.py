@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from grokscope.analyses.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.claims import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -37,7 +38,6 @@ from grokscope.claims.p1 import (
 )
 from grokscope.cli import main
 from grokscope.config import preset
-from grokscope.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.store import RunDir
 from grokscope.sweep import run_sweep, spec_from_dict
 

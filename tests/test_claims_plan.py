@@ -17,9 +17,9 @@ from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
 from grokscope.geometry.interventions import intervention_scan
-from grokscope.geometry.scan_store import ScanDir
 from grokscope.runner import run_batch
 from grokscope.store import RunDir
+from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
 from conftest import Stop, stop_after

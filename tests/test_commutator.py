@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.config import preset
 from grokscope.geometry.commutator import (
     batched_defects,
@@ -15,7 +14,8 @@ from grokscope.geometry.commutator import (
     defect_probe,
 )
 from grokscope.geometry.pca import random_basis
-from grokscope.problem import Problem
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 ETA = 1e-3
 

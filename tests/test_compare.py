@@ -4,9 +4,9 @@ import json
 
 import pandas as pd
 
+from grokscope.analyses.methods_table import comparison_table, markdown
 from grokscope.cli import main
-from grokscope.compare import comparison_table, markdown
-from grokscope.train import train
+from grokscope.training import train
 
 from conftest import tiny_config
 

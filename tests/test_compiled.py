@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import compiled
-from grokscope import model as M
-from grokscope import reference as Ref
 from grokscope.config import preset, with_overrides
-from grokscope.problem import Problem
-from grokscope.train import train
+from grokscope.training import compiled, train
+from grokscope.training import model as M
+from grokscope.training import reference as Ref
+from grokscope.training.problem import Problem
 
 
 def _trunk(steps: int):

@@ -1,11 +1,11 @@
-"""The rule that says when a diagnostic moves (grokscope.diagnostics), on series whose answer is known."""
+"""The rule that says when a diagnostic moves (grokscope.analyses.diagnostics), on series whose answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from grokscope.diagnostics import memorised_step, move_step, run_moves
+from grokscope.analyses.diagnostics import memorised_step, move_step, run_moves
 from grokscope.store import PROGRESS_TABLE, SUMMARY, RunDir, write_json
 
 from conftest import tiny_config

@@ -11,7 +11,7 @@ import yaml
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import train
 
 from equivalence import assert_same_run
 

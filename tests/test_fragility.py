@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.commands import fragility as frag_cmd
 from grokscope.config import preset
 from grokscope.geometry import compress as C
 from grokscope.geometry import reconstruct as Rc
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
 
 
 def _pair(seed: int = 0):

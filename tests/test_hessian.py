@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.config import preset
 from grokscope.geometry.hessian import (
     DRAW_SALT,
@@ -20,9 +19,10 @@ from grokscope.geometry.hessian import (
 )
 from grokscope.geometry.hvp import hessian_sample, loss_weights, make_hvp
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
-from grokscope.problem import Problem
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.problem import Problem
 
 from conftest import tiny_config
 

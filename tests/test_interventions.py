@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import ConfigError
 from grokscope.geometry import interventions as I
 from grokscope.geometry.pca import exec_basis, random_basis
 from grokscope.store import INTERVENTION_JSON, INTERVENTION_METRICS, RunDir, read_table
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
 
 from equivalence import assert_same_run
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from grokscope import store as store_mod
 from grokscope.cli import main
 from grokscope.store import RunDir, read_tensors
+from grokscope.store import run_dir as store_mod
 
 RUN_ARGS = ["--p", "11", "--steps", "400", "--eval-every", "20", "--checkpoint-every", "20", "--seeds", "3,4",
             "--wd", "0.5", "--d-model", "32", "--heads", "2", "--no-geometry", "--json", "--defect-every", "0",

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokscope import model as M
 from grokscope.analyses import run_analysis
+from grokscope.analyses.progress_measures import progress_table
 from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.data.tasks import make_split
 from grokscope.errors import NotApplicable
-from grokscope.llc import (
+from grokscope.geometry.llc import (
     LLCSettings,
     ParamsModule,
     calibrate_llc,
@@ -25,10 +26,9 @@ from grokscope.llc import (
     per_example_loss,
 )
 from grokscope.monitor import Monitor
-from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
-from grokscope.tasks import make_split
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
 
 pytest.importorskip("devinterp")
 from devinterp.slt.llc import llc as devinterp_llc  # noqa: E402
@@ -47,7 +47,7 @@ def run(tmp_path_factory):
 
 
 class Direct(nn.Module):
-    """The test's own module: the trunk's cross-entropy per example, written without grokscope.llc."""
+    """The test's own module: the trunk's cross-entropy per example, written without grokscope.geometry.llc."""
 
     def __init__(self, params, cfg, pairs, targets):
         super().__init__()

@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import ConfigError, MethodConfig, method_config, with_overrides
-from grokscope.methods import MethodState, log_stablemax, orthograd, stablemax_per_task_loss, stablemax_s
-from grokscope.problem import Problem
 from grokscope.store import RunDir
 from grokscope.sweep.packing import run_bytes
 from grokscope.sweep.spec import expand, spec_from_dict
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.methods import MethodState, log_stablemax, orthograd, stablemax_per_task_loss, stablemax_s
+from grokscope.training.problem import Problem
 
 from conftest import tiny_config
 from equivalence import assert_same_run

@@ -1,7 +1,7 @@
 import torch
 
-from grokscope import model as M
 from grokscope.config import DataConfig, ModelConfig
+from grokscope.training import model as M
 
 
 def _params(tasks, kind="trunk", p=97, **kw):

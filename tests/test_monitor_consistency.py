@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grokscope import model as M
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.hessian import hessian_sample, lanczos, make_hvp
 from grokscope.geometry.pca import attention_pca, matrix_pca
 from grokscope.monitor import Monitor
-from grokscope.problem import Problem
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.problem import Problem
 
 from conftest import tiny_config
 

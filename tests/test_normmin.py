@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import preset
+from grokscope.data.tasks import make_split
 from grokscope.errors import ConfigError
 from grokscope.experiments import p3_mlp as P3
 from grokscope.geometry import normmin as N
-from grokscope.problem import Problem
 from grokscope.store import RunDir
-from grokscope.tasks import make_split
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.problem import Problem
 
 
 def _mlp_cfgs(seeds=(0, 1), steps=200, p=7, width=16):

@@ -18,16 +18,16 @@ import torch
 from torch import nn
 
 from grokscope import cli
-from grokscope import model as M
 from grokscope.commands.run import configs_from_args
 from grokscope.config import RunConfig, preset, validate
+from grokscope.data.sampler import AuthorsStream
 from grokscope.errors import ConfigError
-from grokscope.init_authors import authors_init
-from grokscope.problem import Problem
-from grokscope.sampler import AuthorsStream
 from grokscope.store import RunDir, read_tensors
 from grokscope.sweep import expand, spec_from_dict
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.init_authors import authors_init
+from grokscope.training.problem import Problem
 
 from equivalence import assert_same_run
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.config import preset
 from grokscope.geometry.pca import (
     exec_basis_from_traj,
@@ -16,6 +15,7 @@ from grokscope.geometry.pca import (
     trajectory_pcs_from_matrix,
     weight_svd_basis,
 )
+from grokscope.training import model as M
 
 
 def _traj(T=12, shape=(5, 5), seed=0, drift=3.0):

@@ -6,8 +6,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from grokscope.config import preset, with_overrides
-from grokscope.perf import gemm_bound_seconds, gemm_calls
-from grokscope.train import stepper
+from grokscope.runtime.perf import gemm_bound_seconds, gemm_calls
+from grokscope.training import stepper
 
 _FLOPS = {"mm": lambda a, b: 2 * a[0] * a[1] * b[1], "addmm": lambda c, a, b: 2 * a[0] * a[1] * b[1],
           "bmm": lambda a, b: 2 * a[0] * a[1] * a[2] * b[2], "baddbmm": lambda c, a, b: 2 * a[0] * a[1] * a[2] * b[2]}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from grokscope.analyses import run_analysis
+from grokscope.analyses.progress_measures import progress_table
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import NotApplicable
@@ -21,9 +22,8 @@ from grokscope.geometry.fourier import (
     key_frequencies,
     restricted_excluded,
 )
-from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import train
 
 P = 23
 K = (P - 1) // 2

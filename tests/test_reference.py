@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
-from grokscope import reference as Ref
 from grokscope.config import preset, with_overrides
 from grokscope.errors import ConfigError
-from grokscope.problem import Problem
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import reference as Ref
+from grokscope.training import train
+from grokscope.training.problem import Problem
 
 from equivalence import assert_same_run
 

@@ -13,11 +13,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from grokscope import plots
 from grokscope.cli import main
 from grokscope.config import with_overrides
 from grokscope.geometry.onset import fit_power_law
-from grokscope.report import ReportConfig, build_report
+from grokscope.report import ReportConfig, build_report, plots
 from grokscope.runner import run_batch
 from grokscope.store import RunDir, write_json
 

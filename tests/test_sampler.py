@@ -1,6 +1,6 @@
 import torch
 
-from grokscope.sampler import sample_indices
+from grokscope.data.sampler import sample_indices
 
 
 def test_sampling_is_per_run_and_batch_independent():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 
@@ -15,14 +14,14 @@ from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
 from grokscope.geometry import interventions as I
-from grokscope.geometry.scan_store import ScanDir
 from grokscope.store import CHECKPOINT, INTERVENTION_JSON, RunDir, find_runs
-from grokscope.train import train
+from grokscope.store.scan_store import ScanDir
+from grokscope.training import loop as T
+from grokscope.training import train
 
 from conftest import Stop, stop_after
 
 torch.set_num_threads(1)
-T = importlib.import_module("grokscope.train")  # the module (the package exports the function `train`)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from grokscope import model as M
 from grokscope.analyses import analyze_defect
 from grokscope.config import preset
 from grokscope.geometry.checkpoints import paper_exact, script_checkpoints, select_snapshots
@@ -21,9 +20,10 @@ from grokscope.geometry.commutator import after_training_draw, batched_defects, 
 from grokscope.geometry.compress import final_and_init
 from grokscope.geometry.hessian import analyze_hessian, checkpoint_indices
 from grokscope.geometry.pca import trajectory_pcs
-from grokscope.problem import Problem
 from grokscope.store import POSTHOC_TABLE, RunDir
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
+from grokscope.training.problem import Problem
 
 SPACING, STOP = 20, 110  # snapshots 0, 20, ..., 100 on the grid, and the stop step 110 off it
 

@@ -9,7 +9,7 @@ import torch
 from grokscope.config import preset
 from grokscope.geometry import spectral as S
 from grokscope.store import RunDir
-from grokscope.train import train
+from grokscope.training import train
 
 
 def test_singular_gaps_match_numpy():

@@ -3,7 +3,7 @@ import torch
 
 from grokscope.errors import StoreError
 from grokscope.store import TRAJECTORY, RunDir, find_runs, load_metrics, read_tensors, write_tensors
-from grokscope.train import train
+from grokscope.training import train
 
 from conftest import tiny_config
 

@@ -13,7 +13,6 @@ import torch
 import yaml
 
 import grokscope.sweep.packing as S
-from grokscope import model as M
 from grokscope.cli import main
 from grokscope.config import batch_key, preset
 from grokscope.errors import ConfigError, StoreError
@@ -32,7 +31,8 @@ from grokscope.sweep import (
     spec_from_dict,
     train_batch,
 )
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from grokscope.tasks import OPERATIONS, all_pairs, is_prime, make_split
+from grokscope.data.tasks import OPERATIONS, all_pairs, is_prime, make_split
 
 
 def test_operations_match_python_arithmetic():

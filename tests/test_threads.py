@@ -10,8 +10,8 @@ import torch
 
 import grokscope as gs
 from grokscope.cli import THREADED, build_parser, command_parsers, main
+from grokscope.runtime.threads import machine_threads, pick_threads
 from grokscope.store import RunDir
-from grokscope.threads import machine_threads, pick_threads
 
 from conftest import tiny_config
 

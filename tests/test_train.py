@@ -1,9 +1,9 @@
 import torch
 
-from grokscope import model as M
 from grokscope.config import preset
 from grokscope.store import RunDir
-from grokscope.train import GrokState, train, update_grok
+from grokscope.training import GrokState, train, update_grok
+from grokscope.training import model as M
 
 from conftest import tiny_config
 from equivalence import assert_same_run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from grokscope.config import MethodConfig, RunConfig, check_axis, check_grid_size, with_overrides
 from grokscope.geometry.commutator import defect_probe
-from grokscope.train import EvalInfo, Probe, RunResult, train
+from grokscope.training import EvalInfo, Probe, RunResult, train
 
 
 def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:

@@ -21,9 +21,9 @@ import pandas as pd
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, GrokscopeError
 from grokscope.geometry.interventions import ScanConfig, intervention_scan, resume_note, write_scan
-from grokscope.progress import eval_bar
 from grokscope.store import INTERVENTION_JSON, RunDir, jsonable, read_json
 from grokscope.sweep import run_sweep, spec_from_dict
+from grokscope.training.progress_bars import eval_bar
 
 REPRODUCED = "reproduced"
 PARTLY = "partly"

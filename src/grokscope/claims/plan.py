@@ -26,8 +26,8 @@ from grokscope.claims.common import (
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError
 from grokscope.geometry.interventions import scan_configs
-from grokscope.geometry.scan_store import ScanDir
 from grokscope.store import RunDir
+from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
 __all__ = ["RunState", "ItemPlan", "claims_plan", "plan_totals", "run_state", "scan_base", "measured_rate"]

@@ -23,14 +23,14 @@ from grokscope.config import (
     with_overrides,
     with_script_budget,
 )
-from grokscope.devices import check_device, resolve_device
+from grokscope.data.tasks import OPERATIONS
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
-from grokscope.progress import describe_eval, progress_bar, working
 from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir, check_store
-from grokscope.tasks import OPERATIONS
-from grokscope.train import EvalInfo, RunResult, check_dirs
+from grokscope.runtime.devices import check_device, resolve_device
+from grokscope.store import RunDir, check_dirs, check_store
+from grokscope.training import EvalInfo, RunResult
+from grokscope.training.progress_bars import describe_eval, progress_bar, working
 
 
 def register(sub: argparse._SubParsersAction) -> None:

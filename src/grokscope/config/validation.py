@@ -18,8 +18,8 @@ from grokscope.config.schema import (
     _check_fields,
     validate_method,
 )
+from grokscope.data.tasks import OPERATIONS, is_prime
 from grokscope.errors import ConfigError
-from grokscope.tasks import OPERATIONS, is_prime
 
 
 def validate(cfg: RunConfig) -> RunConfig:

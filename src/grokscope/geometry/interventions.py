@@ -36,13 +36,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.config import RunConfig, with_overrides
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry import pca
 from grokscope.geometry.commutator import commutator_defect
-from grokscope.geometry.scan_store import ScanDir, describe_progress
-from grokscope.problem import Problem
 from grokscope.store import (
     INTERVENTION_JSON,
     INTERVENTION_METRICS,
@@ -51,7 +48,10 @@ from grokscope.store import (
     write_json,
     write_table,
 )
-from grokscope.train import EvalInfo, GradTransform, train
+from grokscope.store.scan_store import ScanDir, describe_progress
+from grokscope.training import EvalInfo, GradTransform, train
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 Params = M.Params
 KINDS = ("deletion", "suppression", "random", "kick", "random-kick")

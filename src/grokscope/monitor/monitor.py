@@ -36,7 +36,14 @@ from grokscope.config import EXTERNAL, DataConfig, ModelConfig, RunConfig
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
-from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
+from grokscope.geometry.llc import (
+    LLCSettings,
+    ParamsModule,
+    chains_level_off,
+    estimate_llc,
+    module_loss,
+    require_devinterp,
+)
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.detector import Detector, MultiSignalDetector
 from grokscope.monitor.external import optim_config, parse_metric
@@ -63,7 +70,7 @@ from grokscope.store import (
     RunDir,
     write_json,
 )
-from grokscope.train import GrokState, update_grok
+from grokscope.training import GrokState, update_grok
 
 
 class Monitor:
@@ -378,7 +385,7 @@ class Monitor:
 
     def llc_at(self, step: int) -> dict[str, Any]:
         """devinterp's LLC at the current parameters on a fixed training sample (`llc_samples` rows; the
-        monitor's settings llc_*): grokscope.llc.estimate_llc over the user's own loss."""
+        monitor's settings llc_*): grokscope.geometry.llc.estimate_llc over the user's own loss."""
         cfg = self.cfg
         batch = tuple(self.source.fixed_sample(cfg.llc_samples))
         n = len(batch[0])

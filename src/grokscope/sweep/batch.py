@@ -8,9 +8,9 @@ from pathlib import Path
 from grokscope.analyses import missing_analyses, run_analysis
 from grokscope.config import RunConfig
 from grokscope.errors import StoreError
-from grokscope.progress import Report, eval_reporter
 from grokscope.runner import run_batch
 from grokscope.store import RunDir
+from grokscope.training.progress_bars import Report, eval_reporter
 
 __all__ = ["finished", "analyses_to_run", "train_batch"]
 

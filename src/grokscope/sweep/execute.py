@@ -13,14 +13,14 @@ from typing import Any
 import pandas as pd
 
 from grokscope.config import RunConfig
-from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, StoreError
-from grokscope.progress import BatchProgress
+from grokscope.runtime.devices import resolve_device
 from grokscope.store import RunDir
 from grokscope.sweep.batch import analyses_to_run, finished, train_batch
 from grokscope.sweep.packing import plan
 from grokscope.sweep.ray_executor import BatchFn, execute_ray, import_ray
 from grokscope.sweep.spec import SweepSpec, expand
+from grokscope.training.progress_bars import BatchProgress
 
 __all__ = ["sweep_status", "pending", "run_sweep", "results_table"]
 

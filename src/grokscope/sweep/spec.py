@@ -29,8 +29,8 @@ from grokscope.config import (
     validate,
     with_overrides,
 )
-from grokscope.devices import check_device
 from grokscope.errors import ConfigError
+from grokscope.runtime.devices import check_device
 
 __all__ = ["GRID_KEYS", "SPEC_KEYS", "SweepSpec", "load_spec", "spec_from_dict", "expand"]
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyses.phase import no_decay_failure, phase_fit, phase_table
 from grokscope.claims.common import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -36,7 +37,6 @@ from grokscope.claims.p1.sweeps import (
     seeds_spec,
     tri_spec,
 )
-from grokscope.phase import no_decay_failure, phase_fit, phase_table
 
 # Fixed before any result (issue 10 item 7): relative error of a mean grok step, and |Δα|.
 GROK_TOL, GROK_PARTLY = 0.10, 0.25

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from grokscope.analyses import missing_analyses, run_analysis
+from grokscope.analyses.phase import phase_table
 from grokscope.claims.common import (
     INCONCLUSIVE,
     ClaimContext,
@@ -21,7 +22,6 @@ from grokscope.claims.common import (
 )
 from grokscope.claims.common import make_row as _row
 from grokscope.claims.p1.sweeps import _dual, _runs, dual_spec, tri_spec
-from grokscope.phase import phase_table
 from grokscope.store import RunDir
 
 PAPER_LAMBDA_MIN = {1.0: (-63.0, 12.0), 0.5: (-36.0, 6.0), 0.1: (-17.0, 8.0), 0.0: (-50.0, 16.0)}

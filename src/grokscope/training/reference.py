@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokscope import model as M
 from grokscope.config import DataConfig, ModelConfig, RunConfig, validate
+from grokscope.data.tasks import make_split
 from grokscope.errors import ConfigError
-from grokscope.init_authors import initial_params
-from grokscope.tasks import make_split
+from grokscope.training import model as M
+from grokscope.training.init_authors import initial_params
 
 Params = M.Params
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.config import EXTERNAL, RunConfig
+from grokscope.data.tasks import make_split
 from grokscope.errors import NotApplicable
 from grokscope.formatting import num
 from grokscope.geometry.checkpoints import select_snapshots
@@ -35,7 +35,7 @@ from grokscope.geometry.fourier import (
 )
 from grokscope.geometry.onset import posthoc_indices
 from grokscope.store import RunDir
-from grokscope.tasks import make_split
+from grokscope.training import model as M
 
 EVALUATED_ON = {"restricted_loss": "all pairs (train and test)", "excluded_loss": "training pairs"}
 

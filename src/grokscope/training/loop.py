@@ -8,7 +8,6 @@ e.g. inline commutator defects) and a *gradient transform* (interventions) as pl
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,16 +19,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import compiled
-from grokscope import model as M
 from grokscope.config import RunConfig
-from grokscope.environment import environment
-from grokscope.errors import ConfigError, StoreError
-from grokscope.methods import MethodState
-from grokscope.optim import STEPS, HyperParams, clip_rows_, init_state
-from grokscope.problem import Params, Problem
-from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, write_json, write_tensors
-from grokscope.threads import resume_thread_note
+from grokscope.errors import StoreError
+from grokscope.runtime.environment import environment
+from grokscope.runtime.threads import resume_thread_note
+from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, prepare_dirs, write_json, write_tensors
+from grokscope.training import compiled
+from grokscope.training import model as M
+from grokscope.training.methods import MethodState
+from grokscope.training.optim import STEPS, HyperParams, clip_rows_, init_state
+from grokscope.training.problem import Params, Problem
 
 GradTransform = Callable[[int, Params, Params], Params]
 # A transform holding state a resume needs also has `export(r) -> {name: tensor}` (run r's state, saved in its
@@ -144,46 +143,11 @@ def _hyper(cfgs: list[RunConfig], device: torch.device, dtype: torch.dtype = tor
                        eps=col("eps"), momentum=col("momentum"))
 
 
-def check_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
-    """Check every run's directory, writing nothing: a directory holding another config is refused unless
-    `resume` (continue from its checkpoint under the new config) or `force` (start over); a damaged file in a
-    run that would be resumed is refused too."""
-    names = [c.name for c in cfgs]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise ConfigError(f"two runs share the name {sorted(dup)[0]!r}; give them different seeds or settings")
-    dirs = [RunDir(Path(out) / n) for n in names]
-    for c, d in zip(cfgs, dirs):
-        if d.path.exists() and not d.exists() and any(d.path.iterdir()):
-            raise StoreError(f"{d.path} exists and is not a grokscope run; choose another --out")
-        if d.exists() and not force and not resume and d.config() != c:
-            raise StoreError(f"{d.path} holds a run with a different config; pass --resume to continue it "
-                             "under the new config or --force to start over")
-        if d.exists() and not force:
-            d.check()  # a corrupt checkpoint, trajectory or table is refused now, before anything is written
-    return dirs
-
-
 def _summary_final(d: RunDir) -> bool:
     try:
         return d.has_summary() and d.summary().get("finished") is True
     except StoreError:
         return False
-
-
-def prepare_dirs(cfgs: list[RunConfig], out: Path, resume: bool = False, force: bool = False) -> list[RunDir]:
-    """`check_dirs`, remove temp files a killed writer left behind, then (with `force`) delete the runs that will
-    start over."""
-    dirs = check_dirs(cfgs, out, resume, force)
-    for d in dirs:
-        if d.path.is_dir():
-            for tmp in d.path.rglob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-    if force:
-        for d in dirs:
-            if d.exists():
-                shutil.rmtree(d.path)
-    return dirs
 
 
 def train(

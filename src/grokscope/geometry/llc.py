@@ -176,7 +176,7 @@ def per_example_loss(cfg: Any, pairs: torch.Tensor, targets: torch.Tensor) -> Ca
                                                                                        torch.Tensor], torch.Tensor]:
     """loss(params without run axis, rows) -> per-example training loss [B] of a grokscope model: the sum over
     tasks of cross-entropy (the MLP: squared error), the trainer's loss per example (plain softmax)."""
-    from grokscope import model as M
+    from grokscope.training import model as M
 
     def loss(params: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         out = M.forward({k: v[None] for k, v in params.items()}, pairs[rows][None], cfg.model, cfg.data)[0]
@@ -194,9 +194,9 @@ def llc_table(run: Any, settings: LLCSettings, calibrate: bool = True, max_point
     """The LLC at ≤ `max_points` stored snapshots (evenly spread) of a grokscope run, every one with the same
     settings: calibrated on the last snapshot when `calibrate`. Returns (table, settings, calibration table)."""
     from grokscope.config import EXTERNAL
+    from grokscope.data.tasks import make_split
     from grokscope.errors import NotApplicable
     from grokscope.geometry.onset import posthoc_indices
-    from grokscope.tasks import make_split
 
     cfg = run.config()
     if cfg.model.kind == EXTERNAL:

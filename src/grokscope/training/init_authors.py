@@ -16,9 +16,9 @@ import math
 import torch
 from torch import nn
 
-from grokscope import model as M
 from grokscope.config import DataConfig, ModelConfig
 from grokscope.errors import ConfigError
+from grokscope.training import model as M
 
 Params = M.Params
 

@@ -11,13 +11,13 @@ from functools import partial
 
 import torch
 
-from grokscope import model as M
 from grokscope.config import RunConfig, batch_key, validate
+from grokscope.data.sampler import AuthorsStream, sample_indices
+from grokscope.data.tasks import make_split
 from grokscope.errors import ConfigError
-from grokscope.init_authors import initial_params
-from grokscope.methods import stablemax_per_task_loss
-from grokscope.sampler import AuthorsStream, sample_indices
-from grokscope.tasks import make_split
+from grokscope.training import model as M
+from grokscope.training.init_authors import initial_params
+from grokscope.training.methods import stablemax_per_task_loss
 
 Params = M.Params
 

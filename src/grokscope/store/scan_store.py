@@ -21,7 +21,8 @@ import torch
 
 from grokscope.config import RunConfig
 from grokscope.errors import StoreError
-from grokscope.store import (
+from grokscope.store.admission import check_dirs
+from grokscope.store.run_dir import (
     INTERVENTION_JSON,
     INTERVENTION_METRICS,
     INTERVENTION_TABLE,
@@ -35,7 +36,6 @@ from grokscope.store import (
     write_json,
     write_tensors,
 )
-from grokscope.train import check_dirs
 
 RESUMABLE = ("steps",)  # scan fields `resume` may change: a longer or shorter budget continues the same runs
 
@@ -90,7 +90,7 @@ class ScanDir:
 
     def check(self, scan: Any, base: str, cfgs: list[RunConfig], resume: bool = False, force: bool = False) -> None:
         """Refuse, writing nothing, a folder holding another scan or another base run's (unless `force`; with
-        `resume` only the step budget may differ) and damaged run folders (`train.check_dirs`)."""
+        `resume` only the step budget may differ) and damaged run folders (`admission.check_dirs`)."""
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path} exists and is not a folder")
         if force:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from grokscope.analyses.progress_measures import progress_table, summarize_progress
 from grokscope.config import EXTERNAL
 from grokscope.errors import ConfigError, TooLittleData
 from grokscope.formatting import num
@@ -18,12 +19,11 @@ from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.compress import FragilityConfig, fragility
 from grokscope.geometry.hessian import analyze_hessian, depth_over_samples, summarize_depth_draws, summarize_hessian
+from grokscope.geometry.llc import LLCSettings, llc_table
 from grokscope.geometry.onset import defect_timing, lead, lead_fraction, onset_envelope, posthoc_indices
 from grokscope.geometry.pca import attention_pca
 from grokscope.geometry.reconstruct import reconstruction_threshold
 from grokscope.geometry.summary import defect_onsets, geometry_summary
-from grokscope.llc import LLCSettings, llc_table
-from grokscope.progress_measures import progress_table, summarize_progress
 from grokscope.store import (
     DEFECT_TABLE,
     FRAGILITY,
@@ -195,7 +195,7 @@ def analyze_fragility(run: RunDir, device: str = "cpu", k: int = 20, threshold: 
 @register("progress")
 def analyze_progress(run: RunDir, device: str = "cpu", max_points: int = 120,
                      tasks: Sequence[str] | None = None) -> dict[str, Any]:
-    """Nanda et al.'s progress measures per stored snapshot and task (grokscope.progress_measures) →
+    """Nanda et al.'s progress measures per stored snapshot and task (grokscope.analyses.progress_measures) →
     progress.parquet; summary per task: key sets, Gini, excluded-loss peak, restricted-loss minimum. A task that
     is not a group operation, or a model without a token embedding, raises NotApplicable."""
     df = progress_table(run, tuple(tasks) if tasks else None, max_points)
@@ -206,7 +206,7 @@ def analyze_progress(run: RunDir, device: str = "cpu", max_points: int = 120,
 @register("llc")
 def analyze_llc(run: RunDir, device: str = "cpu", max_points: int = 30, calibrate: bool = True,
                 **settings: Any) -> dict[str, Any]:
-    """The local learning coefficient by devinterp's SGLD at ≤ max_points snapshots (grokscope.llc; the
+    """The local learning coefficient by devinterp's SGLD at ≤ max_points snapshots (grokscope.geometry.llc; the
     grokscope[llc] extra), one calibrated setting for all → llc.parquet; summary: first/last/min LLC, the
     sampler's settings and the calibration sweep. A monitored run: the LLC its monitor recorded (llc_every)."""
     if _external(run):

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from grokscope import model as M
-from grokscope.problem import Problem
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 ENV = "GROKSCOPE_COMPILE"  # "0" / "1" overrides the default (tests set 0: bitwise checks need eager)
 AUTO_STEPS = 10_000  # batches whose longest run has at least this many steps compile by default

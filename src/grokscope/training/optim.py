@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grokscope.model import Params
+from grokscope.training.model import Params
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ TRAJECTORY = "trajectory.safetensors"  # the whole trajectory in one file (store
 TRAJECTORY_SEGMENTS = "trajectory"  # trajectory/<last step>.safetensors: one segment per checkpoint
 CHECKPOINT = "checkpoint.safetensors"
 SUMMARY = "summary.json"
-ANALYSES = "analyses.json"  # {analysis name: its JSON result}, written by `RunDir.write_analysis`
+ANALYSES_FILE = "analyses.json"  # {analysis name: its JSON result}, written by `RunDir.write_analysis`
 FRAGILITY = "fragility.json"  # k* summary of the fragility analysis (also in analyses.json)
 # Tables beside a run: `<name>.parquet`, read with `RunDir.table(name)`.
 METRICS_TABLE = "metrics"  # the long table run, step, task, split, loss, acc, weight_norm
@@ -280,19 +280,19 @@ class RunDir:
 
     def analyses(self) -> dict[str, Any]:
         """Every stored analysis result of the run ({} when none is stored)."""
-        f = self.file(ANALYSES)
+        f = self.file(ANALYSES_FILE)
         got = read_json(f) if f.exists() else {}
         return got if isinstance(got, dict) else {}
 
     def write_analysis(self, name: str, result: Any) -> Any:
         """Store one analysis result (as strict JSON) beside the others; returns what was stored."""
         stored = jsonable(result)
-        write_json(self.file(ANALYSES), {**self.analyses(), name: stored})
+        write_json(self.file(ANALYSES_FILE), {**self.analyses(), name: stored})
         return stored
 
     def clear_analyses(self) -> None:
         """Forget every stored analysis result (the run was retrained: they describe an older run)."""
-        self.file(ANALYSES).unlink(missing_ok=True)
+        self.file(ANALYSES_FILE).unlink(missing_ok=True)
 
     def has_trajectory(self) -> bool:
         return bool(self._trajectory_files())
