@@ -101,12 +101,12 @@ def group_dir(store: Path, g: Group) -> Path:
 def train_modular(g: Group, store: Path) -> None:
     """The group's runs as one batched grokscope program (resumes from the runs' checkpoints)."""
     from grokscope.config import preset, with_overrides
-    from grokscope.runner import run_batch
+    from grokscope.sweep.batch import train_with_probes
 
     base = with_overrides(preset("quick"), tasks=(g.task,), kind=g.model, train_frac=g.train_frac, lr=g.lr,
                           steps=g.steps, defect_every=100, checkpoint_every=1000)
     cfgs = [with_overrides(base, seed=s, wd=wd) for wd, s in g.runs()]
-    run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
+    train_with_probes(cfgs, group_dir(store, g), resume=True, compile=False)
 
 
 def _example(name: str) -> Any:

@@ -17,7 +17,7 @@ from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
 from grokscope.geometry.interventions import intervention_scan
-from grokscope.runner import run_batch
+from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir
 from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict
@@ -41,11 +41,11 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
     out = root / "store" / DUAL["name"]
     cfgs = {(c.optim.wd, c.seed): c for c in expand(spec_from_dict({**DUAL, "out": str(out)}))}
-    run_batch([cfgs[0.0, 42], cfgs[1.0, 42]], out, "cpu")
+    train_with_probes([cfgs[0.0, 42], cfgs[1.0, 42]], out, "cpu")
     with pytest.raises(Stop):
-        run_batch([cfgs[1.0, 7]], out, "cpu", on_eval=stop_after(150))
+        train_with_probes([cfgs[1.0, 7]], out, "cpu", on_eval=stop_after(150))
     single = root / "store" / SINGLE["name"]
-    run_batch(expand(spec_from_dict({**SINGLE, "out": str(single)})), single, "cpu")
+    train_with_probes(expand(spec_from_dict({**SINGLE, "out": str(single)})), single, "cpu")
     specs = root / "specs.yaml"
     specs.write_text(yaml.safe_dump({"dual": DUAL, "single": SINGLE}))
     return root / "store", specs, cfgs

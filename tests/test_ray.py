@@ -35,7 +35,7 @@ def ray_local():
 def crash_once(cfgs, out, device, resume=False, analyses=(), report=None):
     """A batch function whose first attempt kills its worker after the step-50 checkpoint; the retry
     notes the checkpoint step it finds, then trains normally."""
-    from grokscope.runner import run_batch
+    from grokscope.sweep.batch import train_with_probes
 
     marker = Path(out) / f"crashed-{cfgs[0].name}.json"
     if not marker.exists():
@@ -44,7 +44,7 @@ def crash_once(cfgs, out, device, resume=False, analyses=(), report=None):
                 marker.write_text(json.dumps({"pid": os.getpid()}))
                 os._exit(1)
 
-        run_batch(cfgs, out, device, resume=resume, on_eval=die)
+        train_with_probes(cfgs, out, device, resume=resume, on_eval=die)
     found = {c.name: RunDir(Path(out) / c.name).checkpoint()[1]["step"] for c in cfgs}
     (Path(out) / f"retry-{cfgs[0].name}.json").write_text(json.dumps({"pid": os.getpid(), "found": found}))
     return train_batch(cfgs, out, device, resume, analyses, report)

@@ -17,7 +17,7 @@ from grokscope.cli import main
 from grokscope.config import with_overrides
 from grokscope.geometry.onset import fit_power_law
 from grokscope.report import ReportConfig, build_report, plots
-from grokscope.runner import run_batch
+from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir, write_json
 
 from conftest import headless_dom, tiny_config
@@ -50,7 +50,7 @@ def store(tmp_path_factory) -> Path:
     and analysis outputs in the stored formats (hessian, fragility, reconstruction, a scan, claims)."""
     root = tmp_path_factory.mktemp("store")
     cfgs = [tiny_config(seed=s, steps=150, defect_every=50, defect_draws=3) for s in (0, 1)]
-    res = run_batch(cfgs, root)
+    res = train_with_probes(cfgs, root)
     real = [RunDir(r.path) for r in res]
     for i, (grok, lead) in enumerate(zip(GROKS, LEADS, strict=True)):
         _synthetic_run(root, real[0], f"synth-{i}", wd=[0.1, 0.5, 1.0][i], grok=grok, lead=lead)

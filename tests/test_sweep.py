@@ -16,7 +16,7 @@ import grokscope.sweep.packing as S
 from grokscope.cli import main
 from grokscope.config import batch_key, preset
 from grokscope.errors import ConfigError, StoreError
-from grokscope.runner import run_batch
+from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir
 from grokscope.sweep import (
     CPU_MAX_RUNS,
@@ -112,7 +112,8 @@ def test_steps_mapping_by_lr():
     ({"device": "tpu"}, "tpu"),
     ({"resume": "yes"}, "yes"),
     ({"max_runs": 0}, "max_runs"),
-    ({"grid": {"wd": [1, 1.0]}}, "two runs named"),
+    ({"grid": {"wd": [1, 1.0]}}, "wd 1.0 appears twice"),
+    ({"grid": {"method": ["grokfast-ema", "grokfast-ema"]}}, "two runs named"),
 ])
 def test_bad_values_raise_one_line_config_error(tmp_path, change, needle):
     raw = tiny_spec(tmp_path)
@@ -270,7 +271,7 @@ def test_killed_sweep_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path
             raise _Killed
 
     with pytest.raises(_Killed):
-        run_batch([cfg], tmp_path / "store", "cpu", on_eval=kill)
+        train_with_probes([cfg], tmp_path / "store", "cpu", on_eval=kill)
     run = RunDir(tmp_path / "store" / cfg.name)
     assert run.checkpoint()[1]["step"] == 50
 
