@@ -17,10 +17,10 @@ from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
 from grokscope.geometry.interventions import intervention_scan
-from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir
 from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict
+from grokscope.sweep.batch import train_with_probes
 
 from conftest import Stop, stop_after
 

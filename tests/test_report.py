@@ -17,8 +17,8 @@ from grokscope.cli import main
 from grokscope.config import with_overrides
 from grokscope.geometry.onset import fit_power_law
 from grokscope.report import ReportConfig, build_report, plots
-from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir, write_json
+from grokscope.sweep.batch import train_with_probes
 
 from conftest import headless_dom, tiny_config
 

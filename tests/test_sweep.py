@@ -16,7 +16,6 @@ import grokscope.sweep.packing as S
 from grokscope.cli import main
 from grokscope.config import batch_key, preset
 from grokscope.errors import ConfigError, StoreError
-from grokscope.sweep.batch import train_with_probes
 from grokscope.store import RunDir
 from grokscope.sweep import (
     CPU_MAX_RUNS,
@@ -31,6 +30,7 @@ from grokscope.sweep import (
     spec_from_dict,
     train_batch,
 )
+from grokscope.sweep.batch import train_with_probes
 from grokscope.training import model as M
 from grokscope.training import train
 

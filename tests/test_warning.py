@@ -12,7 +12,7 @@ import pytest
 from grokscope.cli import main as cli
 from grokscope.errors import ConfigError, StoreError
 from grokscope.geometry.onset import onset_envelope, onset_threshold
-from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
+from grokscope.monitor.evaluate import fit_lead_model, warning_summary, warning_table
 from grokscope.monitor.warning import LeadModel, OnsetDetector, replay
 from grokscope.store import RunDir, write_json
 
@@ -100,11 +100,11 @@ def test_calibration_fits_the_lead_of_stored_runs_and_the_cli_replays_them(tmp_p
     runs = [_fake_run(tmp_path / "calib", f"r{i}", int(g), _series(i, on)) for i, (g, on) in
             enumerate(zip(groks, (1000, 1500, 2000), strict=True))]
     leads = [g - on for g, on in zip(groks, (1000, 1500, 2000), strict=True)]
-    lm = calibrate(runs)
+    lm = fit_lead_model(runs)
     assert lm.n == 3 and lm.alpha == 1.27
     assert lm.intercept == pytest.approx(float(np.mean(np.log10(leads) - 1.27 * np.log10(groks))))
     with pytest.raises(StoreError, match="calibration needs"):
-        calibrate(runs[:1])
+        fit_lead_model(runs[:1])
     assert cli(["runs", "warnings", str(tmp_path / "calib"), "--calibrate", str(tmp_path / "calib"), "--json",
                 "--detector", "threshold"]) == 0
     out = json.loads(capsys.readouterr().out)
