@@ -27,7 +27,7 @@ from grokscope.claims import (
     verdict_range,
     verdict_value,
 )
-from grokscope.claims.common import ClaimContext, default_store, rho_row
+from grokscope.claims.context import ClaimContext, default_store
 from grokscope.claims.p1 import (
     PAPER_GROK,
     deletion_scan,
@@ -36,6 +36,7 @@ from grokscope.claims.p1 import (
     mul_first_verdict,
     paper_alpha,
 )
+from grokscope.claims.rows import rho_row
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.store import RunDir

@@ -11,12 +11,13 @@ import pytest
 import yaml
 
 from grokscope.claims import p1, p2, p3
-from grokscope.claims.common import ClaimContext, read_stored_scan, scan_dir, stored_scan
+from grokscope.claims.cache import read_stored_scan, scan_dir, stored_scan
+from grokscope.claims.context import ClaimContext
 from grokscope.claims.plan import RunState, scan_base
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
-from grokscope.geometry.interventions import intervention_scan
+from grokscope.experiments.intervention_scan import intervention_scan
 from grokscope.store import RunDir
 from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict

@@ -10,6 +10,7 @@ import torch
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import ConfigError
+from grokscope.experiments import intervention_scan as IS
 from grokscope.geometry import interventions as I
 from grokscope.geometry.pca import exec_basis, random_basis
 from grokscope.store import INTERVENTION_JSON, INTERVENTION_METRICS, RunDir, read_table
@@ -93,8 +94,8 @@ def test_zero_amount_leaves_training_bitwise_unchanged():
 
 def test_scan_in_one_batch_equals_runs_one_at_a_time():
     base = _cfg()
-    scan = I.ScanConfig(kind="deletion", values=(0.0, 0.1, 0.5), start=20)
-    cfgs = I.scan_configs(base, scan)
+    scan = IS.ScanConfig(kind="deletion", values=(0.0, 0.1, 0.5), start=20)
+    cfgs = IS.scan_configs(base, scan)
     assert len({c.preset for c in cfgs}) == 3 and all(c.seed == base.seed for c in cfgs)
     P = sum(v.numel() for v in M.init_params(base.model, base.data, base.seed).values())
     B = random_basis(P, 6, seed=2)
@@ -137,8 +138,8 @@ def base_run(tmp_path_factory):
 
 
 def test_intervention_scan_table_and_files(base_run, tmp_path):
-    scan = I.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=80, start=20, k=3)
-    res = I.intervention_scan(base_run, scan)
+    scan = IS.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=80, start=20, k=3)
+    res = IS.intervention_scan(base_run, scan)
     tasks = base_run.config().data.tasks
     assert len(res.table) == 2 * len(tasks)
     assert set(res.table.value) == {0.0, 0.5}
@@ -148,13 +149,13 @@ def test_intervention_scan_table_and_files(base_run, tmp_path):
     m0 = res.metrics[(res.metrics.value == 0.0)].set_index(["step", "task", "split"]).acc
     mb = base_run.metrics().set_index(["step", "task", "split"]).acc
     assert (m0 == mb.loc[m0.index]).all()
-    out = I.write_scan(res, tmp_path / "scan")
+    out = IS.write_scan(res, tmp_path / "scan")
     assert (out / "intervention.parquet").exists() and (out / "intervention_metrics.parquet").exists()
 
 
 def test_commutator_kick_scan_runs(base_run):
-    scan = I.ScanConfig(kind="kick", values=(0.0, 1.0), steps=60, start=20, every=20, draws=1)
-    res = I.intervention_scan(base_run, scan)
+    scan = IS.ScanConfig(kind="kick", values=(0.0, 1.0), steps=60, start=20, every=20, draws=1)
+    res = IS.intervention_scan(base_run, scan)
     m = res.metrics
     a0 = m[(m.value == 0.0) & (m.split == "train")].acc.to_numpy()
     mb = base_run.metrics()
@@ -187,20 +188,20 @@ def test_intervene_command_json_and_table(base_run, tmp_path, capsys):
     for v in (0.0, 1.0):
         line = next(ln for ln in lines if ln.split()[0] == f"{v:g}")
         for r in (r for r in rows if r["value"] == v):
-            assert (str(r["grok_step"]) if r["grok_step"] is not None else I.NO_GROK) in line
+            assert (str(r["grok_step"]) if r["grok_step"] is not None else IS.NO_GROK) in line
             assert ("—" if r["delay_pct"] is None else f"{r['delay_pct']:+.1f}%") in line
 
 
 def test_bad_scan_is_a_config_error(base_run):
     with pytest.raises(ConfigError):
-        I.intervention_scan(base_run, I.ScanConfig(kind="bogus"))
+        IS.intervention_scan(base_run, IS.ScanConfig(kind="bogus"))
     with pytest.raises(ConfigError):
-        I.intervention_scan(base_run, I.ScanConfig(values=(-0.1,)))
+        IS.intervention_scan(base_run, IS.ScanConfig(values=(-0.1,)))
 
 
 def test_suppression_uses_the_execution_basis(base_run):
-    B = I.intervention_basis(base_run, "suppression")
+    B = IS.intervention_basis(base_run, "suppression")
     torch.testing.assert_close(B, exec_basis(base_run))
     assert B.shape[1] == 2 * 4 * base_run.config().model.n_layers  # 2 directions × W_Q, W_K, W_V, W_O
-    res = I.intervention_scan(base_run, I.ScanConfig(kind="suppression", values=(1.0,), steps=40, start=10))
+    res = IS.intervention_scan(base_run, IS.ScanConfig(kind="suppression", values=(1.0,), steps=40, start=10))
     assert len(res.table) == len(base_run.config().data.tasks)

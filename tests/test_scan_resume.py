@@ -13,6 +13,7 @@ from grokscope import store
 from grokscope.cli import main
 from grokscope.config import preset
 from grokscope.errors import StoreError
+from grokscope.experiments import intervention_scan as IS
 from grokscope.geometry import interventions as I
 from grokscope.store import CHECKPOINT, INTERVENTION_JSON, RunDir, find_runs
 from grokscope.store.scan_store import ScanDir
@@ -57,11 +58,11 @@ def _same(a, b):
 
 
 def _scan(base_run, scan, out, **kw):
-    return I.intervention_scan(base_run, scan, out=out, **kw), out
+    return IS.intervention_scan(base_run, scan, out=out, **kw), out
 
 
-DELETION = I.ScanConfig(kind="deletion", values=(0.0, 0.3, 1.0), steps=120, start=20, k=3)
-KICK = I.ScanConfig(kind="random-kick", values=(0.0, 2.0, 5.0), steps=120, start=20, every=20)
+DELETION = IS.ScanConfig(kind="deletion", values=(0.0, 0.3, 1.0), steps=120, start=20, k=3)
+KICK = IS.ScanConfig(kind="random-kick", values=(0.0, 2.0, 5.0), steps=120, start=20, every=20)
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +75,14 @@ def test_killed_deletion_scan_resumes_bitwise(base_run, whole, tmp_path, monkeyp
     whole = whole["deletion"]
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(70))  # killed at step 80
+        IS.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(70))  # killed at step 80
     folder = ScanDir(part)
-    cfgs = I.scan_configs(base_run.config(), DELETION)
+    cfgs = IS.scan_configs(base_run.config(), DELETION)
     assert [p.last_step for p in folder.progress(cfgs)] == [40, 40, 40]
     assert not (part / INTERVENTION_JSON).exists()
-    assert "at step 40 of 120" in I.resume_note(base_run, DELETION, part)
+    assert "at step 40 of 120" in IS.resume_note(base_run, DELETION, part)
     stored = folder.basis()
-    assert torch.equal(stored, I.intervention_basis(base_run, "deletion", k=3))  # the base run's top-3 PCs
+    assert torch.equal(stored, IS.intervention_basis(base_run, "deletion", k=3))  # the base run's top-3 PCs
 
     def no_recompute(*a, **k):
         raise AssertionError("a resumed scan recomputed its basis")
@@ -100,7 +101,7 @@ def test_changed_base_run_keeps_the_stored_basis(base_run, whole, tmp_path):
     """The basis is computed once: a scan resumed after its base run changed still projects on it."""
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(50))
+        IS.intervention_scan(base_run, DELETION, out=part, on_eval=stop_after(50))
     other = torch.linalg.qr(torch.randn(ScanDir(part).basis().shape, dtype=torch.float64))[0].float()
     store.write_tensors(part / store.SCAN_BASIS, {"basis": other})  # as if the base had moved on: detectable
     res, _ = _scan(base_run, DELETION, part)
@@ -116,8 +117,8 @@ def test_killed_kick_scan_resumes_bitwise_with_its_pending_kick(base_run, whole,
     whole = whole["random-kick"]
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, KICK, out=part, on_eval=stop_after(70))
-    ck = RunDir(ScanDir(part).runs / I.scan_configs(base_run.config(), KICK)[1].name).checkpoint()[0]
+        IS.intervention_scan(base_run, KICK, out=part, on_eval=stop_after(70))
+    ck = RunDir(ScanDir(part).runs / IS.scan_configs(base_run.config(), KICK)[1].name).checkpoint()[0]
     assert int(ck["transform.prev_step"][0]) == 40 and "transform.prev" in ck
     lost = tmp_path / "lost"
     shutil.copytree(part, lost)
@@ -146,33 +147,33 @@ def test_killed_between_two_runs_checkpoints(base_run, whole, tmp_path, monkeypa
 
     monkeypatch.setattr(T, "write_tensors", dying)
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, KICK, out=part)
+        IS.intervention_scan(base_run, KICK, out=part)
     monkeypatch.setattr(T, "write_tensors", real)
-    steps = sorted(p.last_step for p in ScanDir(part).progress(I.scan_configs(base_run.config(), KICK)))
+    steps = sorted(p.last_step for p in ScanDir(part).progress(IS.scan_configs(base_run.config(), KICK)))
     assert steps == [40, 80, 80]
     _same(whole, _scan(base_run, KICK, part))
 
 
 def test_another_scan_in_the_folder_is_refused_force_and_resume(base_run, tmp_path):
     out = tmp_path / "scan"
-    short = I.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=60, start=20, k=3)
-    I.intervention_scan(base_run, short, out=out)
+    short = IS.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=60, start=20, k=3)
+    IS.intervention_scan(base_run, short, out=out)
     before = sorted(p.name for p in out.rglob("*"))
-    other_k = I.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=60, start=20, k=4)
+    other_k = IS.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=60, start=20, k=4)
     with pytest.raises(StoreError, match="another k"):
-        I.intervention_scan(base_run, other_k, out=out)
-    longer = I.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=100, start=20, k=3)
+        IS.intervention_scan(base_run, other_k, out=out)
+    longer = IS.ScanConfig(kind="deletion", values=(0.0, 0.5), steps=100, start=20, k=3)
     with pytest.raises(StoreError, match="--resume"):
-        I.intervention_scan(base_run, longer, out=out)
+        IS.intervention_scan(base_run, longer, out=out)
     with pytest.raises(StoreError, match="only under new steps"):
-        I.intervention_scan(base_run, other_k, out=out, resume=True)
+        IS.intervention_scan(base_run, other_k, out=out, resume=True)
     assert sorted(p.name for p in out.rglob("*")) == before  # refused: nothing written
     # --resume carries the scan on to its new budget: the same as a scan trained to 100 at once
-    extended = I.intervention_scan(base_run, longer, out=out, resume=True)
-    whole = I.intervention_scan(base_run, longer, out=tmp_path / "whole")
+    extended = IS.intervention_scan(base_run, longer, out=out, resume=True)
+    whole = IS.intervention_scan(base_run, longer, out=tmp_path / "whole")
     pd.testing.assert_frame_equal(extended.table, whole.table)
     pd.testing.assert_frame_equal(extended.metrics, whole.metrics)
-    forced = I.intervention_scan(base_run, other_k, out=out, force=True)
+    forced = IS.intervention_scan(base_run, other_k, out=out, force=True)
     assert json.loads((out / store.SCAN_STATE).read_text())["scan"]["k"] == 4
     assert ScanDir(out).basis().shape[1] == 4 and set(forced.table.steps_trained) == {60}
 
@@ -180,7 +181,7 @@ def test_another_scan_in_the_folder_is_refused_force_and_resume(base_run, tmp_pa
 def test_scan_runs_are_not_listed_as_plain_runs(base_run, tmp_path):
     out = base_run.path / "intervene-deletion-test"
     try:
-        I.intervention_scan(base_run, I.ScanConfig(values=(0.5,), steps=40, start=20, k=3), out=out)
+        IS.intervention_scan(base_run, IS.ScanConfig(values=(0.5,), steps=40, start=20, k=3), out=out)
         # the base run's store lists the base run alone: its scan's runs are not mixed in
         assert [r.path for r in find_runs([base_run.path.parent])] == [base_run.path]
         assert len(find_runs([out])) == 1  # named, the scan's folder lists its runs
@@ -196,9 +197,9 @@ def test_intervene_command_resumes(base_run, tmp_path, capsys):
     assert main(args(tmp_path / "whole")) == 0
     want = json.loads(capsys.readouterr().out)
     out = tmp_path / "o"
-    scan = I.ScanConfig(kind="random", values=(0.0, 1.0), steps=60, start=10, k=4)
+    scan = IS.ScanConfig(kind="random", values=(0.0, 1.0), steps=60, start=10, k=4)
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, scan, out=out, on_eval=stop_after(50))
+        IS.intervention_scan(base_run, scan, out=out, on_eval=stop_after(50))
     assert main(args(out)) == 0  # the same command resumes the killed scan
     assert json.loads(capsys.readouterr().out)["rows"] == want["rows"]
     assert main(args(out, 80)) == 2  # another budget: refused, naming --resume
@@ -212,13 +213,13 @@ def test_intervene_command_resumes(base_run, tmp_path, capsys):
 def test_resume_skips_the_steps_of_a_run_that_stopped_early(base_run, tmp_path):
     """A value whose run stopped early (here: kicked to divergence) keeps its old checkpoint; the resumed scan
     goes on from the live runs' last checkpoint, not from the stopped run's, and still equals the whole scan."""
-    scan = I.ScanConfig(kind="random-kick", values=(0.0, 2.0, 1e38), steps=120, start=20, every=20)
+    scan = IS.ScanConfig(kind="random-kick", values=(0.0, 2.0, 1e38), steps=120, start=20, every=20)
     whole = _scan(base_run, scan, tmp_path / "whole")
     assert list(whole[0].table.drop_duplicates("value").steps_trained) == [120, 120, 40]  # 1e38: diverged
     part = tmp_path / "part"
     with pytest.raises(Stop):
-        I.intervention_scan(base_run, scan, out=part, on_eval=stop_after(90))
-    cfgs = I.scan_configs(base_run.config(), scan)
+        IS.intervention_scan(base_run, scan, out=part, on_eval=stop_after(90))
+    cfgs = IS.scan_configs(base_run.config(), scan)
     assert [p.last_step for p in ScanDir(part).progress(cfgs)] == [80, 80, 40]
     evals = []
     _same(whole, _scan(base_run, scan, part, on_eval=lambda e: evals.append(e.step)))

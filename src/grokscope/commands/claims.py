@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate, p1, p2
-from grokscope.claims.common import SCALES, default_store
+from grokscope.claims.context import SCALES, default_store
 from grokscope.claims.plan import claims_plan, plan_totals
 from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError

@@ -15,7 +15,7 @@ import argparse
 from grokscope.commands.common import csv_list, print_json
 from grokscope.config import check_axis
 from grokscope.errors import StoreError
-from grokscope.geometry.interventions import (
+from grokscope.experiments.intervention_scan import (
     BASES,
     KINDS,
     NO_GROK,

@@ -3,7 +3,7 @@
     <out>/scan.json            the scan's config and its base run's name (written before training starts)
     <out>/basis.safetensors    the projection basis [P, K], computed once from the base run and reused on resume
     <out>/runs/<run name>/     one trainer run folder per scanned value (config, checkpoint, metrics, trajectory)
-    <out>/intervention.*       the result (`interventions.write_scan`), written once the scan has finished
+    <out>/intervention.*       the result (`intervention_scan.write_scan`), written once the scan has finished
 
 A folder holding the same scan resumes from the runs' checkpoints; one holding another scan is refused
 (`force` starts over; `resume` continues it under a new step budget, the only change a checkpoint survives).
