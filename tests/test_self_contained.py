@@ -1,4 +1,4 @@
-"""The repository is self-contained: no line of the README, docs, source, tests, examples, benchmarks or configs
+"""The repository is self-contained: no line of the README, docs, source, tests, examples, benchmarks, studies or configs
 points at a file outside it (a sibling `shared` folder, the project's private spec or audit, an absolute path)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = ("README.md", "docs", "src", "tests", "examples", "benchmarks", "configs", "mkdocs.yml")
+TREES = ("README.md", "docs", "src", "tests", "examples", "benchmarks", "studies", "configs", "mkdocs.yml")
 SUFFIXES = {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".sh", ".cfg"}
 # built from pieces so that this file does not match itself
 OUTSIDE = re.compile("|".join([
