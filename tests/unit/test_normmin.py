@@ -275,12 +275,26 @@ def test_run_tangent_cosine_on_transformer_snapshots(stored_run):
     assert len(df) == 2
     assert df.cos_tangent.between(-1, 1).all()
     assert (df.cg_residual < 1e-2).all()
-    norms, info = N.norm_vs_decay(stored_run)
-    if info["mem_step"] is not None:
-        row = norms[norms.step == info["mem_step"]].iloc[0]
-        assert row.pure_decay == pytest.approx(row.weight_norm)
-        after = norms.dropna()
-        assert (np.diff(after.pure_decay.to_numpy()) < 0).all()
+
+
+def test_norm_vs_decay_from_the_memorisation_step(stored_run):
+    """Pure weight decay from the step the run first reaches its best train accuracy (memorised at that level):
+    equal to the weight norm there, shrinking by (1 − lr·wd) per step after, not defined before."""
+    m = stored_run.metrics()
+    best = float(m[m.split == "train"].groupby("step").acc.min().max())
+    norms, info = N.norm_vs_decay(stored_run, mem_acc=best)
+    assert info["mem_step"] is not None
+    row = norms[norms.step == info["mem_step"]].iloc[0]
+    assert row.pure_decay == pytest.approx(row.weight_norm)
+    after = norms[norms.step >= info["mem_step"]]
+    assert after.pure_decay.notna().all() and norms[norms.step < info["mem_step"]].pure_decay.isna().all()
+    assert (np.diff(after.pure_decay.to_numpy()) < 0).all()
+
+
+def test_norm_vs_decay_without_memorisation(stored_run):
+    """A run that never reaches the memorisation accuracy has no memorisation step and no pure-decay curve."""
+    norms, info = N.norm_vs_decay(stored_run, mem_acc=1.01)
+    assert info["mem_step"] is None and norms.pure_decay.isna().all()
 
 
 # ---- CLI -----------------------------------------------------------------------------------------------

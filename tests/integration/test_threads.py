@@ -13,10 +13,10 @@ from grokscope.cli import THREADED, build_parser, command_parsers, main
 from grokscope.runtime.threads import machine_threads, pick_threads
 from grokscope.store import RunDir
 
+from cli_args import tiny_args
 from conftest import tiny_config
 
-TINY = ["--p", "11", "--steps", "20", "--eval-every", "10", "--d-model", "16", "--heads", "2",
-        "--defect-every", "0", "--no-geometry", "--json"]
+TINY = tiny_args(steps=20, eval_every=10, d_model=16, defect_every=0, no_geometry=True, json=True)
 
 
 @pytest.mark.parametrize("cores,load,env,want", [

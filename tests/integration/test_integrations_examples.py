@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from grokscope.cli import main as cli
 from grokscope.store import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--p", "11", "--steps", "60", "--d-model", "16", "--eval-every", "20"]
+from cli_args import tiny_args
+from conftest import ROOT
+
+TINY = tiny_args(steps=60, d_model=16, eval_every=20, heads=None)  # the examples take no --heads
 
 
 @pytest.mark.parametrize("script, library", [("lightning_modular_addition.py", "lightning"),

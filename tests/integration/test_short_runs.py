@@ -12,7 +12,9 @@ import pytest
 from grokscope.cli import main
 from grokscope.store import RunDir
 
-TINY = ["--p", "11", "--d-model", "32", "--heads", "2", "--defect-every", "0"]
+from cli_args import tiny_args
+
+TINY = tiny_args(defect_every=0)
 
 
 def _one_run(store: Path) -> Path:

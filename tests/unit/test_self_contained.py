@@ -1,12 +1,14 @@
-"""The repository is self-contained: no line of the README, docs, source, tests, examples, benchmarks, studies or configs
-points at a file outside it (a sibling `shared` folder, the project's private spec or audit, an absolute path)."""
+"""The repository is self-contained: no line of the README, docs, source, tests, examples, benchmarks, studies or
+configs points at a file outside it (a sibling `shared` folder, the project's private spec or audit, an absolute
+path)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TREES = ("README.md", "docs", "src", "tests", "examples", "benchmarks", "studies", "configs", "mkdocs.yml")
 SUFFIXES = {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".sh", ".cfg"}
 # built from pieces so that this file does not match itself

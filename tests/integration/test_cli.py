@@ -1,35 +1,11 @@
-"""CLI: bad input is one line + exit 2 with nothing written; --json prints only JSON."""
+"""CLI: --json prints only JSON; a store holding another config or a damaged file is refused, unchanged
+(every other bad input: test_bad_input.py)."""
 
 import json
 
-import pytest
-
 from grokscope.cli import main
 
-TINY = ["--p", "11", "--steps", "100", "--eval-every", "50", "--d-model", "32", "--heads", "2",
-        "--defect-every", "0", "--no-geometry"]
-
-
-@pytest.mark.parametrize("argv,needle", [
-    (["--tasks", "add,foo"], "'foo'"),
-    (["--p", "2"], "p=2"),
-    (["--p", "12", "--tasks", "add,mul"], "inverses"),
-    (["--train-frac", "1.5"], "1.5"),
-    (["--train-frac", "0"], "train fraction 0"),
-    (["--lr", "-0.1"], "lr=-0.1"),
-    (["--wd", "0.1,-1"], "wd=-1"),
-    (["--steps", "0"], "steps=0"),
-    (["--batch", "0"], "batch=0"),
-    (["--batch", "big"], "'big'"),
-    (["--seeds", "1,x"], "'x'"),
-    (["--preset", "nope"], "'nope'"),
-])
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, argv, needle):
-    out = tmp_path / "store"
-    assert main(["run", "--out", str(out), *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("grokscope: error:") and needle in err, err
-    assert not out.exists()
+from cli_args import TINY
 
 
 def test_json_output_and_refusal_of_other_config(tmp_path, capsys):

@@ -24,6 +24,8 @@ from grokscope.cli import main
 from grokscope.store import RunDir, read_tensors
 from grokscope.store import run_dir as store_mod
 
+from cli_args import tiny_args
+
 RUN_ARGS = ["--p", "11", "--steps", "400", "--eval-every", "20", "--checkpoint-every", "20", "--seeds", "3,4",
             "--wd", "0.5", "--d-model", "32", "--heads", "2", "--no-geometry", "--json", "--defect-every", "0",
             "--threads", "1"]
@@ -129,8 +131,7 @@ def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path):
     _assert_same(tmp_path / "ref", tmp_path / "killed")
 
 
-TINY = ["--p", "11", "--steps", "200", "--eval-every", "20", "--checkpoint-every", "20", "--d-model", "32",
-        "--heads", "2", "--no-geometry", "--json", "--defect-every", "0"]
+TINY = tiny_args(steps=200, eval_every=20, checkpoint_every=20, no_geometry=True, json=True, defect_every=0)
 
 
 @pytest.fixture(params=["tmpfs", "enospc"])

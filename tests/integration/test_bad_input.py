@@ -17,8 +17,7 @@ import pytest
 
 from grokscope.cli import main
 
-TINY = ["--p", "11", "--steps", "100", "--eval-every", "50", "--checkpoint-every", "50", "--d-model", "32",
-        "--heads", "2", "--defect-every", "0", "--no-geometry"]
+from cli_args import TINY
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +128,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("steps-not-int", lambda c: _run(c, "--steps", "1e3x"), "'1e3x'"),
     ("batch-0", lambda c: _run(c, "--batch", "0"), "batch=0"),
     ("batch-absurd", lambda c: _run(c, "--batch", "100000000000"), "batch=100000000000"),
+    ("batch-not-int", lambda c: _run(c, "--batch", "big"), "'big'"),
     ("seeds-empty", lambda c: _run(c, "--seeds", ","), "empty"),
     ("seeds-duplicated", lambda c: _run(c, "--seeds", "1,2,1"), "seed 1"),
     ("seeds-non-numeric", lambda c: _run(c, "--seeds", "1,two"), "'two'"),

@@ -56,12 +56,3 @@ def test_flatten_roundtrip():
     sl = M.param_slices(params)
     assert torch.equal(flat[0, sl["head.add.W"]], params["head.add.W"][0].flatten())
 
-
-def test_config_roundtrips_through_json():
-    import json
-
-    from grokscope.config import RunConfig, preset
-
-    cfg = preset("p1-tri", seed=7, tag="x")
-    again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert again == cfg and again.data.tasks == ("add", "mul", "sq")

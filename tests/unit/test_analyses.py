@@ -8,12 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from fixed_run import build_fixed_run
 
 from grokscope.analyses import ANALYSES, missing_analyses, register, run_analysis, stored_analysis
 from grokscope.errors import ConfigError
 from grokscope.geometry.onset import defect_timing
 from grokscope.store import ANALYSES_FILE
+
+from fixed_run import build_fixed_run
 
 PC1 = {"layers.0.attn.W_K": 98.56373725337016, "layers.0.attn.W_O": 99.064715358206,
        "layers.0.attn.W_Q": 98.70324595122774, "layers.0.attn.W_V": 98.56426013467532}

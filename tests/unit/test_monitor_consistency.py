@@ -4,7 +4,6 @@ and minibatches (the module is examples/p1_transformer.py's `Trunk`, loaded with
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,9 @@ from grokscope.training import model as M
 from grokscope.training import train
 from grokscope.training.problem import Problem
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "p1_transformer.py"
+EXAMPLE = ROOT / "examples" / "p1_transformer.py"
 
 
 def _example():

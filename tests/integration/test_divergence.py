@@ -13,10 +13,10 @@ from grokscope.config import preset
 from grokscope.store import RunDir
 from grokscope.training import train
 
+from cli_args import tiny_args
 from equivalence import assert_same_run
 
-TINY = ["--p", "11", "--d-model", "32", "--heads", "2", "--steps", "200", "--eval-every", "50",
-        "--defect-every", "50"]
+TINY = tiny_args(steps=200, eval_every=50, defect_every=50)
 
 
 def test_diverging_run_is_flagged_and_the_others_are_unchanged(tmp_path, capsys):

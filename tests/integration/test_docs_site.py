@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import headless_dom
+from conftest import ROOT, headless_dom
 
-ROOT = Path(__file__).resolve().parents[1]
 # what the page shows once loaded, written into the DOM so that --dump-dom carries it out
 PROBE = ("<script>var errs = []; window.addEventListener('error', function (e) { errs.push(String(e.message)); });"
          "window.addEventListener('load', function () {"

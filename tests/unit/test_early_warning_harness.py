@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from grokscope.monitor.detector import DEFAULT_DETECTOR
 
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "early_warning.py"
+from conftest import ROOT
+
+HARNESS = ROOT / "benchmarks" / "early_warning.py"
 
 
 @pytest.fixture(scope="module")

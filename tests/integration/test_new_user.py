@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 import pytest
 
 from grokscope.cli import EXAMPLES, build_parser, command_parsers, main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from conftest import ROOT
+
+README = ROOT / "README.md"
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -12,10 +12,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 transformers = pytest.importorskip("transformers")
 
-from store_checks import assert_cli_reads  # noqa: E402
-
 from grokscope.integrations.hf import GrokscopeCallback  # noqa: E402
 from grokscope.store import RunDir  # noqa: E402
+
+from store_checks import assert_cli_reads  # noqa: E402
 
 
 def _dataset(n: int, seq: int = 12, vocab: int = 32) -> list[dict[str, torch.Tensor]]:

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 L = pytest.importorskip("lightning.pytorch")
 
-from store_checks import assert_cli_reads  # noqa: E402
-
 from grokscope.errors import ConfigError  # noqa: E402
 from grokscope.integrations.lightning import GrokscopeCallback  # noqa: E402
 from grokscope.store import RunDir  # noqa: E402
+
+from store_checks import assert_cli_reads  # noqa: E402
 
 
 class Tiny(L.LightningModule):

@@ -159,9 +159,29 @@ def test_reconstruction_with_all_pcs_rebuilds_the_final_snapshot(run):
     final = run.summary()["final_acc"]
     for _, r in last.iterrows():
         assert abs(r.train_acc - final[r.task]["train"]) < 1e-9
-    if res.k_star is not None:
-        assert res.cumulative_at_k_star == pytest.approx(
-            float(res.table[res.table.k == res.k_star].cumulative.iloc[0]))
+    assert res.k_star is None  # this run never generalises (test accuracy stays below 90%)
+
+
+@pytest.fixture(scope="module")
+def grokked(tmp_path_factory):
+    """A run that groks (p 13, 90% of the pairs for training: ~1600 steps), with a few snapshots."""
+    torch.set_num_threads(1)
+    cfg = preset("quick", steps=2500, data=dict(p=13, train_frac=0.9), model=dict(d_model=32, n_heads=2, d_ff=64),
+                 optim=dict(batch=64), defect_every=0, eval_every=50, checkpoint_every=500, n_snapshots=6, seed=1)
+    out = tmp_path_factory.mktemp("grokked")
+    train([cfg], out)
+    return RunDir(out / cfg.name)
+
+
+@pytest.mark.slow
+def test_k_star_of_a_grokked_run_is_where_its_reconstruction_first_generalises(grokked):
+    assert all(g is not None for g in grokked.grok_steps().values())
+    res = Rc.reconstruction_threshold(grokked, k=50)
+    assert res.k_star is not None  # the all-PC reconstruction is the grokked model itself
+    acc = res.table.groupby("k").test_acc.min()
+    assert acc[res.k_star] > res.threshold and (acc[acc.index < res.k_star] <= res.threshold).all()
+    at = res.table[res.table.k == res.k_star]
+    assert res.cumulative_at_k_star == pytest.approx(float(at.cumulative.iloc[0]))
 
 
 def test_fragility_command_writes_tables(run, capsys):

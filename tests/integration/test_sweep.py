@@ -34,7 +34,9 @@ from grokscope.sweep.batch import train_with_probes
 from grokscope.training import model as M
 from grokscope.training import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from conftest import ROOT
+
+CONFIGS = ROOT / "configs"
 
 TINY_BASE = {"preset": "quick", "steps": 100, "eval_every": 50, "attn_every": 50, "checkpoint_every": 50,
              "defect_every": 0, "data": {"p": 11}, "model": {"d_model": 32, "n_heads": 2, "d_ff": 64},
