@@ -1,6 +1,6 @@
 """The papers' way of doing it: one run, one `nn.Module`, `torch.optim`, host-sampled minibatches.
 
-This is the yardstick the batched trainer is checked against (tests/test_reference.py: same forward,
+This is the yardstick the batched trainer is checked against (tests/unit/test_reference.py: same forward,
 same AdamW / SGD updates, run r of a batch = run r alone) and timed against
 (benchmarks/train_throughput.py). The P1 shared trunk is built from `nn.TransformerEncoderLayer`
 exactly as docs/papers.md §2 describes; P3's MLP from bias-free `nn.Linear`s. `load_from_params` / `to_params`
