@@ -29,6 +29,7 @@ def _movement_error(ours, theirs, start):
                for k in ours if not k.endswith("b_K"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
 def test_compiled_training_matches_eager_and_the_module_reference(monkeypatch, capsys):
     """The compiled loss (forward and backward) trains as the eager path does, within float tolerance, and as the
@@ -94,6 +95,7 @@ def test_compile_is_on_for_long_runs_unless_told(monkeypatch):
     assert compiled.wanted(None, 1)
 
 
+@pytest.mark.slow
 def test_every_batch_of_a_long_process_trains_compiled(monkeypatch):
     """A process training batch after batch (a sweep's ops, each compacting as its runs stop) compiles every
     batch: the compiled entries of earlier batches do not use up later ones' recompile budget, after which

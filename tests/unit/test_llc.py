@@ -68,6 +68,7 @@ def _data(run):
     return cfg, split
 
 
+@pytest.mark.slow
 def test_estimate_equals_devinterp_called_directly(run):
     from datasets import Dataset
 
@@ -107,6 +108,7 @@ def test_chains_level_off_rule():
     assert not chains_level_off(np.stack([flat - 1, flat - 1]), init=0.0)  # below the start
 
 
+@pytest.mark.slow
 def test_calibration_picks_a_stable_setting_or_flags_none(run):
     cfg, split = _data(run)
     _, snaps = run.snapshots()
@@ -123,6 +125,7 @@ def test_calibration_picks_a_stable_setting_or_flags_none(run):
         assert pick["drift"] == (inside["drift"].min() if len(inside) else table["drift"].iloc[0])
 
 
+@pytest.mark.slow
 def test_llc_analysis_stores_a_table(run):
     res = run_analysis(run, "llc", max_points=2, calibrate=False, **{k: v for k, v in SETTINGS.to_dict().items()})
     df = run.table("llc")
@@ -147,6 +150,7 @@ def _monitored(tmp_path, **settings):
     return RunDir(tmp_path), model
 
 
+@pytest.mark.slow
 def test_monitor_llc_off_by_default_and_at_its_cadence(tmp_path):
     run, plain = _monitored(tmp_path / "off")
     assert not run.has_table("llc")

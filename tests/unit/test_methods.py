@@ -120,6 +120,7 @@ def _cfgs(**kw):
     return [tiny_config(seed=3, stop_on_grok=False, method=dict(name=m, window=20), **kw) for m in METHODS]
 
 
+@pytest.mark.slow
 def test_methods_batched_equal_each_alone():
     # one batch holds a baseline and every method; each run equals itself trained alone (float64, to rounding:
     # tests/equivalence.py), also after the runs with shorter budgets have been compacted out of the batch
@@ -131,6 +132,7 @@ def test_methods_batched_equal_each_alone():
     assert all(not torch.equal(finals[0], f) for f in finals[1:])  # every method changes the run
 
 
+@pytest.mark.slow
 def test_filter_state_resumes_exactly(tmp_path):
     # a run stopped at 100 steps and resumed to 200 equals one trained straight to 200 (EMA μ, MA ring saved)
     full = train(_cfgs(steps=200), tmp_path / "full")

@@ -104,6 +104,7 @@ def _mc_walk_pc1(T, D, n, rng, norms=None):
     return float(np.mean(out))
 
 
+@pytest.mark.slow
 def test_random_walk_null_equal_steps_matches_monte_carlo():
     rng = np.random.default_rng(0)
     for T in (10, 12):

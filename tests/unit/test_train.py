@@ -82,6 +82,7 @@ def test_finished_runs_are_compacted_out_without_changing_the_others():
         assert_same_run(got, want)
 
 
+@pytest.mark.slow
 def test_resume_with_another_thread_count_says_so(tmp_path, capsys):
     train([tiny_config(steps=100)], tmp_path)
     capsys.readouterr()

@@ -53,7 +53,7 @@ from grokscope.store.run_dir import (
     write_table,
     write_tensors,
 )
-from grokscope.store.scan_store import RESUMABLE, ScanDir, ValueProgress, describe_progress
+from grokscope.store.scan_store import ScanDir, ValueProgress, describe_progress
 
 __all__ = ["ANALYSES_FILE", "CHECKPOINT", "CONFIG", "DEFECT_GROUPS_TABLE", "DEFECT_TABLE", "FRAGILITY",
            "FRAGILITY_TABLE", "HESSIAN_DRAWS_TABLE", "HESSIAN_GROUPS_TABLE", "HESSIAN_TABLE", "INTERVENTION_JSON",
@@ -62,5 +62,5 @@ __all__ = ["ANALYSES_FILE", "CHECKPOINT", "CONFIG", "DEFECT_GROUPS_TABLE", "DEFE
            "SCAN_STATE", "SUMMARY", "TANGENT_TABLE", "TENSORBOARD_DIR", "TRAJECTORY", "TRAJECTORY_SEGMENTS",
            "WARNINGS_TABLE", "RunDir", "atomic_write", "check_out", "check_store", "find_runs", "jsonable",
            "load_metrics", "load_summaries", "not_a_run", "read_json", "read_table", "read_tensors", "write_json",
-           "write_table", "write_tensors", "check_dirs", "prepare_dirs", "RESUMABLE", "ScanDir", "ValueProgress",
+           "write_table", "write_tensors", "check_dirs", "prepare_dirs", "ScanDir", "ValueProgress",
            "describe_progress"]
