@@ -297,6 +297,7 @@ def test_cpu_scale_keeps_the_papers_models():
     assert p2.single_spec("cpu")["base"]["defect_draws"] == 5
 
 
+@pytest.mark.slow
 def test_cpu_scale_path_on_tiny_runs(tiny_store, tmp_path, capsys):
     """`--scale cpu` with the sweeps swapped for tiny ones: the wider-seed row reads both sweeps; at the
     quick scale the same row says it is not part of that scale."""

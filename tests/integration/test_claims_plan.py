@@ -115,6 +115,7 @@ def test_plan_reads_each_runs_state_and_writes_nothing(store, capsys):
     assert _files(root) == before
 
 
+@pytest.mark.slow
 def test_plan_grokked_run_scan_base_and_stored_scans(store, capsys, tmp_path):
     """P2: the single sweep's add run stopped by grokking; the suppression scans take it as their base, and
     a stored scan's run is done."""

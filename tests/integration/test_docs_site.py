@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ROOT, headless_dom
 
+pytestmark = pytest.mark.slow  # a strict build of the whole site, then a browser
+
 # what the page shows once loaded, written into the DOM so that --dump-dom carries it out
 PROBE = ("<script>var errs = []; window.addEventListener('error', function (e) { errs.push(String(e.message)); });"
          "window.addEventListener('load', function () {"

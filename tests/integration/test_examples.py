@@ -17,6 +17,7 @@ from conftest import ROOT
     ("p1_transformer.py", ["--p", "11", "--steps", "60", "--d-model", "16", "--eval-every", "20"], "add"),
     ("sparse_parity.py", ["--steps", "60", "--n-train", "200", "--width", "32", "--eval-every", "20"], "parity"),
 ])
+@pytest.mark.slow
 def test_example_runs_and_report_renders(tmp_path, script, args, task):
     out = tmp_path / "store" / "run"
     res = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args, "--out", str(out)],

@@ -17,6 +17,7 @@ from conftest import ROOT
 TINY = tiny_args(steps=60, d_model=16, eval_every=20, heads=None)  # the examples take no --heads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, library", [("lightning_modular_addition.py", "lightning"),
                                              ("hf_trainer_gpt2.py", "transformers")])
 def test_example_runs_and_report_renders(tmp_path, script, library):

@@ -101,6 +101,7 @@ def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "grokscope.cli", *argv]
 
 
+@pytest.mark.slow
 def test_run_killed_at_random_points_resumes_bit_identical(tmp_path):
     rng = random.Random(SEED)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -112,6 +113,7 @@ def test_run_killed_at_random_points_resumes_bit_identical(tmp_path):
     _assert_same(ref, killed)
 
 
+@pytest.mark.slow
 def test_sweep_killed_at_random_points_resumes_bit_identical(tmp_path):
     rng = random.Random(SEED + 1)
     spec = {"name": "k", "device": "cpu", "max_runs": 2,

@@ -50,6 +50,7 @@ def crash_once(cfgs, out, device, resume=False, analyses=(), report=None):
     return train_batch(cfgs, out, device, resume, analyses, report)
 
 
+@pytest.mark.slow
 def test_ray_sweep_runs_batches_as_tasks_and_retries_a_dead_worker(ray_local, tmp_path):
     raw = {"name": "r", "base": copy.deepcopy(BASE), "grid": {"p": [11, 13], "seeds": [1, 2]},
            "out": str(tmp_path / "store"), "device": "cpu", "max_retries": 2}

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import torch
 
 from grokscope.store import RunDir, read_tensors
@@ -23,6 +24,7 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run(_cmd(ref), check=True, capture_output=True, env=_env(), timeout=300)

@@ -87,7 +87,7 @@ def test_killed_deletion_scan_resumes_bitwise(base_run, whole, tmp_path, monkeyp
     def no_recompute(*a, **k):
         raise AssertionError("a resumed scan recomputed its basis")
 
-    monkeypatch.setattr(I, "intervention_basis", no_recompute)  # the resume must project on the stored basis
+    monkeypatch.setattr(IS, "intervention_basis", no_recompute)  # the resume must project on the stored basis
     evals = []
     resumed = _scan(base_run, DELETION, part, on_eval=lambda e: evals.append(e.step))
     assert evals[0] == 40  # it went on from the checkpoint (not from step 0)
