@@ -7,7 +7,7 @@ wall seconds of one snapshot (best of `--repeats`; the machine is shared, so CPU
 - `lambda_min`: 25 Lanczos steps of the total loss's Hessian on the 512-example sample (bottom 5);
 - `progress`: every progress measure of both tasks (`progress_measures.snapshot_measures`: forward over all
   p² pairs, Fourier norms, both key sets' restricted and excluded losses);
-- `llc`: devinterp's LLC (`grokscope.llc.estimate_llc`) with `--llc-chains` × `--llc-draws` SGLD steps.
+- `llc`: devinterp's LLC (`grokscope.geometry.llc.estimate_llc`) with `--llc-chains` × `--llc-draws` SGLD steps.
 The processor (lscpu's model name), torch and devinterp versions are printed with the table.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/diagnostics_cost.py            # P1 size
@@ -24,15 +24,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from grokscope import model as M
+from grokscope.analyses.progress_measures import snapshot_measures
 from grokscope.config import preset
-from grokscope.environment import processor
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.hvp import hessian_sample, make_hvp
 from grokscope.geometry.krylov import lanczos
-from grokscope.llc import LLCSettings, ParamsModule, estimate_llc, module_loss, per_example_loss
-from grokscope.problem import Problem
-from grokscope.progress_measures import snapshot_measures
+from grokscope.geometry.llc import LLCSettings, ParamsModule, estimate_llc, module_loss, per_example_loss
+from grokscope.runtime.environment import processor
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -11,12 +11,12 @@ Analyses of the P1 model (p = 97, add + mul, shared 2-layer trunk, d_model 128, 
 
 Each row: CPU seconds (`time.process_time`; the machine is shared, so wall time mostly measures the other
 tenants; wall seconds are printed too), the FLOPs of the same call counted by `torch.utils.flop_counter.
-FlopCounterMode` (`grokscope.perf.count_flops`: matmuls only; Cholesky factorisations and elementwise work
+FlopCounterMode` (`grokscope.runtime.perf.count_flops`: matmuls only; Cholesky factorisations and elementwise work
 are not counted), achieved GFLOP/s = GFLOP / CPU s, and the GEMM rate of this process on the same threads
-and clock (`grokscope.perf.gemm_gflops`, best of the measurements right before and after the row; fp64 for
+and clock (`grokscope.runtime.perf.gemm_gflops`, best of the measurements right before and after the row; fp64 for
 the float64 P3 row, fp32 for the others): "% of GEMM" = achieved / GEMM and "x bound" = CPU s / (GFLOP /
 GEMM), the time over what the counted FLOPs need at the GEMM rate. "GEMMs s" is the CPU time of the call's own
-matmuls, each timed alone at its shapes (`grokscope.perf.gemm_bound_seconds`; small or thin GEMMs run below the
+matmuls, each timed alone at its shapes (`grokscope.runtime.perf.gemm_bound_seconds`; small or thin GEMMs run below the
 1024^3 rate), and "x GEMMs" = CPU s / that: what the non-GEMM work costs on top. Each measurement is preceded by an
 untimed warm-up on a small instance of the same code; the load average is printed before and after.
 
@@ -40,14 +40,14 @@ from pathlib import Path
 
 import torch
 
-from grokscope import model as M
 from grokscope.config import RunConfig, preset
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.hvp import hessian_sample, make_hvp
 from grokscope.geometry.krylov import lanczos
 from grokscope.geometry.normmin.decoupled import DecoupledConfig, simulate_decoupled
-from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
-from grokscope.problem import Problem
+from grokscope.runtime.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 PARTS = ("hvp", "lanczos", "defect", "decoupled")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from grokscope.config import preset, with_overrides
-from grokscope.perf import peak_rss_mb, rss_mb
-from grokscope.train import EvalInfo, train
+from grokscope.runtime.perf import peak_rss_mb, rss_mb
+from grokscope.training import EvalInfo, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from grokscope.perf import peak_rss_mb, rss_mb  # noqa: E402
+from grokscope.runtime.perf import peak_rss_mb, rss_mb  # noqa: E402
 
 
 def model_config(args: argparse.Namespace) -> Any:

@@ -2,10 +2,10 @@
 
 Batched: R runs of the P1 model (p=97, add+mul, batch 512) advance one step together, through the
 trainer's own per-step code path (`Problem.minibatch` -> `Problem.flat_grads`, the loss compiled whole unless
---no-compile -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `train._Loop.run`, without evaluation).
+--no-compile -> `optim.clip_rows_` -> `optim.STEPS[name]`, as in `loop._Loop.run`, without evaluation).
 Per-run: the same R runs trained one after another, each with an nn.Module, torch.optim.AdamW, clip_grad_norm_
-and minibatches sampled on the host and copied to the device every step (grokscope.reference). Both are timed in
-this process after a warm-up; run-steps/s = runs x steps / seconds.
+and minibatches sampled on the host and copied to the device every step (grokscope.training.reference). Both
+are timed in this process after a warm-up; run-steps/s = runs x steps / seconds.
 
 Every row is also put against the machine's limit: the FLOPs of one run-step are counted with torch's
 FlopCounterMode on the trainer's own step (forward + backward matmuls), achieved GFLOP/s = run-steps/s x
@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from grokscope import compiled
-from grokscope import reference as Ref
 from grokscope.config import RunConfig, preset, with_overrides
-from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
-from grokscope.train import stepper
+from grokscope.runtime.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
+from grokscope.training import compiled, stepper
+from grokscope.training import reference as Ref
 
 WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
 

@@ -6,7 +6,7 @@
 STORE holds grokscope runs (e.g. `grokscope run --preset quick --seeds 42,137,2024 --wd 1,0 --snapshot-spacing 100`).
 Per run it runs the `pca`, `hessian` (30 checkpoints), `progress` and `llc` (12 snapshots) analyses (the LLC
 with the settings given, the same for every run, or calibrated per run when none is given), then prints one
-markdown row per run: the step at which each diagnostic moves (grokscope.diagnostics's rule) and its lead over
+markdown row per run: the step at which each diagnostic moves (grokscope.analyses.diagnostics's rule) and its lead over
 the grok step; and draws the figure of one run.
 """
 
@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from grokscope.analyses import run_analysis  # noqa: E402
-from grokscope.diagnostics import diagnostic_series, run_moves  # noqa: E402
+from grokscope.analyses.diagnostics import diagnostic_series, run_moves  # noqa: E402
 from grokscope.store import find_runs  # noqa: E402
 
 COLUMNS = ("defect", "pc1", "lambda_min", "weight_norm", "excluded_loss", "restricted_loss", "gini", "llc")

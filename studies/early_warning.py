@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("score", "all"):
         res = results(args.store)
         res["cost"] = cost(args.store)
-        from grokscope.environment import environment
+        from grokscope.runtime.environment import environment
         res["environment"] = {k: v for k, v in environment("cpu").items() if k in ("processor", "torch", "python")}
         (args.store / "results.json").write_text(json.dumps(res, indent=1, default=_json_default))
         print(markdown(res))

@@ -144,11 +144,11 @@ def run_dir(store: Path, g: Group, r: Run) -> Path:
 
 def train_grokscope(g: Group, runs: list[Run], store: Path) -> None:
     """The runs as one batched grokscope program (quick preset; resumes from the runs' checkpoints)."""
-    from grokscope.runner import run_batch
+    from grokscope.sweep.batch import train_with_probes
 
     cfgs = [grokscope_config(g, r) for r in runs]
     t0 = time.process_time()
-    run_batch(cfgs, group_dir(store, g), resume=True, compile=False)
+    train_with_probes(cfgs, group_dir(store, g), resume=True, compile=False)
     share = round((time.process_time() - t0) / len(runs), 1)  # one batched program: its CPU time split evenly
     for c, r in zip(cfgs, runs, strict=True):
         write_meta(group_dir(store, g) / c.name, run_meta(g, r, g.steps, "grokscope", cpu_seconds=share))

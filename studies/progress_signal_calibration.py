@@ -5,7 +5,7 @@ from each stored snapshot alone. A run's score is its largest Gini rise over ste
 run) or over its whole budget (a never-grokking run), as `monitor.evaluate` scores the detectors; runs that generalise
 with no delay (grok step ≤ 500 here) are left out, as the harness leaves them out. The evaluation part is not read.
 
-    python studies/progress_signal_calibration.py [--store DIR]   # the corpus of studies/early_warning.py
+    python studies/progress_signal_calibration.py [--store DIR]   # the corpus of the early-warning study
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import os
 from pathlib import Path
 
+from grokscope.analyses.progress_measures import progress_table
 from grokscope.errors import NotApplicable
 from grokscope.monitor.evaluate import auroc
-from grokscope.progress_measures import progress_table
 from grokscope.store import RunDir
 
 DEFAULT_STORE = Path(os.environ.get("GROKSCOPE_EW_STORE", Path.home() / ".cache" / "grokscope" / "ew-corpus-v2"))

@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # so the CLI's --threads auto, ca
 os.environ.setdefault("GROKSCOPE_COMPILE", "0")  # eager unless a test asks: bitwise checks, no compile time
 
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: README, docs, examples, configs, benchmarks
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grokscope.train import RunResult
+from grokscope.training import RunResult
 
 # softmax is invariant to the key bias, so its gradient is exactly 0 in exact arithmetic: what the kernels return is
 # rounding noise, which Adam normalises to ±lr per entry. Its values are noise on any processor and have no effect on

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.config import preset
 from grokscope.store import CHECKPOINT, SUMMARY, TRAJECTORY, RunDir, write_json, write_tensors
+from grokscope.training import model as M
 
 STEPS = 400
 SNAP_EVERY = 50

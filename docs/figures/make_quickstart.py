@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import grokscope as gs  # noqa: E402
 from grokscope.cli import main as main_cli  # noqa: E402
-from grokscope.environment import processor  # noqa: E402
+from grokscope.runtime.environment import processor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,14 +17,14 @@ from grokscope.analyses import (
     run_analysis,
     stored_analysis,
 )
+from grokscope.analyses.phase import phase_runs, phase_table
 from grokscope.config import DataConfig, ModelConfig, OptimConfig, RunConfig, preset
 from grokscope.geometry.onset import defect_timing, fit_power_law, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
 from grokscope.monitor import LeadModel, Monitor, MonitorConfig, OnsetDetector, WarningEvent
-from grokscope.phase import phase_runs, phase_table
 from grokscope.store import RunDir, find_runs, load_metrics, load_summaries
-from grokscope.train import train
+from grokscope.training import train
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunDir", "find_runs", "load_metrics",
            "load_summaries", "preset", "train", "run_analysis", "stored_analysis", "analysis_names", "register",

@@ -12,7 +12,7 @@ import torch
 from grokscope.commands import analyze, claims, compare, fragility, intervene, normmin, report, run, runs, sweep
 from grokscope.commands.common import threads_option
 from grokscope.errors import GrokscopeError
-from grokscope.threads import apply_threads, machine_threads
+from grokscope.runtime.threads import apply_threads, machine_threads
 
 # Sub-command modules, in help order; each exposes register(subparsers).
 COMMANDS = (run, runs, analyze, intervene, fragility, normmin, sweep, claims, report, compare)

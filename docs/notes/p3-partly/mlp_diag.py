@@ -8,12 +8,12 @@ import json
 import sys
 import time
 
-from grokscope import model as M
 from grokscope.config import validate, with_overrides
+from grokscope.data.tasks import make_split
 from grokscope.experiments.p3_mlp import MLPExperiment, mlp_configs
 from grokscope.geometry.normmin.stored import memorisation_step
-from grokscope.tasks import make_split
-from grokscope.train import train
+from grokscope.training import model as M
+from grokscope.training import train
 
 
 def first_steps(te, n):

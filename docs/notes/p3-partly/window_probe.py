@@ -11,7 +11,7 @@ from dataclasses import replace
 from grokscope.experiments.p3_mlp import MLPExperiment, mlp_configs
 from grokscope.geometry.normmin.tangent import tangent_probe
 from grokscope.store import TANGENT_TABLE
-from grokscope.train import train
+from grokscope.training import train
 
 if __name__ == "__main__":
     seed, start, stop, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

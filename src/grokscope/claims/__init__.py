@@ -7,17 +7,16 @@
 from __future__ import annotations
 
 from grokscope.claims import p1, p2, p3
-from grokscope.claims.common import (
+from grokscope.claims.context import ClaimContext, run_claims
+from grokscope.claims.verdicts import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     NOT_RUN,
     PARTLY,
     REPRODUCED,
     VERDICTS,
-    ClaimContext,
     ClaimRow,
     combine,
-    run_claims,
     verdict_bool,
     verdict_count,
     verdict_range,

@@ -12,22 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    ClaimContext,
-    ClaimRow,
-    ExperimentNeed,
-    cache_file,
-    combine,
-    fmt,
-    read_cached,
-    verdict_count,
-    verdict_range,
-    verdict_value,
-)
-from grokscope.claims.common import (
-    make_row as _row,
-)
+from grokscope.claims.cache import ExperimentNeed, cache_file, read_cached
+from grokscope.claims.context import ClaimContext
+from grokscope.claims.rows import fmt
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import INCONCLUSIVE, ClaimRow, combine, verdict_count, verdict_range, verdict_value
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry.normmin import DecoupledConfig, decoupled_summary, run_toys, simulate_decoupled
 from grokscope.store import jsonable, write_json

@@ -14,20 +14,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from grokscope.claims import p1, p2, p3
-from grokscope.claims.common import (
-    ClaimContext,
-    ExperimentNeed,
-    ScanNeed,
-    cache_file,
-    read_cached,
-    read_stored_scan,
-    scan_dir,
-)
+from grokscope.claims.cache import ExperimentNeed, ScanNeed, cache_file, read_cached, read_stored_scan, scan_dir
+from grokscope.claims.context import ClaimContext
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError
-from grokscope.geometry.interventions import scan_configs
-from grokscope.geometry.scan_store import ScanDir
+from grokscope.experiments.intervention_scan import scan_configs
 from grokscope.store import RunDir
+from grokscope.store.scan_store import ScanDir
 from grokscope.sweep import expand, plan, spec_from_dict
 
 __all__ = ["RunState", "ItemPlan", "claims_plan", "plan_totals", "run_state", "scan_base", "measured_rate"]

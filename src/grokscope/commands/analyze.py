@@ -9,11 +9,11 @@ from typing import Any
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import csv_list, print_json
-from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError, StoreError
 from grokscope.formatting import fmt, short_name
-from grokscope.progress import working
+from grokscope.runtime.devices import check_device, resolve_device
 from grokscope.store import find_runs
+from grokscope.training.progress_bars import working
 
 WHAT = ("pca", "defect", "hessian")  # what `analyze` runs by default
 CHOICES = (*WHAT, "progress", "llc")  # what it can run (and the order it prints them in); llc needs grokscope[llc]

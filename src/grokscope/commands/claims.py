@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate, p1, p2
-from grokscope.claims.common import SCALES, default_store
+from grokscope.claims.context import SCALES, default_store
 from grokscope.claims.plan import claims_plan, plan_totals
 from grokscope.commands.common import print_json
-from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
+from grokscope.runtime.devices import check_device, resolve_device
 from grokscope.store import check_store, not_a_run
 
 ROLES = tuple(role for paper in (p1, p2) for role, _ in paper.SWEEPS)  # the sweep roles --specs may replace

@@ -7,8 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from grokscope.runtime.threads import MAX_THREADS
 from grokscope.store import jsonable
-from grokscope.threads import MAX_THREADS
 
 __all__ = ["csv_list", "print_json", "threads_option"]
 

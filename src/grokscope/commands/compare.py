@@ -10,11 +10,11 @@ from typing import Any
 import pandas as pd
 
 from grokscope.analyses import resolve_analysis, run_analysis
+from grokscope.analyses.methods_table import comparison_table, default_baseline, markdown, method_label, run_rows
 from grokscope.commands.common import print_json
-from grokscope.compare import comparison_table, default_baseline, markdown, method_label, run_rows
-from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError, StoreError
-from grokscope.plots import method_curves
+from grokscope.report.plots import method_curves
+from grokscope.runtime.devices import check_device, resolve_device
 from grokscope.store import RunDir, check_out, find_runs, jsonable, write_table
 
 

@@ -12,10 +12,10 @@ import math
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import print_json
-from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, StoreError
-from grokscope.progress import working
+from grokscope.runtime.devices import resolve_device
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
+from grokscope.training.progress_bars import working
 
 
 def register(sub: argparse._SubParsersAction) -> None:

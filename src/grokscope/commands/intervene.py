@@ -14,9 +14,8 @@ import argparse
 
 from grokscope.commands.common import csv_list, print_json
 from grokscope.config import check_axis
-from grokscope.devices import resolve_device
 from grokscope.errors import StoreError
-from grokscope.geometry.interventions import (
+from grokscope.experiments.intervention_scan import (
     BASES,
     KINDS,
     NO_GROK,
@@ -26,8 +25,9 @@ from grokscope.geometry.interventions import (
     validate_scan,
     write_scan,
 )
-from grokscope.progress import eval_bar
+from grokscope.runtime.devices import resolve_device
 from grokscope.store import RunDir, check_out, jsonable
+from grokscope.training.progress_bars import eval_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,8 +17,8 @@ from grokscope.config import check_axis
 from grokscope.errors import ConfigError, StoreError
 from grokscope.experiments.p3_mlp import MLPExperiment, run_mlp
 from grokscope.geometry import normmin as N
-from grokscope.progress import working
 from grokscope.store import RunDir, atomic_write, check_out
+from grokscope.training.progress_bars import working
 
 
 def register(sub: argparse._SubParsersAction) -> None:

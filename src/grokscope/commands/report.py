@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from grokscope.commands.common import print_json
-from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, StoreError
-from grokscope.progress import working
 from grokscope.report import ReportConfig, build_report
+from grokscope.runtime.devices import resolve_device
 from grokscope.store import check_out, find_runs
+from grokscope.training.progress_bars import working
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,24 +13,15 @@ from rich.table import Table
 
 from grokscope.analyses import run_analysis
 from grokscope.commands.common import csv_list, print_json
-from grokscope.config import (
-    PRESETS,
-    MethodConfig,
-    RunConfig,
-    method_config,
-    preset,
-    validate,
-    with_overrides,
-    with_script_budget,
-)
-from grokscope.devices import check_device, resolve_device
+from grokscope.config import PRESETS, Grid, MethodConfig, RunConfig, build_configs, method_config
+from grokscope.data.tasks import OPERATIONS
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt, short_name
-from grokscope.progress import describe_eval, progress_bar, working
-from grokscope.runner import grid, run_batch
-from grokscope.store import RunDir, check_store
-from grokscope.tasks import OPERATIONS
-from grokscope.train import EvalInfo, RunResult, check_dirs
+from grokscope.runtime.devices import check_device, resolve_device
+from grokscope.store import RunDir, check_dirs, check_store
+from grokscope.sweep.batch import train_with_probes
+from grokscope.training import EvalInfo, RunResult
+from grokscope.training.progress_bars import describe_eval, progress_bar, working
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,28 +79,17 @@ def _batch(text: str) -> int | str:
 
 
 def configs_from_args(args: argparse.Namespace) -> list[RunConfig]:
-    """The run grid the arguments describe, validated."""
+    """The run grid the arguments describe, validated (`config.grid.build_configs`: the path sweeps take too)."""
     over: dict[str, Any] = {}
-    for field, value in (("tasks", tuple(args.tasks) if args.tasks else None), ("p", args.p),
-                         ("train_frac", args.train_frac), ("steps", args.steps),
+    for field, value in (("tasks", args.tasks), ("p", args.p), ("train_frac", args.train_frac), ("steps", args.steps),
                          ("eval_every", args.eval_every), ("checkpoint_every", args.checkpoint_every),
-                         ("defect_every", args.defect_every), ("d_model", args.d_model),
-                         ("n_heads", args.heads), ("n_layers", args.layers), ("init", args.init),
-                         ("sampler", args.sampler), ("split", args.split),
-                         ("snapshot_spacing", args.snapshot_spacing)):
+                         ("defect_every", args.defect_every), ("d_model", args.d_model), ("n_heads", args.heads),
+                         ("n_layers", args.layers), ("init", args.init), ("sampler", args.sampler),
+                         ("split", args.split), ("snapshot_spacing", args.snapshot_spacing), ("batch", args.batch)):
         if value is not None:
             over[field] = value
-    if args.batch is not None:
-        over["batch"] = None if args.batch == "full" else args.batch
-    base = with_overrides(preset(args.preset), **over)
-    if over.get("steps") is not None and "checkpoint_every" not in over:
-        base = with_overrides(base, checkpoint_every=min(base.checkpoint_every, _round_up(base.steps, base.eval_every)))
-    cfgs = grid(base, args.seeds or (), args.wd or (), args.lr or (), methods_from_args(args))
-    if args.steps is None:  # a paper preset's runs get the budget its script gives their weight decay
-        cfgs = [with_script_budget(c) for c in cfgs]
-    for c in cfgs:
-        validate(c)
-    return cfgs
+    grid = Grid.of(seeds=args.seeds or (), wd=args.wd or (), lr=args.lr or (), method=methods_from_args(args))
+    return build_configs(args.preset, over, grid)
 
 
 def methods_from_args(args: argparse.Namespace) -> list[MethodConfig]:
@@ -123,10 +103,6 @@ def methods_from_args(args: argparse.Namespace) -> list[MethodConfig]:
     return [method_config(n, **(kw if "grokfast" in n else {})) for n in names]
 
 
-def _round_up(n: int, k: int) -> int:
-    return max(k, -(-n // k) * k)
-
-
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device))
     cfgs = configs_from_args(args)
@@ -135,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.json
     t0 = time.perf_counter()
     if quiet:
-        results = run_batch(cfgs, out, device, resume=args.resume, force=args.force, compile=args.compile)
+        results = train_with_probes(cfgs, out, device, resume=args.resume, force=args.force, compile=args.compile)
     else:
         results = _run_with_progress(cfgs, out, device, args)
     wall = time.perf_counter() - t0
@@ -172,7 +148,7 @@ def _run_with_progress(cfgs: list[RunConfig], out: Path, device: str, args: argp
         def on_eval(e: EvalInfo) -> None:
             bar.update(task, completed=e.step, description=describe_eval(e))
 
-        return run_batch(cfgs, out, device, resume=args.resume, force=args.force, on_eval=on_eval,
+        return train_with_probes(cfgs, out, device, resume=args.resume, force=args.force, on_eval=on_eval,
                          compile=args.compile)
 
 

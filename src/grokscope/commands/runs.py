@@ -15,7 +15,7 @@ from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError, StoreError
 from grokscope.formatting import fmt
 from grokscope.monitor.detector import MULTI_DETECTORS
-from grokscope.monitor.evaluate import calibrate, warning_summary, warning_table
+from grokscope.monitor.evaluate import fit_lead_model, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
 from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, diverged_step, find_runs
@@ -133,7 +133,7 @@ def warnings(args: argparse.Namespace) -> int:
     if args.detector not in DETECTORS and args.detector not in MULTI_DETECTORS:
         raise ConfigError(f"unknown detector {args.detector!r}; choose from "
                           f"{', '.join([*MULTI_DETECTORS, *DETECTORS])}")
-    lead = calibrate(find_runs([args.calibrate]), source=str(args.calibrate)) if args.calibrate else DEFAULT_LEAD
+    lead = fit_lead_model(find_runs([args.calibrate]), source=str(args.calibrate)) if args.calibrate else DEFAULT_LEAD
     runs = find_runs(args.runs)
     if not runs:
         raise StoreError(f"no grokscope runs under {', '.join(args.runs)}")

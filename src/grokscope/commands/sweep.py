@@ -15,9 +15,9 @@ from rich.table import Table
 
 from grokscope.commands.common import print_json
 from grokscope.config import RunConfig
-from grokscope.devices import check_device, resolve_device
 from grokscope.errors import ConfigError
 from grokscope.formatting import fmt
+from grokscope.runtime.devices import check_device, resolve_device
 from grokscope.store import check_store
 from grokscope.sweep import SweepSpec, load_spec, pending, plan, run_bytes, run_sweep, sweep_status
 

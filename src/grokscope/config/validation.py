@@ -14,22 +14,38 @@ from grokscope.config.schema import (
     MAX_P,
     MAX_STEPS,
     MAX_WIDTH,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
     RunConfig,
     _check_fields,
     validate_method,
 )
+from grokscope.data.tasks import OPERATIONS, is_prime
 from grokscope.errors import ConfigError
-from grokscope.tasks import OPERATIONS, is_prime
 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError (one line, naming the value) on anything that cannot train, or that would allocate
     absurd amounts of memory or time before training (a huge p, batch or step budget)."""
-    data, model, optim = cfg.data, cfg.model, cfg.optim
-    if model.kind == EXTERNAL:
+    if cfg.model.kind == EXTERNAL:
         raise ConfigError(f"run {cfg.name!r} was recorded by grokscope.Monitor from the user's own model "
                           "(model kind 'external'): grokscope cannot rebuild, train or re-measure it")
     _check_types(cfg)
+    _check_tasks(cfg.data)
+    _check_schemes(cfg)
+    _check_pairs(cfg)
+    _check_model(cfg.model)
+    _check_optim(cfg.optim)
+    validate_method(cfg.method)
+    if cfg.method.loss == "stablemax" and cfg.model.kind == "mlp":
+        raise ConfigError("method stablemax replaces softmax cross-entropy; the mlp model trains on squared error")
+    _check_schedule(cfg)
+    return cfg
+
+
+def _check_tasks(data: DataConfig) -> None:
+    """The tasks, the modulus they need, the split scheme."""
     if not data.tasks:
         raise ConfigError("tasks: at least one task is required")
     for t in data.tasks:
@@ -53,16 +69,25 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"unknown task {t!r} in nonzero_tasks; choose from {', '.join(OPERATIONS)}")
     if data.split not in ("randperm", "authors"):
         raise ConfigError(f"unknown split {data.split!r}; choose randperm or authors")
+
+
+def _check_schemes(cfg: RunConfig) -> None:
+    """The paper-exact switches: θ₀, the minibatch stream, the inline defects' stream."""
     if cfg.init not in ("independent", "authors"):
         raise ConfigError(f"unknown init {cfg.init!r}; choose independent or authors")
-    if cfg.init == "authors" and model.kind != "trunk":
-        raise ConfigError(f"init 'authors' exists for model kind 'trunk' only (got {model.kind!r})")
+    if cfg.init == "authors" and cfg.model.kind != "trunk":
+        raise ConfigError(f"init 'authors' exists for model kind 'trunk' only (got {cfg.model.kind!r})")
     if cfg.sampler not in ("counter", "authors"):
         raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose counter or authors")
     if cfg.sampler == "authors" and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed} must lie in [0, 2**32) for the authors' numpy sampler")
     if cfg.defect_stream not in ("counter", "training"):
         raise ConfigError(f"unknown defect_stream {cfg.defect_stream!r}; choose counter or training")
+
+
+def _check_pairs(cfg: RunConfig) -> None:
+    """A train fraction that leaves pairs on both sides of the split."""
+    data = cfg.data
     if not 0.0 < data.train_frac < 1.0:
         raise ConfigError(f"train fraction {data.train_frac!r} must lie strictly between 0 and 1")
     n = n_pairs(cfg)
@@ -70,6 +95,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 1 <= n_train <= n - 1:
         raise ConfigError(f"train fraction {data.train_frac!r} of p={data.p}'s {n} pairs leaves "
                           f"{n_train} for training and {n - n_train} for test; both need at least one")
+
+
+def _check_model(model: ModelConfig) -> None:
+    """A model kind, with widths and depths that fit in memory."""
     if model.kind not in ("trunk", "transformer1", "mlp"):
         raise ConfigError(f"unknown model kind {model.kind!r}; choose trunk, transformer1 or mlp")
     if model.kind != "mlp":
@@ -84,6 +113,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"n_layers={model.n_layers} is too large; at most 64")
     elif not 0 < model.width <= MAX_WIDTH:
         raise ConfigError(f"mlp width={model.width} must be positive and at most {MAX_WIDTH}")
+
+
+def _check_optim(optim: OptimConfig) -> None:
+    """The optimiser and finite hyper-parameters in their ranges; a batch that fits."""
     if optim.name not in ("adamw", "sgd"):
         raise ConfigError(f"unknown optimiser {optim.name!r}; choose adamw or sgd")
     for name in ("lr", "wd", "clip", "eps", "beta1", "beta2", "momentum"):
@@ -105,9 +138,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch={optim.batch} must be > 0 (or 'full' for full-batch training)")
     if optim.batch is not None and optim.batch > MAX_BATCH:
         raise ConfigError(f"batch={optim.batch} is too large; at most {MAX_BATCH} (or 'full')")
-    validate_method(cfg.method)
-    if cfg.method.loss == "stablemax" and model.kind == "mlp":
-        raise ConfigError("method stablemax replaces softmax cross-entropy; the mlp model trains on squared error")
+
+
+def _check_schedule(cfg: RunConfig) -> None:
+    """Step budget, seed, and the intervals of evaluation, attention records, checkpoints and probes."""
     if cfg.steps <= 0:
         raise ConfigError(f"steps={cfg.steps} must be > 0")
     if cfg.steps > MAX_STEPS:
@@ -132,7 +166,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in ("grok_acc", "grok_acc_90"):
         if not 0 < getattr(cfg, name) <= 1:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} must lie in (0, 1]")
-    return cfg
 
 
 def _check_types(cfg: RunConfig) -> None:

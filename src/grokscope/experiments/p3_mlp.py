@@ -19,7 +19,7 @@ from grokscope.errors import ConfigError
 from grokscope.geometry.normmin.stored import memorisation_step
 from grokscope.geometry.normmin.tangent import tangent_probe
 from grokscope.store import TANGENT_TABLE
-from grokscope.train import RunResult, train
+from grokscope.training import RunResult, train
 
 __all__ = ["MLPExperiment", "mlp_configs", "mlp_summary", "run_mlp"]
 

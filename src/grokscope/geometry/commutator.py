@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.errors import StoreError
 from grokscope.geometry.pca import exec_basis, flat_layout, flatten_snapshots, random_basis, weight_svd_basis
-from grokscope.problem import Params, Problem
 from grokscope.store import DEFECT_TABLE, RunDir
-from grokscope.train import Probe
+from grokscope.training import Probe
+from grokscope.training import model as M
+from grokscope.training.problem import Params, Problem
 
 GradFn = Callable[[torch.Tensor], torch.Tensor]
 

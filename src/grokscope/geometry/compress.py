@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.config import RunConfig
 from grokscope.geometry.checkpoints import final_snapshot
-from grokscope.problem import Problem
 from grokscope.store import RunDir
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 Params = M.Params
 

@@ -25,14 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.errors import StoreError, TooLittleData
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.hvp import SAMPLE_SALT, hessian_sample, loss_weights, make_hvp, weighted_loss
 from grokscope.geometry.krylov import complement_lanczos, lanczos, subspace_curvature
 from grokscope.geometry.pca import exec_basis, flat_layout
-from grokscope.problem import Problem
 from grokscope.store import RunDir
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 __all__ = ["DRAW_SALT", "checkpoint_indices", "analyze_hessian", "summarize_hessian", "depth_over_samples",
            "summarize_depth_draws"]

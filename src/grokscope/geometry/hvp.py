@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from grokscope import model as M
 from grokscope.geometry.krylov import MatVec
-from grokscope.problem import Params, Problem
+from grokscope.training import model as M
+from grokscope.training.problem import Params, Problem
 
 __all__ = ["SAMPLE_SALT", "hessian_sample", "loss_weights", "weighted_loss", "make_hvp"]
 

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.errors import StoreError, TooLittleData
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.store import RunDir
+from grokscope.training import model as M
 
 
 @dataclass

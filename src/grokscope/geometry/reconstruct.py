@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.geometry.compress import evaluate_variants
 from grokscope.geometry.pca import TRAJECTORY_CHECKPOINTS, snapshot_matrix, trajectory_pcs_from_matrix
 from grokscope.store import RunDir
+from grokscope.training import model as M
 
 
 def reconstruct(theta0: torch.Tensor, delta: torch.Tensor, basis: torch.Tensor,

@@ -10,8 +10,8 @@ from grokscope.formatting import num
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.onset import defect_timing, onset_envelope, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout
-from grokscope.problem import Problem
 from grokscope.store import DEFECT_TABLE, RunDir, diverged_step
+from grokscope.training.problem import Problem
 
 
 def final_integrability(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, float | None]:

@@ -1,7 +1,7 @@
 """Where the monitor's minibatches come from, without touching the user's data order or random streams.
 
 A source draws batch `(step, salt)` as a pure function of (seed, step, salt), with the trainer's
-counter-based sampler (`grokscope.sampler`): salt 0 is the training draw, salts 2k+1 and 2k+2 the
+counter-based sampler (`grokscope.data.sampler`): salt 0 is the training draw, salts 2k+1 and 2k+2 the
 commutator's minibatches A and B of draw k, salt 7 the fixed Hessian sample, exactly as `Problem.minibatch`
 draws them, so the same training examples give the same minibatches in grokscope and in a monitored loop.
 """
@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from grokscope.data.sampler import sample_indices
 from grokscope.errors import ConfigError
-from grokscope.sampler import sample_indices
 
 Batch = Any  # a tuple (inputs..., target) as the user's loss expects it
 SALT_MIX = 0x5F3759DF  # Problem.minibatch: seeds ^ (SALT_MIX * salt) for salt > 0

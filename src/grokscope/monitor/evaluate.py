@@ -3,7 +3,7 @@ detector (exactly what it would have done live) and compare with the run's grok 
 
 `warning_table(runs)` gives one row per run; `warning_summary(table)` the headline numbers: the fraction of
 grokking runs warned before they grok, the median lead (grok step − warning step), how often the predicted
-window held the grok step, and false alarms on runs that never grok. `calibrate(runs)` fits the lead
+window held the grok step, and false alarms on runs that never grok. `fit_lead_model(runs)` fits the lead
 relation (grok step vs threshold-onset lead) on other runs.
 """
 
@@ -105,7 +105,7 @@ def warning_summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = "") -> LeadModel:
+def fit_lead_model(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = "") -> LeadModel:
     """The lead relation lead = 10^b t_grok^α fitted on runs' onsets and leads (`geometry.onset.defect_timing`:
     threshold detector, positive leads only): with P2's α = 1.27 fixed by default (b alone is fitted), or α
     too when `alpha` is None."""

@@ -39,7 +39,14 @@ from grokscope.config import EXTERNAL, DataConfig, ModelConfig, RunConfig
 from grokscope.errors import ConfigError
 from grokscope.geometry.commutator import defect_from_grad_fn
 from grokscope.geometry.hessian import lanczos
-from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
+from grokscope.geometry.llc import (
+    LLCSettings,
+    ParamsModule,
+    chains_level_off,
+    estimate_llc,
+    module_loss,
+    require_devinterp,
+)
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.checks import check_optimizer, probe
 from grokscope.monitor.detector import Detector, MultiSignalDetector
@@ -78,7 +85,7 @@ from grokscope.store import (
     RunDir,
     write_json,
 )
-from grokscope.train import GrokState, update_grok
+from grokscope.training import GrokState, update_grok
 
 
 class Monitor:
@@ -423,7 +430,7 @@ class Monitor:
 
     def llc_at(self, step: int) -> dict[str, Any]:
         """devinterp's LLC at the current parameters on a fixed training sample (`llc_samples` rows; the
-        monitor's settings llc_*): grokscope.llc.estimate_llc over the user's own loss."""
+        monitor's settings llc_*): grokscope.geometry.llc.estimate_llc over the user's own loss."""
         cfg = self.cfg
         batch = tuple(self.source.fixed_sample(cfg.llc_samples))
         n = len(batch[0])

@@ -33,7 +33,7 @@ class MonitorConfig:
     defect_groups: bool = True  # defect per layer (share of ‖δ‖) -> defect_groups.parquet
     llc_every: int = 0  # the local learning coefficient by devinterp's SGLD (grokscope[llc]) -> llc.parquet
     llc_samples: int = 512  # the fixed training sample the SGLD chains run on
-    llc_lr: float = 1e-6  # SGLD step size ε, nβ (None: B / log B) and localisation γ (grokscope.llc)
+    llc_lr: float = 1e-6  # SGLD step size ε, nβ (None: B / log B) and localisation γ (grokscope.geometry.llc)
     llc_nbeta: float | None = None
     llc_localization: float = 100.0
     llc_chains: int = 4

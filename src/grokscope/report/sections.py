@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from grokscope import plots
 from grokscope.geometry.onset import fit_power_law
+from grokscope.report import plots
 from grokscope.report.gather import StoreData
 from grokscope.report.groups import group_table
 

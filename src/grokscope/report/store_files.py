@@ -21,7 +21,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def intervention_table(store: Path, out: Path) -> pd.DataFrame:
-    """Every `intervention.parquet` below the store (see `geometry.interventions.write_scan`), with `base`
+    """Every `intervention.parquet` below the store (see `experiments.intervention_scan.write_scan`), with `base`
     = the base run's folder name (the scan lives in BASE_RUN/intervene-<kind>/ by default)."""
     frames = []
     for f in sorted(store.rglob(INTERVENTION_TABLE)):

@@ -1,18 +1,38 @@
-"""One batch of a sweep, the unit an executor schedules: train its unfinished runs, then analyse them."""
+"""One batched program: runs trained together with the inline measurements their config asks for
+(`train_with_probes`, what `grokscope run` calls), and a sweep's batch, the unit an executor schedules: train
+its unfinished runs, then analyse them (`train_batch`). The trainer stays ignorant of analyses; this is the one
+place that turns config fields into probes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from grokscope.analyses import missing_analyses, run_analysis
 from grokscope.config import RunConfig
 from grokscope.errors import StoreError
-from grokscope.progress import Report, eval_reporter
-from grokscope.runner import run_batch
+from grokscope.geometry.commutator import defect_probe
 from grokscope.store import RunDir
+from grokscope.training import EvalInfo, Probe, RunResult, train
+from grokscope.training.progress_bars import Report, eval_reporter
 
-__all__ = ["finished", "analyses_to_run", "train_batch"]
+__all__ = ["probes_for", "train_with_probes", "finished", "analyses_to_run", "train_batch"]
+
+
+def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:
+    """Inline measurements requested by the config (shared by every run of a batch)."""
+    probes: list[Probe] = []
+    if cfg.defect_every:
+        probes.append(defect_probe(cfg.defect_every, draws=cfg.defect_draws, stream=cfg.defect_stream == "training"))
+    return tuple(probes)
+
+
+def train_with_probes(cfgs: list[RunConfig], out: str | Path | None, device: str = "cpu", *, resume: bool = False,
+                      force: bool = False, on_eval: Callable[[EvalInfo], None] | None = None,
+                      compile: bool | None = None) -> list[RunResult]:
+    """Train `cfgs` as one batched program with the probes their config asks for (`compile`: see `train`)."""
+    return train(cfgs, out, device, resume=resume, force=force, probes=probes_for(cfgs[0]), on_eval=on_eval,
+                 compile=compile)
 
 
 def finished(cfg: RunConfig, out: Path) -> bool:
@@ -39,7 +59,7 @@ def train_batch(cfgs: list[RunConfig], out: str, device: str, resume: bool = Fal
     todo = [c for c in cfgs if not finished(c, out_path)]
     if todo:
         hook = eval_reporter(report) if report is not None else None
-        run_batch(todo, out_path, device, resume=resume, on_eval=hook)
+        train_with_probes(todo, out_path, device, resume=resume, on_eval=hook)
     trained = {c.name for c in todo}
     for c in cfgs:
         run = RunDir(out_path / c.name)

@@ -6,32 +6,25 @@ partial ones from their checkpoints. `run_sweep` returns one row per run (`resul
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from grokscope.config import RunConfig
-from grokscope.devices import resolve_device
-from grokscope.errors import ConfigError, StoreError
-from grokscope.progress import BatchProgress
-from grokscope.store import RunDir
+from grokscope.errors import ConfigError
+from grokscope.runtime.devices import resolve_device
+from grokscope.store import RunDir, check_dirs
 from grokscope.sweep.batch import analyses_to_run, finished, train_batch
 from grokscope.sweep.packing import plan
 from grokscope.sweep.ray_executor import BatchFn, execute_ray, import_ray
 from grokscope.sweep.spec import SweepSpec, expand
+from grokscope.training.progress_bars import BatchProgress
 
 __all__ = ["sweep_status", "pending", "run_sweep", "results_table"]
 
-
-def _check_store(cfgs: Iterable[RunConfig], out: Path, resume: bool) -> None:
-    """Refuse, before anything trains, a stored run of the same name whose config differs (unless resume)."""
-    for c in cfgs:
-        d = RunDir(out / c.name)
-        if d.exists() and not resume and d.config() != c:
-            raise StoreError(f"{d.path} holds a run with a different config; set `resume: true` in the spec "
-                             "to continue it under the sweep's config, or choose another out")
+SPEC_RESUME = "set `resume: true` in the spec to continue it under the sweep's config, or choose another out"
 
 
 def sweep_status(spec: SweepSpec) -> pd.DataFrame:
@@ -67,7 +60,7 @@ def run_sweep(spec: SweepSpec, executor: str = "local", address: str | None = No
     batch_fn = batch_fn or train_batch
     cfgs = expand(spec)
     out = Path(spec.out).resolve()
-    _check_store(cfgs, out, spec.resume)
+    check_dirs(cfgs, out, spec.resume, remedy=SPEC_RESUME)  # refused before anything trains
     before = {c.name for c in cfgs if finished(c, out)}
     todo = pending(spec, cfgs)
     max_runs = max_runs or spec.max_runs

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
-from grokscope import model as M
 from grokscope.config import RunConfig, batch_key
 from grokscope.errors import ConfigError
+from grokscope.training import model as M
 
 __all__ = ["CPU_MAX_RUNS", "EVAL_CHUNK", "act_floats", "run_bytes", "device_budget", "capacity", "plan"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError, GrokscopeError
-from grokscope.progress import BatchProgress, Report
 from grokscope.sweep.packing import plan
 from grokscope.sweep.spec import SweepSpec
+from grokscope.training.progress_bars import BatchProgress, Report
 
 __all__ = ["import_ray", "execute_ray"]
 

@@ -6,18 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    ClaimContext,
-    ClaimRow,
-    ScanNeed,
-    fmt,
-    stored_scan,
-    verdict_count,
-)
-from grokscope.claims.common import make_row as _row
+from grokscope.claims.cache import ScanNeed, stored_scan
+from grokscope.claims.context import ClaimContext
 from grokscope.claims.p1.sweeps import _dual
-from grokscope.geometry.interventions import ScanConfig
+from grokscope.claims.rows import fmt
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import INCONCLUSIVE, ClaimRow, verdict_count
+from grokscope.experiments.intervention_scan import ScanConfig
 from grokscope.store import RunDir
 
 # P1's deletion result (ortho_fine_scan.py, dual wd 1 seed 42, 50k budget): these fractions stop grokking;

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokscope.claims.common import ClaimContext, ClaimRow, finite_values, fmt, verdict_range
-from grokscope.claims.common import make_row as _row
+from grokscope.claims.context import ClaimContext
 from grokscope.claims.p1.sweeps import _dual
+from grokscope.claims.rows import finite_values, fmt
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import ClaimRow, verdict_range
 from grokscope.store import FRAGILITY_TABLE, RECONSTRUCTION_TABLE, RunDir
 
 # The compression scripts (postgrok_compression.py:93–121, snapshot_decomposition.py:227–246) load only

@@ -7,25 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    PARTLY,
-    ClaimContext,
-    ClaimRow,
-    combine,
-    describe_spec,
-    finite_values,
-    fmt,
-    grok_value,
-    paper_only_row,
-    sweep_table,
-    verdict_bool,
-    verdict_count,
-    verdict_range,
-    verdict_value,
-)
-from grokscope.claims.common import make_row as _row
+from grokscope.analyses.phase import no_decay_failure, phase_fit, phase_table
+from grokscope.claims.context import ClaimContext, describe_spec, sweep_table
 from grokscope.claims.p1.sweeps import (
     CPU_WD0_COST,
     PAPER_GROK,
@@ -36,7 +19,19 @@ from grokscope.claims.p1.sweeps import (
     seeds_spec,
     tri_spec,
 )
-from grokscope.phase import no_decay_failure, phase_fit, phase_table
+from grokscope.claims.rows import finite_values, fmt, grok_value, paper_only_row
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    PARTLY,
+    ClaimRow,
+    combine,
+    verdict_bool,
+    verdict_count,
+    verdict_range,
+    verdict_value,
+)
 
 # Fixed before any result (issue 10 item 7): relative error of a mean grok step, and |Δα|.
 GROK_TOL, GROK_PARTLY = 0.10, 0.25

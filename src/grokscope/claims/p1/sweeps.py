@@ -6,8 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from grokscope.claims.common import ClaimContext, sweep_table
-from grokscope.phase import phase_runs
+from grokscope.analyses.phase import phase_runs
+from grokscope.claims.context import ClaimContext, sweep_table
 
 # docs/papers.md §5: dual-task grok step, mean of 3 seeds (add, mul) per wd; wd 0 never groks.
 PAPER_GROK = {

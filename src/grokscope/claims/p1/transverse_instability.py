@@ -7,21 +7,12 @@ from typing import Any
 import numpy as np
 
 from grokscope.analyses import missing_analyses, run_analysis
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    ClaimContext,
-    ClaimRow,
-    combine,
-    fmt,
-    rho_row,
-    sweep_table,
-    verdict_count,
-    verdict_range,
-    verdict_value,
-)
-from grokscope.claims.common import make_row as _row
+from grokscope.analyses.phase import phase_table
+from grokscope.claims.context import ClaimContext, sweep_table
 from grokscope.claims.p1.sweeps import _dual, _runs, dual_spec, tri_spec
-from grokscope.phase import phase_table
+from grokscope.claims.rows import fmt, rho_row
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import INCONCLUSIVE, ClaimRow, combine, verdict_count, verdict_range, verdict_value
 from grokscope.store import RunDir
 
 PAPER_LAMBDA_MIN = {1.0: (-63.0, 12.0), 0.5: (-36.0, 6.0), 0.1: (-17.0, 8.0), 0.0: (-50.0, 16.0)}

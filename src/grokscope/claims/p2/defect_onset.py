@@ -5,22 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    PARTLY,
-    ClaimContext,
-    ClaimRow,
-    combine,
-    describe_spec,
-    fmt,
-    grok_value,
-    verdict_bool,
-    verdict_count,
-    verdict_range,
-    verdict_value,
-)
-from grokscope.claims.common import make_row as _row
+from grokscope.claims.context import ClaimContext, describe_spec
 from grokscope.claims.p2.sweeps import (
     ALPHA_PARTLY,
     ALPHA_TOL,
@@ -33,6 +18,19 @@ from grokscope.claims.p2.sweeps import (
     _lr_points,
     lr_spec,
     single_spec,
+)
+from grokscope.claims.rows import fmt, grok_value
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    PARTLY,
+    ClaimRow,
+    combine,
+    verdict_bool,
+    verdict_count,
+    verdict_range,
+    verdict_value,
 )
 from grokscope.geometry.onset import fit_power_law
 

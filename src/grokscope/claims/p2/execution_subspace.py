@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.claims.common import ClaimContext, ClaimRow, finite_values, fmt, rho_row, sweep_table, verdict_range
-from grokscope.claims.common import make_row as _row
+from grokscope.claims.context import ClaimContext, sweep_table
 from grokscope.claims.p2.defect_onset import _ratio_verdict
 from grokscope.claims.p2.sweeps import PAPER_EXEC_RANDOM, _grokking_rows, single_spec
+from grokscope.claims.rows import finite_values, fmt, rho_row
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import ClaimRow, verdict_range
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.geometry.commutator import defects_from_snapshots
 from grokscope.geometry.onset import posthoc_indices

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokscope.claims.common import (
-    INCONCLUSIVE,
-    ClaimContext,
-    ClaimRow,
-    ScanNeed,
-    combine,
-    describe_spec,
-    fmt,
-    stored_scan,
-    sweep_table,
-    verdict_count,
-)
-from grokscope.claims.common import make_row as _row
+from grokscope.claims.cache import ScanNeed, stored_scan
+from grokscope.claims.context import ClaimContext, describe_spec, sweep_table
 from grokscope.claims.p2.sweeps import single_spec
+from grokscope.claims.rows import fmt
+from grokscope.claims.rows import make_row as _row
+from grokscope.claims.verdicts import INCONCLUSIVE, ClaimRow, combine, verdict_count
 from grokscope.config import RunConfig
-from grokscope.geometry.interventions import ScanConfig
+from grokscope.experiments.intervention_scan import ScanConfig
 from grokscope.store import RunDir
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grokscope.claims.common import ClaimContext, grok_value, sweep_table
+from grokscope.claims.context import ClaimContext, sweep_table
+from grokscope.claims.rows import grok_value
 
 GROKKING = ("add", "sub", "mul", "sq")
 NEVER = ("sq_ab", "cube_ab")

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from grokscope.data.tasks import make_split
 from grokscope.errors import ConfigError
-from grokscope.tasks import make_split
 
 __all__ = ["decoupled_R", "decoupled_readout", "decoupled_grad", "decoupled_update", "fourier_norms",
            "neuron_top_frequency_share", "DecoupledConfig", "decoupled_data", "simulate_decoupled", "decoupled_summary"]

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope import model as M
 from grokscope.errors import StoreError
 from grokscope.geometry.normmin.tangent import cosine, project_to_zero_loss, tangent_projection_cg
-from grokscope.problem import Problem
 from grokscope.store import RunDir
+from grokscope.training import model as M
+from grokscope.training.problem import Problem
 
 __all__ = ["memorisation_step", "norm_vs_decay", "RunTangentConfig", "run_tangent_cosine"]
 

@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from grokscope import model as M
 from grokscope.config import DataConfig, ModelConfig
 from grokscope.errors import ConfigError
 from grokscope.geometry.krylov import conjugate_gradient
-from grokscope.optim import HyperParams, clip_grads, init_state, sgd_step
-from grokscope.problem import Params, Problem
 from grokscope.store import TANGENT_TABLE
-from grokscope.train import Probe
+from grokscope.training import Probe
+from grokscope.training import model as M
+from grokscope.training.optim import HyperParams, clip_grads, init_state, sgd_step
+from grokscope.training.problem import Params, Problem
 
 __all__ = ["output_fn", "output_jacobian", "mlp_output_jacobian", "tangent_projection_dense", "tangent_projection_cg",
            "cosine", "project_to_zero_loss", "replay_sgd", "tangent_probe"]
