@@ -22,7 +22,7 @@ import yaml
 
 from grokscope.cli import main
 from grokscope.store import RunDir, read_tensors
-from grokscope.store import run_dir as store_mod
+from grokscope.store import files as store_mod
 
 from cli_args import tiny_args
 

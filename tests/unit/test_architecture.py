@@ -16,7 +16,7 @@ LAYERS = [("errors", "formatting"), ("data", "runtime"), ("config",), ("store",)
           ("analyses", "monitor", "experiments"), ("sweep", "report", "integrations"), ("claims",), ("commands",),
           ("cli",), ("__main__", "__init__")]
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
-SPLIT_PENDING = {"training/loop.py", "monitor/monitor.py", "store/run_dir.py"}  # to be split along their ideas
+SPLIT_PENDING = {"training/loop.py", "monitor/monitor.py"}  # to be split along their ideas
 
 
 def _name(path: Path) -> str:
@@ -31,13 +31,23 @@ def _modules() -> dict[str, Path]:
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """The grokscope modules `path` imports (`from pkg import sub` names the submodule, not the package)."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for n in ast.walk(block)}  # imports for annotations only: no dependency at run time
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("grokscope")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grokscope"):
             subs = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
             out |= subs if len(subs) == len(node.names) else subs | {node.module}
     return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _unit(module: str) -> str:

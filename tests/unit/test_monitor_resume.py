@@ -130,7 +130,7 @@ def test_a_process_that_died_inside_a_write_of_the_store_resumes_to_the_same_rec
     """The store's write at step 14 (after the thinning at 12) stops after each of its files in turn; resuming from
     the checkpoint at 10 each time ends with the uninterrupted record, as does a resume that itself stops while
     cutting the store back."""
-    from grokscope import store
+    from grokscope.store import files as store
 
     ref = Loop(tmp_path / "ref" / "run").run(16)
     ref.mon.close()

@@ -1,19 +1,10 @@
-"""Run-directory I/O: config.json, metrics.parquet, trajectory/ segments, checkpoint.safetensors, and the
-analyses' files; every file name a run directory holds is defined here.
-
-Every write goes to a temporary file in the same directory and is renamed into place, so a killed
-process leaves either the old file or the new one, never half of one. Nothing loads through pickle.
-"""
+"""The run-directory format: every file name a run directory holds (config.json, metrics.parquet, trajectory/
+segments, checkpoint.safetensors, the analyses' files) and `RunDir`, which reads and writes them through the
+store's atomic, pickle-free I/O (`store.files`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import re
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +13,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from grokscope.config import EXTERNAL, RunConfig, validate
 from grokscope.errors import ConfigError, StoreError
+from grokscope.store.files import (
+    jsonable,
+    last_trajectory_step,
+    read_json,
+    read_table,
+    read_tensors,
+    records_upto,
+    write_json,
+    write_table,
+    write_tensors,
+)
 
 CONFIG = "config.json"
 TRAJECTORY = "trajectory.safetensors"  # the whole trajectory in one file (stores written before segments)
@@ -61,159 +62,6 @@ SCALARS_TABLE = "scalars"  # the monitor's other logged scalars (step, name, val
 DEFECT_GROUPS_TABLE = "defect_groups"  # the monitor's defect per parameter group (layer)
 HESSIAN_GROUPS_TABLE = "hessian_groups"  # the monitor's λ_min/λ_max of Hessian blocks of parameter groups
 TENSORBOARD_DIR = "tensorboard"  # event files beside a run (`grokscope runs tensorboard`, Monitor(tensorboard=True))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place (readable by all)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    def w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-
-    atomic_write(Path(path), w)
-
-
-def jsonable(obj: Any) -> Any:
-    """`obj` as strict JSON holds it: numpy/torch scalars and arrays → Python numbers and lists, tuples →
-    lists, keys → str, NaN/±inf → None (so every JSON grokscope writes or prints is standard JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (str, bool)) or obj is None:
-        return obj
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
-        return jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, os.PathLike):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(dataclasses.asdict(obj))
-    return str(obj)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise StoreError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-
-
-def check_out(path: str | os.PathLike, what: str = "--out") -> Path:
-    """A folder this command may create or write into, checked before anything is written: a UTF-8 name of
-    sane length whose nearest existing ancestor is a writable folder (missing folders are created later)."""
-    p = Path(path)
-    text = os.fspath(p)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"{what} {text!r} is not valid UTF-8; choose a UTF-8 path") from None
-    for part in p.parts:
-        if len(part.encode()) > 255:
-            raise ConfigError(f"{what}: the name {part[:24]}… is too long ({len(part.encode())} bytes; at most 255)")
-    if len(os.fsencode(p.absolute())) > 4000:
-        raise ConfigError(f"{what} {text[:40]}… is too long a path")
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{what} {text} exists and is not a folder")
-    a = p.absolute()
-    while not a.exists() and a != a.parent:
-        a = a.parent
-    if not a.is_dir():
-        raise ConfigError(f"{what} {text}: {a} is a file, not a folder")
-    if not os.access(a, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {text}: {a} is not writable")
-    return p
-
-
-def not_a_run(path: str | os.PathLike, what: str = "--out") -> Path:
-    """`path`, refused when it is a run directory (it holds config.json) given where a store of runs belongs:
-    runs written into it would nest inside that run."""
-    p = Path(path)
-    if (p / CONFIG).is_file():
-        raise ConfigError(f"{what} {os.fspath(p)} is a run directory, not a store of runs; give the folder that "
-                          f"holds it ({os.fspath(p.absolute().parent)})")
-    return p
-
-
-def check_store(path: str | os.PathLike, what: str = "--out") -> Path:
-    """`check_out` for a folder that holds runs (`not_a_run`)."""
-    return not_a_run(check_out(path, what), what)
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
-    """safetensors file; `meta` is stored as JSON in the header."""
-    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = {"grokscope": json.dumps(meta or {})}
-
-    def write(tmp: str) -> None:
-        try:
-            save_file(data, tmp, metadata=header)
-        except SafetensorError as e:  # an I/O failure (a full disk): the OSError it wraps, naming the file
-            code = re.search(r"os error (\d+)", str(e))
-            if code is None:
-                raise
-            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
-
-    atomic_write(Path(path), write)
-
-
-def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, meta) from a safetensors file; a truncated or corrupt file is a StoreError."""
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("grokscope", "{}"))
-        return load_file(str(path)), meta
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise StoreError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
-
-
-def _last_step(path: Path) -> int:
-    """The last step a trajectory file records (-1 if none), reading only its step vectors."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            steps = [f.get_tensor(k) for k in ("attn_steps", "snap_steps") if k in f.keys()]
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise StoreError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
-    return max((int(t.max()) for t in steps if t.numel()), default=-1)
-
-
-def _select_steps(t: dict[str, torch.Tensor], upto: int) -> dict[str, torch.Tensor]:
-    """A trajectory's records at steps <= upto."""
-    keep = {kind: t[f"{kind}_steps"] <= upto for kind in ("attn", "snap")}
-    return {k: v[keep[k.split("_")[0] if k.endswith("_steps") else k.split(".")[0]]] for k, v in t.items()}
-
-
-def write_table(path: Path, rows: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    try:
-        return pq.read_table(str(path)).to_pandas()
-    except (OSError, pa.ArrowException) as e:
-        raise StoreError(f"{path} is corrupt or unreadable ({str(e).splitlines()[0]})") from None
 
 
 class RunDir:
@@ -314,10 +162,10 @@ class RunDir:
         """Drop every record after step `upto` (all of them for upto < 0): what a resume from the checkpoint
         at `upto` needs, since segments are written just before their checkpoint."""
         for path in self._trajectory_files():
-            if _last_step(path) <= upto:
+            if last_trajectory_step(path) <= upto:
                 continue
             t, _ = read_tensors(path)
-            kept = _select_steps(t, upto)
+            kept = records_upto(t, upto)
             target = path if path.name == TRAJECTORY else path.with_name(f"{upto:010d}.safetensors")
             if kept["attn_steps"].numel() or kept["snap_steps"].numel():
                 write_tensors(target, kept)  # first the kept records (atomic), then the old file goes:
@@ -379,45 +227,6 @@ class RunDir:
         return {k[7:]: v for k, v in t.items() if k.startswith("params.")}
 
 
-def _dirs_with_config(root: Path) -> list[str]:
-    """Directories at or below `root` holding a run config, following symlinked folders (runs grouped by
-    links into a folder are found) and visiting each real directory once (no loops through cyclic links)."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for d, subdirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen:
-            subdirs[:] = []
-            continue
-        seen.add(real)
-        if SCAN_STATE in files and d != os.fspath(root):
-            subdirs[:] = []  # an intervention scan's runs belong to its scan (name its folder to list them)
-            continue
-        if CONFIG in files:
-            out.append(d)
-    return out
-
-
-def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunDir]:
-    """Run directories at or (recursively) below the given paths, sorted by path."""
-    found: list[RunDir] = []
-    for p in paths:
-        p = Path(p)
-        if (p / CONFIG).exists():
-            found.append(RunDir(p))
-        elif p.is_dir():
-            found.extend(RunDir(Path(d)) for d in _dirs_with_config(p))
-        else:
-            raise StoreError(f"{p} is not a run directory or a folder of runs")
-    return sorted({r.path: r for r in found}.values(), key=lambda r: str(r.path))
-
-
-def load_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """All runs' metrics below `paths` as one long DataFrame (column `run` names each run)."""
-    frames = [r.metrics() for r in find_runs(paths) if r.has_table(METRICS_TABLE)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def diverged_step(summary: dict[str, Any]) -> int | None:
     """The step a diverged run was flagged at (a monitored run's `diverged_step`, else the trainer's stop step), None
     for a run that did not diverge."""
@@ -427,6 +236,3 @@ def diverged_step(summary: dict[str, Any]) -> int | None:
     return step if step is not None else summary.get("steps_trained")
 
 
-def load_summaries(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Per-run summaries (config, grok steps, final accuracies) of runs below `paths`."""
-    return [r.summary() for r in find_runs(paths) if r.file(SUMMARY).exists()]

@@ -22,6 +22,7 @@ import torch
 from grokscope.config import RunConfig
 from grokscope.errors import StoreError
 from grokscope.store.admission import check_dirs
+from grokscope.store.files import jsonable, read_json, read_tensors, write_json, write_tensors
 from grokscope.store.run_dir import (
     INTERVENTION_JSON,
     INTERVENTION_METRICS,
@@ -30,11 +31,6 @@ from grokscope.store.run_dir import (
     SCAN_RUNS,
     SCAN_STATE,
     RunDir,
-    jsonable,
-    read_json,
-    read_tensors,
-    write_json,
-    write_tensors,
 )
 
 RESUMABLE = ("steps",)  # scan fields `resume` may change: a longer or shorter budget continues the same runs
