@@ -244,6 +244,8 @@ class _Loop:
         self.attend = compiled.attend() if use else None  # evaluation's attention core
         self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
         self.hp = _hyper(cfgs, dev, problem.dtype)
+        if dev.type == "cpu":
+            self.hp.host_rows()  # the CPU's AdamW kernel takes host floats: read once, here, not in a step
         # AdamW's update compiled into one loop off the CPU (on the CPU the fused per-run kernel is faster)
         self.adamw = compiled.adamw() if use and dev.type != "cpu" and self.base.optim.name == "adamw" else None
         self.env = environment(dev)  # this session's: a resumed run records the session that wrote it last
@@ -275,8 +277,8 @@ class _Loop:
             self._load()
         # A stopped run whose summary says finished has its final files (the summary is written last): never
         # rewrite them. One killed between its final checkpoint and its summary gets them written again.
-        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r]))
-                              for r, st in enumerate(self.stopped.cpu().tolist())]
+        stopped = self.stopped.tolist() if dirs is not None else [False] * R  # only a resumed run starts stopped
+        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r])) for r, st in enumerate(stopped)]
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:

@@ -191,7 +191,7 @@ class KickTransform:
             s, t = self.prev_for, self.prev[r]
         else:
             return {}
-        return {"transform.prev": t.clone(), "transform.prev_step": torch.tensor([s], dtype=torch.int64)}
+        return {"transform.prev": t.clone(), "transform.prev_step": torch.tensor([s], dtype=torch.int64, device="cpu")}
 
     def restore(self, r: int, tensors: dict[str, torch.Tensor]) -> None:
         """Take run r's pending θ_{t−1} from its checkpoint's tensors (written by `export`)."""
@@ -290,7 +290,7 @@ def intervention_scan(run: RunDir, scan: ScanConfig, device: str = "cpu",
     folder = ScanDir(out) if out is not None else None
     if folder is not None:
         folder.check(scan, run.path.name, cfgs, resume, force)
-    amounts = torch.tensor(scan.values, dtype=torch.float32)
+    amounts = torch.tensor(scan.values, dtype=torch.float32, device="cpu")
     B = None
     if scan.kind in ("kick", "random-kick"):
         problem = Problem(cfgs, device)

@@ -51,9 +51,11 @@ def to_device(batch: Any, device: Device) -> Any:
     return batch
 
 
-def _indices(seed: torch.Tensor, step: int, salt: int, batch: int, n: int) -> torch.Tensor:
-    """The trainer's indices [batch] into n examples for (seed [1], step, salt), on the seed's device."""
-    s = seed if salt == 0 else seed ^ (SALT_MIX * salt)
+def _indices(seed: int | torch.Tensor, step: int, salt: int, batch: int, n: int) -> torch.Tensor:
+    """The trainer's indices [batch] into n examples for (seed, step, salt): on the host for an int seed, on the
+    seed's device for a [1] tensor (`_seed`)."""
+    s = seed if isinstance(seed, torch.Tensor) else _seed(seed, "cpu")
+    s = s if salt == 0 else s ^ (SALT_MIX * salt)
     return sample_indices(s, step, batch, n)[0]
 
 
