@@ -201,6 +201,28 @@ def test_plan_fits_device_memory(monkeypatch):
     assert capacity(cfg, "cuda") == 4
 
 
+def test_one_program_is_bounded_by_its_largest_tensor_and_chunks_follow_the_device(monkeypatch):
+    """A GPU with memory to spare still puts no more runs in one program than keeps its largest tensors within
+    32-bit indexing; on the CPU (and meta) the evaluation and defect chunks keep their cache-sized defaults, on a
+    GPU they grow with the free memory."""
+    cfg = preset("quick", data=dict(p=11))
+    big = 1 << 50
+    monkeypatch.setattr(S, "device_budget", lambda device: (big, 1 << 30))
+    monkeypatch.setattr(S, "_host_budget", lambda: big)
+    cap = capacity(cfg, "cuda")
+    assert cap == S.program_runs(cfg) < 1 << 30
+    assert cap * M.count_params(M.init_params(cfg.model, cfg.data, 0), batched=False) <= S.ELEMENT_LIMIT
+    assert cap * cfg.optim.batch * S.widest_floats(cfg) <= S.ELEMENT_LIMIT
+    assert S.program_runs(preset("quick", data=dict(p=11), optim=dict(batch=1024))) < S.program_runs(cfg)
+    for dev in ("cpu", "meta"):
+        assert S.eval_chunk(cfg, dev) == S.EVAL_ROWS_CPU and S.defect_chunk(cfg, dev, 256) == S.DEFECT_ROWS_CPU
+        assert S.fit_runs(cfg, dev) is None
+    gib = 1 << 30
+    monkeypatch.setattr(S, "memory_budget", lambda device: gib)
+    assert S.eval_chunk(cfg, "cuda") == gib // (4 * act_floats(cfg)) > S.EVAL_ROWS_CPU
+    assert S.defect_chunk(cfg, "cuda", 256) > S.defect_chunk(cfg, "cuda", 4096) >= S.DEFECT_ROWS_CPU
+
+
 def test_run_bytes_grows_with_model_and_batch():
     small = preset("quick", data=dict(p=11))
     assert run_bytes(preset("quick", data=dict(p=11), model=dict(d_model=128, n_heads=4))) > run_bytes(small)
