@@ -35,6 +35,7 @@ import torch
 from grokscope import compiled
 from grokscope import reference as Ref
 from grokscope.config import RunConfig, preset, with_overrides
+from grokscope.optim import STEPS, adamw_rows_
 from grokscope.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
 from grokscope.train import stepper
 
@@ -119,7 +120,25 @@ def bench_per_run(cfgs: list[RunConfig], device: torch.device, steps: int | None
 def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -> Callable[[int], None]:
     """The batched step as the trainer runs it: "eager" (no compiling), "compiled" (the loss compiled whole,
     forward and backward: what runs of >= 10k steps use), or "attention" (the previous default: only the
-    attention core compiled, obtained by withholding the whole-loss compile from the trainer)."""
+    attention core compiled, obtained by withholding the whole-loss compile from the trainer). AdamW variants
+    (issue 39): "<eager|compiled>-before" with the update as it was before (`adamw_throughput.adamw_before`:
+    host reads every step, then the fused kernel per run), "<eager|compiled>-batched" with the one-program update a
+    GPU runs (`optim.adamw_rows_`; compiled with the loss in "compiled-batched"); plain "eager" / "compiled" use
+    the trainer's own choice (on the CPU: the fused kernel per run, no host read)."""
+    mode, _, adamw = variant.partition("-")
+    if adamw == "before":
+        from adamw_throughput import adamw_before  # this folder's AdamW A/B: the pre-issue-39 update
+
+        real = STEPS["adamw"]
+        STEPS["adamw"] = adamw_before  # the stepper takes its step function now
+        try:
+            return stepper(cfgs, device, compile=mode == "compiled")
+        finally:
+            STEPS["adamw"] = real
+    if adamw == "batched":
+        step = stepper(cfgs, device, compile=mode == "compiled")
+        step.loop.adamw = compiled.adamw() if mode == "compiled" else adamw_rows_
+        return step
     if variant == "attention":
         whole = compiled.total_loss
         compiled.total_loss = lambda problem: None
@@ -221,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print only JSON")
     ap.add_argument("--ab", default=None, metavar="VARIANTS",
                     help="in-process A/B instead: alternate single steps of these batched variants (eager, "
-                         "attention, compiled) and of the per-run loops, and print medians")
+                         "attention, compiled; eager-before, compiled-before, eager-batched, compiled-batched for "
+                         "the AdamW of issue 39) and of the per-run loops, and print medians")
     ap.add_argument("--rounds", type=int, default=20, help="with --ab: steps of each variant (median over them)")
     args = ap.parse_args(argv)
 

@@ -39,7 +39,9 @@ HOST_DATA = {"tensor", "as_tensor"}  # a tensor made from host values (then copi
 # CUDA it relies on the scatter's device assert and reads nothing back when num_classes is given).
 CPU_ONLY_READS = {"_fused_adamw_", "one_hot"}
 SYNC_OPS = {"aten._local_scalar_dense.default": "scalar read", "aten.nonzero.default": "nonzero",
-            "aten.masked_select.default": "masked_select", "aten._unique2.default": "unique"}
+            "aten.masked_select.default": "masked_select", "aten._unique2.default": "unique",
+            "aten.repeat_interleave.Tensor": "repeat_interleave"}  # output sizes read back from the device
+MASK_INDEX_OPS = {"aten.index.Tensor", "aten.index_put.default", "aten.index_put_.default"}
 
 # What an evaluation step reads back (each a sync on a GPU, once per evaluation, not per step): the metrics and
 # stop flags copied to the host (`.cpu()`, `.numpy()`, `.tolist()`, `bool()`), the runs still training found
@@ -96,6 +98,8 @@ class _Ops(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if str(func) in SYNC_OPS:
             self.audit.note(SYNC_OPS[str(func)])
+        elif str(func) in MASK_INDEX_OPS and _bool_index(tuple(i for i in args[1] if i is not None)):
+            self.audit.note("bool-mask index")  # a mask turned into indices underneath (nonzero on a GPU)
         return func(*args, **(kwargs or {}))
 
 

@@ -107,11 +107,6 @@ class _Recorder:
         run.truncate_trajectory(upto)
 
 
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A CPU copy that never aliases the live parameters (`.cpu()` of a CPU tensor is the tensor itself)."""
-    return t.detach().to("cpu", copy=True)
-
-
 class GrokState(NamedTuple):
     """Per run and task [R, T]: consecutive evals at/above the grok accuracy, `grok_step` and
     `grok_step_90` (-1 until they fire)."""
@@ -226,10 +221,15 @@ def train(
 def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu",
             compile: bool | None = None, dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
     """The trainer's own per-step update (minibatch, gradients, clipping, optimiser) for `cfgs`, with no
-    evaluation, probes or I/O: what the throughput benchmark times."""
+    evaluation, probes or I/O: what the throughput benchmark times (its `loop` attribute is the trainer's loop)."""
     loop = _Loop(Problem(cfgs, device, dtype), None, (), None, None, compile)
     step_fn = STEPS[loop.base.optim.name]
-    return lambda s: loop._step(s, step_fn, s < loop.budget)
+
+    def step(s: int) -> None:
+        loop._step(s, step_fn, s < loop.budget)
+
+    step.loop = loop  # type: ignore[attr-defined]
+    return step
 
 
 class _Loop:
@@ -425,7 +425,7 @@ class _Loop:
             return {}
         out: dict[str, Any] = {"rows": {int(r) for r in rows}}
         for k in names:
-            host = _host_copy(self.params[k])
+            host = self.params[k].detach().to("cpu")  # on a CPU batch: the live tensor, cloned row by row below
             out[k] = {int(r): host[r].clone() for r in rows}
         return out
 
@@ -535,11 +535,12 @@ class _Loop:
 
     def _results(self, step: int) -> list[RunResult]:
         out = []
+        final = self._host_records(list(self.params), np.arange(self.pb.R))
         for r, cfg in enumerate(self.pb.cfgs):
             rec = self.rec[r]
             tables = {k: pd.DataFrame(v) for k, v in rec.probe_rows.items()}
             out.append(RunResult(cfg, self._summary(r, step), pd.DataFrame(rec.rows),
-                                 {k: _host_copy(v[r]) for k, v in self.params.items()}, tables,
+                                 {k: final[k][r] for k in self.params}, tables,
                                  self.dirs[r].path if self.dirs is not None else None))
         return out
 
