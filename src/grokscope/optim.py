@@ -102,14 +102,12 @@ def adamw_rows_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tens
     first, m by lerp, v = β₂v + ((1 − β₂)g)g, p += (−step·m)/(√v/√bc₂ + eps)); rows whose `on` [R, 1, ...] is
     False keep p, m and v bit for bit. Elementwise with [R, 1, ...] columns: one program for all runs (a single
     loop when compiled)."""
-    p_new = p * decay
+    v_new = torch.mul(v, b2).addcmul_(g * c2, g)
+    den = v_new.sqrt().div_(s2).add_(eps)
     m_new = torch.lerp(m, g, w1)
-    v_new = torch.addcmul(v * b2, g * c2, g)
-    den = v_new.sqrt() / s2 + eps
-    p_new = torch.addcdiv(p_new, neg_step * m_new, den)
-    p.copy_(torch.where(on, p_new, p))
-    m.copy_(torch.where(on, m_new, m))
-    v.copy_(torch.where(on, v_new, v))
+    p_new = torch.mul(p, decay).addcdiv_(m_new * neg_step, den)
+    for old, new in ((p, p_new), (m, m_new), (v, v_new)):
+        torch.where(on, new, old, out=old)
 
 
 def _adamw_fused_rows(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, hp: HyperParams, t: int,
