@@ -151,9 +151,10 @@ def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -
 
 def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str], rounds: int,
                 warmup: int) -> tuple[dict[str, float], float, float]:
-    """In-process A/B: one batched step of each variant, then one step of each of the R per-run loops, in turn,
-    `rounds` times (so load from other processes falls on all alike). Returns the median seconds of a batched
-    step per variant, the median seconds of one step of all R per-run loops, and the best GEMM rate seen."""
+    """In-process A/B: one batched step of each variant (their order rotated every round), then one step of each of
+    the R per-run loops, in turn, `rounds` times (so load from other processes falls on all alike). Returns the
+    median seconds of a batched step per variant, the median seconds of one step of all R per-run loops, and the
+    best GEMM rate seen."""
     steps = {v: variant_stepper(cfgs, device, v) for v in variants}
     loops = []
     for cfg in cfgs:
@@ -164,9 +165,10 @@ def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str]
         _timed(fn, 0, warmup, device)  # compiles here
     gemm = gemm_gflops(device=device, clock=CLOCK)
     times: dict[str, list[float]] = {v: [] for v in [*variants, "per-run"]}
+    order = list(steps)
     for i in range(rounds):
-        for v, fn in steps.items():
-            times[v].append(_timed(fn, warmup + i, 1, device))
+        for v in order[i % len(order):] + order[:i % len(order)]:  # rotated: the step after the per-run loops
+            times[v].append(_timed(steps[v], warmup + i, 1, device))  # (cold caches) is each variant in turn
         times["per-run"].append(sum(_timed(fn, warmup + i, 1, device) for fn in loops))
         if i == rounds // 2:
             gemm = max(gemm, gemm_gflops(device=device, clock=CLOCK))
