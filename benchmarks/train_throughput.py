@@ -117,28 +117,37 @@ def bench_per_run(cfgs: list[RunConfig], device: torch.device, steps: int | None
     return len(cfgs) * steps / total, steps
 
 
-def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -> Callable[[int], None]:
+def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str,
+                    shared: dict[str, Callable[[int], None]] | None = None) -> Callable[[int], None]:
     """The batched step as the trainer runs it: "eager" (no compiling), "compiled" (the loss compiled whole,
     forward and backward: what runs of >= 10k steps use), or "attention" (the previous default: only the
     attention core compiled, obtained by withholding the whole-loss compile from the trainer). AdamW variants
-    (issue 39): "<eager|compiled>-before" with the update as it was before (`adamw_throughput.adamw_before`:
-    host reads every step, then the fused kernel per run), "<eager|compiled>-batched" with the one-program update a
-    GPU runs (`optim.adamw_rows_`; compiled with the loss in "compiled-batched"); plain "eager" / "compiled" use
-    the trainer's own choice (on the CPU: the fused kernel per run, no host read)."""
+    (issue 39) run on the very loop (buffers) of their mode's plain variant, kept in `shared`, so the A/B sees the
+    optimiser and not where each variant's buffers happen to lie: "<eager|compiled>-before" with the update as it
+    was before (`adamw_throughput.adamw_before`: host reads every step, then the fused kernel per run),
+    "<eager|compiled>-batched" with the one-program update a GPU runs (`optim.adamw_rows_`, compiled in
+    "compiled-batched"); plain "eager" / "compiled" use the trainer's own choice (on the CPU: the fused kernel per
+    run, no host read)."""
+    shared = {} if shared is None else shared
     mode, _, adamw = variant.partition("-")
-    if adamw == "before":
-        from adamw_throughput import adamw_before  # this folder's AdamW A/B: the pre-issue-39 update
+    if adamw:
+        if mode not in shared:
+            shared[mode] = stepper(cfgs, device, compile=mode == "compiled")
+        loop = shared[mode].loop
+        if adamw == "before":
+            from adamw_throughput import adamw_before  # this folder's AdamW A/B: the pre-issue-39 update
 
-        real = STEPS["adamw"]
-        STEPS["adamw"] = adamw_before  # the stepper takes its step function now
-        try:
-            return stepper(cfgs, device, compile=mode == "compiled")
-        finally:
-            STEPS["adamw"] = real
-    if adamw == "batched":
-        step = stepper(cfgs, device, compile=mode == "compiled")
-        step.loop.adamw = compiled.adamw() if mode == "compiled" else adamw_rows_
-        return step
+            return lambda s: loop._step(s, adamw_before, s < loop.budget)
+        program = compiled.adamw() if mode == "compiled" else adamw_rows_
+
+        def batched(s: int) -> None:
+            loop.adamw = program
+            try:
+                loop._step(s, STEPS["adamw"], s < loop.budget)
+            finally:
+                loop.adamw = None
+
+        return batched
     if variant == "attention":
         whole = compiled.total_loss
         compiled.total_loss = lambda problem: None
@@ -146,7 +155,9 @@ def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -
             return stepper(cfgs, device, compile=True)
         finally:
             compiled.total_loss = whole
-    return stepper(cfgs, device, compile=variant == "compiled")
+    if variant not in shared:
+        shared[variant] = stepper(cfgs, device, compile=variant == "compiled")
+    return shared[variant]
 
 
 def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str], rounds: int,
@@ -155,7 +166,8 @@ def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str]
     the R per-run loops, in turn, `rounds` times (so load from other processes falls on all alike). Returns the
     median seconds of a batched step per variant, the median seconds of one step of all R per-run loops, and the
     best GEMM rate seen."""
-    steps = {v: variant_stepper(cfgs, device, v) for v in variants}
+    shared: dict[str, Callable[[int], None]] = {}
+    steps = {v: variant_stepper(cfgs, device, v, shared) for v in variants}
     loops = []
     for cfg in cfgs:
         module = Ref.init_module(cfg, device)

@@ -113,7 +113,7 @@ def adamw_rows_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tens
 def _adamw_fused_rows(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, hp: HyperParams, t: int,
                       active: torch.Tensor) -> None:
     """The CPU's AdamW: torch's fused kernel on each run's row (one pass over p, g, m, v, at the CPU's memory
-    bandwidth: 9-24x faster there than the broadcast program's eager passes, and 1-2x faster than it compiled,
+    bandwidth: 7-13x faster there than the broadcast program's eager passes, as fast as it compiled from 8 runs on,
     `benchmarks/adamw_throughput.py`), with host hyper-parameters and an inactive run skipped by the kernel's
     `found_inf` flag: no host read of `active`."""
     skip = (~active).to(torch.float32)
