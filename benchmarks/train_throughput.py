@@ -36,6 +36,7 @@ from grokscope.config import RunConfig, preset, with_overrides
 from grokscope.runtime.perf import count_flops, gemm_bound_seconds, gemm_calls, gemm_gflops
 from grokscope.training import compiled, stepper
 from grokscope.training import reference as Ref
+from grokscope.training.optim import STEPS, adamw_rows_
 
 WDS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)  # P1's sweep, so the runs of a batch differ as a sweep's do
 
@@ -115,10 +116,37 @@ def bench_per_run(cfgs: list[RunConfig], device: torch.device, steps: int | None
     return len(cfgs) * steps / total, steps
 
 
-def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -> Callable[[int], None]:
+def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str,
+                    shared: dict[str, Callable[[int], None]] | None = None) -> Callable[[int], None]:
     """The batched step as the trainer runs it: "eager" (no compiling), "compiled" (the loss compiled whole,
     forward and backward: what runs of >= 10k steps use), or "attention" (the previous default: only the
-    attention core compiled, obtained by withholding the whole-loss compile from the trainer)."""
+    attention core compiled, obtained by withholding the whole-loss compile from the trainer). AdamW variants
+    (issue 39) run on the very loop (buffers) of their mode's plain variant, kept in `shared`, so the A/B sees the
+    optimiser and not where each variant's buffers happen to lie: "<eager|compiled>-before" with the update as it
+    was before (`adamw_throughput.adamw_before`: host reads every step, then the fused kernel per run),
+    "<eager|compiled>-batched" with the one-program update a GPU runs (`optim.adamw_rows_`, compiled in
+    "compiled-batched"); plain "eager" / "compiled" use the trainer's own choice (on the CPU: the fused kernel per
+    run, no host read)."""
+    shared = {} if shared is None else shared
+    mode, _, adamw = variant.partition("-")
+    if adamw:
+        if mode not in shared:
+            shared[mode] = stepper(cfgs, device, compile=mode == "compiled")
+        loop = shared[mode].loop
+        if adamw == "before":
+            from adamw_throughput import adamw_before  # this folder's AdamW A/B: the pre-issue-39 update
+
+            return lambda s: loop._step(s, adamw_before, s < loop.budget)
+        program = compiled.adamw() if mode == "compiled" else adamw_rows_
+
+        def batched(s: int) -> None:
+            loop.adamw = program
+            try:
+                loop._step(s, STEPS["adamw"], s < loop.budget)
+            finally:
+                loop.adamw = None
+
+        return batched
     if variant == "attention":
         whole = compiled.total_loss
         compiled.total_loss = lambda problem: None
@@ -126,15 +154,19 @@ def variant_stepper(cfgs: list[RunConfig], device: torch.device, variant: str) -
             return stepper(cfgs, device, compile=True)
         finally:
             compiled.total_loss = whole
-    return stepper(cfgs, device, compile=variant == "compiled")
+    if variant not in shared:
+        shared[variant] = stepper(cfgs, device, compile=variant == "compiled")
+    return shared[variant]
 
 
 def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str], rounds: int,
                 warmup: int) -> tuple[dict[str, float], float, float]:
-    """In-process A/B: one batched step of each variant, then one step of each of the R per-run loops, in turn,
-    `rounds` times (so load from other processes falls on all alike). Returns the median seconds of a batched
-    step per variant, the median seconds of one step of all R per-run loops, and the best GEMM rate seen."""
-    steps = {v: variant_stepper(cfgs, device, v) for v in variants}
+    """In-process A/B: one batched step of each variant (their order rotated every round), then one step of each of
+    the R per-run loops, in turn, `rounds` times (so load from other processes falls on all alike). Returns the
+    median seconds of a batched step per variant, the median seconds of one step of all R per-run loops, and the
+    best GEMM rate seen."""
+    shared: dict[str, Callable[[int], None]] = {}
+    steps = {v: variant_stepper(cfgs, device, v, shared) for v in variants}
     loops = []
     for cfg in cfgs:
         module = Ref.init_module(cfg, device)
@@ -144,9 +176,10 @@ def interleaved(cfgs: list[RunConfig], device: torch.device, variants: list[str]
         _timed(fn, 0, warmup, device)  # compiles here
     gemm = gemm_gflops(device=device, clock=CLOCK)
     times: dict[str, list[float]] = {v: [] for v in [*variants, "per-run"]}
+    order = list(steps)
     for i in range(rounds):
-        for v, fn in steps.items():
-            times[v].append(_timed(fn, warmup + i, 1, device))
+        for v in order[i % len(order):] + order[:i % len(order)]:  # rotated: the step after the per-run loops
+            times[v].append(_timed(steps[v], warmup + i, 1, device))  # (cold caches) is each variant in turn
         times["per-run"].append(sum(_timed(fn, warmup + i, 1, device) for fn in loops))
         if i == rounds // 2:
             gemm = max(gemm, gemm_gflops(device=device, clock=CLOCK))
@@ -220,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print only JSON")
     ap.add_argument("--ab", default=None, metavar="VARIANTS",
                     help="in-process A/B instead: alternate single steps of these batched variants (eager, "
-                         "attention, compiled) and of the per-run loops, and print medians")
+                         "attention, compiled; eager-before, compiled-before, eager-batched, compiled-batched for "
+                         "the AdamW of issue 39) and of the per-run loops, and print medians")
     ap.add_argument("--rounds", type=int, default=20, help="with --ab: steps of each variant (median over them)")
     args = ap.parse_args(argv)
 

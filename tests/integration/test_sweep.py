@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import grokscope.sweep.packing as S
+import grokscope.training.memory as Mem
 from grokscope.cli import main
 from grokscope.config import batch_key, preset
 from grokscope.errors import ConfigError, StoreError
@@ -204,6 +205,28 @@ def test_plan_fits_device_memory(monkeypatch):
     assert capacity(cfg, "cuda") == 4
 
 
+def test_one_program_is_bounded_by_its_largest_tensor_and_chunks_follow_the_device(monkeypatch):
+    """A GPU with memory to spare still puts no more runs in one program than keeps its largest tensors within
+    32-bit indexing; on the CPU (and meta) the evaluation and defect chunks keep their cache-sized defaults, on a
+    GPU they grow with the free memory."""
+    cfg = preset("quick", data=dict(p=11))
+    big = 1 << 50
+    monkeypatch.setattr(S, "device_budget", lambda device: (big, 1 << 30))
+    monkeypatch.setattr(S, "host_budget", lambda: big)
+    cap = capacity(cfg, "cuda")
+    assert cap == Mem.program_runs(cfg) < 1 << 30
+    assert cap * M.count_params(M.init_params(cfg.model, cfg.data, 0), batched=False) <= Mem.ELEMENT_LIMIT
+    assert cap * cfg.optim.batch * Mem.widest_floats(cfg) <= Mem.ELEMENT_LIMIT
+    assert Mem.program_runs(preset("quick", data=dict(p=11), optim=dict(batch=1024))) < Mem.program_runs(cfg)
+    for dev in ("cpu", "meta"):
+        assert Mem.eval_chunk(cfg, dev) == Mem.EVAL_ROWS_CPU and Mem.defect_chunk(cfg, dev, 256) == Mem.DEFECT_ROWS_CPU
+        assert Mem.fit_runs(cfg, dev) is None
+    gib = 1 << 30
+    monkeypatch.setattr(Mem, "memory_budget", lambda device: gib)
+    assert Mem.eval_chunk(cfg, "cuda") == gib // (4 * act_floats(cfg)) > Mem.EVAL_ROWS_CPU
+    assert Mem.defect_chunk(cfg, "cuda", 256) > Mem.defect_chunk(cfg, "cuda", 4096) >= Mem.DEFECT_ROWS_CPU
+
+
 def test_run_bytes_grows_with_model_and_batch():
     small = preset("quick", data=dict(p=11))
     assert run_bytes(preset("quick", data=dict(p=11), model=dict(d_model=128, n_heads=4))) > run_bytes(small)
@@ -352,6 +375,6 @@ def test_host_memory_estimate_is_one_checkpoint_window_not_the_budget():
     """The trainer writes snapshots and attention matrices out at every checkpoint, so the scripts' long
     budgets (300k steps) do not shrink how many runs a CPU batch may hold."""
     short, long = preset("p1-dual", steps=30_000), preset("p1-dual")
-    assert long.steps == 300_000 and S._host_bytes(long) == S._host_bytes(short)
-    assert S._host_bytes(preset("p1-dual", checkpoint_every=20_000)) > S._host_bytes(long)
+    assert long.steps == 300_000 and Mem.host_bytes(long) == Mem.host_bytes(short)
+    assert Mem.host_bytes(preset("p1-dual", checkpoint_every=20_000)) > Mem.host_bytes(long)
     assert capacity(long, "cpu") == capacity(short, "cpu")

@@ -115,3 +115,16 @@ def test_every_batch_of_a_long_process_trains_compiled(monkeypatch):
                        checkpoint_every=10) for seed in range(3)]  # stops at 10, 20, 30: compacted twice
         train(cfgs, compile=True)
     assert sorted(set(compiled_in)) == list(range(len(ops)))
+
+
+def test_out_of_memory_in_a_compiled_step_is_reported_as_one(monkeypatch, capsys):
+    """A device running out of memory inside the compiled step is not a failure to compile: the trainer re-raises
+    it (no eager fallback, no "torch.compile unavailable") with the batch it was training."""
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(compiled, "total_loss", lambda problem: oom)
+    cfgs = [_trunk(20), with_overrides(_trunk(20), seed=7)]
+    with pytest.raises(torch.OutOfMemoryError, match=r"training 2 runs per batch \(minibatch 64.*Tried to allocate"):
+        train(cfgs, compile=True)
+    assert "torch.compile unavailable" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ from grokscope.errors import ConfigError
 from grokscope.training import model as M
 from grokscope.training import reference as Ref
 from grokscope.training import train
+from grokscope.training.optim import HyperParams, adamw_rows_, adamw_step
 from grokscope.training.problem import Problem
 
 from equivalence import assert_same_run
@@ -134,6 +135,41 @@ def test_batched_adamw_equals_torch_adamw_loop():
     for s in range(steps):
         Ref.reference_step(module, opt, *get(s), cfg.optim.clip)
     assert _max_rel_diff(ours.params, Ref.to_params(module), start, skip=("b_K",)) > 1e-2
+
+
+def test_the_one_program_adamw_equals_the_fused_kernel_per_run_and_leaves_stopped_runs_alone():
+    """The update a GPU runs (all runs in one broadcast program, hyper-parameters on the device) against the CPU's
+    (torch's fused kernel per run): the same arithmetic, so equal to a few ulps; a stopped run, even one whose
+    gradient is NaN (diverged), keeps p, m and v bit for bit in both; a per-run hyper-parameter swapped between
+    two runs is seen."""
+    R, P = 4, 1001
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(R, P, generator=g), torch.randn(R, P, generator=g) * 1e-3,
+             torch.rand(R, P, generator=g) * 1e-6]
+    grads = [torch.randn(R, P, generator=g) * 1e-3 for _ in range(3)]
+    grads[1][2, 5] = float("nan")
+    active = torch.tensor([True, True, False, True])
+
+    def hyper(lr: list[float]) -> HyperParams:
+        t = torch.tensor
+        return HyperParams(lr=t(lr), wd=t([1.0, 0.3, 0.0, 0.5]), clip=torch.ones(R), beta1=t([0.9, 0.9, 0.8, 0.9]),
+                           beta2=t([0.98, 0.999, 0.98, 0.98]), eps=torch.full((R,), 1e-8), momentum=torch.zeros(R))
+
+    def run(update, lr=(1e-3, 3e-3, 1e-2, 2e-3)) -> list[torch.Tensor]:
+        p, m, v = (x.clone() for x in start)
+        hp = hyper(list(lr))
+        hp.update = update
+        for t, grad in enumerate(grads, 1):
+            adamw_step({"w": p}, {"w": grad}, {"m.w": m, "v.w": v}, hp, t, active)
+        return [p, m, v]
+
+    fused, program = run(None), run(adamw_rows_)
+    for a, b, x0 in zip(fused, program, start, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=0)
+        assert torch.equal(a[2], x0[2]) and torch.equal(b[2], x0[2])  # the stopped run, untouched
+        assert not torch.equal(a[0], x0[0])
+    swapped = run(adamw_rows_, lr=(3e-3, 1e-3, 1e-2, 2e-3))
+    assert (swapped[0][0] - program[0][0]).abs().max() > 1e-4
 
 
 # ---- (c) batched SGD = torch.optim.SGD ----------------------------------------------------------

@@ -113,7 +113,7 @@ def progress_table(run: RunDir, tasks: tuple[str, ...] | None = None, max_points
     which = select_snapshots(cfg, steps.numpy(), max_points, posthoc_indices)
     d = cfg.data
     split = make_split(d.tasks, d.p, d.train_frac, cfg.split_seed, d.zero_excluded, d.unordered, d.split)
-    train = torch.zeros(len(split.pairs), dtype=torch.bool)
+    train = torch.zeros(len(split.pairs), dtype=torch.bool, device="cpu")
     train[split.train_idx] = True
     last = {k: v[-1].double() for k, v in snaps.items()}
     rows = []

@@ -70,7 +70,7 @@ def _cached(ctx: ClaimContext, need: ExperimentNeed, compute: Any) -> Any:
 def claim_cosine_peak(ctx: ClaimContext) -> ClaimRow:
     """cos(Δθ, projected −θ) peaks during grokking (between memorisation and generalisation)."""
     exp = mlp_experiment(ctx.scale)
-    seeds = _cached(ctx, experiments(ctx.scale)[0], lambda: run_mlp(exp)["seeds"])
+    seeds = _cached(ctx, experiments(ctx.scale)[0], lambda: run_mlp(exp, device=ctx.device)["seeds"])
     # The peak is "during grokking" when it lies in [memorisation, grok step] (98% rule) or, allowing one
     # probe interval, up to a probe after it.
     ok, n, parts = 0, 0, []

@@ -8,16 +8,18 @@ nothing but s. `AuthorsStream` (sampler "authors"): the scripts' `np.random.seed
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 _MASK = 0xFFFFFFFF
+T = TypeVar("T", torch.Tensor, int)
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer finaliser (xorshift-multiply); multipliers < 2^31 keep int64 products exact."""
+def _mix32(x: T) -> T:
+    """A 32-bit integer finaliser (xorshift-multiply) of an int64 tensor or a Python int (the same numbers:
+    multipliers < 2^31 keep int64 products exact)."""
     x = x & _MASK
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _MASK
@@ -27,9 +29,10 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def sample_indices(seeds: torch.Tensor, step: int, batch: int, n: int) -> torch.Tensor:
-    """Uniform indices in [0, n) with replacement, [R, batch] int64, for per-run `seeds` [R] at `step`."""
+    """Uniform indices in [0, n) with replacement, [R, batch] int64, for per-run `seeds` [R] at `step`, on the
+    seeds' device. The step's hash is a host int, so a draw copies nothing to the device and reads nothing back."""
     slot = torch.arange(batch, device=seeds.device, dtype=torch.int64)
-    h = _mix32(_mix32(seeds.to(torch.int64)) ^ _mix32(torch.tensor(step, device=seeds.device) + 0x3C6EF372))
+    h = _mix32(_mix32(seeds.to(torch.int64)) ^ _mix32(int(step) + 0x3C6EF372))
     h = _mix32(h[:, None] ^ _mix32(slot * 0x27D4EB2F + 0x165667B1)[None, :])
     return h % n
 
@@ -83,6 +86,13 @@ class AuthorsStream:
             self.next_draw[r] += 1
             kept.pop(self.next_draw[r] - 1 - self.KEEP, None)
         return kept[i]
+
+    def block(self, first: int, steps: int) -> np.ndarray:
+        """[steps, R, batch] int64 training indices of steps first, ..., first + steps - 1 of every run, each run's
+        draws in stream order (the measurement draws between them drawn and kept, as `draw` does): what
+        `Problem.minibatch` prefetches, so the host draws and copies once per block, not once per step."""
+        return np.stack([np.stack([self.draw(r, self.train_draw(s)) for r in range(len(self.seeds))])
+                         for s in range(first, first + steps)]).astype(np.int64)
 
     def _stack(self, numbers: list[int], runs: list[int] | None) -> torch.Tensor:
         runs = list(range(len(self.seeds))) if runs is None else runs

@@ -74,7 +74,7 @@ def all_pairs(p: int, exclude_zero: bool = True, unordered: bool = False) -> tor
     """Every (a, b) operand pair. `exclude_zero` follows the papers' code (a, b in 1..p-1);
     `unordered` keeps a <= b only (P3's commutative setup)."""
     lo = 1 if exclude_zero else 0
-    r = torch.arange(lo, p)
+    r = torch.arange(lo, p, device="cpu")
     a, b = torch.meshgrid(r, r, indexing="ij")
     pairs = torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
     if unordered:
@@ -107,7 +107,7 @@ def make_split(
         perm_list = list(range(len(pairs)))  # shuffling positions = shuffling the pair list itself
         random.Random(data_seed).shuffle(perm_list)
         n = int(train_frac * len(pairs))
-        perm_t = torch.tensor(perm_list, dtype=torch.int64)
+        perm_t = torch.tensor(perm_list, dtype=torch.int64, device="cpu")
         return Split(pairs, targets, perm_t[:n], perm_t[n:])
     if order != "randperm":
         raise ValueError(f"unknown split order {order!r}; choose randperm or authors")

@@ -128,7 +128,7 @@ def intervention_scan(run: RunDir, scan: ScanConfig, device: str = "cpu",
     folder = ScanDir(out) if out is not None else None
     if folder is not None:
         folder.check(scan, run.path.name, cfgs, resume, force)
-    amounts = torch.tensor(scan.values, dtype=torch.float32)
+    amounts = torch.tensor(scan.values, dtype=torch.float32, device="cpu")
     B = None
     if scan.kind in ("kick", "random-kick"):
         problem = Problem(cfgs, device)

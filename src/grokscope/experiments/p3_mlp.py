@@ -123,14 +123,14 @@ def mlp_summary(results: list[RunResult], table: str = TANGENT_TABLE
     return pd.concat(frames, ignore_index=True), rows
 
 
-def run_mlp(exp: MLPExperiment, out: str | None = None) -> dict[str, Any]:
-    """Train the P3 MLP runs through the trainer with the tangent-cosine probe; returns the per-probe
+def run_mlp(exp: MLPExperiment, out: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train the P3 MLP runs through the trainer with the tangent-cosine probe on `device`; returns the per-probe
     table, the per-seed summary and the wall time."""
     t0 = time.perf_counter()
     cfgs = mlp_configs(exp)
     probe = tangent_probe(exp.every, exp.horizon, exp.project_steps, exp.project_momentum,
                           eval_every=exp.eval_every)
-    results = train(cfgs, out, probes=(probe,), force=out is not None)
+    results = train(cfgs, out, device, probes=(probe,), force=out is not None)
     table, seeds = mlp_summary(results)
     return {"experiment": exp, "table": table, "seeds": seeds, "results": results,
             "wall_s": time.perf_counter() - t0}

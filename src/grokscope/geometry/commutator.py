@@ -134,12 +134,18 @@ def after_training_draw(run: RunDir, problem: Problem) -> int | None:
 
 def batched_defects(problem: Problem, theta: torch.Tensor, like: Params, pa: torch.Tensor, ta: torch.Tensor,
                     pb: torch.Tensor, tb: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor,
-                    eta: float, chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                    eta: float, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(D [N], δ [N, P]) for N flat points θ [N, P], each with its own minibatches A, B ([N, Bsz, ...]);
     row n belongs to run n mod R (run-minor stacks, as `Problem.per_task_loss`). `chunk` rows at a time,
     each two gradient calls over 2·chunk rows (A and B halves side by side): the same numbers as all rows at
-    once, but activations small enough to stay in cache (P1, 18 runs × 9 draws: ≈1.5x less CPU time)."""
+    once, but activations small enough to stay in cache (default `training.memory.defect_chunk`: 4 on the CPU,
+    where P1's 18 runs × 9 draws take ≈1.5x less CPU time than all at once; on a GPU as many rows as its free
+    memory holds, so a probe is a few large programs instead of N / 4 small ones)."""
     N = theta.shape[0]
+    if chunk is None:
+        from grokscope.training.memory import defect_chunk
+
+        chunk = defect_chunk(problem.cfgs[0], theta.device, pa.shape[1], theta.dtype.itemsize)
     wa, wb = wa.expand(N, -1), wb.expand(N, -1)
     runs = torch.arange(N, device=theta.device) % problem.R
     out = [_defect_rows(problem, theta[s], like, pa[s], ta[s], pb[s], tb[s], wa[s], wb[s], eta, runs[s])
@@ -192,8 +198,9 @@ def _integrability(deltas: torch.Tensor, basis: torch.Tensor, n_random: int,
         a, f = _rho(deltas, Q)
         rr.append(a)
         rf.append(f)
-    rho_random = torch.stack(rr, -1).flatten(1).median(1).values if rr else torch.full((R,), float("nan"))
-    frac_random = torch.stack(rf, -1).flatten(1).median(1).values if rf else torch.full((R,), float("nan"))
+    nan = torch.full((R,), float("nan"), dtype=deltas.dtype, device=deltas.device)
+    rho_random = torch.stack(rr, -1).flatten(1).median(1).values if rr else nan
+    frac_random = torch.stack(rf, -1).flatten(1).median(1).values if rf else nan
     return rho.median(1).values, rho_random, frac.median(1).values / frac_random
 
 
@@ -216,7 +223,7 @@ def commutator_defect(problem: Problem, params: Params, step: int = 0, draws: in
     D = D.view(draws, R).T.contiguous()
     deltas = delta.view(draws, R, -1).transpose(0, 1)
     med = D.median(1)
-    out = DefectResult(defect=med.values, defects=D, delta=deltas[torch.arange(R), med.indices])
+    out = DefectResult(defect=med.values, defects=D, delta=deltas[torch.arange(R, device=D.device), med.indices])
     if basis is not None:
         out.rho, out.rho_random, out.proj_ratio = _integrability(deltas, basis, n_random)
     return out
@@ -296,7 +303,7 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
         elif basis is not None:
             rho, rho_random, ratio = _integrability(deltas, basis, n_random)
         else:
-            rho = rho_random = ratio = torch.full((len(part),), float("nan"))
+            rho = rho_random = ratio = torch.full((len(part),), float("nan"), device=device)
         for j, i in enumerate(part):
             row = {"step": int(steps[i]), "defect": float(med[j]), "rho": float(rho[j]),
                    "rho_random": float(rho_random[j]), "proj_ratio": float(ratio[j])}

@@ -109,7 +109,7 @@ def prune_delta(theta0: torch.Tensor, theta: torch.Tensor, keeps: Sequence[float
     out = []
     for q in keeps:
         n = int(round(float(q) * P))
-        drop = torch.zeros(P, dtype=torch.bool)
+        drop = torch.zeros(P, dtype=torch.bool, device=theta.device)
         drop[order[n:]] = True
         out.append(torch.where(drop, theta - delta, theta))
     return torch.stack(out)
@@ -127,7 +127,7 @@ def perturb(theta: torch.Tensor, fraction: float, size: float, seed: int = 0) ->
     P = theta.numel()
     n = int(round(float(fraction) * P))
     idx = torch.randperm(P, generator=g)[:n]
-    z = torch.randn(n, generator=g, dtype=theta.dtype)
+    z = torch.randn(n, generator=g, dtype=theta.dtype).to(theta.device)
     out = theta.clone()
     out[idx] = theta[idx] + float(size) * theta[idx].abs() * z
     return out

@@ -42,9 +42,9 @@ def primitive_root(p: int) -> int:
 def group_map(task: str, p: int) -> GroupMap:
     """The cyclic group a task's answer is a function of (add/sub: Z_p, mul/div: Z_p^* by discrete log)."""
     if task in ("add", "sub"):
-        return GroupMap(p, torch.arange(p), 1 if task == "add" else -1)
+        return GroupMap(p, torch.arange(p, device="cpu"), 1 if task == "add" else -1)
     if task in ("mul", "div"):
-        g, index = primitive_root(p), torch.full((p,), -1, dtype=torch.int64)
+        g, index = primitive_root(p), torch.full((p,), -1, dtype=torch.int64, device="cpu")
         x = 1
         for k in range(p - 1):
             index[x] = k
@@ -57,8 +57,8 @@ def group_map(task: str, p: int) -> GroupMap:
 def fourier_basis(n: int) -> torch.Tensor:
     """Orthonormal real Fourier basis of Z_n, rows [constant, cos w_1 x, sin w_1 x, ...], w_k = 2πk/n [n, n]
     (for even n the last row is the cos of frequency n/2, which has no sin)."""
-    x = torch.arange(n, dtype=torch.float64)
-    rows = [torch.ones(n, dtype=torch.float64)]
+    x = torch.arange(n, dtype=torch.float64, device="cpu")
+    rows = [torch.ones(n, dtype=torch.float64, device="cpu")]
     for k in range(1, n // 2 + 1):
         rows.append(torch.cos(2 * math.pi * k * x / n))
         if 2 * k != n:
@@ -78,9 +78,9 @@ def frequency_norms(embed: torch.Tensor, n: int) -> torch.Tensor:
 
 def group_embedding(W_E: torch.Tensor, gm: GroupMap) -> torch.Tensor:
     """Rows of a token embedding W_E [vocab, d] ordered by group element (row i: the token with index i)."""
-    tokens = torch.full((gm.n,), -1, dtype=torch.int64)
+    tokens = torch.full((gm.n,), -1, dtype=torch.int64, device="cpu")
     inside = gm.index >= 0
-    tokens[gm.index[inside]] = torch.arange(len(gm.index))[inside]
+    tokens[gm.index[inside]] = torch.arange(len(gm.index), device="cpu")[inside]
     return W_E[tokens]
 
 
@@ -105,7 +105,7 @@ def gini(x: torch.Tensor) -> float:
 def _design(elements: torch.Tensor, n: int, keys: list[int]) -> torch.Tensor:
     """[N, 1 + 2K] columns: constant, then cos and sin of w_k · element for each key frequency."""
     e = elements.to(torch.float64)[:, None]
-    w = 2 * math.pi * torch.tensor(keys, dtype=torch.float64)[None, :] / n
+    w = 2 * math.pi * torch.tensor(keys, dtype=torch.float64, device="cpu")[None, :] / n
     return torch.cat([torch.ones_like(e), torch.cos(w * e), torch.sin(w * e)], 1)
 
 

@@ -88,7 +88,7 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
     for c0 in range(0, len(idx), max(1, batch_checkpoints)):
         chunk = idx[c0 : c0 + max(1, batch_checkpoints)]
         # run axis = (checkpoint, loss), loss fastest
-        sel = torch.tensor(chunk).repeat_interleave(len(losses))
+        sel = torch.tensor(chunk, device="cpu").repeat_interleave(len(losses))  # indexes host snapshots
         params = {name: v[sel].to(problem.device, torch.float32) for name, v in snaps.items()}
         R = len(sel)
         weights = weights1.repeat(len(chunk), 1)
@@ -98,7 +98,7 @@ def analyze_hessian(run: RunDir, n_checkpoints: int = 30, k: int = 5, iters: int
             value = weighted_loss(problem, params, pairs, targets, weights)
         P = M.flatten(params).shape[1]
         # one start vector per checkpoint (seeded by its index), shared by its losses, whatever the batching
-        v0 = torch.stack([torch.randn(P, generator=torch.Generator().manual_seed(seed * 7919 + int(i)))
+        v0 = torch.stack([torch.randn(P, generator=torch.Generator().manual_seed(seed * 7919 + int(i)), device="cpu")
                           for i in sel]).to(problem.device)
         full = lanczos(hvp, v0, iters, k, seed=seed, tol=tol)
         ex = pp = None

@@ -33,10 +33,10 @@ def loss_weights(tasks: tuple[str, ...], loss: str) -> torch.Tensor:
     """Task weights [T] that select a loss: 'total' = plain sum of task losses, a task name = that
     task's loss alone (one-hot)."""
     if loss == "total":
-        return torch.ones(len(tasks))
+        return torch.ones(len(tasks), device="cpu")
     if loss not in tasks:
         raise ValueError(f"unknown loss {loss!r}; choose 'total' or one of {', '.join(tasks)}")
-    return torch.eye(len(tasks))[tasks.index(loss)]
+    return torch.eye(len(tasks), device="cpu")[tasks.index(loss)]
 
 
 def weighted_loss(problem: Problem, params: Params, pairs: torch.Tensor, targets: torch.Tensor,

@@ -167,7 +167,7 @@ class KickTransform:
             s, t = self.prev_for, self.prev[r]
         else:
             return {}
-        return {"transform.prev": t.clone(), "transform.prev_step": torch.tensor([s], dtype=torch.int64)}
+        return {"transform.prev": t.clone(), "transform.prev_step": torch.tensor([s], dtype=torch.int64, device="cpu")}
 
     def restore(self, r: int, tensors: dict[str, torch.Tensor]) -> None:
         """Take run r's pending θ_{t−1} from its checkpoint's tensors (written by `export`)."""

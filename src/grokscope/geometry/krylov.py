@@ -88,10 +88,10 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vecto
     dtype, eps = v0.dtype, torch.finfo(v0.dtype).eps
     gen = torch.Generator().manual_seed(seed)
     Q = v0.new_zeros(R, m if tol is None else min(m, 64), P)  # grows by doubling when converging to tol
-    alpha = torch.zeros(R, m, dtype=torch.float64)
-    beta = torch.zeros(R, m, dtype=torch.float64)
+    alpha = torch.zeros(R, m, dtype=torch.float64, device="cpu")
+    beta = torch.zeros(R, m, dtype=torch.float64, device="cpu")
     q = v0 / v0.norm(dim=1, keepdim=True)
-    scale = torch.zeros(R, dtype=torch.float64)
+    scale = torch.zeros(R, dtype=torch.float64, device="cpu")
     for j in range(m):
         if j == Q.shape[1]:
             Q = torch.cat([Q, torch.zeros_like(Q[:, : min(Q.shape[1], m - j)])], 1)
@@ -124,7 +124,7 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, iters: int = 25, k: int = 5, vecto
 
     theta, S, resid = _ritz(alpha, beta, m)
     k = min(k, m)
-    lo, hi = torch.arange(k), torch.arange(m - 1, m - 1 - k, -1)
+    lo, hi = torch.arange(k, device="cpu"), torch.arange(m - 1, m - 1 - k, -1, device="cpu")
     res = LanczosResult(ritz=theta, residual=resid, bottom=theta[:, lo], top=theta[:, hi],
                         bottom_residual=resid[:, lo], top_residual=resid[:, hi], iters=m,
                         converged=None if tol is None else _extremes_converged(theta, resid, tol))

@@ -181,7 +181,7 @@ def trajectory_pcs_from_matrix(theta: torch.Tensor, k: int = 20,
 def _pc1_from_gram(K: torch.Tensor) -> float:
     """PC1% of centred rows from their (uncentred) Gram matrix K = X Xᵀ [t, t]."""
     t = K.shape[0]
-    H = torch.eye(t, dtype=K.dtype) - 1.0 / t
+    H = torch.eye(t, dtype=K.dtype, device=K.device) - 1.0 / t
     C = H @ K @ H
     ev = torch.linalg.eigvalsh((C + C.T) / 2).clamp(min=0)
     total = float(ev.sum())
@@ -222,9 +222,9 @@ def random_walk_null(traj: torch.Tensor, n_null: int = 20, seed: int = 0, steps:
     g = torch.Generator().manual_seed(int(seed))
     null = []
     for _ in range(n_null):
-        inc = torch.randn(X.shape[0] - 1, X.shape[1], generator=g, dtype=torch.float64)
+        inc = torch.randn(X.shape[0] - 1, X.shape[1], generator=g, dtype=torch.float64, device="cpu")
         inc = inc / inc.norm(dim=1, keepdim=True) * norms[:, None]
-        walk = torch.cat([torch.zeros(1, X.shape[1], dtype=torch.float64), inc.cumsum(0)])
+        walk = torch.cat([torch.zeros(1, X.shape[1], dtype=torch.float64, device="cpu"), inc.cumsum(0)])
         null.append(_pc1_from_gram(walk @ walk.T))
     mean, std = float(np.mean(null)), float(np.std(null, ddof=1)) if n_null > 1 else float("nan")
     z = (observed - mean) / std if std and np.isfinite(std) and std > 0 else float("nan")
@@ -246,7 +246,7 @@ def exec_basis_from_traj(attn: dict[str, torch.Tensor], slices: dict[str, slice]
         if comps.shape[1] != sl.stop - sl.start:
             raise ValueError(f"{name!r}: trajectory has {comps.shape[1]} entries, slice {sl.stop - sl.start}")
         for c in comps:
-            v = torch.zeros(P, dtype=torch.float64)
+            v = torch.zeros(P, dtype=torch.float64, device="cpu")
             v[sl] = c
             cols.append(v)
     if not cols:
@@ -268,7 +268,7 @@ def weight_svd_basis(mats: dict[str, torch.Tensor], slices: dict[str, slice], P:
         U, _, Vh = torch.linalg.svd(W.detach().to("cpu", torch.float64), full_matrices=False)
         sl = slices[name]
         for i in range(min(k, U.shape[1])):
-            v = torch.zeros(P, dtype=torch.float64)
+            v = torch.zeros(P, dtype=torch.float64, device="cpu")
             v[sl] = torch.outer(U[:, i], Vh[i]).flatten()
             cols.append(v)
     if not cols:
@@ -297,5 +297,5 @@ def exec_basis(run: RunDir, per_matrix: int = 2, upto: int | None = None) -> tor
 def random_basis(P: int, K: int, seed: int = 0) -> torch.Tensor:
     """A random orthonormal basis [P, K] (QR of a Gaussian matrix): the control for B."""
     g = torch.Generator().manual_seed(int(seed))
-    Q, _ = torch.linalg.qr(torch.randn(P, K, generator=g, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(P, K, generator=g, dtype=torch.float64, device="cpu"))
     return Q.float().contiguous()

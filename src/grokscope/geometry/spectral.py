@@ -89,16 +89,16 @@ def rolling_gram(vectors: torch.Tensor | list[torch.Tensor], window: int = 10,
     if T < window + 1:
         empty = np.zeros(0)
         return GramStats(empty.astype(int), empty, empty, empty.astype(int), np.zeros((0, window)))
-    band = torch.zeros(window, T - 1, dtype=torch.float64)  # band[l, i] = <u_i, u_{i+l}>
+    band = torch.zeros(window, T - 1, dtype=torch.float64, device="cpu")  # band[l, i] = <u_i, u_{i+l}>
     for x in pieces:
         U = x.reshape(T, -1).double().diff(dim=0)
         for lag in range(window):
             band[lag, :T - 1 - lag] += (U[:T - 1 - lag] * U[lag:]).sum(1)
     ends = np.arange(window - 1, T - 1)  # index of the last update in each window
-    a = torch.arange(window)
+    a = torch.arange(window, device="cpu")
     lag = (a[:, None] - a[None, :]).abs()  # [W, W]
     lo = torch.minimum(a[:, None], a[None, :])
-    starts = torch.as_tensor(ends - window + 1)
+    starts = torch.as_tensor(ends - window + 1, device="cpu")
     G = band[lag[None], starts[:, None, None] + lo[None]]  # [N, W, W]
     lam = torch.linalg.eigvalsh(G).flip(-1).numpy()
     g23, R, k = gram_from_eigenvalues(lam, weighted)

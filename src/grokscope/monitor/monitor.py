@@ -108,7 +108,8 @@ class Monitor:
         if self.cfg.llc_every:
             require_devinterp()  # a missing extra fails before anything is written
         self.target = Target(model, loss_fn, forward)
-        self.source = make_source(batches, batch_size, seed)
+        self.device = next(iter(self.target.live.values())).device  # the model's: batches are drawn there
+        self.source = make_source(batches, batch_size, seed, self.device)
         self.watched = self.target.select(list(watch) if watch is not None else None)
         check_optimizer(optimizer, self.target)  # mistakes in what was passed fail here, before anything is written
         with preserved_rng(), self.target.measuring(self.cfg.eval_mode), torch.no_grad():
@@ -441,7 +442,7 @@ class Monitor:
             return self.target.loss(params, tuple(t[rows.to(t.device)] for t in batch)).expand(len(rows))
 
         with self.target.measuring(cfg.eval_mode):
-            est = estimate_llc(ParamsModule(self.target.live, loss), module_loss, range(n), settings)
+            est = estimate_llc(ParamsModule(self.target.live, loss), module_loss, range(n), settings, str(self.device))
         return {"step": step, "llc": est["llc_mean"], "llc_std": est["llc_std"],
                 "llc_per_chain": est["llc_per_chain"], "init_loss": est["init_loss"],
                 "levels_off": chains_level_off(est["loss_trace"], est["init_loss"])}

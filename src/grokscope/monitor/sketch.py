@@ -21,8 +21,8 @@ class CountSketch:
 
     def __init__(self, n: int, k: int, seed: int, device: torch.device | str = "cpu") -> None:
         g = torch.Generator().manual_seed(int(seed))
-        bucket = torch.randint(0, k, (n,), generator=g)
-        negative = torch.randint(0, 2, (n,), generator=g).bool()
+        bucket = torch.randint(0, k, (n,), generator=g, device="cpu")
+        negative = torch.randint(0, 2, (n,), generator=g, device="cpu").bool()
         # buckets k..2k-1 hold the coordinates with sign -1: one int32 per coordinate carries both
         self.code = (bucket + k * negative).to(torch.int32).to(device)
         self.n, self.k = n, k

@@ -1,106 +1,41 @@
 """Packing runs into batched programs: how many runs of one shape a device holds, and the batch plan.
 
 Runs that share a `batch_key` can train as one program; `plan` packs them into as few batches per shape as
-the device's memory (and the host's, for the recorded trajectories) allows, split evenly.
+the device's memory (and the host's, for the recorded trajectories) allows, split evenly, by the trainer's memory
+model (`training.memory`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-
-import torch
 
 from grokscope.config import RunConfig, batch_key
 from grokscope.errors import ConfigError
-from grokscope.training import model as M
+from grokscope.training.memory import (
+    CPU_MAX_RUNS,
+    EVAL_CHUNK,
+    act_floats,
+    device_budget,
+    fit_runs,
+    host_budget,
+    host_bytes,
+    memory_budget,
+    program_runs,
+    run_bytes,
+)
 
-__all__ = ["CPU_MAX_RUNS", "EVAL_CHUNK", "act_floats", "run_bytes", "device_budget", "capacity", "plan"]
-
-CPU_MAX_RUNS = 64  # generous cap on CPU: beyond this a batch gains nothing but latency
-GPU_FALLBACK_BYTES = 16 << 30  # device memory assumed when the driver cannot see the GPU (Ray clusters)
-MEMORY_FRACTION = 0.8  # share of free device memory a batch may plan for
-EVAL_CHUNK = 1 << 16  # pairs per evaluation chunk (Problem.evaluate's default)
-
-
-
-_PARAM_COUNTS: dict[str, int] = {}
-
-
-def _param_count(cfg: RunConfig) -> int:
-    """Parameters of one run (built once per shape on the CPU)."""
-    key = json.dumps([cfg.model.__dict__, cfg.data.tasks, cfg.data.p])
-    if key not in _PARAM_COUNTS:
-        _PARAM_COUNTS[key] = M.count_params(M.init_params(cfg.model, cfg.data, 0), batched=False)
-    return _PARAM_COUNTS[key]
-
-
-def _n_pairs(cfg: RunConfig) -> int:
-    d = cfg.data
-    n = d.p - 1 if d.zero_excluded else d.p
-    return n * (n + 1) // 2 if d.unordered else n * n
-
-
-def act_floats(cfg: RunConfig) -> int:
-    """Floats of activations one example keeps for backward (a generous count: residual stream, layer
-    norms, Q/K/V, attention scores, MLP hidden before/after GELU, per-task logits and softmax)."""
-    m, d = cfg.model, cfg.data
-    heads = len(d.tasks) * d.p * 3
-    if m.kind == "mlp":
-        return d.p + 2 * m.width + heads
-    tokens = 3 if m.kind == "transformer1" else 2
-    per_layer = tokens * (10 * m.d_model + 3 * m.d_ff + 2 * m.n_heads * tokens)
-    return tokens * m.d_model * 2 + m.n_layers * per_layer + heads
-
-
-def run_bytes(cfg: RunConfig) -> int:
-    """Device bytes one run adds to a batch: parameters, gradients, two Adam moments, a Grokfast filter's
-    buffer (EMA: one vector, MA: `window` of them), and the minibatch's activations (×2 for their gradients),
-    in float32."""
-    n_train = max(1, round(_n_pairs(cfg) * cfg.data.train_frac))
-    batch = cfg.optim.batch or n_train
-    filt = {"ema": 1, "ma": cfg.method.window}.get(cfg.method.grad_filter or "", 0)
-    return 4 * ((4 + filt) * _param_count(cfg) + 2 * batch * act_floats(cfg))
-
-
-def _host_bytes(cfg: RunConfig) -> int:
-    """Host bytes one run holds while training: the full snapshots and attention matrices recorded since its
-    last checkpoint (a sweep stores its runs, and the trainer writes those records out as one trajectory
-    segment at every checkpoint), so a long budget costs no more than `checkpoint_every` steps of records."""
-    P = _param_count(cfg)
-    attn = 0
-    if cfg.model.kind != "mlp":
-        attn = len(M.attention_names(cfg.model)) * cfg.model.d_model ** 2
-    window = min(cfg.steps, cfg.checkpoint_every)
-    snaps = min(cfg.max_snapshots, window // cfg.snapshot_every + 2)
-    return 4 * (snaps * P + (window // cfg.attn_every + 1) * attn)
-
-
-def device_budget(device: str) -> tuple[int | None, int]:
-    """(bytes a batch may use on the device, or None for the CPU; the run cap)."""
-    if device.startswith("cuda"):
-        if torch.cuda.is_available():
-            free, _ = torch.cuda.mem_get_info(torch.device(device))
-            return int(free * MEMORY_FRACTION), 1 << 30
-        return int(GPU_FALLBACK_BYTES * MEMORY_FRACTION), 1 << 30
-    return None, CPU_MAX_RUNS
-
-
-def _host_budget() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
+__all__ = ["CPU_MAX_RUNS", "EVAL_CHUNK", "act_floats", "run_bytes", "device_budget", "memory_budget", "program_runs",
+           "capacity", "fit_runs", "plan"]
 
 
 def capacity(cfg: RunConfig, device: str, max_runs: int | None = None) -> int:
     """How many runs shaped like `cfg` one batched program may hold on `device`."""
     mem, cap = device_budget(device)
+    cap = min(cap, program_runs(cfg))
     if mem is not None:
         fixed = 4 * EVAL_CHUNK * act_floats(cfg)  # one evaluation chunk, shared by the batch
         cap = min(cap, max(1, (mem - fixed) // run_bytes(cfg)))
-    cap = min(cap, max(1, _host_budget() // max(1, _host_bytes(cfg))))
+    cap = min(cap, max(1, host_budget() // max(1, host_bytes(cfg))))
     return max(1, min(cap, max_runs) if max_runs else cap)
 
 

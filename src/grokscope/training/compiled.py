@@ -18,11 +18,18 @@ from collections.abc import Callable
 import torch
 
 from grokscope.training import model as M
+from grokscope.training.optim import adamw_rows_
 from grokscope.training.problem import Problem
 
 ENV = "GROKSCOPE_COMPILE"  # "0" / "1" overrides the default (tests set 0: bitwise checks need eager)
 AUTO_STEPS = 10_000  # batches whose longest run has at least this many steps compile by default
 BACKEND: str | Callable = "inductor"  # torch.compile's backend (tests count compilations with their own)
+
+
+# Errors that are not a failure to compile: the step itself failed (eager would fail the same way), so the trainer
+# re-raises them instead of falling back (an out-of-memory error must say so, not "torch.compile unavailable").
+NOT_A_COMPILE_FAILURE: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,) + (
+    (torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ())
 
 
 def wanted(requested: bool | None, max_steps: int) -> bool:
@@ -58,6 +65,11 @@ def total_loss(problem: Problem) -> Callable:
     """`problem.total_loss` compiled whole (lazily, at its first call), for `Problem.flat_grads`. The first batch
     compacted to fewer runs compiles once more, with the number of runs dynamic, so later compactions reuse it."""
     return _compile(problem.total_loss)
+
+
+def adamw() -> Callable:
+    """AdamW's elementwise update (`optim.adamw_rows_`) compiled into one loop over all runs (lazily)."""
+    return _compile(adamw_rows_)
 
 
 def notice_fallback(err: BaseException) -> None:

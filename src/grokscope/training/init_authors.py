@@ -25,10 +25,10 @@ Params = M.Params
 
 def _linear(gen: torch.Generator, fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`nn.Linear(fan_in, fan_out)`'s reset_parameters: weight [out, in] then bias, from `gen`."""
-    w = torch.empty(fan_out, fan_in)
+    w = torch.empty(fan_out, fan_in, device="cpu")
     nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
     bound = 1 / math.sqrt(fan_in)
-    b = torch.empty(fan_out)
+    b = torch.empty(fan_out, device="cpu")
     nn.init.uniform_(b, -bound, bound, generator=gen)
     return w, b
 
@@ -38,7 +38,7 @@ def _encoder_layer(gen: torch.Generator, d: int, f: int) -> dict[str, torch.Tens
     out_proj (a Linear: weight, then a bias that is drawn and then zeroed), the packed in_proj_weight
     (xavier_uniform), linear1, linear2; LayerNorms are ones/zeros and draw nothing."""
     out_w, _ = _linear(gen, d, d)  # out_proj.bias is drawn here and zeroed by MultiheadAttention
-    in_proj = torch.empty(3 * d, d)
+    in_proj = torch.empty(3 * d, d, device="cpu")
     nn.init.xavier_uniform_(in_proj, generator=gen)
     w1, b1 = _linear(gen, d, f)
     w2, b2 = _linear(gen, f, d)
@@ -53,25 +53,25 @@ def authors_init(model: ModelConfig, data: DataConfig, seed: int) -> Params:
                           f"not for model kind {model.kind!r}; use init 'independent'")
     gen = torch.Generator().manual_seed(int(seed))
     d, f, p = model.d_model, model.d_ff, data.p
-    tok = torch.empty(p, d)
+    tok = torch.empty(p, d, device="cpu")
     nn.init.normal_(tok, generator=gen)
-    pos = torch.randn(2, d, generator=gen) / math.sqrt(d)
+    pos = torch.randn(2, d, generator=gen, device="cpu") / math.sqrt(d)
     layer = _encoder_layer(gen, d, f)
     heads = {t: _linear(gen, d, p) for t in data.tasks}
 
     params: Params = {"embed.W_E": tok, "embed.W_pos": pos}
     for i in range(model.n_layers):  # nn.TransformerEncoder deep-copies the one layer: identical starts
         pre = f"layers.{i}"
-        params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"] = torch.ones(d), torch.zeros(d)
+        params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
         for j, m in enumerate("QKV"):
             params[f"{pre}.attn.W_{m}"] = layer["in_proj"][j * d:(j + 1) * d].T.clone()
         params[f"{pre}.attn.W_O"] = layer["out_w"].T.clone()
         for m in "QKVO":
-            params[f"{pre}.attn.b_{m}"] = torch.zeros(d)
-        params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"] = torch.ones(d), torch.zeros(d)
+            params[f"{pre}.attn.b_{m}"] = torch.zeros(d, device="cpu")
+        params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
         params[f"{pre}.mlp.W_in"], params[f"{pre}.mlp.b_in"] = layer["w1"].T.clone(), layer["b1"].clone()
         params[f"{pre}.mlp.W_out"], params[f"{pre}.mlp.b_out"] = layer["w2"].T.clone(), layer["b2"].clone()
-    params["ln_f.w"], params["ln_f.b"] = torch.ones(d), torch.zeros(d)
+    params["ln_f.w"], params["ln_f.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
     for t, (w, b) in heads.items():
         params[f"head.{t}.W"], params[f"head.{t}.b"] = w.T.clone(), b
     return {k: v.contiguous() for k, v in params.items()}

@@ -86,8 +86,8 @@ class _Recorder:
         (None if there are none); they leave memory."""
         if not self.attn_steps and not self.snap_steps:
             return None
-        out = {"attn_steps": torch.tensor(self.attn_steps, dtype=torch.int64),
-               "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64)}
+        out = {"attn_steps": torch.tensor(self.attn_steps, dtype=torch.int64, device="cpu"),
+               "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64, device="cpu")}
         out.update({f"attn.{k}": torch.stack(v) for k, v in self.attn.items()})
         out.update({f"snap.{k}": torch.stack(v) for k, v in self.snaps.items()})
         self.attn_steps, self.attn, self.snap_steps, self.snaps = [], {}, [], {}
@@ -104,11 +104,6 @@ class _Recorder:
                 df = run.table(name)
                 self.probe_rows[name] = df[df.step <= upto].to_dict("records")
         run.truncate_trajectory(upto)
-
-
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A CPU copy that never aliases the live parameters (`.cpu()` of a CPU tensor is the tensor itself)."""
-    return t.detach().to("cpu", copy=True)
 
 
 class GrokState(NamedTuple):
@@ -133,6 +128,20 @@ def update_grok(state: GrokState, test_acc: torch.Tensor, logged: torch.Tensor, 
     fire90 = on & (test_acc >= cfg.grok_acc_90) & (state.grok90 < 0)
     grok90 = torch.where(fire90, torch.full_like(state.grok90, step), state.grok90)
     return GrokState(consec, grok, grok90)
+
+
+def out_of_memory(err: BaseException, problem: Problem) -> torch.OutOfMemoryError:
+    """The device's out-of-memory error, said as one: what the batch held and how many runs of this shape
+    grokscope's memory model says fit the whole device (`training.memory.fit_runs`)."""
+    from grokscope.training.memory import fit_runs
+
+    cfg = problem.cfgs[0]
+    fit = fit_runs(cfg, str(problem.device))
+    hint = f"about {fit} runs of this shape fit per batch" if fit is not None else "try fewer runs per batch"
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return torch.OutOfMemoryError(
+        f"out of memory on {problem.device} training {problem.R} runs per batch (minibatch {problem.batch}, "
+        f"{problem.n_train} training pairs): {hint} (sweep --max-runs, or fewer runs / a smaller --batch); {first}")
 
 
 def _hyper(cfgs: list[RunConfig], device: torch.device, dtype: torch.dtype = torch.float32) -> HyperParams:
@@ -176,10 +185,15 @@ def train(
 def stepper(cfgs: list[RunConfig], device: str | torch.device = "cpu",
             compile: bool | None = None, dtype: torch.dtype = torch.float32) -> Callable[[int], None]:
     """The trainer's own per-step update (minibatch, gradients, clipping, optimiser) for `cfgs`, with no
-    evaluation, probes or I/O: what the throughput benchmark times."""
+    evaluation, probes or I/O: what the throughput benchmark times (its `loop` attribute is the trainer's loop)."""
     loop = _Loop(Problem(cfgs, device, dtype), None, (), None, None, compile)
     step_fn = STEPS[loop.base.optim.name]
-    return lambda s: loop._step(s, step_fn, s < loop.budget)
+
+    def step(s: int) -> None:
+        loop._step(s, step_fn, s < loop.budget)
+
+    step.loop = loop  # type: ignore[attr-defined]
+    return step
 
 
 class _Loop:
@@ -194,6 +208,10 @@ class _Loop:
         self.attend = compiled.attend() if use else None  # evaluation's attention core
         self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
         self.hp = _hyper(cfgs, dev, problem.dtype)
+        if dev.type == "cpu":
+            self.hp.host_rows()  # the CPU's AdamW kernel takes host floats: read once, here, not in a step
+        # AdamW's update compiled into one loop off the CPU (on the CPU the fused per-run kernel is faster)
+        self.adamw = compiled.adamw() if use and dev.type != "cpu" and self.base.optim.name == "adamw" else None
         self.env = environment(dev)  # this session's: a resumed run records the session that wrote it last
         # One flat [R, P] buffer per quantity; `params` / `state` are named views into it, so the optimiser
         # is a handful of fused elementwise ops whatever the number of parameter tensors.
@@ -206,6 +224,7 @@ class _Loop:
         self.methods = MethodState([c.method for c in cfgs], self.flat.shape[1], M.param_slices(init), dev,
                                    problem.dtype)
         self.budget = torch.tensor([c.steps for c in cfgs], device=dev)
+        self.stop_on_grok = torch.tensor([c.stop_on_grok for c in cfgs], device=dev)
         self.max_steps = max(c.steps for c in cfgs)
         self.consec = torch.zeros(R, T, dtype=torch.int64, device=dev)
         self.grok = torch.full((R, T), -1, dtype=torch.int64, device=dev)
@@ -222,8 +241,8 @@ class _Loop:
             self._load()
         # A stopped run whose summary says finished has its final files (the summary is written last): never
         # rewrite them. One killed between its final checkpoint and its summary gets them written again.
-        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r]))
-                              for r, st in enumerate(self.stopped.cpu().tolist())]
+        stopped = self.stopped.tolist() if dirs is not None else [False] * R  # only a resumed run starts stopped
+        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r])) for r, st in enumerate(stopped)]
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -244,9 +263,9 @@ class _Loop:
                 self.grad_transform.restore(r, tensors)
             s = int(meta["step"])
             self.resumed_at[r] = s
-            self.consec[r] = torch.tensor(meta["consec"])
-            self.grok[r] = torch.tensor(meta["grok_step"])
-            self.grok90[r] = torch.tensor(meta["grok_step_90"])
+            self.consec[r] = torch.tensor(meta["consec"], device=self.pb.device)
+            self.grok[r] = torch.tensor(meta["grok_step"], device=self.pb.device)
+            self.grok90[r] = torch.tensor(meta["grok_step_90"], device=self.pb.device)
             self.diverged[r] = bool(meta["diverged"])
             self.final_acc[r] = meta.get("final_acc", {})
             self.wall[r] = float(meta.get("wall_time", 0.0))
@@ -323,7 +342,7 @@ class _Loop:
             GrokState(self.consec, self.grok, self.grok90), te_acc, logged, s, self.base)
         bad = ~torch.isfinite(tr_loss).all(1) | ~torch.isfinite(norm)
         self.diverged |= logged & bad
-        stop_grok = torch.tensor([c.stop_on_grok for c in pb.cfgs], device=pb.device) & (self.grok >= 0).all(1)
+        stop_grok = self.stop_on_grok & (self.grok >= 0).all(1)
         newly = logged & (stop_grok | self.diverged | (s >= self.budget))
         self.stop_step = torch.where(newly, torch.clamp(self.budget, max=s), self.stop_step)
         self.stopped |= newly
@@ -331,7 +350,11 @@ class _Loop:
         host = {k: v.cpu().numpy() for k, v in
                 dict(tr_loss=tr_loss, tr_acc=tr_acc, te_loss=te_loss, te_acc=te_acc, norm=norm, logged=logged,
                      newly=newly).items()}
-        for r in np.flatnonzero(host["logged"]):
+        rows = np.flatnonzero(host["logged"])
+        attn = self._host_records(self.attn_names, rows) if s % self.base.attn_every == 0 else {}
+        snap_rows = rows if s % self.base.snapshot_every == 0 else np.flatnonzero(host["newly"])
+        snaps = self._host_records(list(self.params), snap_rows)
+        for r in rows:
             rec, name = self.rec[r], pb.cfgs[r].name
             for ti, task in enumerate(pb.tasks):
                 for split, lk, ak in (("train", "tr_loss", "tr_acc"), ("test", "te_loss", "te_acc")):
@@ -340,14 +363,14 @@ class _Loop:
                                      "weight_norm": float(host["norm"][r])})
             self.final_acc[r] = {task: {"train": float(host["tr_acc"][r, ti]), "test": float(host["te_acc"][r, ti])}
                                  for ti, task in enumerate(pb.tasks)}
-            if s % self.base.attn_every == 0:
+            if attn:
                 rec.attn_steps.append(s)
                 for k in self.attn_names:
-                    rec.attn.setdefault(k, []).append(_host_copy(self.params[k][r]))
-            if s % self.base.snapshot_every == 0 or host["newly"][r]:
+                    rec.attn.setdefault(k, []).append(attn[k][r])
+            if r in snaps.get("rows", ()):
                 rec.snap_steps.append(s)
-                for k, v in self.params.items():
-                    rec.snaps.setdefault(k, []).append(_host_copy(v[r]))
+                for k in self.params:
+                    rec.snaps.setdefault(k, []).append(snaps[k][r])
         for probe in self.probes:
             if s % probe.every == 0 and host["logged"].any():
                 for row in probe.measure(pb, self.params, s):
@@ -359,14 +382,31 @@ class _Loop:
             self.on_eval(EvalInfo(s, self.max_steps, host["tr_acc"], host["te_acc"], self.grok.cpu().numpy(),
                                   self.stopped.cpu().numpy(), pb.tasks))
 
+    def _host_records(self, names: list[str], rows: np.ndarray) -> dict[str, Any]:
+        """Host copies of the parameters `names` of runs `rows`: one device-to-host copy per batched tensor (not one
+        per run), split into per-run tensors that own their memory; {"rows": set of rows, name: {row: tensor}}."""
+        if len(rows) == 0:
+            return {}
+        out: dict[str, Any] = {"rows": {int(r) for r in rows}}
+        for k in names:
+            host = self.params[k].detach().to("cpu")  # on a CPU batch: the live tensor, cloned row by row below
+            out[k] = {int(r): host[r].clone() for r in rows}
+        return out
+
     def run(self) -> list[RunResult]:
+        try:
+            return self._run()
+        except torch.OutOfMemoryError as err:
+            raise out_of_memory(err, self.pb) from err
+
+    def _run(self) -> list[RunResult]:
         base = self.base
         step_fn = STEPS[base.optim.name]
         # go on from the earliest checkpoint of a run still training: a run stopped before it never steps again
         going = ~self.stopped
         start = int(self.resumed_at[going].clamp(min=0).min()) if bool(going.any()) else int(self.resumed_at.max())
         s, t0 = start, time.perf_counter()
-        live: torch.Tensor | None = None
+        live: tuple[torch.Tensor, list[int]] | None = None
         while True:
             if s % base.eval_every == 0 or s == self.max_steps:
                 running = (~self.stopped).tolist()
@@ -389,15 +429,18 @@ class _Loop:
         return self._results(s)
 
     def _with_compiled(self, fn: Callable[[Callable | None], Any], which: str = "attend") -> Any:
-        """fn(the compiled function `which`: "attend" or "total") while compiling works; fn(None), the eager
-        model, for good once it fails (no C compiler, unsupported platform, compiler bug), for both compiled
-        functions at once, after one line on stderr. `fn` must be pure: it may run twice."""
+        """fn(the compiled function `which`: "attend", "total" or "adamw") while compiling works; fn(None), the
+        eager code, for good once it fails (no C compiler, unsupported platform, compiler bug), for all compiled
+        functions at once, after one line on stderr. `fn` must be pure, or fail before writing: it may run twice.
+        An out-of-memory or device error is re-raised: the step failed, not the compiler."""
         if getattr(self, which) is not None:
             try:
                 return fn(getattr(self, which))
+            except compiled.NOT_A_COMPILE_FAILURE:
+                raise  # out of memory, a device error: the step itself failed, and eager would fail the same way
             except Exception as err:
                 compiled.notice_fallback(err)
-                self.attend = self.total = None
+                self.attend = self.total = self.adamw = None
         return fn(None)
 
     def _grads(self, theta: torch.Tensor, pairs: torch.Tensor, targets: torch.Tensor,
@@ -414,39 +457,54 @@ class _Loop:
                                          self.flat, active)}
         if self.grad_transform is not None:
             g = {"theta": M.flatten(self.grad_transform(s, self.params, M.unflatten(g["theta"], self.params)))}
-        step_fn({"theta": self.flat}, g, self.flat_state, self.hp, s + 1, active)
+        self._optimise(step_fn, self.flat, g, self.flat_state, self.hp, s + 1, active)
 
-    def _live_runs(self, s: int) -> torch.Tensor | None:
-        """Indices of the runs still training, when some have stopped: finished runs are compacted out of
-        the batch so they cost nothing. None when all train (or when a gradient transform, which may hold
-        per-run tensors for the whole batch, is in use)."""
-        live = ((~self.stopped) & (self.resumed_at <= s)).nonzero().flatten()
-        if self.grad_transform is not None or len(live) == self.pb.R or len(live) == 0:
+    def _optimise(self, step_fn: Callable, theta: torch.Tensor, g: Params, state: Params, hp: HyperParams, t: int,
+                  active: torch.Tensor) -> None:
+        """step_fn on the flat rows, with AdamW's elementwise update compiled when the trainer compiles it (a
+        compile failure, raised before anything is written, falls back to the eager update)."""
+
+        def update(fn: Callable | None) -> None:
+            hp.update = fn
+            step_fn({"theta": theta}, g, state, hp, t, active)
+
+        self._with_compiled(update, "adamw")
+
+    def _live_runs(self, s: int) -> tuple[torch.Tensor, list[int]] | None:
+        """Indices of the runs still training (on the device and on the host), when some have stopped: finished
+        runs are compacted out of the batch so they cost nothing. None when all train (or when a gradient
+        transform, which may hold per-run tensors for the whole batch, is in use). Called at evaluation steps
+        only: reading the stop flags back is one of the syncs an evaluation makes."""
+        rows = ((~self.stopped) & (self.resumed_at <= s)).nonzero().flatten().tolist()
+        if self.grad_transform is not None or len(rows) == self.pb.R or len(rows) == 0:
             return None
-        return live
+        return torch.tensor(rows, dtype=torch.int64, device=self.pb.device), rows
 
-    def _compact_step(self, s: int, step_fn: Callable, active: torch.Tensor, live: torch.Tensor) -> None:
+    def _compact_step(self, s: int, step_fn: Callable, active: torch.Tensor,
+                      live_rows: tuple[torch.Tensor, list[int]]) -> None:
         """`_step` on the live runs only: gather their parameters and state, step, scatter back."""
         pb = self.pb
+        live, rows = live_rows
         theta = self.flat.index_select(0, live)
         state = {k: v.index_select(0, live) for k, v in self.flat_state.items()}
         pairs, targets = pb.minibatch(s, runs=live)
-        hp = self.hp.select(live)
+        hp = self.hp.select(live, rows)
         on = active.index_select(0, live)
         g = {"theta": self.methods.apply(clip_rows_(self._grads(theta, pairs, targets, live), hp.clip), theta, on,
                                          runs=live)}
-        step_fn({"theta": theta}, g, state, hp, s + 1, on)
+        self._optimise(step_fn, theta, g, state, hp, s + 1, on)
         self.flat.index_copy_(0, live, theta)
         for k, v in state.items():
             self.flat_state[k].index_copy_(0, live, v)
 
     def _results(self, step: int) -> list[RunResult]:
         out = []
+        final = self._host_records(list(self.params), np.arange(self.pb.R))
         for r, cfg in enumerate(self.pb.cfgs):
             rec = self.rec[r]
             tables = {k: pd.DataFrame(v) for k, v in rec.probe_rows.items()}
             out.append(RunResult(cfg, self._summary(r, step), pd.DataFrame(rec.rows),
-                                 {k: _host_copy(v[r]) for k, v in self.params.items()}, tables,
+                                 {k: final[k][r] for k in self.params}, tables,
                                  self.dirs[r].path if self.dirs is not None else None))
         return out
 

@@ -81,7 +81,8 @@ def window_mask(count: torch.Tensor, window: torch.Tensor, size: int, dtype: tor
 class MethodState:
     """The per-run switches and Grokfast buffers of a batch: EMA μ [R, P] (if any run uses it), a ring of the
     last W gradients [R_ma, W, P] for the MA runs only, and filter step counts [R]. `apply` maps clipped
-    gradients to what the optimiser sees; `export` / `restore` move one run's state through checkpoints."""
+    gradients to what the optimiser sees; `export` / `restore` move one run's state through checkpoints.
+    Which maps run is decided once, from the configs: a step never reads a switch back from the device."""
 
     def __init__(self, methods: Sequence[MethodConfig], P: int, slices: dict[str, slice],
                  device: torch.device, dtype: torch.dtype = torch.float32) -> None:
@@ -91,83 +92,95 @@ class MethodState:
         def col(values: list, dtype: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=device)
 
-        self.ortho = col([m.orthograd for m in methods], torch.bool)
-        self.ema_on = col([m.grad_filter == "ema" for m in methods], torch.bool)
-        self.ma_on = col([m.grad_filter == "ma" for m in methods], torch.bool)
+        # host copies of the switches (from the configs) decide what runs; the device ones mask rows
+        self.ortho_host = [m.orthograd for m in methods]
+        self.filter_host = [m.grad_filter for m in methods]
+        self.ortho = col(self.ortho_host, torch.bool)
+        self.ema_on = col([f == "ema" for f in self.filter_host], torch.bool)
+        self.ma_on = col([f == "ma" for f in self.filter_host], torch.bool)
         self.alpha = col([m.alpha for m in methods], dtype)
         self.lamb = col([m.amplification for m in methods], dtype)
         self.window = col([m.window for m in methods], torch.int64)
         self.count = torch.zeros(R, dtype=torch.int64, device=device)
-        self.ema = torch.zeros(R, P, device=device, dtype=dtype) if bool(self.ema_on.any()) else None
-        ma_runs = [r for r, m in enumerate(methods) if m.grad_filter == "ma"]
-        self.ma_row = torch.full((R,), -1, dtype=torch.int64, device=device)
-        self.ma_row[ma_runs] = torch.arange(len(ma_runs), device=device)
+        self.all_runs = torch.arange(R, device=device)
+        self.ema = torch.zeros(R, P, device=device, dtype=dtype) if "ema" in self.filter_host else None
+        ma_runs = [r for r, f in enumerate(self.filter_host) if f == "ma"]
+        self.ma_row_host = {r: i for i, r in enumerate(ma_runs)}
+        self.ma_row = col([self.ma_row_host.get(r, -1) for r in range(R)], torch.int64)
+        self.ma_run = col(ma_runs, torch.int64)  # the run of each ring row
         self.size = max((methods[r].window for r in ma_runs), default=0)
         self.ma = torch.zeros(len(ma_runs), self.size, P, device=device, dtype=dtype) if ma_runs else None
-        self.active = bool(self.ortho.any()) or self.ema is not None or self.ma is not None
+        self.active = any(self.ortho_host) or self.ema is not None or self.ma is not None
 
     def apply(self, g: torch.Tensor, theta: torch.Tensor, active: torch.Tensor,
               runs: torch.Tensor | None = None) -> torch.Tensor:
         """Gradients [n, P] of `runs` (indices; None: all R) at weights θ [n, P] after ⊥Grad and the Grokfast
-        filter of each run; the filter state of `active` [n] runs advances by one step."""
+        filter of each run; the filter state of `active` [n] runs advances by one step. Every map a run of the
+        batch uses is computed for all n rows and kept where the row's run uses it (no host read of a mask)."""
         if not self.active:
             return g
-        runs = torch.arange(len(self.count), device=g.device) if runs is None else runs
-        ortho = self.ortho[runs]
-        if bool(ortho.any()):
-            g = torch.where(ortho[:, None], orthograd(g, theta, self.slices), g)
+        runs = self.all_runs if runs is None else runs
+        if any(self.ortho_host):
+            g = torch.where(self.ortho[runs][:, None], orthograd(g, theta, self.slices), g)
         count = self.count[runs]
         out = g
         if self.ema is not None:
             on = self.ema_on[runs] & active
-            if bool(on.any()):
-                mu_old = self.ema.index_select(0, runs)
-                mu = torch.where(on[:, None], ema_update(mu_old, g, self.alpha[runs], count == 0), mu_old)
-                self.ema.index_copy_(0, runs, mu)
-                out = torch.where(on[:, None], g + self.lamb[runs][:, None] * mu, out)
+            mu_old = self.ema.index_select(0, runs)
+            mu = torch.where(on[:, None], ema_update(mu_old, g, self.alpha[runs], count == 0), mu_old)
+            self.ema.index_copy_(0, runs, mu)
+            out = torch.where(on[:, None], g + self.lamb[runs][:, None] * mu, out)
         if self.ma is not None:
-            on = self.ma_on[runs] & active
-            if bool(on.any()):
-                idx = on.nonzero().flatten()
-                rows = self.ma_row[runs[idx]]
-                n = count[idx]
-                ring = self.ma.index_select(0, rows)
-                ring[torch.arange(len(idx), device=g.device), n % self.size] = g[idx]
-                self.ma.index_copy_(0, rows, ring)
-                w = self.window[runs[idx]]
-                mean = torch.einsum("nw,nwp->np", window_mask(n + 1, w, self.size, ring.dtype), ring) / w[:, None]
-                full = (n + 1 >= w)[:, None]
-                out = out.index_copy(0, idx, torch.where(full, g[idx] + self.lamb[runs[idx]][:, None] * mean,
-                                                         g[idx]))
+            out = self._apply_ma(g, out, active, runs)
         filt = (self.ema_on[runs] | self.ma_on[runs]) & active
         self.count.index_copy_(0, runs, count + filt.to(count.dtype))
         return out
 
+    def _apply_ma(self, g: torch.Tensor, out: torch.Tensor, active: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
+        """Grokfast-MA for every ring row at once: row m (run `ma_run[m]`) takes its run's gradient if that run is
+        among `runs` and active, and the filtered gradient goes back to that run's row of `out`."""
+        n = g.shape[0]
+        where_in = torch.full_like(self.ma_row, -1).index_copy_(0, runs, torch.arange(n, device=g.device))
+        pos = where_in[self.ma_run]  # ring row m's row in g (-1: its run is not in this batch)
+        src = pos.clamp(min=0)
+        on = (pos >= 0) & active[src]
+        gm = g.index_select(0, src)
+        c = self.count[self.ma_run]
+        rows, slot = torch.arange(len(c), device=g.device), c % self.size
+        self.ma[rows, slot] = torch.where(on[:, None], gm, self.ma[rows, slot])
+        w = self.window[self.ma_run]
+        mean = torch.einsum("nw,nwp->np", window_mask(c + 1, w, self.size, self.ma.dtype), self.ma) / w[:, None]
+        full = (c + 1 >= w)[:, None]
+        filtered = torch.where(full, gm + self.lamb[self.ma_run][:, None] * mean, gm)
+        mrow = self.ma_row[runs]  # each batch row's ring row (-1: not an MA run)
+        take = (mrow >= 0) & active
+        return torch.where(take[:, None], filtered.index_select(0, mrow.clamp(min=0)), out)
+
     def export(self, r: int) -> dict[str, torch.Tensor]:
         """Run r's filter state as named tensors (none for runs without a filter): the step count, μ, and the
-        MA ring's held gradients oldest first."""
-        if not bool(self.ema_on[r] | self.ma_on[r]):
+        MA ring's held gradients oldest first. At checkpoints only (it reads the count back)."""
+        if self.filter_host[r] is None:
             return {}
         out = {"method.count": self.count[r:r + 1].clone()}
-        if bool(self.ema_on[r]):
+        if self.filter_host[r] == "ema":
             out["method.ema"] = self.ema[r].clone()
-        if bool(self.ma_on[r]):
+        if self.filter_host[r] == "ma":
             c, w = int(self.count[r]), int(self.window[r])
             held = min(c, w)
             if held:
                 slots = torch.arange(c - held, c, device=self.count.device) % self.size
-                out["method.ma"] = self.ma[int(self.ma_row[r])].index_select(0, slots).clone()
+                out["method.ma"] = self.ma[self.ma_row_host[r]].index_select(0, slots).clone()
         return out
 
     def restore(self, r: int, tensors: dict[str, torch.Tensor]) -> None:
         """Load run r's filter state written by `export` (a run without a filter ignores it)."""
-        if not bool(self.ema_on[r] | self.ma_on[r]) or "method.count" not in tensors:
+        if self.filter_host[r] is None or "method.count" not in tensors:
             return
         c = int(tensors["method.count"][0])
         self.count[r] = c
-        if bool(self.ema_on[r]):
+        if self.filter_host[r] == "ema":
             self.ema[r] = tensors["method.ema"].to(self.ema.device)
-        if bool(self.ma_on[r]) and "method.ma" in tensors:
+        if self.filter_host[r] == "ma" and "method.ma" in tensors:
             held = tensors["method.ma"].to(self.ma.device)
             slots = torch.arange(c - len(held), c, device=self.ma.device) % self.size
-            self.ma[int(self.ma_row[r])].index_copy_(0, slots, held)
+            self.ma[self.ma_row_host[r]].index_copy_(0, slots, held)

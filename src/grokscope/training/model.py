@@ -31,7 +31,7 @@ def vocab_size(model: ModelConfig, data: DataConfig) -> int:
 
 
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], bound: float) -> torch.Tensor:
-    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+    return (torch.rand(shape, generator=gen, device="cpu") * 2 - 1) * bound
 
 
 def init_params(model: ModelConfig, data: DataConfig, seed: int) -> Params:
@@ -51,27 +51,28 @@ def init_params(model: ModelConfig, data: DataConfig, seed: int) -> Params:
     trunk = model.kind == "trunk"
     n_ctx = 2 if trunk else 3
     params = {
-        "embed.W_E": torch.randn(vocab_size(model, data), d, generator=g) * (1.0 if trunk else 1 / math.sqrt(d)),
-        "embed.W_pos": torch.randn(n_ctx, d, generator=g) / math.sqrt(d),
+        "embed.W_E": (torch.randn(vocab_size(model, data), d, generator=g, device="cpu")
+                      * (1.0 if trunk else 1 / math.sqrt(d))),
+        "embed.W_pos": torch.randn(n_ctx, d, generator=g, device="cpu") / math.sqrt(d),
     }
     xavier = math.sqrt(6 / (d + 3 * d))  # nn.MultiheadAttention: xavier_uniform on the packed [3d, d]
     for i in range(L):
         pre = f"layers.{i}"
         if trunk:
-            params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"] = torch.ones(d), torch.zeros(d)
+            params[f"{pre}.ln1.w"], params[f"{pre}.ln1.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
         for m in ("W_Q", "W_K", "W_V"):
             params[f"{pre}.attn.{m}"] = _uniform(g, (d, d), xavier)
         params[f"{pre}.attn.W_O"] = _uniform(g, (d, d), 1 / math.sqrt(d))
         if trunk:
             for b in ("b_Q", "b_K", "b_V", "b_O"):
-                params[f"{pre}.attn.{b}"] = torch.zeros(d)
-            params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"] = torch.ones(d), torch.zeros(d)
+                params[f"{pre}.attn.{b}"] = torch.zeros(d, device="cpu")
+            params[f"{pre}.ln2.w"], params[f"{pre}.ln2.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
         params[f"{pre}.mlp.W_in"] = _uniform(g, (d, f), 1 / math.sqrt(d))
         params[f"{pre}.mlp.b_in"] = _uniform(g, (f,), 1 / math.sqrt(d))
         params[f"{pre}.mlp.W_out"] = _uniform(g, (f, d), 1 / math.sqrt(f))
         params[f"{pre}.mlp.b_out"] = _uniform(g, (d,), 1 / math.sqrt(f))
     if trunk:
-        params["ln_f.w"], params["ln_f.b"] = torch.ones(d), torch.zeros(d)
+        params["ln_f.w"], params["ln_f.b"] = torch.ones(d, device="cpu"), torch.zeros(d, device="cpu")
     for t in tasks:
         params[f"head.{t}.W"] = _uniform(g, (d, p), 1 / math.sqrt(d))
         if trunk:

@@ -20,6 +20,7 @@ from grokscope.training.init_authors import initial_params
 from grokscope.training.methods import stablemax_per_task_loss
 
 Params = M.Params
+STREAM_BLOCK = 64  # training steps of the authors' sampler drawn, and copied to the device, at once
 
 
 class Problem:
@@ -56,6 +57,8 @@ class Problem:
         self.stream = (AuthorsStream([c.seed for c in cfgs], self.n_train, self.batch,
                                      base.defect_every if probe else 0, 2 * base.defect_draws if probe else 0)
                        if base.sampler == "authors" and base.optim.batch is not None else None)
+        self._block: torch.Tensor | None = None  # prefetched stream indices [steps, R, batch] on the device
+        self._block_first = 0
         stablemax = [c.method.loss == "stablemax" for c in cfgs]
         self.stablemax = torch.tensor(stablemax, device=self.device)
         self.n_stablemax = sum(stablemax)  # a host int: no device sync in the loss
@@ -89,13 +92,26 @@ class Problem:
         if self.cfgs[0].optim.batch is None and salt == 0 and batch == self.n_train:
             idx = train_idx
         elif self.stream is not None and salt == 0 and batch == self.batch:
-            which = None if runs is None else runs.tolist()
-            idx = train_idx.gather(1, self.stream.indices(step, which).to(self.device))
+            block = self._stream_block(step)
+            idx = train_idx.gather(1, block if runs is None else block.index_select(0, runs))
         else:
             seeds = self.seeds if runs is None else self.seeds.index_select(0, runs)
             seeds = seeds if salt == 0 else seeds ^ (0x5F3759DF * salt)
             idx = train_idx.gather(1, sample_indices(seeds, step, batch, self.n_train))
         return self.pairs[idx], self.targets[idx]
+
+    def _stream_block(self, step: int) -> torch.Tensor:
+        """The authors' stream's training indices [R, batch] at `step`, from a block of up to `STREAM_BLOCK` steps
+        drawn at once on the host and copied to the device in one (pinned, asynchronous) copy. A block never
+        crosses an evaluation step, so at every checkpoint the streams stand where the steps so far left them."""
+        n = 0 if self._block is None else self._block.shape[0]
+        if not self._block_first <= step < self._block_first + n:
+            every = self.cfgs[0].eval_every
+            host = torch.from_numpy(self.stream.block(step, min(STREAM_BLOCK, every - step % every)))
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            self._block, self._block_first = host.to(self.device, non_blocking=True), step
+        return self._block[step - self._block_first]
 
     def probe_minibatch(self, step: int, j: int, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Minibatch j of an inline measurement at `step` (commutator A_k = 2k, B_k = 2k + 1): the next draws
@@ -170,10 +186,15 @@ class Problem:
         return torch.cat([g.flatten(1) for g in torch.autograd.grad(total, list(leaves.values()))], 1)
 
     @torch.no_grad()
-    def evaluate(self, params: Params, splits: tuple[str, ...] = ("train", "test"), chunk: int = 1 << 13,
+    def evaluate(self, params: Params, splits: tuple[str, ...] = ("train", "test"), chunk: int | None = None,
                  attend_fn: Callable | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-split (loss [R, T], acc [R, T]) over the whole split, in chunks of `chunk` examples (all runs
-        together) that keep activations in cache (8192: 1.5x faster on CPU than 65536) and bound memory."""
+        together; default `training.memory.eval_chunk`: 8192 on the CPU, which keeps activations in cache and is
+        1.5x faster there than 65536; on a GPU as many as its free memory holds)."""
+        if chunk is None:
+            from grokscope.training.memory import eval_chunk
+
+            chunk = eval_chunk(self.cfgs[0], self.device, self.dtype.itemsize)
         out = {}
         for name in splits:
             pairs, targets = self.split(name)

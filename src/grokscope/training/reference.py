@@ -41,7 +41,7 @@ class TrunkModel(nn.Module):
         d, p = model.d_model, data.p
         self.tasks = data.tasks
         self.embed = nn.Embedding(p, d)
-        self.pos = nn.Parameter(torch.randn(2, d) / math.sqrt(d))
+        self.pos = nn.Parameter(torch.randn(2, d, device="cpu") / math.sqrt(d))
         layer = nn.TransformerEncoderLayer(d, model.n_heads, model.d_ff, dropout=0.0, activation="gelu",
                                            norm_first=True, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, model.n_layers, enable_nested_tensor=False)
@@ -192,7 +192,7 @@ def host_batches(cfg: RunConfig, device: str | torch.device = "cpu") -> Batches:
         if rng is not None:
             idx = torch.from_numpy(rng.randint(0, n, size=batch).astype(np.int64))
         else:
-            idx = torch.randint(n, (batch,), generator=gen)
+            idx = torch.randint(n, (batch,), generator=gen, device="cpu")
         return pairs[idx].to(device), targets[idx].to(device)
 
     return get

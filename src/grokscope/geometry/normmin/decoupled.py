@@ -113,7 +113,7 @@ def simulate_decoupled(cfg: DecoupledConfig) -> dict[str, Any]:
     dt = getattr(torch, cfg.dtype)
     Xtr, Ytr, Xte = Xtr.to(dt), Ytr.to(dt), Xte.to(dt)
     W1 = torch.stack([torch.randn(cfg.p, cfg.width, generator=torch.Generator().manual_seed(s),
-                                  dtype=torch.float64) for s in cfg.seeds]).to(dt) * cfg.std
+                                  dtype=torch.float64, device="cpu") for s in cfg.seeds]).to(dt) * cfg.std
     re0, im0 = fourier_norms(W1)
     neuron_share0 = neuron_top_frequency_share(W1)
     rows = []

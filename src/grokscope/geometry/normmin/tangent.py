@@ -57,7 +57,7 @@ def mlp_output_jacobian(params: Params, pairs: torch.Tensor, p: int, dtype: torc
     R, B = X.shape[:2]
     w, o = W_out.shape[1:]
     J1 = torch.einsum("rni,rnh,rho->rnoih", X, gate, W_out).reshape(R, B * o, -1)
-    J2 = torch.einsum("rnh,oq->rnohq", H, torch.eye(o, dtype=dtype)).reshape(R, B * o, -1)
+    J2 = torch.einsum("rnh,oq->rnohq", H, torch.eye(o, dtype=dtype, device=X.device)).reshape(R, B * o, -1)
     return torch.cat([J1, J2], dim=2)
 
 
