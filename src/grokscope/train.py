@@ -251,6 +251,7 @@ class _Loop:
         self.diverged = torch.zeros(R, dtype=torch.bool, device=dev)
         self.resumed_at = torch.full((R,), -1, dtype=torch.int64, device=dev)
         self.wall = [0.0] * R
+        self.shapes: list[list[dict[str, Any]]] = [[] for _ in range(R)]  # see `_note_shapes`
         self.rec = [_Recorder() for _ in range(R)]
         self.attn_names = M.attention_names(problem.model)
         self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
@@ -286,6 +287,7 @@ class _Loop:
             self.diverged[r] = bool(meta["diverged"])
             self.final_acc[r] = meta.get("final_acc", {})
             self.wall[r] = float(meta.get("wall_time", 0.0))
+            self.shapes[r] = list(meta.get("batch_shapes", []))
             cfg = self.pb.cfgs[r]
             done = bool(meta["diverged"]) or (cfg.stop_on_grok and bool((self.grok[r] >= 0).all())) or s >= cfg.steps
             self.stopped[r] = done
@@ -322,7 +324,7 @@ class _Loop:
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
                     "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
-                    "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest()}
+                    "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest(), "batch_shapes": self.shapes[r]}
             if self.pb.stream is not None:  # the numpy stream's position, so a resumed run draws on exactly
                 tensors["sampler.key"], meta["sampler"] = self.pb.stream.state(r)
             write_tensors(d.file(CHECKPOINT), tensors, meta)
@@ -346,6 +348,7 @@ class _Loop:
             "diverged": bool(self.diverged[r]),
             "wall_time": round(self.wall[r], 3),
             "environment": self.env,
+            "batch_shapes": self.shapes[r],
         }
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -416,6 +419,7 @@ class _Loop:
                 if done:
                     break
                 live = self._live_runs(s)
+                self._note_shapes(s, live)
             active = (~self.stopped) & (self.resumed_at <= s) & (s < self.budget)
             if live is None:
                 self._step(s, step_fn, active)
@@ -460,6 +464,22 @@ class _Loop:
         if self.grad_transform is not None or len(live) == self.pb.R or len(live) == 0:
             return None
         return live
+
+    def _note_shapes(self, s: int, live: torch.Tensor | None) -> None:
+        """Record, for each run that trains from step `s`, the batch it is evaluated in and the one its steps take
+        ([rows, its row] each), when they differ from its last record. Kernels are picked by shape, so two records
+        of one run are bit-identical only where these agree; a resume that leaves a run behind the others (it trains
+        alone until it catches up) or a sweep that packs its unfinished runs anew shows here."""
+        R = self.pb.R
+        rows = list(range(R)) if live is None else live.tolist()
+        trains = ((~self.stopped) & (self.resumed_at <= s) & (s < self.budget)).tolist()
+        for r in range(R):
+            if not trains[r] or r not in rows:
+                continue
+            shape = {"from_step": s, "evaluated_in": [R, r], "trained_in": [len(rows), rows.index(r)]}
+            last = self.shapes[r][-1] if self.shapes[r] else {}
+            if (last.get("evaluated_in"), last.get("trained_in")) != (shape["evaluated_in"], shape["trained_in"]):
+                self.shapes[r].append(shape)
 
     def _compact_step(self, s: int, step_fn: Callable, active: torch.Tensor, live: torch.Tensor) -> None:
         """`_step` on the live runs only: gather their parameters and state, step, scatter back."""
