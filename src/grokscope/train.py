@@ -458,9 +458,11 @@ class _Loop:
 
     def _live_runs(self, s: int) -> torch.Tensor | None:
         """Indices of the runs still training, when some have stopped: finished runs are compacted out of
-        the batch so they cost nothing. None when all train (or when a gradient transform, which may hold
-        per-run tensors for the whole batch, is in use)."""
-        live = ((~self.stopped) & (self.resumed_at <= s)).nonzero().flatten()
+        the batch so they cost nothing. A run resumed from a later checkpoint than step `s` (killed between two
+        runs' checkpoint writes) or stopped after `s` stays in, masked, until the others catch up: the batch's
+        steps keep the shapes they had uninterrupted, and with them every run's last bits. None when all train
+        (or when a gradient transform, which may hold per-run tensors for the whole batch, is in use)."""
+        live = ((~self.stopped) | (self.stop_step > s)).nonzero().flatten()
         if self.grad_transform is not None or len(live) == self.pb.R or len(live) == 0:
             return None
         return live
