@@ -131,7 +131,8 @@ def stored_run(path: Path) -> RunResult:
 SUMMARY_EXACT = ("grok_step", "grok_step_90", "final_acc", "steps_trained", "finished", "diverged")
 
 
-def _assert_bit_identical(got: Path, want: Path) -> None:
+def assert_bit_identical(got: Path, want: Path) -> None:
+    """Two stored runs with bit-identical metrics, checkpoints and trajectories."""
     name = want.name
     pd.testing.assert_frame_equal(pd.read_parquet(got / "metrics.parquet"), pd.read_parquet(want / "metrics.parquet"))
     ta, tb = RunDir(got).checkpoint()[0], RunDir(want).checkpoint()[0]
@@ -172,7 +173,7 @@ def assert_stores_match(want: Path, got: Path) -> dict[str, str]:
         sa, sb = RunDir(a).summary(), RunDir(b).summary()
         assert {k: sa[k] for k in SUMMARY_EXACT} == {k: sb[k] for k in SUMMARY_EXACT}, name
         if sa["batch_shapes"] == sb["batch_shapes"]:
-            _assert_bit_identical(a, b)
+            assert_bit_identical(a, b)
             cases[name] = "same batch shapes: bit-identical"
         else:
             _assert_close(a, b)
