@@ -1,11 +1,11 @@
 """Kill anywhere: SIGKILL a `run` and a `sweep` at random points, resume, and end as an uninterrupted run started the
 same way (a subprocess with the same environment and `--threads 1`: on some processors MKL takes another kernel path
 in another environment, and then the comparison would test that, not resume); no temp or half-written file survives.
-"As" means bit for bit for a run that trained in the same batch shapes as uninterrupted; a kill can also leave a run
-a checkpoint behind the others of its batch (it then trains alone until it catches up) or a sweep can pack its
-unfinished runs anew, and a run whose batch shrank or grew is held to the float64 bound (`equivalence.py`), which
-tells runs apart. The killed commands train in float64 for that. A full disk (a small tmpfs when we may
-mount one, else a writer that raises ENOSPC) gives one clear line and leaves the store whole and resumable."""
+"As" means bit for bit for a run that trained in the same batch shapes as uninterrupted (every run of `run`, whose
+batch never changes); a resumed sweep packs its unfinished runs anew, and a run whose batch shrank or grew is held to
+the float64 bound (`equivalence.py`), which still tells runs apart, so the killed sweeps train in float64. A full
+disk (a small tmpfs when we may mount one, else a writer that raises ENOSPC) gives one clear line and leaves the store
+whole and resumable."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,11 +38,16 @@ from equivalence import assert_bit_identical, assert_stores_match, float64_cli
 
 T = importlib.import_module("grokscope.train")  # the module (the package re-exports its `train` function)
 
-# lr 1e-3: a one-ulp change of θ₀ grows to at most 7e-13 over these runs in float64 (8 seeds measured), far below the
-# bound; at the quick preset's 5e-3 some seeds amplify it to 2e-8 within 400 steps.
 RUN_ARGS = ["--p", "11", "--steps", "400", "--eval-every", "20", "--checkpoint-every", "20", "--seeds", "3,4",
-            "--wd", "0.5", "--lr", "0.001", "--d-model", "32", "--heads", "2", "--no-geometry", "--json",
-            "--defect-every", "0", "--threads", "1"]
+            "--wd", "0.5", "--d-model", "32", "--heads", "2", "--no-geometry", "--json", "--defect-every", "0",
+            "--threads", "1"]
+# lr 1e-3: a one-ulp change of θ₀ grows to at most 7e-13 over these runs in float64 (8 seeds measured), far below the
+# bound; at the quick preset's 5e-3 some seeds amplify it to 3e-10 within 300 steps.
+SWEEP = {"name": "k", "device": "cpu", "max_runs": 2,
+         "base": {"preset": "quick", "steps": 300, "eval_every": 20, "attn_every": 20, "checkpoint_every": 20,
+                  "defect_every": 0, "data": {"p": 11}, "model": {"d_model": 32, "n_heads": 2},
+                  "optim": {"batch": 64, "lr": 1e-3}},
+         "grid": {"seeds": [5, 6], "wd": [0.5, 1.0]}}
 KILLS = 3  # per command: each kill lands at a random moment after the store has moved on
 SEED = int(os.environ.get("GROKSCOPE_KILL_SEED", "20261130"))
 
@@ -100,7 +106,7 @@ def _assert_same(ref: Path, got: Path) -> None:
 
 
 def _cli(*argv: str) -> list[str]:
-    return float64_cli(*argv)
+    return [sys.executable, "-m", "grokscope.cli", *argv]
 
 
 def test_run_killed_at_random_points_resumes_as_uninterrupted(tmp_path):
@@ -116,17 +122,12 @@ def test_run_killed_at_random_points_resumes_as_uninterrupted(tmp_path):
 
 def test_sweep_killed_at_random_points_resumes_as_uninterrupted(tmp_path):
     rng = random.Random(SEED + 1)
-    spec = {"name": "k", "device": "cpu", "max_runs": 2,
-            "base": {"preset": "quick", "steps": 300, "eval_every": 20, "attn_every": 20, "checkpoint_every": 20,
-                     "defect_every": 0, "data": {"p": 11}, "model": {"d_model": 32, "n_heads": 2},
-                     "optim": {"batch": 64, "lr": 1e-3}},
-            "grid": {"seeds": [5, 6], "wd": [0.5, 1.0]}}
     paths = {}
     for name in ("ref", "killed"):
         paths[name] = tmp_path / f"{name}.yaml"
-        paths[name].write_text(yaml.safe_dump({**spec, "out": str(tmp_path / name)}))
-    _uninterrupted(_cli("sweep", str(paths["ref"]), "--json", "--threads", "1"))
-    cmd = _cli("sweep", str(paths["killed"]), "--json", "--threads", "1")
+        paths[name].write_text(yaml.safe_dump({**SWEEP, "out": str(tmp_path / name)}))
+    _uninterrupted(float64_cli("sweep", str(paths["ref"]), "--json", "--threads", "1"))
+    cmd = float64_cli("sweep", str(paths["killed"]), "--json", "--threads", "1")
     landed = _kill_loop(cmd, tmp_path / "killed", rng)
     assert landed >= 1, "every kill came after the sweep had finished: nothing tested"
     subprocess.run(cmd, check=True, capture_output=True, env=_env(), timeout=300)
@@ -176,11 +177,7 @@ def test_a_sweep_repacked_after_a_kill_is_held_to_the_float64_bound(tmp_path, mo
     run bit for bit, and a swap of runs fails (inside `assert_stores_match`). The resumed sweep's steps are moved by
     one ulp (`_nudged`), as another processor's kernels would move them, so the bound is what passes them."""
     monkeypatch.setattr(runner, "train", functools.partial(runner.train, dtype=torch.float64))
-    raw = {"name": "k", "device": "cpu", "max_runs": 2,
-           "base": {"preset": "quick", "steps": 100, "eval_every": 20, "attn_every": 20, "checkpoint_every": 20,
-                    "defect_every": 0, "data": {"p": 11}, "model": {"d_model": 32, "n_heads": 2},
-                    "optim": {"batch": 64, "lr": 1e-3}},
-           "grid": {"seeds": [5, 6], "wd": [0.5, 1.0]}}
+    raw = {**SWEEP, "base": {**SWEEP["base"], "steps": 100}}  # the random kills' sweep, shorter
     ref, got = tmp_path / "ref", tmp_path / "got"
     run_sweep(spec_from_dict({**raw, "out": str(ref)}), progress=False)
     first = expand(spec_from_dict({**raw, "out": str(ref)}))[0].name
