@@ -43,7 +43,7 @@ FLOAT32_GRAD_RTOL = 1e-5
 # AVX-512; ATEN_CPU_CAPABILITY=avx2, =default; MKL_ENABLE_INSTRUCTIONS=AVX2, =SSE4_2; avx2 with MKL AVX2; default
 # with MKL SSE4_2; mkldnn off; 2 threads; AVX-512 with MKL SSE4_2 on 2 threads), for grokscope's loop and for the
 # authors' nn.Module loop alike (the noisiest tensor: a second-layer W_K, whose gradient is mostly cancellation);
-# ×5 for margin. A wrong hyper-parameter or a mix-up moves a tensor by O(1e-2) of its movement or more.
+# about ×5 for margin. A wrong hyper-parameter or a mix-up moves a tensor by O(1e-2) of its movement or more.
 FLOAT32_TRAIN_RTOL = 1e-3
 
 
@@ -162,7 +162,7 @@ def _assert_close(got: Path, want: Path) -> None:
 def assert_stores_match(want: Path, got: Path) -> dict[str, str]:
     """`got` holds the runs of `want` (e.g. killed and resumed against uninterrupted, both on this processor and
     thread count): a run that trained in the same batch shapes in both (summary's `batch_shapes`) bit for bit;
-    one whose batch shrank or grew on the way (it trained alone to catch up, or was packed with other runs) to
+    one whose batch shrank or grew on the way (a resumed sweep packed it with other runs) to
     `FLOAT64_RTOL`, which needs both stores trained in float64 (`float64_cli`). Either way no run of `got` passes
     the bound against another run of `want`: a mix-up of runs fails. Returns how each run was compared."""
     names = sorted(p.name for p in want.iterdir())
