@@ -74,7 +74,7 @@ def test_last_bit_differences_pass_the_check(monkeypatch, alone64):
 
 
 def _swap_lr(monkeypatch):
-    real = T._hyper
+    real = T.hyper_params
 
     def leaked(cfgs, device, dtype=torch.float32):
         hp = real(cfgs, device, dtype)
@@ -82,7 +82,7 @@ def _swap_lr(monkeypatch):
             hp.lr[[0, 1]] = hp.lr[[1, 0]].clone()
         return hp
 
-    monkeypatch.setattr(T, "_hyper", leaked)
+    monkeypatch.setattr(T, "hyper_params", leaked)
 
 
 def _shared_seed(monkeypatch):

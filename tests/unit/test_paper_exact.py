@@ -29,7 +29,7 @@ from grokscope.training import train
 from grokscope.training.init_authors import authors_init
 from grokscope.training.problem import Problem
 
-from equivalence import assert_same_run
+from equivalence import FLOAT64_RTOL, assert_moved_close, assert_params_close, assert_same_run
 
 PRESETS = ("p1-dual", "p1-tri", "p2-single")
 
@@ -270,37 +270,46 @@ def test_inline_defects_draw_from_the_training_stream_as_the_dynamics_scripts(na
         validate(preset(name, defect_stream="numpy"))
 
 
-def test_training_follows_the_scripts_loop():
-    """grokscope's trainer against the scripts' loop written out (their module, split, numpy batches,
-    summed per-task mean cross-entropy, clip_grad_norm_(1.0), torch.optim.AdamW on every tensor), on a
-    small trunk: every parameter agrees to 1e-4 of how far it moved after 30 steps."""
-    cfg = preset("p1-dual", seed=3, steps=30, eval_every=10, attn_every=10, checkpoint_every=10,
-                 snapshot_spacing=10, data={"p": 11}, model={"d_model": 16, "n_heads": 2, "d_ff": 32},
-                 optim={"batch": 32})
-    tr, _ = script_split(11, 0.5, 3, nonzero=True)
+def scripts_loop(cfg: RunConfig, dtype: torch.dtype, wd: float = 1.0) -> dict[str, torch.Tensor]:
+    """θ after cfg.steps steps of the scripts' loop written out (their module, split, numpy batches, summed per-task
+    mean cross-entropy, clip_grad_norm_(1.0), torch.optim.AdamW on every tensor), in `dtype`, as float64."""
+    p, m = cfg.data.p, cfg.model
+    tr, _ = script_split(p, cfg.data.train_frac, cfg.seed, nonzero=True)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)
-        mod = ScriptModel(11, 16, 2, 32, 2, ("add", "mul"))
-    opt = torch.optim.AdamW(mod.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
+        torch.manual_seed(cfg.seed)
+        mod = ScriptModel(p, m.d_model, m.n_heads, m.d_ff, m.n_layers, cfg.data.tasks).to(dtype)
+    opt = torch.optim.AdamW(mod.parameters(), lr=1e-3, weight_decay=wd, betas=(0.9, 0.98))
     ce = nn.CrossEntropyLoss()
-    for ab in script_batches(tr, 32, 3, 30):
+    for ab in script_batches(tr, cfg.optim.batch, cfg.seed, cfg.steps):
         ab = torch.from_numpy(ab)
         a, b = ab[:, 0], ab[:, 1]
         z = mod.ln(mod.encoder(mod.tok_emb(ab) + mod.pos_emb.unsqueeze(0))[:, 0])
-        loss = ce(mod.heads[0](z), (a + b) % 11) + ce(mod.heads[1](z), (a * b) % 11)
+        loss = ce(mod.heads[0](z), (a + b) % p) + ce(mod.heads[1](z), (a * b) % p)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(mod.parameters(), 1.0)
         opt.step()
-    (ours,) = train([cfg])
-    theirs = _script_names(mod, cfg)
+    return {k: v.double() for k, v in _script_names(mod, cfg).items()}
+
+
+def test_training_follows_the_scripts_loop():
+    """grokscope's trainer against the scripts' loop on a small trunk, 30 steps. In float64 (where kernels agree to
+    ~1e-16) the two are the same arithmetic: equal to FLOAT64_RTOL. In float32 grokscope's run is within
+    FLOAT32_TRAIN_RTOL of the float64 one, relative to how far each tensor moved: the spread float32 rounding gave
+    over kernel paths (tests/equivalence.py), which the scripts' own float32 loop meets too and a 1 % wrong weight
+    decay does not."""
+    cfg = preset("p1-dual", seed=3, steps=30, eval_every=10, attn_every=10, checkpoint_every=10,
+                 snapshot_spacing=10, data={"p": 11}, model={"d_model": 16, "n_heads": 2, "d_ff": 32},
+                 optim={"batch": 32})
+    exact = scripts_loop(cfg, torch.float64)
+    (ours64,) = train([cfg], dtype=torch.float64)
+    assert_params_close(ours64.params, exact, FLOAT64_RTOL, null_bound=2 * cfg.optim.lr * cfg.steps)
     start = authors_init(cfg.model, cfg.data, 3)
-    for k, v in theirs.items():
-        if k.endswith("b_K"):  # its gradient is zero up to round-off (softmax ignores q·b_K): Adam walks noise
-            continue
-        moved = (v - start[k]).abs().max()
-        assert moved > 0, k
-        assert (ours.params[k] - v).abs().max() <= 1e-4 * moved + 1e-6, k
+    (ours,) = train([cfg])
+    assert_moved_close(ours.params, exact, start, label="grokscope float32")
+    assert_moved_close(scripts_loop(cfg, torch.float32), exact, start, label="scripts float32")
+    with pytest.raises(AssertionError):
+        assert_moved_close(scripts_loop(cfg, torch.float64, wd=0.99), exact, start)
 
 
 def test_paper_presets_default_to_their_scripts_budgets():

@@ -11,7 +11,7 @@ It writes the trainer's run-store format (config.json with model kind `external`
 trajectory with the watched tensors as `attn.<name>` and full snapshots as `snap.<name>`, defect.parquet,
 hessian.parquet, summary.json) plus monitor.json and warnings.parquet, so `grokscope runs`, `analyze` and
 `report` read it. The math is grokscope's own (`geometry.commutator.defect_from_grad_fn`,
-`geometry.hessian.lanczos`, `train.update_grok`). It never writes to the model, the optimiser or any global
+`geometry.hessian.lanczos`, `training.grok.update_grok`). It never writes to the model, the optimiser or any global
 random stream: parameters are read as copies, buffers are copied, and every generator is restored. Every
 evaluation of the model runs inside `Target.measuring`, which checks afterwards that the model still holds the
 very tensors it held (else restores them and raises `ModelChangedError`); integrations that wrap the monitor
@@ -287,7 +287,7 @@ class Monitor:
                       or self.divergence.value(step, "the weight norm", norm))
 
     def _update_grok(self, task: str, step: int, acc: float) -> None:
-        """The trainer's grok rule (`train.update_grok`) on this task's logged test accuracy."""
+        """The trainer's grok rule (`training.grok.update_grok`) on this task's logged test accuracy."""
         state = self.grok.get(task) or GrokState(torch.zeros(1, 1, dtype=torch.int64),
                                                  torch.full((1, 1), -1, dtype=torch.int64),
                                                  torch.full((1, 1), -1, dtype=torch.int64))

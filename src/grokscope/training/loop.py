@@ -11,152 +11,26 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from grokscope.config import RunConfig
-from grokscope.errors import StoreError
 from grokscope.runtime.environment import environment
 from grokscope.runtime.threads import resume_thread_note
 from grokscope.store import CHECKPOINT, METRICS_TABLE, SUMMARY, RunDir, prepare_dirs, write_json, write_tensors
 from grokscope.training import compiled
 from grokscope.training import model as M
+from grokscope.training.contract import EvalInfo, GradTransform, Probe, RunResult
+from grokscope.training.grok import GrokState, update_grok
+from grokscope.training.memory import out_of_memory
 from grokscope.training.methods import MethodState
-from grokscope.training.optim import STEPS, HyperParams, clip_rows_, init_state
+from grokscope.training.optim import STEPS, HyperParams, clip_rows_, hyper_params, init_state
 from grokscope.training.problem import Params, Problem
-
-GradTransform = Callable[[int, Params, Params], Params]
-# A transform holding state a resume needs also has `export(r) -> {name: tensor}` (run r's state, saved in its
-# checkpoint; names start with `transform.`) and `restore(r, tensors)` (given the checkpoint's tensors).
-
-
-@dataclass
-class Probe:
-    """A measurement taken inside the loop every `every` steps: `measure(problem, params, step)` returns
-    rows (dicts with an int `r`, the run's index in the batch); they land in `<name>.parquet`."""
-
-    name: str
-    every: int
-    measure: Callable[[Problem, Params, int], list[dict[str, Any]]]
-
-
-@dataclass
-class EvalInfo:
-    """What the loop reports after each evaluation (host copies, for progress displays)."""
-
-    step: int
-    max_steps: int
-    train_acc: np.ndarray  # [R, T]
-    test_acc: np.ndarray  # [R, T]
-    grok_step: np.ndarray  # [R, T], -1 = not yet
-    stopped: np.ndarray  # [R] bool
-    tasks: tuple[str, ...]
-
-
-@dataclass
-class RunResult:
-    """One run's outcome: its summary (as in summary.json), metrics and final parameters."""
-
-    config: RunConfig
-    summary: dict[str, Any]
-    metrics: pd.DataFrame
-    params: Params
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    path: Path | None = None
-
-
-class _Recorder:
-    """Per-run host-side buffers: metric rows, probe rows, attention trajectory, snapshots."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.probe_rows: dict[str, list[dict[str, Any]]] = {}
-        self.attn_steps: list[int] = []
-        self.attn: dict[str, list[torch.Tensor]] = {}
-        self.snap_steps: list[int] = []
-        self.snaps: dict[str, list[torch.Tensor]] = {}
-
-    def take_segment(self) -> dict[str, torch.Tensor] | None:
-        """The attention matrices and snapshots recorded since the last call, as one trajectory segment
-        (None if there are none); they leave memory."""
-        if not self.attn_steps and not self.snap_steps:
-            return None
-        out = {"attn_steps": torch.tensor(self.attn_steps, dtype=torch.int64, device="cpu"),
-               "snap_steps": torch.tensor(self.snap_steps, dtype=torch.int64, device="cpu")}
-        out.update({f"attn.{k}": torch.stack(v) for k, v in self.attn.items()})
-        out.update({f"snap.{k}": torch.stack(v) for k, v in self.snaps.items()})
-        self.attn_steps, self.attn, self.snap_steps, self.snaps = [], {}, [], {}
-        return out
-
-    def load(self, run: RunDir, upto: int, probe_names: list[str]) -> None:
-        """Refill the tables from a run directory and cut its trajectory back, dropping anything written
-        after checkpoint step `upto`."""
-        if run.has_table(METRICS_TABLE):
-            df = run.metrics()
-            self.rows = df[df.step <= upto].to_dict("records")
-        for name in probe_names:
-            if run.has_table(name):
-                df = run.table(name)
-                self.probe_rows[name] = df[df.step <= upto].to_dict("records")
-        run.truncate_trajectory(upto)
-
-
-class GrokState(NamedTuple):
-    """Per run and task [R, T]: consecutive evals at/above the grok accuracy, `grok_step` and
-    `grok_step_90` (-1 until they fire)."""
-
-    consec: torch.Tensor
-    grok: torch.Tensor
-    grok90: torch.Tensor
-
-
-def update_grok(state: GrokState, test_acc: torch.Tensor, logged: torch.Tensor, step: int,
-                cfg: RunConfig) -> GrokState:
-    """The grok rules after one evaluation, on the device: `grok_step` is the step at which test accuracy
-    has been >= `grok_acc` (98%) for `grok_patience` (3) consecutive evals; `grok_step_90` the first eval
-    >= 90%. Runs not `logged` [R] this eval keep their state."""
-    on = logged[:, None]
-    consec = torch.where(test_acc >= cfg.grok_acc, state.consec + 1, torch.zeros_like(state.consec))
-    consec = torch.where(on, consec, state.consec)
-    fire = on & (consec >= cfg.grok_patience) & (state.grok < 0)
-    grok = torch.where(fire, torch.full_like(state.grok, step), state.grok)
-    fire90 = on & (test_acc >= cfg.grok_acc_90) & (state.grok90 < 0)
-    grok90 = torch.where(fire90, torch.full_like(state.grok90, step), state.grok90)
-    return GrokState(consec, grok, grok90)
-
-
-def out_of_memory(err: BaseException, problem: Problem) -> torch.OutOfMemoryError:
-    """The device's out-of-memory error, said as one: what the batch held and how many runs of this shape
-    grokscope's memory model says fit the whole device (`training.memory.fit_runs`)."""
-    from grokscope.training.memory import fit_runs
-
-    cfg = problem.cfgs[0]
-    fit = fit_runs(cfg, str(problem.device))
-    hint = f"about {fit} runs of this shape fit per batch" if fit is not None else "try fewer runs per batch"
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-    return torch.OutOfMemoryError(
-        f"out of memory on {problem.device} training {problem.R} runs per batch (minibatch {problem.batch}, "
-        f"{problem.n_train} training pairs): {hint} (sweep --max-runs, or fewer runs / a smaller --batch); {first}")
-
-
-def _hyper(cfgs: list[RunConfig], device: torch.device, dtype: torch.dtype = torch.float32) -> HyperParams:
-    def col(name: str) -> torch.Tensor:
-        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=dtype)
-
-    return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
-                       eps=col("eps"), momentum=col("momentum"))
-
-
-def _summary_final(d: RunDir) -> bool:
-    try:
-        return d.has_summary() and d.summary().get("finished") is True
-    except StoreError:
-        return False
+from grokscope.training.recorder import Recorder, finished_summary, note_batch_shapes
 
 
 def train(
@@ -207,7 +81,7 @@ class _Loop:
         use = problem.model.kind != "mlp" and compiled.wanted(compile, max(c.steps for c in cfgs))
         self.attend = compiled.attend() if use else None  # evaluation's attention core
         self.total = compiled.total_loss(problem) if use else None  # the step's loss, forward and backward
-        self.hp = _hyper(cfgs, dev, problem.dtype)
+        self.hp = hyper_params(cfgs, dev, problem.dtype)
         if dev.type == "cpu":
             self.hp.host_rows()  # the CPU's AdamW kernel takes host floats: read once, here, not in a step
         # AdamW's update compiled into one loop off the CPU (on the CPU the fused per-run kernel is faster)
@@ -234,7 +108,8 @@ class _Loop:
         self.diverged = torch.zeros(R, dtype=torch.bool, device=dev)
         self.resumed_at = torch.full((R,), -1, dtype=torch.int64, device=dev)
         self.wall = [0.0] * R
-        self.rec = [_Recorder() for _ in range(R)]
+        self.shapes: list[list[dict[str, Any]]] = [[] for _ in range(R)]  # see `_note_shapes`
+        self.rec = [Recorder() for _ in range(R)]
         self.attn_names = M.attention_names(problem.model)
         self.final_acc: list[dict[str, dict[str, float]]] = [{} for _ in range(R)]
         if dirs is not None:
@@ -242,7 +117,7 @@ class _Loop:
         # A stopped run whose summary says finished has its final files (the summary is written last): never
         # rewrite them. One killed between its final checkpoint and its summary gets them written again.
         stopped = self.stopped.tolist() if dirs is not None else [False] * R  # only a resumed run starts stopped
-        self.written_final = [bool(st) and (dirs is None or _summary_final(dirs[r])) for r, st in enumerate(stopped)]
+        self.written_final = [bool(st) and (dirs is None or finished_summary(dirs[r])) for r, st in enumerate(stopped)]
 
     # ---- persistence -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -269,6 +144,7 @@ class _Loop:
             self.diverged[r] = bool(meta["diverged"])
             self.final_acc[r] = meta.get("final_acc", {})
             self.wall[r] = float(meta.get("wall_time", 0.0))
+            self.shapes[r] = list(meta.get("batch_shapes", []))
             cfg = self.pb.cfgs[r]
             done = bool(meta["diverged"]) or (cfg.stop_on_grok and bool((self.grok[r] >= 0).all())) or s >= cfg.steps
             self.stopped[r] = done
@@ -305,7 +181,7 @@ class _Loop:
             meta = {"step": step, "consec": self.consec[r].tolist(), "grok_step": self.grok[r].tolist(),
                     "grok_step_90": self.grok90[r].tolist(), "diverged": bool(self.diverged[r]),
                     "stop_step": int(self.stop_step[r]), "final_acc": self.final_acc[r],
-                    "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest()}
+                    "wall_time": self.wall[r], "digest": self.pb.cfgs[r].digest(), "batch_shapes": self.shapes[r]}
             if self.pb.stream is not None:  # the numpy stream's position, so a resumed run draws on exactly
                 tensors["sampler.key"], meta["sampler"] = self.pb.stream.state(r)
             write_tensors(d.file(CHECKPOINT), tensors, meta)
@@ -329,6 +205,7 @@ class _Loop:
             "diverged": bool(self.diverged[r]),
             "wall_time": round(self.wall[r], 3),
             "environment": self.env,
+            "batch_shapes": self.shapes[r],
         }
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -420,6 +297,7 @@ class _Loop:
                 if done:
                     break
                 live = self._live_runs(s)
+                self._note_shapes(s, live)
             active = (~self.stopped) & (self.resumed_at <= s) & (s < self.budget)
             if live is None:
                 self._step(s, step_fn, active)
@@ -472,13 +350,22 @@ class _Loop:
 
     def _live_runs(self, s: int) -> tuple[torch.Tensor, list[int]] | None:
         """Indices of the runs still training (on the device and on the host), when some have stopped: finished
-        runs are compacted out of the batch so they cost nothing. None when all train (or when a gradient
-        transform, which may hold per-run tensors for the whole batch, is in use). Called at evaluation steps
-        only: reading the stop flags back is one of the syncs an evaluation makes."""
-        rows = ((~self.stopped) & (self.resumed_at <= s)).nonzero().flatten().tolist()
+        runs are compacted out of the batch so they cost nothing. A run resumed from a later checkpoint than step
+        `s` (killed between two runs' checkpoint writes) or stopped after `s` stays in, masked, until the others
+        catch up: the batch's steps keep the shapes they had uninterrupted, and with them every run's last bits.
+        None when all train (or when a gradient transform, which may hold per-run tensors for the whole batch, is
+        in use). Called at evaluation steps only: reading the stop flags back is one of the syncs an evaluation
+        makes."""
+        rows = ((~self.stopped) | (self.stop_step > s)).nonzero().flatten().tolist()
         if self.grad_transform is not None or len(rows) == self.pb.R or len(rows) == 0:
             return None
         return torch.tensor(rows, dtype=torch.int64, device=self.pb.device), rows
+
+    def _note_shapes(self, s: int, live: tuple[torch.Tensor, list[int]] | None) -> None:
+        """`note_batch_shapes` for the runs that train from step `s` (an evaluation step: the flags are read back)."""
+        rows = list(range(self.pb.R)) if live is None else live[1]
+        trains = ((~self.stopped) & (self.resumed_at <= s) & (s < self.budget)).tolist()
+        note_batch_shapes(self.shapes, s, rows, trains)
 
     def _compact_step(self, s: int, step_fn: Callable, active: torch.Tensor,
                       live_rows: tuple[torch.Tensor, list[int]]) -> None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from grokscope.config import RunConfig
 from grokscope.training import model as M
 
+if TYPE_CHECKING:
+    from grokscope.training.problem import Problem
+
 __all__ = ["CPU_MAX_RUNS", "EVAL_CHUNK", "act_floats", "run_bytes", "device_budget", "memory_budget", "program_runs",
-           "fit_runs", "eval_chunk", "defect_chunk", "host_budget", "host_bytes"]
+           "fit_runs", "eval_chunk", "defect_chunk", "host_budget", "host_bytes", "out_of_memory"]
 
 CPU_MAX_RUNS = 64  # generous cap on CPU: beyond this a batch gains nothing but latency
 GPU_FALLBACK_BYTES = 16 << 30  # device memory assumed when the driver cannot see the GPU (Ray clusters)
@@ -154,3 +158,15 @@ def host_budget() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
     except (ValueError, OSError, AttributeError):
         return 1 << 62
+
+
+def out_of_memory(err: BaseException, problem: Problem) -> torch.OutOfMemoryError:
+    """The device's out-of-memory error, said as one: what the batch held and how many runs of this shape
+    grokscope's memory model says fit the whole device (`training.memory.fit_runs`)."""
+    cfg = problem.cfgs[0]
+    fit = fit_runs(cfg, str(problem.device))
+    hint = f"about {fit} runs of this shape fit per batch" if fit is not None else "try fewer runs per batch"
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return torch.OutOfMemoryError(
+        f"out of memory on {problem.device} training {problem.R} runs per batch (minibatch {problem.batch}, "
+        f"{problem.n_train} training pairs): {hint} (sweep --max-runs, or fewer runs / a smaller --batch); {first}")

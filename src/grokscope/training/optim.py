@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grokscope.config import RunConfig
 from grokscope.training.model import Params
 
 ADAM_FIELDS = ("lr", "wd", "beta1", "beta2", "eps")  # what the CPU's per-run fused kernel reads per run
@@ -151,3 +152,13 @@ def sgd_step(params: Params, grads: Params, state: Params, hp: HyperParams, t: i
 
 
 STEPS = {"adamw": adamw_step, "sgd": sgd_step}
+
+
+def hyper_params(cfgs: list[RunConfig], device: torch.device, dtype: torch.dtype = torch.float32) -> HyperParams:
+    """Every run's optimiser hyper-parameters as columns [R] on the device (the batched update reads them there)."""
+
+    def col(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(c.optim, name)) for c in cfgs], device=device, dtype=dtype)
+
+    return HyperParams(lr=col("lr"), wd=col("wd"), clip=col("clip"), beta1=col("beta1"), beta2=col("beta2"),
+                       eps=col("eps"), momentum=col("momentum"))

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from grokscope.config import RunConfig
-from grokscope.training.loop import EvalInfo
+from grokscope.training.contract import EvalInfo
 
 __all__ = ["progress_bar", "eval_bar", "describe_eval", "eval_reporter", "BatchProgress", "working"]
 
