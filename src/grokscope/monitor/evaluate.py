@@ -128,9 +128,9 @@ def calibrate(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: str = 
 # ---- the multi-signal detector on stored runs, and run-level ROC ------------------------------------------------
 def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] | None:
     """A run's detector inputs per inline defect measurement, in step order: `step`, `defect`, and the latest
-    metrics logged at or before that step, `weight_norm`, `train_acc` and `test_loss` (the first task's; NaN
-    before anything was logged), as the monitor passes them live. `every`: only the measurements at multiples
-    of `every` steps."""
+    metrics logged at or before that step, `weight_norm`, `train_acc`, `train_loss` and `test_loss` (the first
+    task's; NaN before anything was logged), as the monitor passes them live. `every`: only the measurements at
+    multiples of `every` steps."""
     s = _series(run, every)
     if s is None:
         return None
@@ -139,7 +139,7 @@ def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] |
     m = run.table(METRICS_TABLE) if run.has_table(METRICS_TABLE) else None
     task = run.config().data.tasks[0] if run.config().data.tasks else None
     for key, split, col in (("weight_norm", "train", "weight_norm"), ("train_acc", "train", "acc"),
-                            ("test_loss", "test", "loss")):
+                            ("train_loss", "train", "loss"), ("test_loss", "test", "loss")):
         if m is None or col not in m:
             out[key] = np.full(len(steps), np.nan)
             continue

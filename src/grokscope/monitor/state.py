@@ -220,9 +220,9 @@ def restore(mon: Monitor, upto: int) -> None:
             if r["split"] == "test":
                 mon._update_grok(r["task"], r["step"], r["acc"])
     if mon.detector is not None:
-        for r in mon.detector_inputs:
-            event = mon.detector.observe(r["step"], r["defect"], weight_norm=_missing(r["weight_norm"]),
-                                         train_acc=_missing(r["train_acc"]), test_loss=_missing(r["test_loss"]))
+        for r in mon.detector_inputs:  # every input recorded (older records hold fewer: the rest count as missing)
+            inputs = {k: _missing(v) for k, v in r.items() if k not in ("step", "defect")}
+            event = mon.detector.observe(r["step"], r["defect"], **inputs)
             if event is not None:
                 mon.events.append(event)
     try:
