@@ -156,3 +156,17 @@ class AutoDetector:
         if c["detector"] == "transfer" and self.free.abstain:
             text += f". It abstains for now: {self.free.abstain}"
         return text
+
+
+def replay_auto(series: dict[str, Any], mode: str = "auto", constants: WarnConstants | None = None
+                ) -> tuple[AutoDetector, WarningEvent | None]:
+    """Feed a run's detector inputs (`monitor.evaluate.auto_series`) to an `AutoDetector` measurement by measurement,
+    as it ran live: (the detector, its warning or None)."""
+    det = AutoDetector(constants, mode)
+    event = None
+    keys = [k for k in series if k not in ("step", "defect")]
+    for i, step in enumerate(series["step"]):
+        inputs = {k: series[k][i] for k in keys}
+        inputs = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in inputs.items()}
+        event = det.observe(int(step), float(series["defect"][i]), **inputs) or event
+    return det, event

@@ -1,9 +1,20 @@
 """The shipped constants of the default early warning (`AutoDetector`), fitted on the whole stored corpus with the
-rule `monitor.lofo.fit_constants` applies to each leave-one-family-out fold (docs/early-warning.md says when, on how
-many runs; `python studies/early_warning.py lofo` prints them)."""
+rule `monitor.lofo.fit_constants` applies to each leave-one-family-out fold (whole stored corpus, 29 runs, preliminary;
+docs/early-warning.md; `python studies/early_warning.py lofo` refits and prints them)."""
 
 from __future__ import annotations
 
 from grokscope.monitor.choice import WarnConstants
+from grokscope.monitor.detector import VALIDATION_DETECTOR, variant
+from grokscope.monitor.forecast import Forecast
+from grokscope.monitor.transfer import TransferConfig
 
-DEFAULT_CONSTANTS = WarnConstants()
+DEFAULT_CONSTANTS = WarnConstants(
+    validation=variant(VALIDATION_DETECTOR, threshold=0.920966),
+    transfer=TransferConfig(score='loss-drop', threshold=0.237373, tau_star=5.0,
+                            window=1.0, acc_gate=0.99, loss_gate=0.025429),
+    forecast_validation=Forecast(tau_star=5.0, q_lo=-0.676072, q_mid=0.0, q_hi=0.186913,
+                                 r_lo=1.1, r_mid=1.5, r_hi=2.5, n_clock=9, n_ratio=1),
+    forecast_transfer=Forecast(tau_star=5.0, q_lo=-0.659215, q_mid=0.0, q_hi=0.782959,
+                               r_lo=1.1, r_mid=1.5, r_hi=2.5, n_clock=10, n_ratio=0),
+    source='whole stored corpus, 29 runs, preliminary')
