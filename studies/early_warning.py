@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> dict[str, Any]:
     """Leave-one-family-out scoring of the stored corpus at the monitor's default cadence, the constants fitted on
     all of it (the shipped defaults' rule), the tables, and the figure."""
+    from grokscope.monitor.choice import WarnConstants
     from grokscope.monitor.lofo import fit_constants, lofo
+    from grokscope.monitor.transfer import SCORES, TransferConfig
 
     runs = lofo_runs(store, every)
     res = lofo(runs)
@@ -386,9 +388,18 @@ def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> 
     res["counts"] = counts
     res["shipped"] = fit_constants(runs, source=f"whole stored corpus, {len(runs)} runs").to_dict()
     res["every"] = every
+    res["transfer_variants"] = {}  # the transfer detector's score forms, each left-one-family-out (an ablation)
+    for form in SCORES:
+        alt = lofo(runs, WarnConstants(transfer=TransferConfig(score=form)))
+        res["transfer_variants"][form] = next(r for r in alt["summary"] if r["detector"] == "transfer")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(res, indent=1, default=_json_default))
     print(lofo_markdown(res, counts))
+    print("\n| transfer score form | AUROC | warned before grokking | false alarms | warned at ≤ 10 % false alarms |"
+          "\n|---|---:|---:|---:|---:|")
+    for form, r in res["transfer_variants"].items():
+        print(f"| {form} | {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} | {r['false_alarms']}/{r['never']} "
+              f"| {_fmt(r['hit_at_fa10'], '.0%')} |")
     print("\nshipped constants (fitted on all stored runs):", json.dumps(res["shipped"], indent=1))
     if fig:
         lofo_figure(res, runs, fig)

@@ -47,6 +47,7 @@ class TransferConfig:
     threshold: float = 0.5
     tau_star: float = 5.0  # median clock units from memorisation to grokking (the "clock" scores)
     window: float = 1.0  # clock units over which the signals' recent change is measured
+    burn_in: float = 1.0  # clock units after memorisation before any score: the decay's transient (norm ~ e^-τ)
     acc_gate: float = 0.99
     loss_gate: float = 0.1  # train loss that counts as memorised when no train accuracy is logged
     name: str = "transfer"
@@ -117,7 +118,7 @@ def transfer_score(sig: dict[str, np.ndarray], cfg: TransferConfig = TransferCon
         s = (tau / cfg.tau_star) * (np.nan_to_num(sig["norm_newmin"]) > 0)
     else:
         s = sig["loss_drop"] * np.minimum(1.0, tau / cfg.tau_star)
-    return np.where(np.isfinite(tau), np.nan_to_num(s) * mem, 0.0)
+    return np.where(np.isfinite(tau) & (tau >= cfg.burn_in), np.nan_to_num(s) * mem, 0.0)
 
 
 def abstain_reason(clock_kind: str | None, has_train_metric: bool) -> str | None:
