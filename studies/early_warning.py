@@ -388,6 +388,8 @@ def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> 
     res["counts"] = counts
     res["shipped"] = fit_constants(runs, source=f"whole stored corpus, {len(runs)} runs").to_dict()
     res["every"] = every
+    no_acc = lofo(runs, hide=("train_acc",))  # as the HF Trainer logs by default: train loss, no train accuracy
+    res["train_loss_only"] = no_acc["summary"]
     res["transfer_variants"] = {}  # the transfer detector's score forms, each left-one-family-out (an ablation)
     for form in SCORES:
         alt = lofo(runs, WarnConstants(transfer=TransferConfig(score=form)))
@@ -395,6 +397,10 @@ def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> 
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(res, indent=1, default=_json_default))
     print(lofo_markdown(res, counts))
+    print("\nheld-out runs scored without their train accuracy (the memorisation gate on the train loss):")
+    for r in res["train_loss_only"]:
+        print(f"  {r['detector']}: AUROC {_fmt(r['auroc'])}, warned {r['hit']}/{r['n_grok']}, false alarms "
+              f"{r['false_alarms']}/{r['never']}, at <= 10 % false alarms {_fmt(r['hit_at_fa10'], '.0%')}")
     print("\n| transfer score form | AUROC | warned before grokking | false alarms | warned at ≤ 10 % false alarms |"
           "\n|---|---:|---:|---:|---:|")
     for form, r in res["transfer_variants"].items():

@@ -29,6 +29,8 @@ from grokscope.monitor.transfer import abstain_reason, memorised, transfer_score
 IMMEDIATE = 3
 DETECTORS = ("multi-val", "transfer", "multi")  # the validation default, the test-free default, the old default
 FALSE_ALARM_CAP = 0.10
+LOSS_GATE_QUANTILE = 0.9  # of the train loss at which calibration runs first reach train accuracy 0.99 (by it, 9 in
+# 10 have memorised: a lower one keeps the gate shut on runs that fit their training set at a higher loss)
 
 
 @dataclass
@@ -40,10 +42,13 @@ class LofoRun:
     grok: int | None
     series: dict[str, Any]
     group: str = ""
+    mem_step: int | None = None  # the memorisation step when known from elsewhere (a run with its accuracy hidden)
 
     @property
     def t_mem(self) -> int | None:
-        """First measurement with train accuracy >= 0.99 (or, without accuracy, the shipped loss gate)."""
+        """First measurement with train accuracy >= 0.99 (`mem_step` where given)."""
+        if self.mem_step is not None:
+            return self.mem_step
         m = memorised(self.series["train_acc"], self.series.get("train_loss", np.full(len(self.series["step"]),
                                                                                       np.nan)), 0.99, -math.inf)
         hit = np.flatnonzero(np.nan_to_num(m) > 0)
@@ -161,14 +166,15 @@ def youden_threshold(pos: Iterable[float], neg: Iterable[float], fallback: float
 
 
 def loss_gate_of(runs: list[LofoRun], fallback: float) -> float:
-    """The train loss at which runs first reach train accuracy 0.99 (median over the runs logging both)."""
+    """The train loss at which runs first reach train accuracy 0.99 (its LOSS_GATE_QUANTILE over the runs logging
+    both)."""
     vals = []
     for r in runs:
         acc, loss = np.asarray(r.series["train_acc"], float), np.asarray(r.series.get("train_loss", []), float)
         hit = np.flatnonzero(acc >= 0.99) if len(loss) == len(acc) else []
         if len(hit) and math.isfinite(loss[hit[0]]):
             vals.append(float(loss[hit[0]]))
-    return float(np.median(vals)) if vals else fallback
+    return float(np.quantile(vals, LOSS_GATE_QUANTILE)) if vals else fallback
 
 
 def fit_constants(runs: list[LofoRun], base: WarnConstants | None = None, source: str = "") -> WarnConstants:
@@ -233,16 +239,25 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "coverage": float(np.mean(cov)) if cov else None, "n_forecast": len(cov)}
 
 
-def lofo(runs: list[LofoRun], base: WarnConstants | None = None) -> dict[str, Any]:
+def hidden(run: LofoRun, keys: tuple[str, ...]) -> LofoRun:
+    """The run as if `keys` (e.g. train_acc: the HF Trainer's default logs) had never been logged; its outcome and
+    memorisation step stay those of the full record."""
+    n = len(run.series["step"])
+    series = {**run.series, **{k: np.full(n, np.nan) for k in keys}}
+    return LofoRun(run.family, run.name, run.grok, series, run.group, run.t_mem)
+
+
+def lofo(runs: list[LofoRun], base: WarnConstants | None = None, hide: tuple[str, ...] = ()) -> dict[str, Any]:
     """For every family: constants fitted on the other families, rows of its runs under each detector (DETECTORS);
-    per family and overall summaries, and the fitted constants per fold."""
+    per family and overall summaries, and the fitted constants per fold. `hide`: inputs the held-out runs are scored
+    without (the calibration runs keep them), e.g. ("train_acc",) for a run that logs only its train loss."""
     families = list(dict.fromkeys(r.family for r in runs))
     rows: list[dict[str, Any]] = []
     folds: dict[str, Any] = {}
     for fam in families:
         k = fit_constants([r for r in runs if r.family != fam], base, source=f"all but {fam}")
         folds[fam] = k.to_dict()
-        for r in (r for r in runs if r.family == fam):
+        for r in (hidden(r, hide) if hide else r for r in runs if r.family == fam):
             tr = traces(r, k)
             rows.extend(run_row(r, name, k, tr) for name in DETECTORS)
     out: dict[str, Any] = {"families": families, "rows": rows, "folds": folds, "summary": [], "per_family": []}
