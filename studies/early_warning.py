@@ -460,9 +460,10 @@ def lofo_figure(res: dict[str, Any], runs: list[Any], path: Path) -> None:
                 c = "red" if r["detector"] == "multi-val" else "purple"
                 ax.axvline(r["warning_step"], color=c, lw=1, ls="-", label=f"{r['detector']} warns at "
                            f"{r['warning_step']}")
-                if r.get("predicted"):
+                if r.get("predicted"):  # the forecast interval
                     ax.axvspan(r["lo"], min(r["hi"], st[-1] * 1.5), color=c, alpha=0.08)
-        ax.set(xlabel="step", title=f"{run.family}: {run.name[:32]}", ylim=(-0.1, 3))
+        ax.set(xlabel="step", ylim=(-0.1, 3))
+        ax.set_title(f"held out: {run.family} ({run.group})", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
