@@ -223,3 +223,13 @@ def test_constants_round_trip_and_the_shipped_ones_are_fitted():
     from grokscope.monitor.lofo import _from_dict
 
     assert _from_dict(k.to_dict()) == k
+
+
+def test_the_logistic_transfer_variant_fits_and_separates_a_separable_corpus():
+    from grokscope.monitor.transfer import FEATURES, TransferConfig
+
+    runs = [_synthetic_run(f, i, grok=i < 2, tau_star=5.0) for f in "ab" for i in range(4)]
+    k = fit_constants(runs, WarnConstants(transfer=TransferConfig(score="logistic")))
+    assert len(k.transfer.coef) == len(FEATURES) + 1 and k.transfer.coef[1] > 0  # a falling train loss: grokking
+    res = lofo(runs, WarnConstants(transfer=TransferConfig(score="logistic")))
+    assert next(r for r in res["summary"] if r["detector"] == "transfer")["auroc"] == 1.0

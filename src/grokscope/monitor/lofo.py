@@ -24,7 +24,15 @@ from grokscope.monitor.clock import tau as clock_tau
 from grokscope.monitor.detector import DEFAULT_DETECTOR, score_series
 from grokscope.monitor.evaluate import auroc, roc_curve, run_level_score
 from grokscope.monitor.forecast import Forecast, fit_forecast
-from grokscope.monitor.transfer import abstain_reason, memorised, transfer_score, transfer_signals
+from grokscope.monitor.transfer import (
+    FEATURES,
+    TransferConfig,
+    abstain_reason,
+    features,
+    memorised,
+    transfer_score,
+    transfer_signals,
+)
 
 IMMEDIATE = 3
 DETECTORS = ("multi-val", "transfer", "multi")  # the validation default, the test-free default, the old default
@@ -177,6 +185,40 @@ def loss_gate_of(runs: list[LofoRun], fallback: float) -> float:
     return float(np.quantile(vals, LOSS_GATE_QUANTILE)) if vals else fallback
 
 
+def fit_logistic(runs: list[LofoRun], cfg: TransferConfig, ridge: float = 1e-2) -> tuple[float, ...]:
+    """The logistic transfer score's coefficients: measurements after the burn-in (and before grokking) of grokking
+    runs against those of never-grokking runs, every run weighing the same; Newton's method with a small ridge."""
+    X, y, w = [], [], []
+    for r in runs:
+        if r.immediate or abstain_reason(r.series.get("clock_kind", ["unknown"])[-1], True) is not None:
+            continue
+        sig = transfer_signals(r.series, cfg)
+        st = np.asarray(r.series["step"])
+        keep = (np.nan_to_num(sig["tau"], nan=-1.0) >= cfg.burn_in) & (np.nan_to_num(sig["memorised"]) > 0)
+        if r.grok is not None:
+            keep &= st < r.grok
+        if not keep.any():
+            continue
+        X.append(features(sig, cfg)[keep])
+        y.append(np.full(int(keep.sum()), 1.0 if r.grok is not None else 0.0))
+        w.append(np.full(int(keep.sum()), 1.0 / keep.sum()))
+    if not X or len({float(v[0]) for v in y}) < 2:
+        return (0.0,) * (len(FEATURES) + 1)
+    A = np.c_[np.ones(sum(len(x) for x in X)), np.vstack(X)]
+    yy, ww = np.concatenate(y), np.concatenate(w)
+    b = np.zeros(A.shape[1])
+    pen = ridge * np.diag(np.r_[0.0, np.ones(A.shape[1] - 1)])
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(A @ b, -30, 30)))
+        g = A.T @ (ww * (yy - p)) - pen @ b
+        H = (A * (ww * p * (1 - p))[:, None]).T @ A + pen
+        step = np.linalg.solve(H, g)
+        b += step
+        if np.abs(step).max() < 1e-9:
+            break
+    return tuple(float(v) for v in b)
+
+
 def fit_constants(runs: list[LofoRun], base: WarnConstants | None = None, source: str = "") -> WarnConstants:
     """Every constant of the default warning from `runs` alone: the loss gate, τ* (median clock units from
     memorisation to grokking over the delayed grokking runs with a clock), each detector's threshold (`youden_threshold`
@@ -188,6 +230,8 @@ def fit_constants(runs: list[LofoRun], base: WarnConstants | None = None, source
     tau_star = float(np.median(taus)) if taus else base.transfer.tau_star
     k = replace(base, transfer=replace(base.transfer, loss_gate=gate, tau_star=tau_star,
                                        threshold=math.inf), validation=replace(base.validation, threshold=math.inf))
+    if k.transfer.score == "logistic":
+        k = replace(k, transfer=replace(k.transfer, coef=fit_logistic(runs, k.transfer)))
     trs = [traces(r, k) for r in runs]
     fitted: dict[str, float] = {}
     for name in ("multi-val", "transfer"):
@@ -273,7 +317,7 @@ def lofo(runs: list[LofoRun], base: WarnConstants | None = None, hide: tuple[str
 def _from_dict(d: dict[str, Any]) -> WarnConstants:
     """WarnConstants from its `to_dict()` (a fold's constants as stored in the results)."""
     from grokscope.monitor.detector import DetectorConfig
-    from grokscope.monitor.transfer import TransferConfig
 
-    return WarnConstants(DetectorConfig(**d["validation"]), TransferConfig(**d["transfer"]),
+    t = {**d["transfer"], "coef": tuple(d["transfer"].get("coef", ()))}
+    return WarnConstants(DetectorConfig(**d["validation"]), TransferConfig(**t),
                          Forecast(**d["forecast_validation"]), Forecast(**d["forecast_transfer"]), d.get("source", ""))

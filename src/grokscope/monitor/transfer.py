@@ -13,7 +13,8 @@ norm relative to its peak since memorisation. Per measurement (causal: each entr
   generalising circuit cleans up), one stuck at a memorising equilibrium with decay (too little data, a task it
   cannot learn) does not.
 Scores (`TransferConfig.score`): "loss-drop" (`loss_drop`, gated), "clock" (τ/τ*, gated on memorised and a norm still
-making new lows), "clock-loss" (`loss_drop` × min(1, τ/τ*), gated). It abstains (NaN score, a stated reason) where it
+making new lows), "clock-loss" (`loss_drop` × min(1, τ/τ*), gated), "logistic" (a logistic model on FEATURES, fitted
+by `monitor.lofo`). It abstains (NaN score, a stated reason) where it
 cannot judge: no train metric, no decay, or a decay without a calibrated clock (L2 inside Adam).
 """
 
@@ -28,7 +29,8 @@ import numpy as np
 from grokscope.errors import ConfigError
 from grokscope.monitor.clock import tau as clock_tau
 
-SCORES = ("loss-drop", "clock", "clock-loss")
+SCORES = ("loss-drop", "clock", "clock-loss", "logistic")
+FEATURES = ("loss_drop", "norm_newmin", "clock", "norm_decline")  # the logistic score's inputs (`features`)
 INPUTS = ("weight_norm", "train_acc", "train_loss", "clock_rate", "clock_kind")
 ABSTAIN = {
     "metric": "no train accuracy or train loss logged: it cannot tell when the training set is memorised",
@@ -48,6 +50,7 @@ class TransferConfig:
     tau_star: float = 5.0  # median clock units from memorisation to grokking (the "clock" scores)
     window: float = 1.0  # clock units over which the signals' recent change is measured
     burn_in: float = 1.0  # clock units after memorisation before any score: the decay's transient (norm ~ e^-τ)
+    coef: tuple[float, ...] = ()  # the "logistic" score: intercept, then one weight per FEATURES entry (fitted)
     acc_gate: float = 0.99
     loss_gate: float = 0.1  # train loss that counts as memorised when no train accuracy is logged
     name: str = "transfer"
@@ -108,6 +111,14 @@ def transfer_signals(series: dict[str, Any], cfg: TransferConfig = TransferConfi
             "loss_drop": np.where(np.isfinite(drop), drop, np.nan)}
 
 
+def features(sig: dict[str, np.ndarray], cfg: TransferConfig) -> np.ndarray:
+    """[n, len(FEATURES)]: loss_drop, norm_newmin, min(τ/τ*, 2) and −ln(norm_ratio) (missing: 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = [sig["loss_drop"], sig["norm_newmin"], np.minimum(sig["tau"] / cfg.tau_star, 2.0),
+                -np.log(sig["norm_ratio"])]
+    return np.nan_to_num(np.stack(cols, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def transfer_score(sig: dict[str, np.ndarray], cfg: TransferConfig = TransferConfig()) -> np.ndarray:
     """The score per measurement (0 before memorisation and while not memorised; NaN where a signal is missing)."""
     mem = np.nan_to_num(sig["memorised"])
@@ -116,8 +127,13 @@ def transfer_score(sig: dict[str, np.ndarray], cfg: TransferConfig = TransferCon
         s = sig["loss_drop"]
     elif cfg.score == "clock":
         s = (tau / cfg.tau_star) * (np.nan_to_num(sig["norm_newmin"]) > 0)
-    else:
+    elif cfg.score == "clock-loss":
         s = sig["loss_drop"] * np.minimum(1.0, tau / cfg.tau_star)
+    else:
+        if len(cfg.coef) != len(FEATURES) + 1:
+            raise ConfigError(f"the logistic transfer score needs {len(FEATURES) + 1} coefficients, got {cfg.coef!r}")
+        with np.errstate(over="ignore"):
+            s = 1.0 / (1.0 + np.exp(-(cfg.coef[0] + features(sig, cfg) @ np.asarray(cfg.coef[1:]))))
     return np.where(np.isfinite(tau) & (tau >= cfg.burn_in), np.nan_to_num(s) * mem, 0.0)
 
 
