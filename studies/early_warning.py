@@ -386,6 +386,10 @@ def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> 
         counts[fam] = (f"{sum(r.grok is not None and not r.immediate for r in rs)} grok, "
                        f"{sum(r.grok is None for r in rs)} never, {sum(r.immediate for r in rs)} at once")
     res["counts"] = counts
+    planned: dict[str, int] = {}
+    for g in CORPUS:
+        planned[LOFO_FAMILIES[g.family]] = planned.get(LOFO_FAMILIES[g.family], 0) + len(list(g.runs()))
+    res["stored_of_planned"] = {f: (sum(r.family == f for r in runs), n) for f, n in planned.items()}
     res["shipped"] = fit_constants(runs, source=f"whole stored corpus, {len(runs)} runs").to_dict()
     res["every"] = every
     no_acc = lofo(runs, hide=("train_acc",))  # as the HF Trainer logs by default: train loss, no train accuracy
@@ -397,6 +401,8 @@ def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> 
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(res, indent=1, default=_json_default))
     print(lofo_markdown(res, counts))
+    print("\nstored / planned runs per family: " + ", ".join(f"{f} {a}/{b}" for f, (a, b) in
+                                                             res["stored_of_planned"].items()))
     print("\nheld-out runs scored without their train accuracy (the memorisation gate on the train loss):")
     for r in res["train_loss_only"]:
         print(f"  {r['detector']}: AUROC {_fmt(r['auroc'])}, warned {r['hit']}/{r['n_grok']}, false alarms "

@@ -233,3 +233,24 @@ def test_the_logistic_transfer_variant_fits_and_separates_a_separable_corpus():
     assert len(k.transfer.coef) == len(FEATURES) + 1 and k.transfer.coef[1] > 0  # a falling train loss: grokking
     res = lofo(runs, WarnConstants(transfer=TransferConfig(score="logistic")))
     assert next(r for r in res["summary"] if r["detector"] == "transfer")["auroc"] == 1.0
+
+
+def test_a_detector_written_to_the_older_protocol_gets_only_what_it_names(tmp_path):
+    class Old:  # observe(step, defect, weight_norm, train_acc, test_loss): no train loss, no clock
+        def __init__(self):
+            self.seen = []
+
+        def observe(self, step, defect, weight_norm=None, train_acc=None, test_loss=None):
+            self.seen.append((step, train_acc))
+
+    model = nn.Linear(3, 2)
+    X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    det = Old()
+    mon = Monitor(model, F.cross_entropy, (X, y), out=tmp_path / "m", batch_size=8, defect_every=2, verbose=False,
+                  optimizer=opt, detector=det)
+    for step in range(1, 5):
+        mon.step(step, {"train_loss": 1.0, "train_acc": 0.5})
+    mon.close()
+    assert det.seen == [(0, None), (2, 0.5), (4, 0.5)]
+    assert RunDir(tmp_path / "m").summary()["monitor"]["detector"]["reason"].startswith("chosen by the user")

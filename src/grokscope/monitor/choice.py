@@ -12,6 +12,7 @@ Where train accuracy is not logged, memorisation is read off the train loss (`Tr
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -156,6 +157,19 @@ class AutoDetector:
         if c["detector"] == "transfer" and self.free.abstain:
             text += f". It abstains for now: {self.free.abstain}"
         return text
+
+
+def detector_kwargs(detector: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs a detector's `observe` takes: all of them where it takes **kwargs, else those it names (a user's
+    detector written to the older protocol, step/defect/weight_norm/train_acc/test_loss, keeps working)."""
+    try:
+        params = inspect.signature(detector.observe).parameters.values()
+    except (TypeError, ValueError):
+        return inputs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return inputs
+    names = {p.name for p in params}
+    return {k: v for k, v in inputs.items() if k in names}
 
 
 def replay_auto(series: dict[str, Any], mode: str = "auto", constants: WarnConstants | None = None

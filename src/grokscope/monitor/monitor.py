@@ -42,7 +42,7 @@ from grokscope.geometry.hessian import lanczos
 from grokscope.llc import LLCSettings, ParamsModule, chains_level_off, estimate_llc, module_loss, require_devinterp
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.checks import check_optimizer, probe
-from grokscope.monitor.choice import AutoDetector
+from grokscope.monitor.choice import AutoDetector, detector_kwargs
 from grokscope.monitor.clock import clock_of
 from grokscope.monitor.detector import Detector
 from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch, all_finite
@@ -364,7 +364,7 @@ class Monitor:
             return None
         inputs = self._detector_inputs()
         self.detector_inputs.append({"step": step, "defect": median, **inputs})
-        event = self.detector.observe(step, median, **inputs)
+        event = self.detector.observe(step, median, **detector_kwargs(self.detector, inputs))
         if event is not None:
             self._warn(event)
         return event
