@@ -2,9 +2,9 @@
 
 Where the optimiser has a decay clock (`monitor.clock`), the norm-delay law: grokking comes τ* clock units after
 memorisation, so from a warning at step t with τ_t units elapsed and the current rate r the raw forecast is
-t̂ = t + max(τ* − τ_t, 0)/r. Its point estimate and interval are t̂ · exp(q) for the quantiles q_lo, q_mid, q_hi of
-log(t_grok / t̂) over the calibration runs the detector warned in time. Without a clock (no decay): a ratio of the
-warning step, [r_lo, r_mid, r_hi] × t, the quantiles of t_grok / t_warn over those runs.
+t̂ = t + max(τ* − τ_t, 0)/r. Its point estimate and interval are t̂ · exp(q) for q_mid the median and [q_lo, q_hi] the
+range of log(t_grok / t̂) over the calibration runs the detector warned in time (`QUANTILES`). Without a clock (no
+decay): a ratio of the warning step, [r_lo, r_mid, r_hi] × t, the same statistics of t_grok / t_warn over those runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-QUANTILES = (0.05, 0.5, 0.95)  # a nominal 90 % interval (the target is >= 80 % coverage out of family)
+# the range and the median: with n calibration warnings (about 10 per fold), the range of their residuals holds a new
+# exchangeable run's with probability (n − 1)/(n + 1), about 80 %; interpolated 5 / 95 % quantiles hold fewer
+QUANTILES = (0.0, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
