@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's own modules, also when loaded by path
-from ew_corpus import CORPUS, PARTS, group_dir  # noqa: E402
+from ew_corpus import CORPUS, LOFO_FAMILIES, PARTS, group_dir  # noqa: E402
 from ew_models import setup  # noqa: E402
 from ew_train import status, stored_budget, train_corpus  # noqa: E402
 
@@ -82,12 +82,56 @@ def load_corpus(store: Path, every: int) -> list[Record]:
             s = run_series(run, every)
             if s is None:
                 continue
+            s.update(clock_series(run, len(s["step"])))
             full = run_series(run)
             mem = np.flatnonzero(full["train_acc"] >= 0.99)
             t_mem = int(full["step"][mem[0]]) if len(mem) else None
             out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run),
                               stored_budget(run.path, g.steps), s, t_mem))
     return out
+
+
+def clock_series(run: Any, n: int) -> dict[str, Any]:
+    """The run's optimiser clock per measurement (constant over a corpus run): its config's optimiser, corrected by
+    `ew_run.json` where the stored name is a wrapper's (`monitor.clock.clock_of_config`)."""
+    from ew_train import META
+
+    from grokscope.monitor.clock import clock_of_config
+
+    meta = json.loads((run.path / META).read_text()) if (run.path / META).exists() else None
+    c = clock_of_config(run.config().optim, meta)
+    return {"clock_rate": np.full(n, c.rate), "clock_kind": [c.kind] * n}
+
+
+def lofo_runs(store: Path, every: int) -> list[Any]:
+    """The stored corpus as leave-one-family-out runs (`monitor.lofo.LofoRun`), families by `LOFO_FAMILIES`."""
+    from grokscope.monitor.lofo import LofoRun
+
+    return [LofoRun(LOFO_FAMILIES[r.family], r.name, r.grok, r.series, group=r.family)
+            for r in load_corpus(store, every)]
+
+
+def lofo_markdown(res: dict[str, Any], counts: dict[str, str]) -> str:
+    """The LOFO tables: overall (with the targets) and per family, each detector."""
+    targets = {"multi-val": "≥ 90 % warned, ≤ 10 % false alarms, lead ≥ 0.3, coverage ≥ 80 %",
+               "transfer": "AUROC ≥ 0.9, ≥ 70 % warned at ≤ 10 % false alarms", "multi": "(reference)"}
+    head = ("| detector | grok / never (at once; abstained) | AUROC | warned before grokking | false alarms | "
+            "warned at ≤ 10 % false alarms | median lead / t_grok | forecast error | interval coverage |")
+    sep = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+
+    def line(first: str, r: dict[str, Any]) -> str:
+        return (f"| {first} | {r['n_grok']} / {r['never']} ({r['immediate']}; {r['abstained']}) | {_fmt(r['auroc'])} "
+                f"| {r['hit']}/{r['n_grok']} ({_fmt(r['hit_rate'], '.0%')}) "
+                f"| {r['false_alarms']}/{r['never']} ({_fmt(r['false_alarm_rate'], '.0%')}) "
+                f"| {_fmt(r['hit_at_fa10'], '.0%')} | {_fmt(r['median_lead_fraction'])} "
+                f"| {_fmt(r['forecast_error'])} | {_fmt(r['coverage'], '.0%')} ({r['n_forecast']}) |")
+
+    out = [head + " target |", sep + "---|"]
+    out += [line(r["detector"], r) + f" {targets[r['detector']]} |" for r in res["summary"]]
+    out += ["", "| family (runs) | " + head.split("| ", 2)[2], "|---|---|" + sep.split("|", 3)[3]]
+    for r in res["per_family"]:
+        out.append(line(f"{r['family']} ({counts.get(r['family'], '')}), {r['detector']}", r))
+    return "\n".join(out)
 
 
 def threshold_rule_scores(rec: Record) -> tuple[np.ndarray, int | None]:
@@ -153,7 +197,7 @@ def _rate(k: int, of: list) -> float | None:
     return k / len(of) if of else None
 
 
-def calibrate(records: list[Record], cfg: Any) -> dict[str, float]:
+def fit_operating_point(records: list[Record], cfg: Any) -> dict[str, float]:
     """The operating point and window of a detector, from calibration runs only: the threshold maximising hit rate
     − false-alarm rate over the midpoints between distinct run scores (the middle one of several optima), and
     the window [min, median, max] of t_grok / t_warn over the delayed grokking runs it then warns in time."""
@@ -290,7 +334,9 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "all"))
+    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "lofo", "all"))
+    ap.add_argument("--results", type=Path, default=Path.home() / ".cache" / "grokscope" / "ew-lofo.json",
+                    help="where `lofo` writes its rows and tables (never into the corpus store)")
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
     ap.add_argument("--only", choices=PARTS, default=None, help="one part of the corpus")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
@@ -306,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
 
         records = [r for r in load_corpus(args.store, 200) if r.part == "calib"]
         for cfg in (DEFAULT_DETECTOR, VALIDATION_DETECTOR):
-            print(cfg.name, calibrate(records, cfg))
+            print(cfg.name, fit_operating_point(records, cfg))
+    if args.what == "lofo":
+        run_lofo(args.store, args.results, args.figure.with_name("early-warning-lofo.png") if args.figure else None)
     if args.what in ("score", "all"):
         res = results(args.store)
         res["cost"] = cost(args.store)
@@ -321,6 +369,112 @@ def main(argv: list[str] | None = None) -> int:
         if args.figure:
             figure(res, args.store, args.figure)
     return 0
+
+
+def run_lofo(store: Path, results: Path, fig: Path | None, every: int = 200) -> dict[str, Any]:
+    """Leave-one-family-out scoring of the stored corpus at the monitor's default cadence, the constants fitted on
+    all of it (the shipped defaults' rule), the tables, and the figure."""
+    from grokscope.monitor.choice import WarnConstants
+    from grokscope.monitor.lofo import fit_constants, lofo
+    from grokscope.monitor.transfer import SCORES, TransferConfig
+
+    runs = lofo_runs(store, every)
+    res = lofo(runs)
+    counts = {}
+    for fam in res["families"]:
+        rs = [r for r in runs if r.family == fam]
+        counts[fam] = (f"{sum(r.grok is not None and not r.immediate for r in rs)} grok, "
+                       f"{sum(r.grok is None for r in rs)} never, {sum(r.immediate for r in rs)} at once")
+    res["counts"] = counts
+    planned: dict[str, int] = {}
+    for g in CORPUS:
+        planned[LOFO_FAMILIES[g.family]] = planned.get(LOFO_FAMILIES[g.family], 0) + len(list(g.runs()))
+    res["stored_of_planned"] = {f: (sum(r.family == f for r in runs), n) for f, n in planned.items()}
+    res["shipped"] = fit_constants(runs, source=f"whole stored corpus, {len(runs)} runs").to_dict()
+    res["every"] = every
+    no_acc = lofo(runs, hide=("train_acc",))  # as the HF Trainer logs by default: train loss, no train accuracy
+    res["train_loss_only"] = no_acc["summary"]
+    res["transfer_variants"] = {}  # the transfer detector's score forms, each left-one-family-out (an ablation)
+    for form in SCORES:
+        alt = lofo(runs, WarnConstants(transfer=TransferConfig(score=form)))
+        res["transfer_variants"][form] = next(r for r in alt["summary"] if r["detector"] == "transfer")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(res, indent=1, default=_json_default))
+    print(lofo_markdown(res, counts))
+    print("\nstored / planned runs per family: " + ", ".join(f"{f} {a}/{b}" for f, (a, b) in
+                                                             res["stored_of_planned"].items()))
+    print("\nheld-out runs scored without their train accuracy (the memorisation gate on the train loss):")
+    for r in res["train_loss_only"]:
+        print(f"  {r['detector']}: AUROC {_fmt(r['auroc'])}, warned {r['hit']}/{r['n_grok']}, false alarms "
+              f"{r['false_alarms']}/{r['never']}, at <= 10 % false alarms {_fmt(r['hit_at_fa10'], '.0%')}")
+    print("\n| transfer score form | AUROC | warned before grokking | false alarms | warned at ≤ 10 % false alarms |"
+          "\n|---|---:|---:|---:|---:|")
+    for form, r in res["transfer_variants"].items():
+        print(f"| {form} | {_fmt(r['auroc'])} | {r['hit']}/{r['n_grok']} | {r['false_alarms']}/{r['never']} "
+              f"| {_fmt(r['hit_at_fa10'], '.0%')} |")
+    print("\nshipped constants (fitted on all stored runs):", json.dumps(res["shipped"], indent=1))
+    if fig:
+        lofo_figure(res, runs, fig)
+    return res
+
+
+def lofo_figure(res: dict[str, Any], runs: list[Any], path: Path) -> None:
+    """Left: the pooled out-of-family ROC of each detector (score / its fold's threshold). Right: three held-out runs'
+    transfer and validation scores with warnings, forecasts and grok steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from grokscope.monitor.choice import WarnConstants
+    from grokscope.monitor.evaluate import roc_curve
+    from grokscope.monitor.lofo import negatives, positives, traces
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    ax = axes[0]
+    for s in res["summary"]:
+        rows = [r for r in res["rows"] if r["detector"] == s["detector"]]
+        fpr, tpr, _ = roc_curve([r["norm_score"] for r in positives(rows)], [r["norm_score"] for r in negatives(rows)])
+        ax.step(fpr, tpr, where="post", label=f"{s['detector']} ({_fmt(s['auroc'])})", lw=2 if s["detector"] != "multi"
+                else 1)
+    ax.axvline(0.1, color="grey", lw=0.5, ls="--")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="false-alarm rate", ylabel="hit rate (warned before grokking)",
+           title="leave-one-family-out ROC (every 200)")
+    ax.legend(fontsize=7, loc="lower right")
+    picks = []
+    for fam in ("hf-gpt2", "lightning-trunk", "plain-mlp-parity", "trunk-modular", "embed-mlp-adam-l2"):
+        r = next((r for r in runs if r.family == fam and r.grok is not None and not r.immediate), None)
+        if r is not None and len(picks) < 3:
+            picks.append(r)
+    for ax, run in zip(axes[1:], picks + [None] * (3 - len(picks)), strict=True):
+        if run is None:
+            ax.set_axis_off()
+            continue
+        k = res["folds"][run.family]
+        from grokscope.monitor.lofo import _from_dict
+
+        kk: WarnConstants = _from_dict(k)
+        tr = traces(run, kk)
+        st = run.series["step"]
+        for name, thr in (("multi-val", kk.validation.threshold), ("transfer", kk.transfer.threshold)):
+            ax.plot(st, np.nan_to_num(tr[name]) / thr, label=f"{name} score / threshold", lw=1.5)
+        ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+        ax.axvline(run.grok, color="green", lw=1.2, label=f"grokked at {run.grok}")
+        for r in res["rows"]:
+            if r["run"] == run.name and r["group"] == run.group and r["detector"] != "multi" and r["warning_step"]:
+                c = "red" if r["detector"] == "multi-val" else "purple"
+                ax.axvline(r["warning_step"], color=c, lw=1, ls="-", label=f"{r['detector']} warns at "
+                           f"{r['warning_step']}")
+                if r.get("predicted"):  # the forecast interval
+                    ax.axvspan(r["lo"], min(r["hi"], st[-1] * 1.5), color=c, alpha=0.08)
+        ax.set(xlabel="step", ylim=(-0.1, 3))
+        ax.set_title(f"held out: {run.family} ({run.group})", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
 
 
 def figure(res: dict[str, Any], store: Path, path: Path) -> None:

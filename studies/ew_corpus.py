@@ -144,6 +144,16 @@ V2: tuple[Group, ...] = (
           steps=15000, max_steps=36000, small_frac=0.15, small_lr=1e-4, control_seeds=1, late_controls=True),
 )
 
+# Leave-one-family-out units (issue 38): groups of one model class on one task kind, so a held-out family is unseen
+LOFO_FAMILIES: dict[str, str] = {
+    **{f: "trunk-modular" for f in ("add", "mul", "sq_ab", "add-small-frac", "sub", "div", "sq", "cube_ab",
+                                    "sub-small-frac")},
+    **{f: "grokscope-mlp-modular" for f in ("add-mlp", "add-mlp-f0.3", "sub-mlp", "sub-mlp-f0.3")},
+    **{f: "plain-mlp-parity" for f in ("parity-plain-mlp", "parity-plain-mlp-b0.999", "parity-plain-mlp-sgd")},
+    "s4-plain-trunk": "plain-trunk-s4", "embed-mlp-adam-l2": "embed-mlp-adam-l2",
+    "lightning-trunk-sub": "lightning-trunk", "hf-gpt2-mul": "hf-gpt2", "tl-bridge-add": "tl-bridge",
+}
+
 # `schedule` trains in this order: v2's cheap families (new), issue 24's, then the costly bridge
 CORPUS: tuple[Group, ...] = V2[:-1] + ISSUE24 + V2[-1:]
 

@@ -57,6 +57,10 @@ def test_run_with_the_callback_equals_one_without_bit_for_bit(tmp_path, capsys):
     m = run.metrics()
     assert {(s, sp) for s, sp in zip(m.step, m.split)} >= {(4, "train"), (6, "test"), (12, "test")}
     assert run.summary()["finished"] and run.summary()["steps_trained"] == 12
+    # eval_loss is the held-out loss: the default warning runs the validation detector, and says so
+    assert run.summary()["monitor"]["detector"]["running"] == "multi-val"
+    assert run.config().optim.name == "adamw"  # accelerate's wrapper unwrapped
+    assert set(run.table("detector_inputs").clock_kind) == {"decoupled"}
     assert_cli_reads(tmp_path / "store", run, capsys)
 
 

@@ -79,6 +79,8 @@ def test_run_with_the_callback_equals_one_without_bit_for_bit(tmp_path, capsys):
     m = run.metrics()
     assert sorted(m.step.unique()) == [8, 16, 24] and set(m.split) == {"train", "test"}
     assert run.summary()["finished"] and run.summary()["steps_trained"] == 24
+    det = run.summary()["monitor"]["detector"]  # val_loss is the held-out loss: the validation detector runs
+    assert det["running"] == "multi-val" and det["since_step"] == 12 and "held-out" in det["reason"]
     assert_cli_reads(tmp_path / "store", run, capsys)
 
 

@@ -125,9 +125,10 @@ def test_the_monitor_default_warns_live_and_runs_warnings_replays_the_same_step(
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(4)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=1.0)
-    mon = Monitor(model, F.cross_entropy, (X, y), out=tmp_path / "d", batch_size=16, defect_every=5, verbose=False)
-    for step in range(1, 61):
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.5)
+    mon = Monitor(model, F.cross_entropy, (X, y), out=tmp_path / "d", batch_size=16, defect_every=5, verbose=False,
+                  optimizer=opt)
+    for step in range(1, 121):
         loss = F.cross_entropy(model(X), y)
         opt.zero_grad()
         loss.backward()
@@ -136,7 +137,8 @@ def test_the_monitor_default_warns_live_and_runs_warnings_replays_the_same_step(
             acc = float((model(X).argmax(1) == y).float().mean())
         mon.step(step, {"train_loss": loss.item(), "train_acc": acc, "test_acc": 0.5} if step % 5 == 0 else None)
     mon.close()
-    assert mon.events and mon.events[0].detector == "multi"
+    assert mon.events and mon.events[0].detector == "transfer"  # no held-out loss logged: the test-free default
+    assert RunDir(tmp_path / "d").summary()["monitor"]["detector"]["running"] == "transfer"
     assert cli(["runs", "warnings", str(tmp_path / "d"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["runs"][0]
     assert row["warning_step"] == mon.events[0].step and row["predicted"] == mon.events[0].predicted_grok

@@ -44,8 +44,25 @@ def test_outcomes_summary_and_calibration_rule(ew):
     s = ew.summarise(rows)
     assert (s["n_grok"], s["never"], s["immediate"], s["hit"], s["false_alarms"], s["auroc"]) == (2, 2, 1, 2, 0, 1.0)
     assert ew.summarise(rows, immediate=True)["n_grok"] == 3
-    cal = ew.calibrate(recs, DEFAULT_DETECTOR)
+    cal = ew.fit_operating_point(recs, DEFAULT_DETECTOR)
     # the optimum lies between the best never-grokking run score (0.2) and the worst grokking one before grokking
     worst_pos = min(by["g1"]["run_score"], by["g2"]["run_score"])
     assert cal["threshold"] == pytest.approx((0.2 + worst_pos) / 2, abs=1e-4) and cal["youden_j"] == 1.0
     assert cal["ratio_lo"] <= cal["ratio_mid"] <= cal["ratio_hi"]
+
+
+def test_every_group_of_the_corpus_has_a_lofo_family_and_the_tables_render(ew):
+    from ew_corpus import CORPUS, LOFO_FAMILIES
+
+    from grokscope.monitor.lofo import LofoRun, lofo
+
+    assert set(LOFO_FAMILIES) == {g.family for g in CORPUS} and len(set(LOFO_FAMILIES.values())) >= 8
+    runs = []
+    for fam in ("x", "y"):
+        for r in (_record(ew, "v2", 0.6, 1400, name="g"), _record(ew, "v2", 0.0, None, name="n")):
+            s = {**r.series, "train_loss": np.exp(-r.series["step"] / (300 if r.grok else 1e9)),
+                 "clock_rate": np.full(20, 5e-3), "clock_kind": ["decoupled"] * 20}
+            runs.append(LofoRun(fam, f"{fam}-{r.name}", r.grok, s, group=fam))
+    res = lofo(runs)
+    text = ew.lofo_markdown(res, {"x": "1 grok, 1 never", "y": "1 grok, 1 never"})
+    assert text.count("\n| x (1 grok, 1 never), ") == 3 and "AUROC ≥ 0.9" in text

@@ -15,7 +15,7 @@ from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError, StoreError
 from grokscope.formatting import fmt
 from grokscope.monitor.detector import MULTI_DETECTORS
-from grokscope.monitor.evaluate import fit_lead_model, warning_summary, warning_table
+from grokscope.monitor.evaluate import AUTO_MODES, fit_lead_model, warning_summary, warning_table
 from grokscope.monitor.tensorboard import require, write_run
 from grokscope.monitor.warning import DEFAULT_LEAD, DETECTORS
 from grokscope.store import TENSORBOARD_DIR, RunDir, check_out, diverged_step, find_runs
@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tb.set_defaults(func=tensorboard)
     wr = verbs.add_parser("warnings", help="replay the early-warning detector on stored runs' inline defects")
     wr.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders of runs")
-    wr.add_argument("--detector", default="multi",
-                    help="multi (the multi-signal detector, default; docs/early-warning.md), multi-val (its variant "
-                         "that also reads the test loss), threshold (P2's defect onset) or envelope (P1's)")
+    wr.add_argument("--detector", default="auto",
+                    help="auto (the monitor's default: the validation detector where a held-out loss is logged, the "
+                         "test-free transfer detector otherwise; docs/early-warning.md), transfer, multi (issue 24's "
+                         "multi-signal detector), multi-val (its variant that also reads the test loss), threshold "
+                         "(P2's defect onset) or envelope (P1's)")
     wr.add_argument("--calibrate", default=None, metavar="STORE",
                     help="fit the lead relation on the runs of STORE (default: the built-in calibration)")
     wr.add_argument("--every", type=int, default=None, metavar="N",
@@ -130,9 +132,9 @@ def tensorboard(args: argparse.Namespace) -> int:
 
 
 def warnings(args: argparse.Namespace) -> int:
-    if args.detector not in DETECTORS and args.detector not in MULTI_DETECTORS:
+    if args.detector not in DETECTORS and args.detector not in MULTI_DETECTORS and args.detector not in AUTO_MODES:
         raise ConfigError(f"unknown detector {args.detector!r}; choose from "
-                          f"{', '.join([*MULTI_DETECTORS, *DETECTORS])}")
+                          f"{', '.join([*AUTO_MODES, *MULTI_DETECTORS, *DETECTORS])}")
     lead = fit_lead_model(find_runs([args.calibrate]), source=str(args.calibrate)) if args.calibrate else DEFAULT_LEAD
     runs = find_runs(args.runs)
     if not runs:
@@ -149,7 +151,9 @@ def warnings(args: argparse.Namespace) -> int:
     shown = pd.DataFrame({c: table[c].map(lambda v, spec=spec: fmt(v, spec)) for c, spec in cols.items()})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(shown.to_string(index=False) if len(table) else "no runs with an inline defect table")
-    if args.detector in MULTI_DETECTORS:
+    if args.detector in AUTO_MODES:
+        print(f"detector {args.detector}: the monitor's default (monitor.choice); forecasts by the norm-delay law")
+    elif args.detector in MULTI_DETECTORS:
         c = MULTI_DETECTORS[args.detector]
         print(f"detector {args.detector}: threshold {c.threshold:g}, window {c.ratio_lo:g}–{c.ratio_hi:g} x the "
               "warning step")

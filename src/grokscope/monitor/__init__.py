@@ -1,12 +1,13 @@
 """grokscope on any training loop: `Monitor` records grokscope's measurements of a user's own model."""
 
 from grokscope.monitor.batches import BatchSource, CallableBatches, DatasetBatches, TensorBatches, make_source
+from grokscope.monitor.choice import AutoDetector, WarnConstants
 from grokscope.monitor.detector import DEFAULT_DETECTOR, DetectorConfig, MultiSignalDetector
 from grokscope.monitor.divergence import DivergenceEvent
 from grokscope.monitor.monitor import Monitor, parse_metric
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.warning import DEFAULT_LEAD, LeadModel, OnsetDetector, WarningEvent, replay
 
-__all__ = ["DEFAULT_DETECTOR", "DEFAULT_LEAD", "BatchSource", "CallableBatches", "DatasetBatches", "DetectorConfig",
-           "DivergenceEvent", "LeadModel", "Monitor", "MonitorConfig", "MultiSignalDetector", "OnsetDetector",
-           "TensorBatches", "WarningEvent", "make_source", "parse_metric", "replay"]
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_LEAD", "AutoDetector", "BatchSource", "CallableBatches", "DatasetBatches",
+           "DetectorConfig", "DivergenceEvent", "LeadModel", "Monitor", "MonitorConfig", "MultiSignalDetector",
+           "OnsetDetector", "TensorBatches", "WarnConstants", "WarningEvent", "make_source", "parse_metric", "replay"]

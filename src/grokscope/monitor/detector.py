@@ -140,8 +140,9 @@ class MultiSignalDetector:
     fired: WarningEvent | None = None
 
     def observe(self, step: int, defect: float, weight_norm: float | None = None, train_acc: float | None = None,
-                test_loss: float | None = None) -> WarningEvent | None:
-        """Add one measurement, score the series so far, and fire once at the threshold."""
+                test_loss: float | None = None, **other: Any) -> WarningEvent | None:
+        """Add one measurement, score the series so far, and fire once at the threshold (`other` inputs the monitor
+        passes, e.g. train_loss and the optimiser's clock, are not read)."""
         if self.steps and step <= self.steps[-1]:
             raise ValueError(f"measurement at step {step} after step {self.steps[-1]}: steps must increase")
         self.steps.append(int(step))
@@ -174,7 +175,7 @@ def variant(cfg: DetectorConfig, **changes: Any) -> DetectorConfig:
 
 
 # The default operating point and the validation variant, chosen on the calibration part of the corpus only
-# (`python benchmarks/early_warning.py calibrate`, docs/early-warning.md): the threshold maximising hit rate −
+# (`python studies/early_warning.py calibrate`, docs/early-warning.md): the threshold maximising hit rate −
 # false-alarm rate over the calibration runs at defects every 200 steps (the midpoint between the two run scores
 # that bound the optimum), the window [min, median, max] of t_grok / t_warn over the calibration runs then warned
 # in time (6 runs test-free, 8 with the test loss). Signals and weights were fixed before any evaluation run was

@@ -17,6 +17,8 @@ import pandas as pd
 
 from grokscope.errors import StoreError
 from grokscope.geometry.onset import defect_timing
+from grokscope.monitor.choice import replay_auto
+from grokscope.monitor.clock import clock_of_config
 from grokscope.monitor.detector import (
     DEFAULT_DETECTOR,
     INPUTS,
@@ -25,7 +27,9 @@ from grokscope.monitor.detector import (
     MultiSignalDetector,
 )
 from grokscope.monitor.warning import DEFAULT_LEAD, P2_ALPHA, LeadModel, WarningEvent, replay
-from grokscope.store import DEFECT_TABLE, METRICS_TABLE, RunDir
+from grokscope.store import DEFECT_TABLE, DETECTOR_TABLE, METRICS_TABLE, RunDir
+
+AUTO_MODES = ("auto", "transfer")
 
 
 def _grok(run: RunDir) -> int | None:
@@ -45,11 +49,12 @@ def _series(run: RunDir, every: int | None = None) -> tuple[np.ndarray, np.ndarr
     return (d["step"].to_numpy(), d["defect"].to_numpy(dtype=float)) if len(d) else None
 
 
-def warning_table(runs: list[RunDir], detector: str = "multi", lead_model: LeadModel = DEFAULT_LEAD,
+def warning_table(runs: list[RunDir], detector: str = "auto", lead_model: LeadModel = DEFAULT_LEAD,
                   every: int | None = None, **options: Any) -> pd.DataFrame:
     """One row per run with an inline defect series: config, grok step, warning step, onset, lead, window
-    (`detector`: "multi" (the default multi-signal detector), "multi-val" (its variant reading the test loss), or
-    P2's "threshold" / P1's "envelope" onset rule; `every`: replay only the measurements at multiples of `every`
+    (`detector`: "auto" (the monitor's default: `monitor.choice`), "transfer" (its test-free detector), "multi"
+    (issue 24's multi-signal detector), "multi-val" (its variant reading the test loss), or P2's "threshold" / P1's
+    "envelope" onset rule; `every`: replay only the measurements at multiples of `every`
     steps)."""
     rows = []
     for run in runs:
@@ -58,7 +63,9 @@ def warning_table(runs: list[RunDir], detector: str = "multi", lead_model: LeadM
             continue
         cfg, summ = run.config(), run.summary()
         grok = _grok(run)
-        if detector in MULTI_DETECTORS:
+        if detector in AUTO_MODES:
+            ev = replay_auto(auto_series(run, every), detector)[1]
+        elif detector in MULTI_DETECTORS:
             ev = replay_multi(run_series(run, every), MULTI_DETECTORS[detector])[1]
         else:
             ev = replay(*s, detector=detector, lead_model=lead_model, **options)
@@ -128,9 +135,9 @@ def fit_lead_model(runs: list[RunDir], alpha: float | None = P2_ALPHA, source: s
 # ---- the multi-signal detector on stored runs, and run-level ROC ------------------------------------------------
 def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] | None:
     """A run's detector inputs per inline defect measurement, in step order: `step`, `defect`, and the latest
-    metrics logged at or before that step, `weight_norm`, `train_acc` and `test_loss` (the first task's; NaN
-    before anything was logged), as the monitor passes them live. `every`: only the measurements at multiples
-    of `every` steps."""
+    metrics logged at or before that step, `weight_norm`, `train_acc`, `train_loss` and `test_loss` (the first
+    task's; NaN before anything was logged), as the monitor passes them live. `every`: only the measurements at
+    multiples of `every` steps."""
     s = _series(run, every)
     if s is None:
         return None
@@ -139,7 +146,7 @@ def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] |
     m = run.table(METRICS_TABLE) if run.has_table(METRICS_TABLE) else None
     task = run.config().data.tasks[0] if run.config().data.tasks else None
     for key, split, col in (("weight_norm", "train", "weight_norm"), ("train_acc", "train", "acc"),
-                            ("test_loss", "test", "loss")):
+                            ("train_loss", "train", "loss"), ("test_loss", "test", "loss")):
         if m is None or col not in m:
             out[key] = np.full(len(steps), np.nan)
             continue
@@ -147,6 +154,25 @@ def run_series(run: RunDir, every: int | None = None) -> dict[str, np.ndarray] |
         by_step = rows.groupby("step")[col].first().sort_index()
         out[key] = by_step.reindex(steps, method="ffill").to_numpy(dtype=float)  # the latest logged (as live)
     return out
+
+
+def auto_series(run: RunDir, every: int | None = None) -> dict[str, Any] | None:
+    """The default detector's inputs per measurement: a monitored run's own record of them (`detector_inputs`: what
+    the live detector saw, the optimiser's clock included), else `run_series` with the clock of the run's config.
+    `every`: only the measurements at multiples of `every` steps."""
+    if run.has_table(DETECTOR_TABLE):
+        d = run.table(DETECTOR_TABLE).sort_values("step")
+        if every:
+            d = d[d["step"] % every == 0]
+        out: dict[str, Any] = {k: d[k].to_numpy() for k in d.columns if k != "clock_kind"}
+        if "clock_kind" in d:
+            out["clock_kind"] = [None if not isinstance(v, str) else v for v in d["clock_kind"]]
+        return out
+    s = run_series(run, every)
+    if s is None:
+        return None
+    c = clock_of_config(run.config().optim)
+    return {**s, "clock_rate": np.full(len(s["step"]), c.rate), "clock_kind": [c.kind] * len(s["step"])}
 
 
 def replay_multi(series: dict[str, np.ndarray], cfg: DetectorConfig | None = None

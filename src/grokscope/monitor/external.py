@@ -11,6 +11,7 @@ import torch
 
 from grokscope.config import OptimConfig
 from grokscope.errors import ConfigError
+from grokscope.monitor.clock import unwrap
 
 __all__ = ["KINDS", "SPLITS", "metric_values", "optim_config", "parse_metric"]
 
@@ -54,6 +55,7 @@ def optim_config(optimizer: torch.optim.Optimizer | None, batch: int | None) -> 
     nan = float("nan")
     if optimizer is None:
         return OptimConfig(name="unknown", lr=nan, wd=nan, beta1=nan, beta2=nan, eps=nan, clip=nan, batch=batch)
+    optimizer = unwrap(optimizer)  # accelerate's / Lightning's wrapper: the torch optimiser inside
     g = optimizer.param_groups[0]
     betas = g.get("betas", (nan, nan))
     return OptimConfig(name=type(optimizer).__name__.lower(), lr=float(g.get("lr", nan)),

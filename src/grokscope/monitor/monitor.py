@@ -49,7 +49,9 @@ from grokscope.geometry.llc import (
 )
 from grokscope.monitor.batches import make_source
 from grokscope.monitor.checks import check_optimizer, probe
-from grokscope.monitor.detector import Detector, MultiSignalDetector
+from grokscope.monitor.choice import AutoDetector, detector_kwargs
+from grokscope.monitor.clock import clock_of
+from grokscope.monitor.detector import Detector
 from grokscope.monitor.divergence import DivergenceEvent, DivergenceWatch, all_finite
 from grokscope.monitor.external import metric_values, optim_config, parse_metric
 from grokscope.monitor.functional import Forward, LossFn, Params, Target
@@ -130,7 +132,8 @@ class Monitor:
             defect_every=self.cfg.defect_every, defect_draws=self.cfg.draws, preset="monitor",
             tag=self.run.path.name)
         self.seed = int(seed)
-        self.detector = detector if detector is not None else (MultiSignalDetector() if self.cfg.warn else None)
+        self.optimizer = optimizer  # read at each measurement: the test-free detector's clock (lr, decay, kind)
+        self.detector = detector if detector is not None else (AutoDetector() if self.cfg.warn else None)
         self.on_warning = on_warning
         self.divergence, self.on_divergence = DivergenceWatch(), on_divergence
         self.events: list[WarningEvent] = []
@@ -167,6 +170,8 @@ class Monitor:
             else:
                 continue_record(self, found, start)
             self._tb = self._open_tensorboard(tensorboard, None if found is None else start + 1)
+            if isinstance(self.detector, AutoDetector):  # after a replay: the choice is said once, when it is made
+                self.detector.on_choice = self._say_choice
             if found is None:
                 self._record(start, None, self._due(start, force=True))
             self.flush()  # the record exists in full from the start
@@ -367,18 +372,31 @@ class Monitor:
             return None
         inputs = self._detector_inputs()
         self.detector_inputs.append({"step": step, "defect": median, **inputs})
-        event = self.detector.observe(step, median, **inputs)
+        event = self.detector.observe(step, median, **detector_kwargs(self.detector, inputs))
         if event is not None:
             self._warn(event)
         return event
 
-    def _detector_inputs(self) -> dict[str, float | None]:
-        """The detector's other inputs now: the weight norm, and the first task's latest logged train accuracy and
-        test loss (None if never logged)."""
-        task = self.tasks[0]
-        test = next((r["loss"] for r in reversed(self.rows) if r["task"] == task and r["split"] == "test"), None)
-        return {"weight_norm": self.target.weight_norm(), "train_acc": self.final_acc.get(task, {}).get("train"),
-                "test_loss": test}
+    def _detector_inputs(self) -> dict[str, Any]:
+        """The detector's other inputs now: the weight norm; the latest logged train accuracy, train loss and
+        held-out loss of the first task that logged any (None if never logged); the optimiser's clock (rate, kind)."""
+        task = next((t for t in self.tasks if any(r["task"] == t for r in self.rows)), self.tasks[0])
+
+        def latest(split: str, kind: str) -> float | None:
+            return next((r[kind] for r in reversed(self.rows) if r["task"] == task and r["split"] == split
+                         and not math.isnan(r[kind])), None)
+
+        clock = clock_of(self.optimizer)
+        return {"weight_norm": self.target.weight_norm(), "train_acc": latest("train", "acc"),
+                "test_loss": latest("test", "loss"), "train_loss": latest("train", "loss"),
+                "clock_rate": clock.rate, "clock_kind": clock.kind}
+
+    def _say_choice(self, choice: dict[str, Any]) -> None:
+        """The default detector's choice, once when made (and once more if a held-out loss appears later)."""
+        if self.cfg.verbose:
+            print(choice["message"], file=sys.stderr, flush=True)
+        if self._tb is not None:
+            self._tb.add_text("early_warning", choice["message"], self.last_step or 0)
 
     def _warn(self, event: WarningEvent) -> None:
         self.events.append(event)
@@ -468,9 +486,19 @@ class Monitor:
             "final_acc": self.final_acc, "steps_trained": self.last_step, "finished": self.closed,
             "diverged": self.divergence.diverged, "diverged_step": self.divergence.step, "wall_time": round(wall, 3),
             "monitor": {"seconds": round(self.spent, 3), "overhead": round(self.overhead(), 4),
-                        "warnings": [e.to_row() for e in self.events],
+                        "warnings": [e.to_row() for e in self.events], "detector": self._detector_description(),
                         "divergence": self.divergence.event.to_dict() if self.divergence.event else None},
         }
+
+    def _detector_description(self) -> dict[str, Any] | None:
+        """Which detector runs and why (summary.json `monitor.detector`)."""
+        det = self.detector
+        if det is None:
+            return None
+        if isinstance(det, AutoDetector):
+            return det.describe()
+        name = getattr(getattr(det, "cfg", None), "name", None) or getattr(det, "detector", type(det).__name__)
+        return {"name": str(name), "running": str(name), "reason": "chosen by the user (Monitor(detector=...))"}
 
     def overhead(self) -> float:
         """Time spent in the monitor over the rest of the wall time since it started (the user's training)."""

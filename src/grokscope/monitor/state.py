@@ -26,6 +26,7 @@ import torch
 
 from grokscope.config import EXTERNAL
 from grokscope.errors import RecordExistsError, StoreError
+from grokscope.monitor.choice import detector_kwargs
 from grokscope.monitor.divergence import DivergenceEvent
 from grokscope.store import (
     DEFECT_GROUPS_TABLE,
@@ -220,9 +221,9 @@ def restore(mon: Monitor, upto: int) -> None:
             if r["split"] == "test":
                 mon._update_grok(r["task"], r["step"], r["acc"])
     if mon.detector is not None:
-        for r in mon.detector_inputs:
-            event = mon.detector.observe(r["step"], r["defect"], weight_norm=_missing(r["weight_norm"]),
-                                         train_acc=_missing(r["train_acc"]), test_loss=_missing(r["test_loss"]))
+        for r in mon.detector_inputs:  # every input recorded (older records hold fewer: the rest count as missing)
+            inputs = {k: _missing(v) for k, v in r.items() if k not in ("step", "defect")}
+            event = mon.detector.observe(r["step"], r["defect"], **detector_kwargs(mon.detector, inputs))
             if event is not None:
                 mon.events.append(event)
     try:
