@@ -56,8 +56,8 @@ def _files(root):
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
-def _plan(capsys, *argv):
-    assert main(["claims", *argv, "--plan", "--json"]) == 0
+def _plan(capsys, *argv, probe=False):
+    assert main(["claims", *argv, "--plan", "--json", *(() if probe else ("--no-probe",))]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -203,7 +203,6 @@ def test_plan_p3_experiments(tmp_path, capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["p9", "--store", "{tmp}"], "'p9'"),
     (["p1", "--scale", "huge", "--store", "{tmp}"], "'huge'"),
-    (["p1", "--scale", "cpu", "--store", "{tmp}/missing"], "missing does not exist"),
     (["p2", "--scale", "cpu", "--store", "{tmp}/file"], "file is a file"),
 ])
 def test_plan_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
@@ -212,7 +211,42 @@ def test_plan_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
     assert main(["claims", *argv, "--plan"]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "missing").exists()
+
+
+def test_plan_on_a_store_not_created_yet_lists_everything_with_a_probed_rate(store, capsys, tmp_path):
+    """The newcomer's case: `--plan` before any run. Every item is new with its whole budget to go, and each gets
+    a rate timed now (its time left = to go / rate); nothing is created. A partly stored sweep keeps its
+    stored rate, and --no-probe leaves new items without one."""
+    _, specs, cfgs = store
+    missing = tmp_path / "new" / "store"
+    got = _plan(capsys, "p1", "--store", str(missing), "--specs", str(specs), probe=True)
+    assert not (tmp_path / "new").exists() and got["store_exists"] is False
+    items = {i["role"]: i for i in got["items"]}
+    assert set(items) == {"dual", "tri", "deletion"}
+    assert {r["name"] for r in items["dual"]["runs"]} == {c.name for c in cfgs.values()}
+    for i in items.values():
+        assert all(r["state"] == "new" and r["last_step"] == 0 for r in i["runs"])
+        assert i["to_go"] == i["budget"] > 0
+        assert i["rate_source"] == "probe" and i["rate"] > 0
+        assert i["eta_s"] == pytest.approx(i["to_go"] / i["rate"])
+    total = got["total"]
+    assert total["eta_complete"] is True and total["no_rate"] == []
+    assert total["eta_s"] == pytest.approx(sum(i["eta_s"] for i in items.values()))
+    assert main(["claims", "p1", "--store", str(missing), "--specs", str(specs), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "does not exist yet" in out and "(probe)" in out and not (tmp_path / "new").exists()
+    got = _plan(capsys, "p1", "--store", str(missing), "--specs", str(specs))
+    assert all(i["rate"] is None and i["rate_source"] == "" for i in got["items"])
+    assert got["total"]["no_rate"] == ["dual", "tri", "deletion"]
+
+
+def test_plan_keeps_a_stored_rate_and_probes_only_the_rest(store, capsys):
+    root, specs, _ = store
+    items = {i["role"]: i for i in _plan(capsys, "p1", "--store", str(root), "--specs", str(specs),
+                                         probe=True)["items"]}
+    stored = {i["role"]: i for i in _plan(capsys, "p1", "--store", str(root), "--specs", str(specs))["items"]}
+    assert items["dual"]["rate_source"] == "stored" and items["dual"]["rate"] == stored["dual"]["rate"]
+    assert items["tri"]["rate_source"] == "probe" and items["tri"]["rate"] > 0
 
 
 def test_plan_and_claims_refuse_a_scan_folder_holding_another_scan(store, capsys, tmp_path):

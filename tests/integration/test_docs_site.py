@@ -3,7 +3,10 @@ headless Chromium with their title, navigation, a figure and cross-reference lin
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import importlib.util
+import inspect
 import json
 import re
 import subprocess
@@ -12,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from grokscope.config import RunConfig
+from grokscope.monitor import MonitorConfig
+
 from conftest import ROOT, headless_dom
+
+_SPEC = importlib.util.spec_from_file_location("field_comments", ROOT / "docs" / "field_comments.py")
+FIELD_COMMENTS = importlib.util.module_from_spec(_SPEC)
 
 pytestmark = pytest.mark.slow  # a strict build of the whole site, then a browser
 
@@ -35,6 +44,7 @@ def site(tmp_path_factory) -> Path:
     """The site built from this checkout with --strict (warnings, broken links and anchors fail the build)."""
     pytest.importorskip("mkdocs", reason='the site test needs the docs extra: pip install -e ".[docs]"')
     pytest.importorskip("mkdocstrings", reason='the site test needs the docs extra: pip install -e ".[docs]"')
+    _SPEC.loader.exec_module(FIELD_COMMENTS)
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -96,3 +106,38 @@ def test_api_page_renders(site, tmp_path):
     assert all(_resolves(site, page, h) for h in refs), [h for h in refs if not _resolves(site, page, h)]
     # the guide link leaves the API reference and lands on a built page
     assert _resolves(site, page, "../../monitor/")
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def test_api_pages_show_constructors_and_every_config_field(site, tmp_path):
+    """What a reader builds from: Monitor's constructor (formatted, one argument a line, each described) under
+    its module's doc, and every field of RunConfig and MonitorConfig with its default and its description."""
+    _, dom = _render(site / "api" / "monitor" / "index.html", tmp_path)
+    assert dom.index('id="grokscope.monitor.monitor"') < dom.index('id="grokscope.monitor.monitor.Monitor"')
+    assert "writes the trainer's run-store format" in _text(dom)  # the module doc the class points at
+    sig = re.search(r'id="grokscope\.monitor\.monitor\.Monitor".*?<div class="doc-signature.*?</code>', dom, re.S)
+    assert sig, "no separate signature for Monitor"
+    text = _text(sig.group(0))
+    assert re.search(r"Monitor\(\s*model: .*?,\s*\n\s*loss_fn: LossFn,\s*\n\s*batches: Any,\s*\n\s*out: ", text), text
+    assert "on_divergence" in text and "**settings: Any" in text
+    body = _text(dom.split('id="grokscope.monitor.monitor.Monitor"', 1)[1].split('id="grokscope.monitor.monitor.'
+                                                                                 'Monitor.', 1)[0])
+    assert "loss_fn" in body and "the training loss" in body  # the argument table
+    for cls, where, page in ((RunConfig, "grokscope.config.RunConfig", "train"),
+                             (MonitorConfig, "grokscope.monitor.settings.MonitorConfig", "monitor")):
+        dom = (site / "api" / page / "index.html").read_text()
+        lines = inspect.getsource(inspect.getmodule(cls)).splitlines()
+        for f in dataclasses.fields(cls):
+            anchor = f'id="{where}.{f.name}"'
+            assert anchor in dom, (cls.__name__, f.name)
+            block = " ".join(_text(re.split(r"<h\d id=", dom.split(anchor, 1)[1], maxsplit=1)[0]).split())
+            assert re.search(rf"\b{f.name}: .+ = ", block), block[:300]  # name, type and default
+            said = " ".join(FIELD_COMMENTS.field_comment(lines, _lineno(lines, f.name)).replace("`", "").split())
+            assert said in block, (f.name, said, block[:400])  # its description
+
+
+def _lineno(lines: list[str], name: str) -> int:
+    return next(i for i, line in enumerate(lines, 1) if re.match(rf"\s+{name}: ", line))

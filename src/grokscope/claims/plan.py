@@ -4,8 +4,10 @@
 use at `ctx.scale` (the same specs the claims run: `SWEEPS`, `scans`, `experiments` of each paper module,
 `--specs` overrides included), how far each got in `ctx.store` (a scan: its result, else its runs'
 checkpoints), and the run-steps still to go. Budgets are upper bounds: a run stops once every task has
-grokked. Rates come only from what runs record: a sweep's or a scan's run `wall_time` (summary.json: the wall
-time of its batched program while the run was live); P3's cached experiments record none.
+grokked. Rates come first from what runs record: a sweep's or a scan's run `wall_time` (summary.json: the wall
+time of its batched program while the run was live); an item with none recorded (a new store: the store need not
+exist) gets, when a `RateProbe` is given, a rate timed now on this machine (`claims.probe`). P3's cached
+experiments record none and are not probed (their per-step probe, not the update, is their cost).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from grokscope.claims import p1, p2, p3
 from grokscope.claims.cache import ExperimentNeed, ScanNeed, cache_file, read_cached, read_stored_scan, scan_dir
 from grokscope.claims.context import ClaimContext
+from grokscope.claims.probe import RateProbe
 from grokscope.config import RunConfig
 from grokscope.errors import ConfigError
 from grokscope.experiments.intervention_scan import scan_configs
@@ -51,8 +54,9 @@ class ItemPlan:
     name: str
     where: str  # its folder or file in the store
     runs: list[RunState]
-    rate: float | None = None  # run-steps per wall second, measured from the stored runs
+    rate: float | None = None  # run-steps per wall second: measured from the stored runs, else probed
     note: str = ""
+    rate_source: str = ""  # stored (the runs' own wall time) | probe (timed now by claims.probe) | "" (no rate)
 
     @property
     def budget(self) -> int:
@@ -117,12 +121,24 @@ def measured_rate(cfgs: list[RunConfig], runs: list[RunState]) -> float | None:
     return _rate(sum(s for s, _ in per_batch), sum(w for _, w in per_batch))
 
 
-def _sweep(ctx: ClaimContext, role: str, spec: dict[str, Any]) -> tuple[ItemPlan, list[RunConfig]]:
+def _with_rate(item: ItemPlan, batches: list[list[RunConfig]], probe: RateProbe | None) -> ItemPlan:
+    """`item` with its rate's source, probed when nothing stored gives one and work is left."""
+    if item.rate is not None:
+        item.rate_source = "stored"
+    elif probe is not None and item.to_go > 0 and batches:
+        item.rate, item.rate_source = probe.rate(batches), "probe"
+    return item
+
+
+def _sweep(ctx: ClaimContext, role: str, spec: dict[str, Any], probe: RateProbe | None
+           ) -> tuple[ItemPlan, list[RunConfig]]:
     out = ctx.store / spec["name"]
     s = spec_from_dict({**spec, "out": str(out), "device": "cpu"}, default_name=spec["name"])
     cfgs = expand(s)
     runs = [run_state(RunDir(out / c.name), c, s.analyses) for c in cfgs]
-    return ItemPlan("sweep", role, s.name, str(out), runs, measured_rate(cfgs, runs)), cfgs
+    todo = [c for c, r in zip(cfgs, runs, strict=True) if r.to_go > 0]
+    item = ItemPlan("sweep", role, s.name, str(out), runs, measured_rate(cfgs, runs))
+    return _with_rate(item, plan(todo, "cpu"), probe), cfgs
 
 
 def scan_base(cfgs: list[RunConfig], runs: list[RunState], need: ScanNeed) -> tuple[RunConfig, bool] | None:
@@ -136,7 +152,8 @@ def scan_base(cfgs: list[RunConfig], runs: list[RunState], need: ScanNeed) -> tu
     return (cands[0], False) if cands else None
 
 
-def _scan(ctx: ClaimContext, need: ScanNeed, base: tuple[RunConfig, bool] | None) -> ItemPlan:
+def _scan(ctx: ClaimContext, need: ScanNeed, base: tuple[RunConfig, bool] | None, probe: RateProbe | None
+          ) -> ItemPlan:
     if base is None:
         return ItemPlan("scan", need.label, need.scan.kind, "", [], note=f"no base run in the {need.role} sweep")
     cfg, grokked = base
@@ -162,7 +179,8 @@ def _scan(ctx: ClaimContext, need: ScanNeed, base: tuple[RunConfig, bool] | None
     note += "; one batched program, checkpointed per value in runs/: a killed scan resumes"
     if any(r.state == "conflict" for r in runs):
         note += "; the folder holds another scan (the claims refuse it: move it away)"
-    return ItemPlan("scan", need.label, need.scan.kind, str(where), runs, _rate(*_steps_and_wall(runs)), note=note)
+    item = ItemPlan("scan", need.label, need.scan.kind, str(where), runs, _rate(*_steps_and_wall(runs)), note=note)
+    return _with_rate(item, [cfgs], probe)
 
 
 def _experiment(ctx: ClaimContext, need: ExperimentNeed) -> ItemPlan:
@@ -175,16 +193,15 @@ def _experiment(ctx: ClaimContext, need: ExperimentNeed) -> ItemPlan:
                     + ("" if need.steps else "; numpy toys, seconds (not counted in steps)"))
 
 
-def claims_plan(paper: str, ctx: ClaimContext) -> list[ItemPlan]:
-    """Every sweep, scan and experiment `paper`'s claims need at `ctx.scale`, read from `ctx.store`."""
+def claims_plan(paper: str, ctx: ClaimContext, probe: RateProbe | None = None) -> list[ItemPlan]:
+    """Every sweep, scan and experiment `paper`'s claims need at `ctx.scale`, read from `ctx.store` (a store
+    that does not exist yet holds nothing: everything is new). With `probe`, items without a stored rate get
+    one timed now (a few update steps in memory; nothing is written)."""
     paper = paper.lower()
     if paper not in PAPER_NEEDS:
         raise ConfigError(f"unknown paper {paper!r}; choose from {', '.join(PAPER_NEEDS)}")
     if ctx.store.exists() and not ctx.store.is_dir():
         raise ConfigError(f"--store {ctx.store} is a file, not a claims store")
-    if not ctx.store.is_dir():
-        raise ConfigError(f"--store {ctx.store} does not exist: nothing to plan from (run the claims first, or "
-                          "name the store with --store)")
     mod = PAPER_NEEDS[paper]
     if paper == "p3":
         return [_experiment(ctx, need) for need in p3.experiments(ctx.scale)]
@@ -192,18 +209,18 @@ def claims_plan(paper: str, ctx: ClaimContext) -> list[ItemPlan]:
     for role, default in mod.SWEEPS:
         spec = ctx.optional_spec(role, default)
         if spec:
-            item, cfgs = _sweep(ctx, role, spec)
+            item, cfgs = _sweep(ctx, role, spec, probe)
             items.append(item)
             cfgs_of[role] = (cfgs, item.runs)
     for need in mod.scans(ctx.scale):
         cfgs, runs = cfgs_of.get(need.role, ([], []))
-        items.append(_scan(ctx, need, scan_base(cfgs, runs, need)))
+        items.append(_scan(ctx, need, scan_base(cfgs, runs, need), probe))
     return items
 
 
 def plan_totals(items: list[ItemPlan]) -> dict[str, Any]:
-    """Run-steps budgeted, stored and to go over every item, and the time left at the measured rates
-    (`eta_complete` False when an item with steps to go has no measured rate: its time is not in `eta_s`)."""
+    """Run-steps budgeted, stored and to go over every item, and the time left at their rates, stored or probed
+    (`eta_complete` False when an item with steps to go has no rate: its time is not in `eta_s`)."""
     etas = [i.eta_s for i in items]
     return {"runs": sum(len(i.runs) for i in items),
             "stopped": sum(r.state in ("stopped", "done") for i in items for r in i.runs),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -16,9 +17,11 @@ from rich.table import Table
 from grokscope.claims import PAPERS, ClaimContext, ClaimRow, evaluate, p1, p2
 from grokscope.claims.context import SCALES, default_store
 from grokscope.claims.plan import claims_plan, plan_totals
+from grokscope.claims.probe import PROBE_NOTE, RateProbe
 from grokscope.commands.common import print_json
 from grokscope.errors import ConfigError
 from grokscope.runtime.devices import check_device, resolve_device
+from grokscope.runtime.threads import load_average, usable_cores
 from grokscope.store import check_store, not_a_run
 
 ROLES = tuple(role for paper in (p1, p2) for role, _ in paper.SWEEPS)  # the sweep roles --specs may replace
@@ -46,10 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--plan", action="store_true",
-        help="train nothing: list every run, scan and experiment the scale needs (all of them: --only does not "
-        "narrow it), the last step stored vs its budget, and the run-steps left (upper bounds) with the rate "
-        "measured so far; the store must exist",
+        help="train nothing into the store: list every run, scan and experiment the scale needs (all of them: "
+        "--only does not narrow it), the last step stored vs its budget, and the run-steps left (upper bounds) with "
+        "the time they take at the rate the stored runs measured or, for items with none (a new store, which need "
+        "not exist), at a rate probed now by timing a few update steps of each batched program in memory",
     )
+    p.add_argument("--no-probe", action="store_true",
+                   help="with --plan: do not time update steps; items with no stored rate show no time")
     p.add_argument("--progress", action="store_true",
                    help="no effect, kept for old scripts: progress is on stderr unless --json")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if args.only:
             print(f"grokscope: --plan lists everything the {scale} scale needs; --only {args.only} is not applied",
                   file=sys.stderr)
-        return _plan(paper, scale, store, _specs(args.specs), args.json)
+        probe = None if args.no_probe else RateProbe(resolve_device(check_device(args.device)))
+        return _plan(paper, scale, store, _specs(args.specs), args.json, probe)
     store = check_store(args.store or default_store(scale), "--store")
     ctx = ClaimContext(
         scale=scale,
@@ -125,16 +132,19 @@ def _print(paper: str, scale: str, store: Path, rows: list[ClaimRow]) -> None:
         )
 
 
-def _plan(paper: str, scale: str, store: Path, specs: dict[str, dict[str, Any]], as_json: bool) -> int:
-    """`--plan`: what the scale still needs, read from the store (nothing trains, nothing is written)."""
-    items = claims_plan(paper, ClaimContext(scale=scale, store=store, specs=specs))
+def _plan(paper: str, scale: str, store: Path, specs: dict[str, dict[str, Any]], as_json: bool,
+          probe: RateProbe | None) -> int:
+    """`--plan`: what the scale still needs, read from the store (nothing is written; with `probe`, items without
+    a stored rate get one timed now in memory)."""
+    items = claims_plan(paper, ClaimContext(scale=scale, store=store, specs=specs), probe)
     totals = plan_totals(items)
     if as_json:
-        print_json({"paper": paper, "scale": scale, "store": str(store), "items": [i.to_dict() for i in items],
-                    "total": totals})
+        print_json({"paper": paper, "scale": scale, "store": str(store), "store_exists": store.is_dir(),
+                    "items": [i.to_dict() for i in items], "total": totals})
         return 0
     console = Console(width=200)
-    t = Table(title=f"{paper.upper()} claims — scale {scale} — plan from {store}")
+    where = f"plan from {store}" if store.is_dir() else f"plan for {store} (does not exist yet: nothing stored)"
+    t = Table(title=f"{paper.upper()} claims — scale {scale} — {where}")
     for col in ("item", "run", "last step / budget", "state", "to go", "wall h", "steps/s", "analyses to do"):
         t.add_column(col, overflow="fold")
     for i in items:
@@ -152,14 +162,21 @@ def _plan(paper: str, scale: str, store: Path, specs: dict[str, dict[str, Any]],
         s.add_column(col, overflow="fold")
     for i in items:
         d = i.to_dict()
-        eta = "—" if i.eta_s is None else f"{i.eta_s / 3600:.1f}"
+        eta = "—" if i.eta_s is None else f"{i.eta_s / 3600:.2f}"
         s.add_row(escape(f"{i.kind} {i.role}"), escape(i.name), f"{d['stopped']}/{len(i.runs)}",
-                  f"{i.done} / {i.budget}", str(i.to_go), "—" if i.rate is None else f"{i.rate:.1f}", eta,
+                  f"{i.done} / {i.budget}", str(i.to_go), "—" if i.rate is None else f"{i.rate:.1f} ({i.rate_source})",
+                  eta,
                   escape(i.note))
-    eta = f"{totals['eta_s'] / 3600:.1f}" + ("" if totals["eta_complete"] else " + items without a rate")
+    eta = f"{totals['eta_s'] / 3600:.2f}" + ("" if totals["eta_complete"] else " + items without a rate")
     s.add_row("total", "", f"{totals['stopped']}/{totals['runs']}", f"{totals['done']} / {totals['budget']}",
               str(totals["to_go"]), "", eta, "")
     console.print(s)
-    console.print("rates: the stored runs' own wall time (their batched program's, under whatever load the "
-                  "machine had); time left = run-steps to go / that rate", highlight=False, markup=False)
+    console.print("rates: (stored) the stored runs' own wall time (their batched program's, under whatever load the "
+                  f"machine had); (probe) {PROBE_NOTE}; time left = run-steps to go / that rate",
+                  highlight=False, markup=False)
+    if probe is not None and probe.timings:
+        load = load_average()
+        console.print(f"probed on {probe.device}, {torch.get_num_threads()} torch threads, load average "
+                      + ("unknown" if load is None else f"{load:.1f}") + f" on {usable_cores()} cores",
+                      highlight=False, markup=False)
     return 0

@@ -39,9 +39,9 @@ class Grid:
     the base value), and its step budget: one for every run, or (wd or lr value, budget) pairs keyed by
     `steps_by`; None: the override's or the script's (see the module)."""
 
-    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    steps: Budget = None
-    steps_by: str = "wd"
+    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (axis, values) pairs, outermost first
+    steps: Budget = None  # one budget for every run, (value, budget) pairs keyed by steps_by, or None
+    steps_by: str = "wd"  # the axis (wd or lr) whose value picks a run's budget from `steps` pairs
 
     @classmethod
     def of(cls, steps: Budget = None, steps_by: str = "wd", **axes: Sequence[Any]) -> Grid:

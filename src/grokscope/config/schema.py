@@ -30,9 +30,9 @@ METHOD_ALIASES = {"none": "baseline", "grokfast": "grokfast-ema", "⊥grad": "or
 class DataConfig:
     """Which operations, over which modulus, and how the (a, b) pairs are split."""
 
-    tasks: tuple[str, ...] = ("add",)
-    p: int = 97
-    train_frac: float = 0.5
+    tasks: tuple[str, ...] = ("add",)  # operations trained together on one shared model (add, sub, mul, ...)
+    p: int = 97  # the modulus: operands and answers in 0..p-1 (prime when a task multiplies, divides or squares)
+    train_frac: float = 0.5  # fraction of the (a, b) pairs in the training split; the rest is the test split
     exclude_zero: bool = True  # papers' code: a, b in 1..p-1 (paper text: 0..p-1)
     unordered: bool = False  # P3: keep pairs a <= b only
     # None: `exclude_zero` decides for every task. A tuple: zero is excluded iff one of the run's tasks is
@@ -54,11 +54,11 @@ class ModelConfig:
     transformer; `mlp`: P3's two-layer ReLU MLP without biases on one-hot-sum inputs; `external`: a user's
     own model recorded by `grokscope.Monitor` (grokscope cannot build it; its sizes are 0 = not applicable)."""
 
-    kind: str = "trunk"
-    d_model: int = 128
-    n_heads: int = 4
-    d_ff: int = 256
-    n_layers: int = 2
+    kind: str = "trunk"  # trunk | transformer1 | mlp | external (see the class doc)
+    d_model: int = 128  # residual-stream width
+    n_heads: int = 4  # attention heads per layer
+    d_ff: int = 256  # hidden width of each feed-forward block
+    n_layers: int = 2  # transformer layers
     width: int = 128  # mlp hidden width
 
 
@@ -67,15 +67,15 @@ class OptimConfig:
     """`adamw` (decoupled decay on all parameters) or `sgd` (plain/momentum GD with L2 decay).
     batch = None means full-batch gradient descent."""
 
-    name: str = "adamw"
-    lr: float = 1e-3
-    wd: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-8
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3  # learning rate (per run)
+    wd: float = 1.0  # weight decay (per run): decoupled for adamw, L2 in the gradient for sgd
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.98  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator epsilon
     clip: float = 1.0  # grad-norm clip; 0 disables
-    momentum: float = 0.0
-    batch: int | None = 512
+    momentum: float = 0.0  # sgd momentum (0: plain gradient descent)
+    batch: int | None = 512  # minibatch size; None: full-batch gradient descent
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,10 @@ class MethodConfig:
     gradient of each parameter tensor made orthogonal to it, its norm kept), both Prieto et al. 2025.
     lamb None: the authors' defaults, 2 for EMA and 5 for MA."""
 
-    name: str = "baseline"
-    alpha: float = 0.98
-    lamb: float | None = None
-    window: int = 100
+    name: str = "baseline"  # baseline, or '+'-joined methods (grokfast-ema, grokfast-ma, stablemax, orthograd)
+    alpha: float = 0.98  # Grokfast-EMA decay α of the gradient average
+    lamb: float | None = None  # Grokfast amplification λ of the filtered gradient (None: 2 for EMA, 5 for MA)
+    window: int = 100  # Grokfast-MA window: the last `window` gradients averaged
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -158,24 +158,24 @@ class RunConfig:
     """One training run. Runs that agree on everything but the per-run fields
     (seed, data_seed, lr, wd, clip, steps, betas) train together as one batched program."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)  # the operations, modulus and split
+    model: ModelConfig = field(default_factory=ModelConfig)  # the architecture and its sizes
+    optim: OptimConfig = field(default_factory=OptimConfig)  # the optimiser, its hyper-parameters and batch size
+    method: MethodConfig = field(default_factory=MethodConfig)  # a grokking method on top of the optimiser
+    seed: int = 42  # initialisation, minibatch order and (unless data_seed) the split
     data_seed: int | None = None  # None: the split follows `seed`, as in the papers' scripts
-    steps: int = 30_000
-    eval_every: int = 100
+    steps: int = 30_000  # step budget (a run stops earlier once every task has grokked, with stop_on_grok)
+    eval_every: int = 100  # train/test loss and accuracy every N steps (the grok step's resolution)
     attn_every: int = 100  # attention matrices into the trajectory (trajectory/<step>.safetensors)
     n_snapshots: int = 100  # full parameter snapshots per run (at most)
-    checkpoint_every: int = 2000
-    grok_acc: float = 0.98
-    grok_patience: int = 3
-    grok_acc_90: float = 0.90
-    stop_on_grok: bool = True
+    checkpoint_every: int = 2000  # a resumable checkpoint every N steps
+    grok_acc: float = 0.98  # test accuracy a task must hold to count as grokked
+    grok_patience: int = 3  # for this many consecutive evaluations (the grok step is the first of them)
+    grok_acc_90: float = 0.90  # the first evaluation at this test accuracy is also recorded (grok_step_90)
+    stop_on_grok: bool = True  # stop a run once every task has grokked
     defect_every: int = 0  # inline commutator defect every N steps (0: off)
-    defect_draws: int = 3
-    preset: str = "custom"
+    defect_draws: int = 3  # commutator draws K averaged per inline defect
+    preset: str = "custom"  # the preset the config was built from (a label; "custom" otherwise)
     tag: str = ""  # appended to the run name: tells apart runs that differ only in an intervention, say
     # Paper-exact switches (defaults: grokscope's own schemes, as stored before these fields existed).
     init: str = "independent"  # "authors": the scripts' module after torch.manual_seed(seed), layers copied

@@ -35,7 +35,21 @@ STATE_FILE = "grokscope_monitor.json"  # in a checkpoint folder: the monitor's s
 
 class GrokscopeCallback(TrainerCallback):
     """Records grokscope's measurements of the Trainer's model into the store at `out`; the keyword
-    `settings` are `MonitorConfig`'s (cadences, sketch, ...)."""
+    `settings` are `MonitorConfig`'s (cadences, sketch, ...).
+
+    Args:
+        out: the run directory the monitor writes.
+        loss_fn: `loss_fn(outputs, batch)`; None: the loss the model returns (`outputs.loss`).
+        batches: the monitor's minibatches (as `Monitor`'s); None: drawn from the training dataset with the
+            Trainer's data collator.
+        batch_size: size of those minibatches (None: `per_device_train_batch_size`).
+        watch: globs of parameter names recorded as a trajectory (None: attention-like matrices).
+        seed: seeds the monitor's own draws (None: the Trainer's `args.seed`).
+        names: renames of the Trainer's log keys to the monitor's metrics (`{"eval_top1": "test_acc"}`; None
+            drops a key), over the defaults (`loss` → `train_loss`, `eval_loss` → `test_loss`, ...).
+        on_warning: called with the `WarningEvent` when the early warning fires.
+        **settings: any `MonitorConfig` field by name.
+    """
 
     def __init__(self, out: str | Path, *, loss_fn: LossFn | None = None, batches: Any = None,
                  batch_size: int | None = None, watch: list[str] | None = None, seed: int | None = None,

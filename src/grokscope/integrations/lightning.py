@@ -39,7 +39,18 @@ def module_loss(module: L.LightningModule) -> LossFn:
 
 class GrokscopeCallback(L.Callback):
     """Records grokscope's measurements of the trained LightningModule into the store at `out`; the
-    keyword `settings` are `MonitorConfig`'s (cadences, sketch, ...)."""
+    keyword `settings` are `MonitorConfig`'s (cadences, sketch, ...).
+
+    Args:
+        out: the run directory the monitor writes.
+        loss_fn: `loss_fn(outputs, target)`; None: the module's `loss_fn` or `criterion` attribute.
+        batches: the monitor's minibatches (as `Monitor`'s); None: drawn from the training loader's dataset.
+        batch_size: size of those minibatches (None: the training loader's).
+        watch: globs of parameter names recorded as a trajectory (None: attention-like matrices).
+        seed: seeds the monitor's own draws.
+        on_warning: called with the `WarningEvent` when the early warning fires.
+        **settings: any `MonitorConfig` field by name.
+    """
 
     def __init__(self, out: str | Path, *, loss_fn: LossFn | None = None, batches: Any = None,
                  batch_size: int | None = None, watch: list[str] | None = None, seed: int = 0,

@@ -92,7 +92,31 @@ from grokscope.training import GrokState, update_grok
 
 class Monitor:
     """Records grokscope's measurements of a user's model into a run directory (see the module doc). Given the
-    `start_step` of a checkpoint and an `out` that holds its record, it continues that record (`state_dict`)."""
+    `start_step` of a checkpoint and an `out` that holds its record, it continues that record (`state_dict`).
+
+    Args:
+        model: the `nn.Module` being trained, or a dict of parameter tensors with `forward`.
+        loss_fn: `loss_fn(outputs, target)`, the training loss (its gradients drive the defect and λ_min).
+        batches: where the monitor draws its own minibatches: a tuple of tensors `(X, y)`, a Dataset, a
+            DataLoader (its dataset and batch size) or a function `(step, salt) -> batch`.
+        out: the run directory written (a folder of grokscope's store format).
+        watch: globs of parameter names recorded as a trajectory (what PCA reads); None: attention-like
+            matrices, else every matrix.
+        forward: `forward(params, inputs)` when `model` is a dict of tensors.
+        optimizer: the training optimiser, read (never written) for its hyper-parameters in `config.json`.
+        tasks: names of the tasks whose metrics are logged as `<task>/test_acc` (one task: `("task",)`).
+        batch_size: size of the monitor's minibatches (None: the batch source's own, or the whole tensors).
+        seed: seeds the monitor's own draws (minibatches, sketches), never the user's random streams.
+        steps: the planned step budget, recorded in `config.json` (0: unknown).
+        start_step: the optimiser steps already taken (a resumed run continues the record at `out`).
+        overwrite: replace a record already at `out` instead of refusing it.
+        on_warning: called with the `WarningEvent` when the early warning fires.
+        detector: the early-warning detector (default: `MultiSignalDetector`; None with `warn=False`).
+        tensorboard: also write TensorBoard events: True into `out/tensorboard`, or a folder (`grokscope[tensorboard]`).
+        config: a `MonitorConfig`; keyword `settings` override its fields.
+        on_divergence: called once with the `DivergenceEvent` when the run turns non-finite.
+        **settings: any `MonitorConfig` field by name (`defect_every=100`, ...).
+    """
 
     def __init__(self, model: nn.Module | Params, loss_fn: LossFn, batches: Any, out: str | Path, *,
                  watch: list[str] | None = None, forward: Forward | None = None,

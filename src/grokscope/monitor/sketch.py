@@ -17,7 +17,14 @@ import torch
 
 
 class CountSketch:
-    """S: R^n -> R^k, one random bucket and sign per coordinate, from `seed` (deterministic)."""
+    """S: R^n -> R^k, one random bucket and sign per coordinate, from `seed` (deterministic).
+
+    Args:
+        n: the input size (entries of the tensor sketched).
+        k: the sketch size.
+        seed: fixes the buckets and signs (the same seed, the same sketch in any process).
+        device: where the bucket codes live (that of the tensors sketched).
+    """
 
     def __init__(self, n: int, k: int, seed: int, device: torch.device | str = "cpu") -> None:
         g = torch.Generator().manual_seed(int(seed))

@@ -131,7 +131,14 @@ class WarningEvent:
 
 
 class OnsetDetector:
-    """Online, causal defect-onset detection that fires once (see the module doc)."""
+    """Online, causal defect-onset detection that fires once (see the module doc).
+
+    Args:
+        detector: the onset rule on the defect series so far, one of `DETECTORS` (default `threshold`).
+        lead_model: the fitted lead of grokking over the onset that turns the onset into a predicted window.
+        z: the window's half-width in residual standard deviations of the lead model.
+        **options: passed to the onset rule.
+    """
 
     def __init__(self, detector: str = "threshold", lead_model: LeadModel = DEFAULT_LEAD, z: float = 2.0,
                  **options: Any) -> None:

@@ -15,13 +15,13 @@ class ReportConfig:
     """What the report computes itself: the random-walk null (`n_null` walks, for the first `null_runs`
     runs), defect panels (at most `max_panels`), and optionally `geometry_summary` for runs without one."""
 
-    n_null: int = 20
-    null_runs: int = 6
-    max_panels: int = 12
-    compute_summary: bool = False
-    draws: int = 9
-    device: str = "cpu"
-    dpi: int = 90
+    n_null: int = 20  # random walks in the PC1% null of each attention matrix
+    null_runs: int = 6  # the null is computed for the first N runs only (it costs a PCA per walk)
+    max_panels: int = 12  # at most this many per-run defect panels
+    compute_summary: bool = False  # compute `geometry_summary` for runs that have none stored (--compute)
+    draws: int = 9  # commutator draws per defect when the summary is computed
+    device: str = "cpu"  # where computed analyses run
+    dpi: int = 90  # resolution of the figures (PNG)
 
 
 @dataclass

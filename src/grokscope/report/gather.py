@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from grokscope.analyses import run_analysis
+from grokscope.config import EXTERNAL
 from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.hessian import summarize_hessian
@@ -25,6 +26,7 @@ from grokscope.geometry.onset import defect_timing
 from grokscope.geometry.pca import matrix_pca, random_walk_null
 from grokscope.geometry.reconstruct import k_star
 from grokscope.report.config import ReportConfig
+from grokscope.report.early_warning import WarningView, warning_view
 from grokscope.report.store_files import claims_rows, decoupled_history, intervention_table, normmin_figures
 from grokscope.store import (
     DEFECT_TABLE,
@@ -61,6 +63,11 @@ class RunInfo:
     @property
     def grok(self) -> dict[str, int | None]:
         return dict(self.summary.get("grok_step", {}) or {})
+
+    @property
+    def monitored(self) -> bool:
+        """Recorded by grokscope.Monitor from a user's model (grokscope cannot rebuild it)."""
+        return self.cfg is not None and self.cfg.model.kind == EXTERNAL
 
     @property
     def wd(self) -> float:
@@ -261,9 +268,6 @@ def tangent_series(runs: list[RunInfo]) -> dict[str, pd.DataFrame]:
     return out
 
 
-
-
-
 def runs_overview(runs: list[RunInfo], onset: dict[str, int | None], summaries: dict[str, dict[str, Any]],
                   kstar: pd.DataFrame) -> pd.DataFrame:
     """One row per run: its config, grok steps, final test accuracy and headline geometry numbers."""
@@ -380,6 +384,11 @@ class StoreData:
     @cached_property
     def fragility(self) -> pd.DataFrame:
         return fragility_table(self.runs)
+
+    @cached_property
+    def warnings(self) -> list[WarningView]:
+        views = (warning_view(r.run, r.name, r.cfg, r.summary) for r in self.runs)
+        return [v for v in views if v is not None]
 
     @cached_property
     def tangent(self) -> dict[str, pd.DataFrame]:

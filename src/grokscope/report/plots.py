@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from grokscope.formatting import short_name
 from grokscope.geometry.onset import PowerLawFit
+from grokscope.report.labels import tick_labels
 
 MAX_LEGEND = 10  # more lines than this: no legend (colours still cycle)
 
@@ -68,7 +68,13 @@ def pc1_vs_null(df: pd.DataFrame) -> Figure:
     """PC1% of each attention matrix's trajectory (one dot per run, bar = mean) against the random-walk
     null (grey: null mean ± std, averaged over runs). `df`: run, name, pc1_percent, null_mean, null_std."""
     names = list(dict.fromkeys(df["name"]))
-    fig, (ax,) = _figure(1, panel=(max(5.0, 0.9 * len(names) + 2), 3.6))
+    labels, shared = tick_labels(names)
+    chars = max(len(line) for label in labels for line in label.split("\n"))
+    lines = max(label.count("\n") + 1 for label in labels)
+    per_bar = max(0.9, 0.075 * chars + 0.25)  # inches a label needs at 8 pt
+    rotate = per_bar * len(names) > 16  # too wide even so: labels turned upright, bars packed
+    fig, (ax,) = _figure(1, panel=(min(16.0, max(5.0, (0.4 if rotate else per_bar) * len(names) + 1.5)),
+                                   3.6 + (0.075 * chars if rotate else 0.14 * lines)))
     x = np.arange(len(names))
     obs = [df.loc[df["name"] == n, "pc1_percent"].to_numpy(dtype=float) for n in names]
     ax.bar(x - 0.2, [np.nanmean(o) for o in obs], width=0.4, color="C0", alpha=0.7, label="observed")
@@ -78,7 +84,9 @@ def pc1_vs_null(df: pd.DataFrame) -> Figure:
         nm = [np.nanmean(df.loc[df["name"] == n, "null_mean"].to_numpy(dtype=float)) for n in names]
         ns = [np.nanmean(df.loc[df["name"] == n, "null_std"].to_numpy(dtype=float)) for n in names]
         ax.bar(x + 0.2, nm, width=0.4, yerr=ns, color="0.6", alpha=0.8, label="random-walk null")
-    ax.set_xticks(x, [short_name(n) for n in names], rotation=45 if len(names) > 8 else 0, fontsize=8)
+    ax.set_xticks(x, labels, rotation=90 if rotate else 0, fontsize=8)
+    if shared:
+        ax.set_xlabel(f"attention matrix ({shared})", fontsize=8)
     ax.set_ylabel("PC1 % of trajectory variance")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)

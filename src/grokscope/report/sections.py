@@ -11,6 +11,8 @@ import pandas as pd
 
 from grokscope.geometry.onset import fit_power_law
 from grokscope.report import plots
+from grokscope.report.early_warning import warning_table
+from grokscope.report.early_warning_plot import warning_curves
 from grokscope.report.gather import StoreData
 from grokscope.report.groups import group_table
 
@@ -37,12 +39,28 @@ def _panel(key: str, title: str, have: bool, draw: Callable[[], Any], caption: s
     return Panel(key, title, None, caption, missing)
 
 
+def _hint(d: StoreData, trained: str, monitored: str) -> str:
+    """Why a quantity is absent, said for the kinds of run the store holds: grokscope's own (`trained`) and
+    runs recorded by grokscope.Monitor from a user's model (`monitored`), which grokscope cannot rebuild."""
+    kinds = {r.monitored for r in d.runs}
+    if kinds == {True}:
+        return monitored
+    if kinds == {False} or not kinds:
+        return trained
+    return f"grokscope's runs: {trained}; monitored runs: {monitored}"
+
+
+NOT_REBUILT = "grokscope cannot rebuild, retrain or re-measure a user's model afterwards"
+
+
 def accuracy(d: StoreData) -> Panel:
     m = d.metrics
     return _panel("accuracy", "Accuracy and grokking", len(m) > 0, lambda: plots.accuracy_curves(m, d.grok),
                   "Test accuracy (solid) and train accuracy (dashed) per task; dotted lines mark each run's grok "
                   "step (test acc ≥ grok_acc for grok_patience consecutive evaluations).",
-                  "no metrics in any run: `grokscope run --out STORE`")
+                  _hint(d, "no metrics in any run: `grokscope run --out STORE`",
+                        "no metrics logged: pass them as `mon.step(step, metrics={'train_acc': ..., "
+                        "'test_acc': ...})`"))
 
 
 def pc1(d: StoreData) -> Panel:
@@ -52,7 +70,9 @@ def pc1(d: StoreData) -> Panel:
                   f"walks with as many snapshots ({d.cfg.n_null} walks, first {d.cfg.null_runs} runs; ≈ 61–62 % "
                   f"for 10–12 snapshots). Compare points above or below it; z is no significance level (the "
                   f"walks' spread shrinks with the matrix size).",
-                  "no run with ≥ 2 recorded attention matrices (MLP runs have none)",
+                  _hint(d, "no run with ≥ 2 recorded attention matrices (MLP runs have none)",
+                        "no watched tensor recorded at 2+ steps: `Monitor(watch=[...], watch_every=N)` with N "
+                        "below the run's length"),
                   t.groupby("name", sort=False)[["pc1_percent", "null_mean", "null_std", "z"]].mean().reset_index()
                   if len(t) else None)
 
@@ -65,7 +85,8 @@ def defect(d: StoreData) -> Panel:
                   "Median commutator defect D over draws (log scale; tables: "
                   + ", ".join(sorted(set(source.values()))) + "); red dashed: onset (first D > 10× the median of "
                   f"the first 3 and D > 20); black dotted: grok steps. At most {n} runs shown.",
-                  "no defect table: `grokscope analyze STORE/* --what defect`")
+                  _hint(d, "no defect table: `grokscope analyze STORE/* --what defect`",
+                        f"the monitor measured no defect: `Monitor(defect_every=N)` ({NOT_REBUILT})"))
 
 
 def rho(d: StoreData) -> Panel:
@@ -73,7 +94,9 @@ def rho(d: StoreData) -> Panel:
     return _panel("rho", "Integrability ρ", bool(series) or len(finals) > 0, lambda: plots.rho_plot(series, finals),
                   "ρ = ‖δ⊥‖/‖δ‖ with δ⊥ the part of the commutator δ orthogonal to the execution basis B; the "
                   "control uses random orthonormal bases of the same size (papers: ρ ≈ 1.000 for wd > 0).",
-                  "no geometry summary: `grokscope report STORE --compute`")
+                  _hint(d, "no geometry summary: `grokscope report STORE --compute`",
+                        "ρ is not computed for a monitored model: it re-measures commutators at stored "
+                        f"snapshots against the execution basis, and {NOT_REBUILT} (its inline defect is above)"))
 
 
 def lambda_min(d: StoreData) -> Panel:
@@ -81,7 +104,8 @@ def lambda_min(d: StoreData) -> Panel:
     return _panel("lambda_min", "Curvature depth λ_min vs weight decay", len(h) > 0,
                   lambda: plots.lambda_min_vs_wd(h),
                   "Bottom Hessian eigenvalue (Lanczos), minimum over checkpoints, per loss; mean ± std over seeds.",
-                  "no hessian table: `grokscope analyze STORE/* --what hessian`", h)
+                  _hint(d, "no hessian table: `grokscope analyze STORE/* --what hessian`",
+                        "no λ_min recorded: `Monitor(hessian_every=N)`"), h)
 
 
 def k_star(d: StoreData) -> Panel:
@@ -90,7 +114,8 @@ def k_star(d: StoreData) -> Panel:
     return Panel("k_star", "Reconstruction threshold k* vs weight decay",
                  (lambda: plots.k_star_vs_wd(kstar)) if have else None,
                  "k* = smallest k with every task's test accuracy > 90% for θ₀ + Σ_{i≤k} v_i v_iᵀ Δθ.",
-                 None if have else ("no reconstruction table: `grokscope fragility RUN`"
+                 None if have else (_hint(d, "no reconstruction table: `grokscope fragility RUN`",
+                                          f"k* rebuilds the model from its trajectory's PCs: {NOT_REBUILT}")
                                     if kstar.empty else "no run reached the threshold within k ≤ 20"),
                  kstar if len(kstar) else None)
 
@@ -152,7 +177,8 @@ def interventions(d: StoreData) -> Panel:
                   lambda: plots.intervention_scans(s),
                   "Grok step vs amount (deletion fraction f, suppression strength s, random controls); × marks "
                   "runs that did not grok within their budget.",
-                  "no intervention scan: `grokscope intervene RUN --kind deletion`",
+                  _hint(d, "no intervention scan: `grokscope intervene RUN --kind deletion`",
+                        f"an intervention retrains the run with a gradient transform: {NOT_REBUILT}"),
                   s.drop(columns=[c for c in ("grok_step_90",) if c in s]))
 
 
@@ -162,7 +188,8 @@ def compression(d: StoreData) -> Panel:
                   lambda: plots.compression_curves(f),
                   "Test accuracy after per-layer SVD of ΔW at rank r, keeping the top q of |Δθ|, scaling "
                   "θ₀ + sΔθ, and random perturbation (averaged over sizes).",
-                  "no fragility table: `grokscope fragility RUN`")
+                  _hint(d, "no fragility table: `grokscope fragility RUN`",
+                        f"compression and perturbation rebuild the final model: {NOT_REBUILT}"))
 
 
 def tangent(d: StoreData) -> Panel:
@@ -180,6 +207,23 @@ def decoupled(d: StoreData) -> Panel:
                   "no decoupled-dynamics history; the figure alone: `grokscope normmin decoupled --out STORE`")
 
 
+def early_warning(d: StoreData) -> Panel | None:
+    views = d.warnings
+    if not views:
+        return None  # no monitored run
+    n = d.cfg.max_panels
+    scored = any(v.scores is not None for v in views)
+    return Panel("early_warning", "Early warning of grokking (monitored runs)",
+                 (lambda: warning_curves(views, n)) if scored else None,
+                 "Did the monitor warn, when, with which detector, and what did it predict? Per run: the "
+                 "detector's score at each defect measurement (replayed from the inputs the monitor recorded, "
+                 "which reproduces the live scores) against its threshold; red dashed: the warning; red band: the "
+                 "predicted grokking window (dotted: its centre); black dotted: the grok step (test accuracy ≥ "
+                 f"grok_acc for grok_patience evaluations). At most {n} runs drawn; the table has every run and "
+                 "says why a run warned or did not (the detector: docs/early-warning.md).",
+                 None, warning_table(views))
+
+
 def layers(d: StoreData) -> Panel | None:
     t = group_table(d.runs)
     if not len(t):
@@ -192,6 +236,6 @@ def layers(d: StoreData) -> Panel | None:
 
 
 SECTIONS: tuple[Callable[[StoreData], Panel | None], ...] = (
-    accuracy, pc1, defect, layers, rho, lambda_min, progress, llc, k_star, reconstruction, lead, interventions,
-    compression, tangent, decoupled,
+    accuracy, pc1, defect, early_warning, layers, rho, lambda_min, progress, llc, k_star, reconstruction, lead,
+    interventions, compression, tangent, decoupled,
 )

@@ -65,7 +65,11 @@ TENSORBOARD_DIR = "tensorboard"  # event files beside a run (`grokscope runs ten
 
 
 class RunDir:
-    """One run's directory and what lives in it."""
+    """One run's directory and what lives in it.
+
+    Args:
+        path: the run's folder (it need not exist yet: `exists()` says whether it does).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
