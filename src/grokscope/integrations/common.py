@@ -11,18 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from grokscope.errors import ConfigError
-from grokscope.monitor.batches import HESSIAN_SALT, _indices
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Tensors of a (nested) batch moved to `device`; anything else unchanged."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
+from grokscope.monitor.batches import HESSIAN_SALT, _indices, to_device
 
 
 class LoaderBatches:

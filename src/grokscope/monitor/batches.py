@@ -13,7 +13,7 @@ trip); into a Dataset, on the host, where the rows are read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -44,7 +44,7 @@ def to_device(batch: Any, device: Device) -> Any:
         return batch
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # a dict, or a mapping such as HF's BatchEncoding
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, tuple | list):
         return type(batch)(to_device(v, device) for v in batch)
