@@ -94,7 +94,8 @@ def _series(run: RunDir) -> tuple[dict[str, np.ndarray] | None, str]:
     if run.has_table(DETECTOR_TABLE):
         t = run.table(DETECTOR_TABLE).sort_values("step")
         if len(t):
-            return {k: t[k].to_numpy(dtype=float) for k in t.columns}, "as the monitor recorded them"
+            return ({k: t[k].to_numpy(dtype=float) for k in t.columns if pd.api.types.is_numeric_dtype(t[k])},
+                    "as the monitor recorded them")  # numbers only: the clock's kind is a name
     s = run_series(run) if run.has_table(DEFECT_TABLE) else None
     return s, "rebuilt from the stored defect and metrics (the record keeps no detector inputs)"
 
