@@ -211,6 +211,7 @@ def test_tick_labels_keep_grokscope_names_and_strip_the_shared_part():
                                                                                  "h.0.attn.*.weight")
     labels, _ = tick_labels(["_orig_mod.x", "x"])  # stripping the wrapper would merge them: kept whole
     assert labels == ["_orig_mod.x", "x"]
+    assert tick_labels(["0.weight", "2.weight"]) == (["0.weight", "2.weight"], "")  # not bare numbers
 
 
 def test_the_monitored_report_page_in_a_browser(report, tmp_path):

@@ -8,6 +8,11 @@ and `collate_fn` as `(inputs..., target)`. Measurements fall on optimiser steps 
 validation metrics (`val_loss`, `val_acc`, and whatever else is logged) are recorded when validation ends.
 It is a stateful callback: each checkpoint the Trainer saves writes the monitor's store in full first and keeps its
 `state_dict`, so `trainer.fit(..., ckpt_path=...)` continues the record from the checkpoint's step.
+
+The monitor's signals (`grokscope/defect`, `grokscope/weight_norm`, `grokscope/warning_score`, the warning, ...:
+`monitor/sinks.py`) go to every logger of the Trainer (`trainer.loggers`: CSV, TensorBoard, W&B, MLflow, any
+other) through `log_metrics` at their step; the warning's message too where the logger shows text (TensorBoard's
+text, an MLflow tag, the W&B run summary).
 """
 
 from __future__ import annotations
@@ -23,8 +28,38 @@ from grokscope.integrations.common import loader_batches, monitor_metrics
 from grokscope.integrations.setup import start_monitor
 from grokscope.monitor import Monitor, WarningEvent
 from grokscope.monitor.functional import LossFn
+from grokscope.monitor.sinks import Signals
 
 LOSS_ATTRIBUTES = ("loss_fn", "criterion")
+
+
+def logger_text(logger: Any, tag: str, text: str, step: int) -> None:
+    """`text` in a Lightning logger that can show it: TensorBoard's text, an MLflow run tag, the W&B run's summary
+    (a CSV logger keeps numbers only)."""
+    exp = logger.experiment
+    if hasattr(exp, "add_text"):
+        exp.add_text(tag, text, step)
+    elif hasattr(exp, "set_tag") and getattr(logger, "run_id", None):
+        exp.set_tag(logger.run_id, tag, text)
+    elif hasattr(exp, "summary"):
+        exp.summary[tag] = text
+
+
+def trainer_signals(trainer: L.Trainer) -> Signals | None:
+    """The monitor's signals into every logger of `trainer` (None: it has none)."""
+    loggers = list(trainer.loggers)
+    if not loggers:
+        return None
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        for lg in loggers:
+            lg.log_metrics(metrics, step=step)
+
+    def text(tag: str, message: str, step: int) -> None:
+        for lg in loggers:
+            logger_text(lg, tag, message, step)
+
+    return Signals(log, text)
 
 
 def module_loss(module: L.LightningModule) -> LossFn:
@@ -49,14 +84,17 @@ class GrokscopeCallback(L.Callback):
         watch: globs of parameter names recorded as a trajectory (None: attention-like matrices).
         seed: seeds the monitor's own draws.
         on_warning: called with the `WarningEvent` when the early warning fires.
+        log_signals: send the monitor's signals and its warning to the Trainer's loggers.
         **settings: any `MonitorConfig` field by name.
     """
 
     def __init__(self, out: str | Path, *, loss_fn: LossFn | None = None, batches: Any = None,
                  batch_size: int | None = None, watch: list[str] | None = None, seed: int = 0,
-                 on_warning: Callable[[WarningEvent], None] | None = None, **settings: Any) -> None:
+                 on_warning: Callable[[WarningEvent], None] | None = None, log_signals: bool = True,
+                 **settings: Any) -> None:
         self.out, self.loss_fn, self.batches, self.batch_size = out, loss_fn, batches, batch_size
         self.watch, self.seed, self.on_warning, self.settings = watch, seed, on_warning, settings
+        self.log_signals = log_signals
         self.monitor: Monitor | None = None
         self.resumed: dict[str, Any] | None = None  # the monitor's state_dict in the checkpoint a fit resumes from
 
@@ -79,7 +117,8 @@ class GrokscopeCallback(L.Callback):
             pl_module, self.loss_fn or module_loss(pl_module), batches, self.out,
             optimizer=trainer.optimizers[0] if len(trainer.optimizers) == 1 else None, seed=self.seed,
             start_step=trainer.global_step, steps=max(trainer.max_steps, 0), watch=self.watch,
-            on_warning=self.on_warning, settings=self.settings)
+            on_warning=self.on_warning, settings=self.settings,
+            log=trainer_signals(trainer) if self.log_signals else None)
         if self.monitor is not None and self.resumed is not None:
             self.monitor.load_state_dict(self.resumed)  # the checkpoint's record, at the checkpoint's step
 

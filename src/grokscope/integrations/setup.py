@@ -13,6 +13,7 @@ from torch import nn
 from grokscope.errors import RecordExistsError
 from grokscope.monitor import Monitor, WarningEvent
 from grokscope.monitor.functional import LossFn
+from grokscope.monitor.sinks import Signals
 
 BIG_MODEL = 1_000_000  # parameters; above this, full snapshots are off unless asked for (each is a model copy)
 
@@ -27,14 +28,16 @@ def sized_settings(model: nn.Module, settings: dict[str, Any]) -> dict[str, Any]
 def start_monitor(model: nn.Module, loss_fn: LossFn, batches: Any, out: str | Path, *,
                   optimizer: torch.optim.Optimizer | None, seed: int, start_step: int, steps: int,
                   watch: list[str] | None, on_warning: Callable[[WarningEvent], None] | None,
-                  settings: dict[str, Any], measured: nn.Module | None = None) -> Monitor | None:
+                  settings: dict[str, Any], measured: nn.Module | None = None, log: Signals | None = None
+                  ) -> Monitor | None:
     """A `Monitor` over `measured` (default `model`) that records θ at `start_step` now, or continues the record at
-    `out` from there (a fit resumed from its checkpoint). None when a fit starting afresh finds a record at `out`:
+    `out` from there (a fit resumed from its checkpoint), forwarding its signals to `log` (the trainer's loggers).
+    None when a fit starting afresh finds a record at `out`:
     said in one line on stderr, and the user's training goes on unmonitored instead of crashing."""
     try:
         return Monitor(measured if measured is not None else model, loss_fn, batches, out, watch=watch,
                        optimizer=optimizer, seed=seed, steps=steps, start_step=start_step, on_warning=on_warning,
-                       **sized_settings(model, settings))
+                       log=log, **sized_settings(model, settings))
     except RecordExistsError as e:
         print(f"grokscope: this run is not monitored: {e}", file=sys.stderr, flush=True)
         return None

@@ -6,8 +6,10 @@ from grokscope.monitor.detector import DEFAULT_DETECTOR, DetectorConfig, MultiSi
 from grokscope.monitor.divergence import DivergenceEvent
 from grokscope.monitor.monitor import Monitor, parse_metric
 from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.sinks import PREFIX, Signals
 from grokscope.monitor.warning import DEFAULT_LEAD, LeadModel, OnsetDetector, WarningEvent, replay
 
 __all__ = ["DEFAULT_DETECTOR", "DEFAULT_LEAD", "AutoDetector", "BatchSource", "CallableBatches", "DatasetBatches",
            "DetectorConfig", "DivergenceEvent", "LeadModel", "Monitor", "MonitorConfig", "MultiSignalDetector",
-           "OnsetDetector", "TensorBatches", "WarnConstants", "WarningEvent", "make_source", "parse_metric", "replay"]
+           "OnsetDetector", "PREFIX", "Signals", "TensorBatches", "WarnConstants", "WarningEvent", "make_source",
+           "parse_metric", "replay"]

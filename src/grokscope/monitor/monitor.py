@@ -59,6 +59,7 @@ from grokscope.monitor.groups import Groups
 from grokscope.monitor.records import thin
 from grokscope.monitor.rng import preserved_rng
 from grokscope.monitor.settings import MonitorConfig
+from grokscope.monitor.sinks import Signals
 from grokscope.monitor.sketch import CountSketch, sketch_seed
 from grokscope.monitor.state import (
     Record,
@@ -115,6 +116,8 @@ class Monitor:
         tensorboard: also write TensorBoard events: True into `out/tensorboard`, or a folder (`grokscope[tensorboard]`).
         config: a `MonitorConfig`; keyword `settings` override its fields.
         on_divergence: called once with the `DivergenceEvent` when the run turns non-finite.
+        log: your logger, called as `log({"grokscope/defect": ..., ...}, step=step)` with each new measurement
+            and the warning (`wandb.log`, `mlflow.log_metrics`; `monitor/sinks.py` lists the signals), or a `Signals`.
         **settings: any `MonitorConfig` field by name (`defect_every=100`, ...).
     """
 
@@ -125,7 +128,8 @@ class Monitor:
                  overwrite: bool = False, on_warning: Callable[[WarningEvent], None] | None = None,
                  detector: Detector | None = None, tensorboard: bool | str = False,
                  config: MonitorConfig | None = None,
-                 on_divergence: Callable[[DivergenceEvent], None] | None = None, **settings: Any) -> None:
+                 on_divergence: Callable[[DivergenceEvent], None] | None = None,
+                 log: Callable[..., Any] | Signals | None = None, **settings: Any) -> None:
         t0 = time.perf_counter()
         try:
             self.cfg = MonitorConfig(**{**(config.to_dict() if config else {}), **settings})
@@ -146,6 +150,9 @@ class Monitor:
             require_tensorboard()  # a missing extra fails before anything is written
         start = int(start_step)
         found = open_record(self.run, start, overwrite)  # None: a new record (monitor/state.py)
+        self.signals = None if log is None else log if isinstance(log, Signals) else Signals(log)
+        if self.signals is not None:  # a continued record forwards only what it measures from now on
+            self.signals.after = start if found is not None else start - 1
         self.run_cfg = RunConfig(
             data=DataConfig(tasks=self.tasks, p=0, train_frac=0.0),
             model=ModelConfig(kind=EXTERNAL, d_model=0, n_heads=0, d_ff=0, n_layers=0, width=0),
@@ -200,6 +207,7 @@ class Monitor:
                 self._record(start, None, self._due(start, force=True))
             self.flush()  # the record exists in full from the start
         self.spent += time.perf_counter() - t0
+        self._forward()
 
     # ---- setup ------------------------------------------------------------------------------------
     def _open_tensorboard(self, tensorboard: bool | str, purge_step: int | None) -> Any:
@@ -229,7 +237,13 @@ class Monitor:
             if flush:
                 self.flush()
         self.spent += time.perf_counter() - t0
+        self._forward()
         return event
+
+    def _forward(self) -> None:
+        """The new measurements into the user's logger (their time is the logger's, not the monitor's)."""
+        if self.signals is not None:
+            self.signals.forward(self)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Log `metrics` at a step already recorded by `step()` (frameworks log after the step's measurements)."""
@@ -240,6 +254,7 @@ class Monitor:
         t0 = time.perf_counter()
         self._log_metrics(int(step), metrics)
         self.spent += time.perf_counter() - t0
+        self._forward()
 
     def _due(self, step: int, force: bool = False) -> set[str]:
         """The measurements that fall on `step` (every configured one when `force`)."""

@@ -37,5 +37,5 @@ def warning_curves(views: list[WarningView], max_panels: int = 12) -> Figure:
         ax.set_title(v.run if w is not None else f"{v.run} (no warning)", fontsize=8)
         ax.set_xlabel("step")
         ax.set_ylabel("detector score")
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="best")
     return fig

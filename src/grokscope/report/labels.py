@@ -40,6 +40,8 @@ def tick_labels(names: list[str], width: int = 14) -> tuple[list[str], str]:
     rows = [_segments(n) for n in names]
     head = _common(rows, False) if len(rows) > 1 else 0
     tail = _common([r[head:] for r in rows], True) if len(rows) > 1 else 0
+    if tail and all(".".join(r[head:len(r) - tail]).replace(".", "").isdigit() for r in rows):
+        tail -= 1  # bare layer numbers say little: keep the last shared segment (`0.weight`, not `0`)
     core = [".".join(r[head:len(r) - tail]) for r in rows]
     if len(set(core)) < len(set(names)):  # dropping wrappers merged two names: keep them whole
         core, head, tail = list(names), 0, 0

@@ -86,7 +86,7 @@ def pc1_vs_null(df: pd.DataFrame) -> Figure:
         ax.bar(x + 0.2, nm, width=0.4, yerr=ns, color="0.6", alpha=0.8, label="random-walk null")
     ax.set_xticks(x, labels, rotation=90 if rotate else 0, fontsize=8)
     if shared:
-        ax.set_xlabel(f"attention matrix ({shared})", fontsize=8)
+        ax.set_xlabel(f"watched matrix ({shared})", fontsize=8)
     ax.set_ylabel("PC1 % of trajectory variance")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
