@@ -5,8 +5,15 @@ Gromov (2023, arXiv 2301.02679): a two-layer MLP on a + b mod 97, inputs the con
 N = 500 hidden units with a quadratic activation and no biases, squared error against one-hot targets, full batch,
 AdamW (lr 1e-2, betas 0.9 / 0.98, weight decay 5, init N(0, 0.25 / (2N)^(2/3)): the configuration of the
 Doshi–He–Gromov code that extends the paper). Gromov's MLP groks without any decay, so its no-decay runs are not
-never-grokking controls; the too-little-data runs (10 % train) are. A run stops once it groks (test accuracy
-≥ 98 % for 3 evaluations, every 10 steps) or at its budget; finished runs are skipped, interrupted ones start over.
+never-grokking controls; the too-little-data runs (10 % train) are.
+
+Nanda et al. (2023): their one-layer transformer (d 128, 4 heads, ReLU MLP 512, no LayerNorm, tokens a b =) as a
+TransformerLens 4 `TransformerBridge` from `boot_native` (`ew_models.tl_bridge`), full batch, AdamW lr 1e-3, betas
+0.9 / 0.98, wd 1, at p 53 with 50 % train: the setting of Liu et al.'s Fig. 1 in Nanda's architecture (p 113 at 30 %
+costs ~6× more per step and groks at ~10k steps; the corpus' p 41 at 40 % did not grok within 15k steps).
+
+A run stops once it groks (test accuracy ≥ 98 % for 3 evaluations) or at its budget; finished runs are skipped,
+interrupted ones start over.
 """
 
 from __future__ import annotations
@@ -71,16 +78,32 @@ class OwnRun:
 
 
 GROMOV = {"p": 97, "width": 500, "lr": 1e-2, "betas": (0.9, 0.98), "every": 10}
+NANDA = {"p": 53, "d_model": 128, "lr": 1e-3, "betas": (0.9, 0.98), "every": 100}
 RUNS: tuple[OwnRun, ...] = tuple(
     r for s in (1, 2, 3) for r in (OwnRun("gromov-mlp", "grok?", s, 5.0, 0.3, 1000),
                                    OwnRun("gromov-mlp", "no-decay", s, 0.0, 0.3, 2000),
-                                   OwnRun("gromov-mlp", "small-data", s, 5.0, 0.1, 1500)))
+                                   OwnRun("gromov-mlp", "small-data", s, 5.0, 0.1, 1500))
+) + (OwnRun("nanda-bridge", "grok?", 1, 1.0, 0.5, 6000), OwnRun("nanda-bridge", "grok?", 2, 1.0, 0.5, 6000),
+     OwnRun("nanda-bridge", "grok?", 3, 1.0, 0.5, 6000), OwnRun("nanda-bridge", "no-decay", 1, 0.0, 0.5, 3000))
+
+
+def settings(run: OwnRun) -> dict[str, Any]:
+    """The family's optimiser and recording settings."""
+    return GROMOV if run.family == "gromov-mlp" else NANDA
 
 
 def build(run: OwnRun) -> tuple[nn.Module, Any, tuple[torch.Tensor, ...]]:
     """The seeded model, its loss and its data split (X, y, X_test, y_test)."""
     torch.manual_seed(run.seed)
-    return GromovMLP(GROMOV["p"], GROMOV["width"]), mse_onehot, modular("add", GROMOV["p"], run.train_frac, run.seed)
+    if run.family == "gromov-mlp":
+        return (GromovMLP(GROMOV["p"], GROMOV["width"]), mse_onehot,
+                modular("add", GROMOV["p"], run.train_frac, run.seed))
+    from ew_data import with_equals
+    from ew_models import tl_bridge
+
+    p = NANDA["p"]
+    return tl_bridge(p, NANDA["d_model"], run.seed), F.cross_entropy, with_equals(
+        modular("add", p, run.train_frac, run.seed), p)
 
 
 def run_dir(store: Path, run: OwnRun) -> Path:
@@ -99,12 +122,14 @@ def _evaluate(model: nn.Module, loss_fn: Any, X: torch.Tensor, y: torch.Tensor) 
 
 
 def train_one(run: OwnRun, out: Path) -> None:
-    """Full-batch AdamW, recorded by the monitor (defects, watched tensors and snapshots every 10 steps)."""
+    """Full-batch AdamW, recorded by the monitor (defects, watched tensors, snapshots and evaluations every 10 steps
+    for Gromov's MLP, every 100 for the bridge)."""
     from grokscope.monitor import Monitor
 
-    every = GROMOV["every"]
+    cfg = settings(run)
+    every = cfg["every"]
     model, loss_fn, (X, y, Xt, yt) = build(run)
-    opt = torch.optim.AdamW(model.parameters(), lr=GROMOV["lr"], weight_decay=run.wd, betas=GROMOV["betas"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=run.wd, betas=cfg["betas"])
     mon = Monitor(model, loss_fn, (X, y), out=out, optimizer=opt, tasks=("add",), batch_size=len(X), seed=run.seed,
                   steps=run.budget, overwrite=True, defect_every=every, watch_every=every, snapshot_every=every,
                   n_snapshots=120, sketch_above=1_000_000, warn=False, verbose=False)
@@ -123,8 +148,9 @@ def train_one(run: OwnRun, out: Path) -> None:
             break
     mon.close()
     meta = {"family": run.family, "role": run.role, "seed": run.seed, "wd": run.wd, "train_frac": run.train_frac,
-            "budget": run.budget, "p": GROMOV["p"], "width": GROMOV["width"], "lr": GROMOV["lr"],
-            "optimizer": "adamw", "loss": "mse", "batch": "full", "cpu_seconds": round(time.process_time() - t0, 1)}
+            "budget": run.budget, **{k: v for k, v in cfg.items() if k != "betas"}, "betas": list(cfg["betas"]),
+            "optimizer": "adamw", "loss": "mse" if run.family == "gromov-mlp" else "cross-entropy", "batch": "full",
+            "task": "add", "cpu_seconds": round(time.process_time() - t0, 1)}
     tmp = out / (META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     tmp.replace(out / META)

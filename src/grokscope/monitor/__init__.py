@@ -4,9 +4,10 @@ from grokscope.monitor.batches import BatchSource, CallableBatches, DatasetBatch
 from grokscope.monitor.detector import DEFAULT_DETECTOR, DetectorConfig, MultiSignalDetector
 from grokscope.monitor.divergence import DivergenceEvent
 from grokscope.monitor.monitor import Monitor, parse_metric
+from grokscope.monitor.posthoc import UserModel
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.warning import DEFAULT_LEAD, LeadModel, OnsetDetector, WarningEvent, replay
 
 __all__ = ["DEFAULT_DETECTOR", "DEFAULT_LEAD", "BatchSource", "CallableBatches", "DatasetBatches", "DetectorConfig",
            "DivergenceEvent", "LeadModel", "Monitor", "MonitorConfig", "MultiSignalDetector", "OnsetDetector",
-           "TensorBatches", "WarningEvent", "make_source", "parse_metric", "replay"]
+           "TensorBatches", "UserModel", "WarningEvent", "make_source", "parse_metric", "replay"]
