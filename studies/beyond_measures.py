@@ -72,7 +72,8 @@ def onset(run: RunDir, task: str, t90: int | None) -> dict[str, Any]:
 
     d = defect_onsets(run)
     lead90 = (d.get("lead_90") or {}).get(task)
-    return {"onset": d.get("onset"), "lead": (d.get("lead") or {}).get(task), "lead_90": lead90,
+    return {"onset": d.get("onset"), "defect_peak_ratio": num(d.get("defect_peak_ratio")),
+            "lead": (d.get("lead") or {}).get(task), "lead_90": lead90,
             "lead_fraction": num((d.get("lead_fraction") or {}).get(task)), "p2_law": on_law(t90, lead90)}
 
 
@@ -168,7 +169,7 @@ def measure(rec: Any) -> dict[str, Any]:
 
     run = RunDir(rec.path)
     t = timeline(run, rec.task)
-    out: dict[str, Any] = {"run": rec.path.name, "role": rec.role, "seed": rec.seed, **t,
+    out: dict[str, Any] = {"run": rec.path.name, "label": rec.label, "role": rec.role, "seed": rec.seed, **t,
                            **onset(run, rec.task, t["t90"])}
     model = user_model(rec)
     steps: dict[str, Any] = {

@@ -36,14 +36,19 @@ class Setup:
     attention: bool
     embedding: tuple[str, int, int] | None = None
     canonical: bool = True
+    control_groups: tuple[str, ...] = ()  # groups whose controls (only) join this setup's
 
 
 SETUPS: tuple[Setup, ...] = (
-    Setup("nanda", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge)", ("corpus:v2/tl-bridge-add",),
-          "p 113, 30 % train, full batch, AdamW lr 1e-3 wd 1, d 128, 4 heads, ReLU MLP 512; grok (test ≈ 1) at "
-          "≈ 10k steps, cleanup 9.4k–13k (Nanda et al. 2023)",
-          "p 41, 40 % train (p 113 full batch is 3.8k × 3 tokens per step: too slow for two shared cores)",
-          "*attn*", True, ("model.embed._original_component.weight", 0, 41)),
+    Setup("nanda", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 53", ("own:nanda-bridge",),
+          "p 113, 30 % train, full batch, AdamW lr 1e-3 wd 1, d 128, 4 heads, ReLU MLP 512; test ≥ 90 % near 10k "
+          "steps, cleanup 9.4k–13k (Nanda et al. 2023); at p 53 / 50 % (Liu et al.'s Fig. 1 setting) test ≥ 90 % "
+          "near 1.6k",
+          "p 53, 50 % train (p 113 at 30 % costs ~3× more per step and ~5× more steps: hours on two shared cores)",
+          "*attn*", True, ("model.embed._original_component.weight", 0, 53)),
+    Setup("nanda-p41", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 41 (corpus)",
+          ("corpus:v2/tl-bridge-add",), "as above", "p 41, 40 % train (the early-warning corpus' scale)",
+          "*attn*", True, ("model.embed._original_component.weight", 0, 41), canonical=False),
     Setup("gromov", "Gromov 2-layer MLP (quadratic activation, one-hot inputs)", ("own:gromov-mlp",),
           "p 97, N 500, x², MSE, full batch, AdamW; groks within ~10²–10³ full-batch steps, and without any "
           "decay too (Gromov 2023; the step itself not quoted here)",
@@ -55,12 +60,11 @@ SETUPS: tuple[Setup, ...] = (
           "memorised at 120–140, grok 28k–56k (4 of 5 seeds)",
           "p 31, 30 % train, AdamW lr 5e-3 wd 1, batch 256 (the corpus' quick preset), add and sub",
           "mlp.W_in", False, None),
-    Setup("parity-adamw", "Sparse parity, MLP, AdamW (Barak et al.)",
-          ("corpus:eval/parity-plain-mlp-b0.999", "corpus:eval/parity-plain-mlp"),
+    Setup("parity-adamw", "Sparse parity, MLP, AdamW (Barak et al.)", ("corpus:eval/parity-plain-mlp-b0.999",),
           "n 30, k 3, 1000 train, width 256, AdamW wd 1 (torch's betas): test ≥ 98 % around step 3000 "
           "(examples/sparse_parity.py; Barak et al. 2022 report n 50 and larger)",
           "the demo's configuration; no-decay controls from the β2 0.98 group (the β2 0.999 group has none)",
-          "0.weight", False, None),
+          "0.weight", False, None, control_groups=("corpus:eval/parity-plain-mlp",)),
     Setup("parity-sgd", "Sparse parity, MLP, SGD (Barak et al.)", ("corpus:eval/parity-plain-mlp-sgd",),
           "as above with SGD (momentum 0.9, lr 0.1, L2 1e-3), batch 128", "the corpus' configuration",
           "0.weight", False, None),
@@ -104,20 +108,28 @@ class Rec:
     def task(self) -> str:
         return self.meta.get("task", "add")
 
+    @property
+    def label(self) -> str:
+        """The run in a list of its setup's: its seed, and its task where the setup has several."""
+        return f"{self.task} s{self.seed}" if len(self.setup.groups) > 1 else f"s{self.seed}"
+
 
 def records(setup: Setup, corpus: Path, own: Path) -> list[Rec]:
     """The setup's finished runs in both stores (a run still training, or interrupted, is left out)."""
     from grokscope.store import find_runs
 
     out = []
-    for g in setup.groups:
+    for g in setup.groups + setup.control_groups:
         kind, rel = g.split(":", 1)
         folder = (corpus if kind == "corpus" else own) / rel
         meta_name = CORPUS_META if kind == "corpus" else OWN_META
         for run in find_runs([folder]) if folder.exists() else []:
             if not (run.path / meta_name).exists() or not run.has_summary() or not run.summary().get("finished"):
                 continue
-            out.append(Rec(setup, run.path, json.loads((run.path / meta_name).read_text())))
+            meta = json.loads((run.path / meta_name).read_text())
+            if g in setup.control_groups and meta["role"] == "grok?":
+                continue
+            out.append(Rec(setup, run.path, meta))
     return sorted(out, key=lambda r: (r.role != "grok?", r.seed, r.path.name))
 
 
