@@ -163,6 +163,25 @@ def progress(run: RunDir, rec: Any, max_points: int = 30) -> dict[str, Any]:
                                 "excluded_loss_peak_step", "restricted_loss_min_step")}
 
 
+def neuron_ipr(run: RunDir, rec: Any) -> dict[str, Any] | None:
+    """Gromov's own progress measure for a first layer acting on one-hot inputs (token axis 1): per hidden unit,
+    the inverse participation ratio Σ P_k² of its normalised Fourier power over the first operand's weights (1/n:
+    spread over every frequency, 1: one frequency), median over units, at θ₀ and at the end; and how many distinct
+    frequencies the units' strongest ones are (a Fourier solution where each unit picks its own frequency is
+    sparse per unit and dense over the layer, which the embedding-level key set cannot see)."""
+    if rec.setup.embedding is None or rec.setup.embedding[1] != 1:
+        return None
+    name, _, p = rec.setup.embedding
+    steps, snaps = run.snapshots()
+    out = {}
+    for label, i in (("first", 0), ("last", len(steps) - 1)):
+        power = torch.fft.rfft(snaps[name][i][:, :p].double(), dim=1).abs()[:, 1:] ** 2
+        power = power / power.sum(1, keepdim=True)
+        out[f"ipr_{label}"] = num(float((power**2).sum(1).median()))
+        out[f"distinct_top_{label}"] = len(set((power.argmax(1) + 1).tolist()))
+    return out
+
+
 def measure(rec: Any) -> dict[str, Any]:
     """Every measure of one run; a measure that does not apply (or fails on this run) says why in one line."""
     from beyond_setups import user_model
@@ -178,6 +197,7 @@ def measure(rec: Any) -> dict[str, Any]:
         {"why": "no attention matrices: P2's execution basis is built from them"},
         "curvature": lambda: curvature(run, rec, model, t),
         "progress": lambda: progress(run, rec),
+        "neuron_ipr": lambda: neuron_ipr(run, rec),
     }
     for key, fn in steps.items():
         try:

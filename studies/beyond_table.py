@@ -14,7 +14,7 @@ from beyond_measures import ALPHA, measure, p2_law
 from beyond_setups import SETUPS, Rec, Setup, records
 
 CACHE = "table-cache"
-VERSION = 2  # of the measures: a cached run's measures of another version are recomputed
+VERSION = 3  # of the measures: a cached run's measures of another version are recomputed
 
 # The papers' values (docs/claims.md, docs/papers.md; Nanda et al. for the progress measures): the reference row.
 REFERENCE = {
@@ -118,6 +118,8 @@ def summarise(setup: Setup, ms: list[dict[str, Any]]) -> dict[str, Any]:
         "first_key": [_get(m, "progress", "first_causal_key_step") for m in grok],
         "excluded_peak": [_get(m, "progress", "excluded_loss_peak_step") for m in grok],
         "progress_why": _why(grok, "progress"),
+        "ipr_first": _med([_get(m, "neuron_ipr", "ipr_first") for m in grok]),
+        "ipr_last": _med([_get(m, "neuron_ipr", "ipr_last") for m in grok]),
         "controls": controls, "runs": ms,
     }
 
@@ -156,6 +158,8 @@ def _row(s: dict[str, Any]) -> list[str]:
            f"{_f(s['rho'], '.5f')} (random {_f(s['rho_random'], '.5f')}; exec/random {_f(s['proj_ratio'], '.2f')}×)")
     prog = ("—" if s["progress_why"] else
             f"Gini {_f(s['gini_first'], '.2f')}→{_f(s['gini_last'], '.2f')}; first key {_steps(s['first_key'])}")
+    if s["ipr_first"] is not None:
+        prog += f"; per-unit Fourier IPR {_f(s['ipr_first'], '.2f')}→{_f(s['ipr_last'], '.2f')}"
     return [s["label"], f"{s['n_runs']} ({', '.join(map(str, s['seeds']))}); controls: {ctl}",
             _steps(s["grok"]), _steps(s["t_mem"]), _steps(s["onset"]), _f(s["peak_ratio"], ".1f"), onset,
             _f(s["lead_fraction"], ".2f"), law,
