@@ -149,15 +149,18 @@ def integrability(run: RunDir, model: Any, watch: str | None) -> dict[str, Any]:
     return {"rho": num(row["rho"]), "rho_random": num(row["rho_random"]), "proj_ratio": num(row["proj_ratio"])}
 
 
-def progress(run: RunDir, rec: Any, max_points: int = 30) -> dict[str, Any]:
+def progress(run: RunDir, rec: Any, model: Any, max_points: int = 30) -> dict[str, Any]:
     """Nanda et al.'s measures: Gini of the embedding's Fourier norms first → last, the end-of-run key set, the
-    first step with a causal key frequency; the restricted and excluded losses where grokscope has the logits."""
+    first step with a causal key frequency; the restricted and excluded losses where the logits are at hand."""
+    from beyond_setups import logits_fn
+
     from grokscope.analyses.progress_measures import Embedding, progress_table, summarize_progress
 
     emb = None
     if rec.setup.embedding is not None:
         name, axis, p = rec.setup.embedding
-        emb = Embedding(name, p, axis)
+        got = logits_fn(rec, model)
+        emb = Embedding(name, p, axis, *(got or (None, None)))
     res = summarize_progress(progress_table(run, (rec.task,), max_points, embedding=emb))["tasks"][rec.task]
     return {k: res[k] for k in ("gini_first", "gini_last", "key_final", "first_causal_key_step",
                                 "excluded_loss_peak_step", "restricted_loss_min_step")}
@@ -196,7 +199,7 @@ def measure(rec: Any) -> dict[str, Any]:
         "rho": lambda: integrability(run, model, rec.setup.watch) if rec.setup.attention else
         {"why": "no attention matrices: P2's execution basis is built from them"},
         "curvature": lambda: curvature(run, rec, model, t),
-        "progress": lambda: progress(run, rec),
+        "progress": lambda: progress(run, rec, model),
         "neuron_ipr": lambda: neuron_ipr(run, rec),
     }
     for key, fn in steps.items():

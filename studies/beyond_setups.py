@@ -176,3 +176,23 @@ def user_model(rec: Rec) -> Any:
         module = _lightning_module(g, r, net)
         return UserModel(module, module.loss_fn, (X, y), batch_size=batch, seed=seed)
     return UserModel(net, F.cross_entropy, (X, y), batch_size=batch, seed=seed)
+
+
+def logits_fn(rec: Rec, um: Any) -> tuple[Any, torch.Tensor] | None:
+    """The monitored model's logits over the p answers on operand pairs (for the restricted and excluded losses)
+    and the run's training pairs, or None where grokscope computes them itself (its own models) or where they are
+    not cross-entropy logits (Gromov's squared error)."""
+    m = rec.meta
+    if um is None or m.get("family") == "gromov-mlp" or rec.setup.embedding is None:
+        return None
+    p = rec.setup.embedding[2]
+    tokens = m["model"] in ("tl-bridge", "hf-gpt2") or m.get("family") == "nanda-bridge"
+    X = um.source.tensors[0]
+    train = X[:, :2]
+
+    def logits(params: dict[str, torch.Tensor], pairs: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat([pairs, torch.full_like(pairs[:, :1], p)], 1) if tokens else pairs
+        out = um.target.outputs({n: params[n].float() for n in um.target.names}, (inputs,))
+        return (out.logits[:, 2] if hasattr(out, "logits") else out)[:, :p]
+
+    return logits, train

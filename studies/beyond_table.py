@@ -14,7 +14,7 @@ from beyond_measures import ALPHA, measure, p2_law
 from beyond_setups import SETUPS, Rec, Setup, records
 
 CACHE = "table-cache"
-VERSION = 3  # of the measures: a cached run's measures of another version are recomputed
+VERSION = 4  # of the measures: a cached run's measures of another version are recomputed
 
 # The papers' values (docs/claims.md, docs/papers.md; Nanda et al. for the progress measures): the reference row.
 REFERENCE = {
@@ -158,6 +158,9 @@ def _row(s: dict[str, Any]) -> list[str]:
            f"{_f(s['rho'], '.5f')} (random {_f(s['rho_random'], '.5f')}; exec/random {_f(s['proj_ratio'], '.2f')}×)")
     prog = ("—" if s["progress_why"] else
             f"Gini {_f(s['gini_first'], '.2f')}→{_f(s['gini_last'], '.2f')}; first key {_steps(s['first_key'])}")
+    peaks = [(e, g) for e, g in zip(s["excluded_peak"], s["grok"], strict=True) if e is not None]
+    if peaks:
+        prog += "; excluded loss peaks " + " / ".join(_steps([e]) for e, _ in peaks)
     if s["ipr_first"] is not None:
         prog += f"; per-unit Fourier IPR {_f(s['ipr_first'], '.2f')}→{_f(s['ipr_last'], '.2f')}"
     return [s["label"], f"{s['n_runs']} ({', '.join(map(str, s['seeds']))}); controls: {ctl}",
