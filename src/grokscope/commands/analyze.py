@@ -130,6 +130,8 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             d = res["defect"]
             leads = ", ".join(f"{t} {fmt(v, '.1f')}" for t, v in d["lead"].items())
             where = "defect.parquet (inline, Monitor)" if "source" in d else "defect_posthoc.parquet"
+            if isinstance(d.get("rho"), str):
+                where += f"; ρ {d['rho']}"
             print(f"  defect: onset {fmt(d['onset'], '.1f')}, peak/baseline {fmt(d['defect_peak_ratio'], '.1f')}, "
                   f"rho final {fmt(d.get('rho_final'), '.4f')} (random {fmt(d.get('rho_random_median'), '.4f')}), "
                   f"lead {leads or '—'}  -> {where}")
