@@ -22,7 +22,7 @@ from grokscope.config import DataConfig, ModelConfig, OptimConfig, RunConfig, pr
 from grokscope.geometry.onset import defect_timing, fit_power_law, onset_threshold
 from grokscope.geometry.pca import attention_pca, exec_basis, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
-from grokscope.monitor import LeadModel, Monitor, MonitorConfig, OnsetDetector, WarningEvent
+from grokscope.monitor import LeadModel, Monitor, MonitorConfig, OnsetDetector, UserModel, WarningEvent
 from grokscope.store import RunDir, find_runs, load_metrics, load_summaries
 from grokscope.training import train
 
@@ -31,5 +31,5 @@ __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunDir", "f
            "analyze_summary", "analyze_pca", "analyze_defect", "analyze_hessian_run", "analyze_fragility",
            "geometry_summary", "attention_pca", "exec_basis", "trajectory_pcs", "defect_timing", "onset_threshold",
            "fit_power_law", "phase_runs", "phase_table", "Monitor", "MonitorConfig", "OnsetDetector", "WarningEvent",
-           "LeadModel"]
+           "LeadModel", "UserModel"]
 __version__ = "0.1.0"

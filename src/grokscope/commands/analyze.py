@@ -35,7 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also repeat the total loss's λ_min under N fresh training samples and start vectors (one "
                         "of each per draw) and report the depth's spread (default 0: the fixed sample only)")
     p.add_argument("--tasks", type=csv_list(str), default=None,
-                   help="progress: only these tasks (default every task; each must be add, sub, mul or div)")
+                   help="progress: only these tasks (default every task; each must be add, sub, mul or div; a "
+                        "monitored run: the operations its task is)")
+    p.add_argument("--watch", type=csv_list(str), default=None, metavar="GLOB[,GLOB]",
+                   help="pca: the trajectories to read (globs over recorded parameter names, e.g. '*attn*' or an "
+                        "MLP's first layer '0.weight'; default every watched tensor; a name that was not watched "
+                        "is read from the full snapshots)")
+    p.add_argument("--embedding", default=None, metavar="NAME",
+                   help="progress on a monitored run: the recorded name of its token embedding (e.g. embed.W_E, "
+                        "transformer.wte.weight); needs --modulus")
+    p.add_argument("--modulus", type=int, default=None, metavar="P",
+                   help="progress on a monitored run: the modulus p of its task (tokens 0..p-1 are the operands)")
+    p.add_argument("--token-axis", type=int, default=0, choices=(0, 1),
+                   help="progress: the embedding's axis that indexes tokens (0: an nn.Embedding [vocab, d], the "
+                        "default; 1: a Linear on one-hot inputs [d, vocab])")
     p.add_argument("--llc-draws", type=int, default=None, metavar="N",
                    help="llc: SGLD draws per chain (default: the calibrated setting, docs/diagnostics.md)")
     p.add_argument("--llc-chains", type=int, default=None, metavar="N", help="llc: SGLD chains (default 4)")
@@ -62,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--hessian-draws={args.hessian_draws} must be >= 0")
     options = {"defect": {"draws": args.draws},
                "hessian": {"iters": args.lanczos_iters, "tol": args.lanczos_tol, "draws": args.hessian_draws},
-               "progress": {"tasks": args.tasks},
+               "pca": {"watch": args.watch},
+               "progress": {"tasks": args.tasks, "embedding": args.embedding, "modulus": args.modulus,
+                            "token_axis": args.token_axis},
                "llc": {k: v for k, v in (("draws", args.llc_draws), ("chains", args.llc_chains), ("lr", args.llc_lr),
                                          ("n_beta", args.llc_nbeta), ("localization", args.llc_localization))
                        if v is not None}}
@@ -72,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--llc-lr, --llc-nbeta and --llc-localization go together (each > 0): a fixed "
                               "setting; give none of them to calibrate")
         options["llc"]["calibrate"] = False
-    if args.tasks and "progress" not in what:
-        raise ConfigError("--tasks selects the tasks of --what progress; add progress to --what")
+    if (args.tasks or args.embedding or args.modulus is not None) and "progress" not in what:
+        raise ConfigError("--tasks, --embedding and --modulus are options of --what progress; add progress to --what")
+    if args.watch and "pca" not in what:
+        raise ConfigError("--watch picks the trajectories of --what pca; add pca to --what")
     device = resolve_device(check_device(args.device))
     runs = find_runs(args.runs)
     if not runs:
@@ -113,6 +130,8 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
             d = res["defect"]
             leads = ", ".join(f"{t} {fmt(v, '.1f')}" for t, v in d["lead"].items())
             where = "defect.parquet (inline, Monitor)" if "source" in d else "defect_posthoc.parquet"
+            if isinstance(d.get("rho"), str):
+                where += f"; ρ {d['rho']}"
             print(f"  defect: onset {fmt(d['onset'], '.1f')}, peak/baseline {fmt(d['defect_peak_ratio'], '.1f')}, "
                   f"rho final {fmt(d.get('rho_final'), '.4f')} (random {fmt(d.get('rho_random_median'), '.4f')}), "
                   f"lead {leads or '—'}  -> {where}")
@@ -129,10 +148,11 @@ def _print(results: dict[str, dict[str, Any]]) -> None:
                       f"{fmt(d['sd'], '.1f')} ({each})  -> hessian_draws.parquet")
         if "progress" in res:
             for task, t in res["progress"]["tasks"].items():
+                losses = (f"excluded loss (train) peaks at step {t['excluded_loss_peak_step']}, restricted loss "
+                          f"(all pairs) lowest at step {t['restricted_loss_min_step']}"
+                          if t["excluded_loss_peak_step"] is not None else "losses not measured (need the model)")
                 print(f"  progress {task}: key frequencies (end of run) {t['key_final'] or '—'}, Gini "
-                      f"{fmt(t['gini_first'], '.2f')} -> {fmt(t['gini_last'], '.2f')}, excluded loss (train) peaks at "
-                      f"step {t['excluded_loss_peak_step']}, restricted loss (all pairs) lowest at step "
-                      f"{t['restricted_loss_min_step']}  -> progress.parquet")
+                      f"{fmt(t['gini_first'], '.2f')} -> {fmt(t['gini_last'], '.2f')}, {losses}  -> progress.parquet")
         if "llc" in res and "skipped" not in res["llc"]:
             c = res["llc"]
             print(f"  llc: {fmt(c['llc_first'], '.1f')} -> {fmt(c['llc_last'], '.1f')} over {c['n_snapshots']} "

@@ -185,7 +185,7 @@ def _rho(delta: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (delta - par).norm(dim=-1) / n, par.norm(dim=-1) / n
 
 
-def _integrability(deltas: torch.Tensor, basis: torch.Tensor, n_random: int,
+def integrability(deltas: torch.Tensor, basis: torch.Tensor, n_random: int,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ρ, ρ of random bases and exec/random projection ratio [R] from all draws' δ [R, K, P]."""
     R, K, P = deltas.shape
@@ -225,7 +225,7 @@ def commutator_defect(problem: Problem, params: Params, step: int = 0, draws: in
     med = D.median(1)
     out = DefectResult(defect=med.values, defects=D, delta=deltas[torch.arange(R, device=D.device), med.indices])
     if basis is not None:
-        out.rho, out.rho_random, out.proj_ratio = _integrability(deltas, basis, n_random)
+        out.rho, out.rho_random, out.proj_ratio = integrability(deltas, basis, n_random)
     return out
 
 
@@ -299,9 +299,9 @@ def defects_from_snapshots(run: RunDir, draws: int = 9, device: str = "cpu", eta
             attn = {k: v for k, v in slices.items() if ".attn.W_" in k}
             per = [weight_svd_basis({k: snaps[k][i] for k in attn}, slices, theta_all.shape[1], svd_k)
                    for i in part]
-            rho, rho_random, ratio = _integrability(deltas, torch.stack(per).to(device), n_random)
+            rho, rho_random, ratio = integrability(deltas, torch.stack(per).to(device), n_random)
         elif basis is not None:
-            rho, rho_random, ratio = _integrability(deltas, basis, n_random)
+            rho, rho_random, ratio = integrability(deltas, basis, n_random)
         else:
             rho = rho_random = ratio = torch.full((len(part),), float("nan"), device=device)
         for j, i in enumerate(part):

@@ -13,13 +13,15 @@ All SVDs run in float64 on the CPU; bases are returned as float32.
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from grokscope.errors import StoreError, TooLittleData
+from grokscope.errors import ConfigError, StoreError, TooLittleData
 from grokscope.geometry.checkpoints import select_snapshots
 from grokscope.store import RunDir
 from grokscope.training import model as M
@@ -102,9 +104,37 @@ def _layer_of(name: str) -> int:
     return int(parts[1]) if parts[0] == "layers" else -1
 
 
-def attention_pca(run: RunDir, k: int = 10) -> pd.DataFrame:
-    """PC1% and the top-k spectrum (`pc{i}_percent`) of each attention matrix's recorded trajectory."""
+def watch_patterns(watch: str | Sequence[str]) -> list[str]:
+    """One glob or several, as a list."""
+    return [watch] if isinstance(watch, str) else list(watch)
+
+
+def watched_trajectories(run: RunDir, watch: str | Sequence[str] | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
+    """(steps [T], {name: [T, ...]}, source) of the trajectories PCA reads. Default: every watched tensor (the
+    attention matrices of grokscope's models, what a monitor's `watch` recorded). `watch` (globs) picks some; a
+    pattern that matches no watched tensor is looked up among the full snapshots (fewer steps: an MLP's first
+    layer, an embedding), and `source` says which ("watched" or "snapshots")."""
     steps, attn = run.attention_trajectory()
+    if watch is None:
+        return steps, attn, "watched"
+    pats = watch_patterns(watch)
+    chosen = {n: t for n, t in attn.items() if any(fnmatch.fnmatch(n, p) for p in pats)}
+    if chosen:
+        return steps, chosen, "watched"
+    snap_steps, snaps = run.snapshots()
+    chosen = {n: t for n, t in snaps.items() if any(fnmatch.fnmatch(n, p) for p in pats)}
+    if chosen:
+        return snap_steps, chosen, "snapshots"
+    names = list(attn) + [n for n in snaps if n not in attn]
+    raise ConfigError(f"watch={pats!r} matches no recorded tensor of {run.path.name}"
+                      + (f"; names look like {names[0]!r}" if names else " (it records none)"))
+
+
+def attention_pca(run: RunDir, k: int = 10, watch: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """PC1% and the top-k spectrum (`pc{i}_percent`) of each attention matrix's recorded trajectory (or of the
+    tensors `watch` picks, `watched_trajectories`)."""
+    steps, attn, _ = watched_trajectories(run, watch)
     rows = []
     for name, traj in attn.items():
         res = matrix_pca(traj, k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from grokscope.config import EXTERNAL
@@ -9,7 +10,7 @@ from grokscope.errors import StoreError
 from grokscope.formatting import num
 from grokscope.geometry.commutator import commutator_defect
 from grokscope.geometry.onset import defect_timing, onset_envelope, onset_threshold
-from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout
+from grokscope.geometry.pca import attention_pca, exec_basis, flat_layout, watched_trajectories
 from grokscope.store import DEFECT_TABLE, RunDir, diverged_step
 from grokscope.training.problem import Problem
 
@@ -56,12 +57,14 @@ def defect_onsets(run: RunDir) -> dict[str, Any]:
     return out
 
 
-def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[str, Any]:
+def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu",
+                     watch: str | Sequence[str] | None = None) -> dict[str, Any]:
     """PC1% per attention matrix and their mean, defect and ρ at the last snapshot, defect `onset` (threshold
     detector; `onset_envelope` the P1 one) of the inline `defect` table, lead and lead fraction per task
     (None where a quantity is undefined: no attention, no defect table, no grokking; a run recorded by
     grokscope.Monitor has no post-hoc defect or ρ); `missing` (present only when something is) lists, in words,
-    what a run too short or diverged lacks for a quantity."""
+    what a run too short or diverged lacks for a quantity. `watch` (globs) picks the trajectories of PC1%
+    (`geometry.pca.watched_trajectories`)."""
     out: dict[str, Any] = {"pc1_percent": {}, "pc1_mean": None}
     missing: list[str] = []
     diverged = diverged_step(run.summary()) if run.has_summary() else None
@@ -74,9 +77,9 @@ def geometry_summary(run: RunDir, draws: int = 9, device: str = "cpu") -> dict[s
                     "proj_ratio": None})
         out.update(defect_onsets(run))
         return {**out, "missing": missing}
-    steps, attn = run.attention_trajectory()
+    steps, attn, _ = watched_trajectories(run, watch)
     if attn and len(steps) >= 2:
-        df = attention_pca(run, k=3)
+        df = attention_pca(run, k=3, watch=watch)
         out["pc1_percent"] = {n: num(v) for n, v in zip(df["name"], df["pc1_percent"], strict=True)}
         out["pc1_mean"] = num(df["pc1_percent"].mean())
     elif attn:
