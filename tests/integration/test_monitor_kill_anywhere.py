@@ -18,7 +18,7 @@ from test_kill_anywhere import _assert_whole
 
 from store_checks import assert_same_record
 
-LOOP = Path(__file__).with_name("monitored_loop.py")
+LOOP = Path(__file__).parents[1] / "monitored_loop.py"  # shared with the unit tests
 STEPS, EVERY = 60, 5  # a checkpoint (and so a write of the store) every 5 steps, the monitor's own every 7
 KILLS = 3
 SEED = int(os.environ.get("GROKSCOPE_KILL_SEED", "20261130"))

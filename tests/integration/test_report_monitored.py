@@ -128,16 +128,18 @@ def test_no_warning_says_why_for_each_kind_of_run(store, report):
     assert set(rows) == {"gated", "default-no-train-acc", "off", "no-defect", "onset-rule"}
     r = rows["default-no-train-acc"]
     assert r["warned at"] is None or np.isnan(r["warned at"])
-    assert r["detector"] == "multi" and "not recorded" in r["detector source"]  # no warning named it: the default
-    assert "no train accuracy was logged" in r["why"] and "memorisation gate" in r["why"]
+    chosen = RunDir(store[0] / "default-no-train-acc").summary()["monitor"]["detector"]  # the default's own choice
+    assert r["detector"] == chosen["running"] and chosen["reason"] in r["detector source"]
+    assert f"no warning from the {chosen['running']} detector" in r["why"]
     assert rows["off"]["why"] == "the early warning was off (Monitor warn=False)"
     assert "defect_every=0" in rows["no-defect"]["why"]
     onset = store[1]["onset-rule"]
     r = rows["onset-rule"]
     if onset.events:  # P2's onset rule has no score to replay: its warning as recorded
         assert r["warned at"] == onset.events[0].step and "as recorded" in r["why"]
-    else:  # a detector that never fired leaves no name in the record: the default is replayed, and says so
-        assert r["detector"] == "multi" and "not recorded" in r["detector source"]
+    else:  # a detector that never fired: the report names the one the monitor recorded running
+        recorded = RunDir(store[0] / "onset-rule").summary()["monitor"]["detector"]
+        assert r["detector"] == recorded["name"] and "no warning from" in r["why"]
 
 
 def test_the_summarys_detector_name_and_reason_are_shown(store, tmp_path):

@@ -80,6 +80,11 @@ def _recorded_warning(run: RunDir, summary: dict[str, Any]) -> dict[str, Any] | 
 def _named_detector(summary: dict[str, Any], warning: dict[str, Any] | None) -> tuple[str | None, str]:
     """(the detector's name as the record gives it, its reason or where the name was read)."""
     recorded = (summary.get("monitor") or {}).get("detector")
+    if isinstance(recorded, dict) and "running" in recorded:  # the default's choice (`monitor.choice.AutoDetector`)
+        reason = str(recorded.get("reason") or "")
+        if recorded.get("running") == "transfer" and recorded.get("transfer_abstains"):
+            reason += f"; it abstained: {recorded['transfer_abstains']}"
+        return str(recorded.get("running") or recorded.get("name") or "auto"), reason or "as the monitor recorded it"
     if isinstance(recorded, dict) and recorded.get("name"):
         return str(recorded["name"]), str(recorded.get("reason") or "as the monitor recorded it")
     if isinstance(recorded, str) and recorded:
