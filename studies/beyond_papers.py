@@ -7,7 +7,7 @@ grokking setups (issue 41), read from the early-warning corpus and from the runs
                                               # the study's store (~/.cache/grokscope/beyond; each run's measures
                                               # cached there, recomputed only when the run changed)
 
-Results: docs/beyond-papers.md.
+The table is meant for a docs page "beyond the papers" once every setup has its seeds (not written yet).
 """
 
 from __future__ import annotations
