@@ -34,7 +34,17 @@ __all__ = ["UserModel"]
 class UserModel:
     """The model a monitored run recorded, its loss and the batches to measure on (as `Monitor` takes them: a
     tuple (X, y), a Dataset, a DataLoader or a function), handed back to the analyses. Its parameter names must be
-    those the monitor recorded (`monitor.json`); its current values are never read or changed."""
+    those the monitor recorded (`monitor.json`); its current values are never read or changed.
+
+    Args:
+        model: the model (an `nn.Module`, or a params dict with `forward`) whose parameters the run recorded.
+        loss_fn: the loss, called as `loss_fn(outputs, target)`, as the monitor called it.
+        batches: the data to measure on, anything `Monitor` takes.
+        forward: the functional forward of a params-dict model (None for an `nn.Module`).
+        batch_size: rows per minibatch drawn from `batches` (None: the source's own).
+        seed: the seed of grokscope's minibatch sampler.
+        eval_mode: measure with the module in eval mode (dropout off).
+    """
 
     def __init__(self, model: nn.Module | Params, loss_fn: LossFn, batches: Any, *, forward: Forward | None = None,
                  batch_size: int | None = None, seed: int = 0, eval_mode: bool = True) -> None:
