@@ -63,7 +63,7 @@ def test_run_longer_than_the_snapshot_budget(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,expect", [
-    (["analyze", "RUN", "--what", "pca,defect"], "skipped, PCA needs attention matrices at 2+ steps"),
+    (["analyze", "RUN", "--what", "pca,defect"], "skipped, PCA needs the trajectories at 2+ steps"),
     (["fragility", "RUN", "--k", "3"], "k*"),
     (["report", "STORE", "--out", "OUT"], "wrote"),
     (["runs", "show", "RUN"], "steps trained 1"),
