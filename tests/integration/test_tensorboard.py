@@ -47,3 +47,36 @@ def test_runs_tensorboard_and_live_writer_hold_the_stored_values(tmp_path):
     assert offline["geometry/defect"] == live["geometry/defect"]
     assert [s for s, _ in offline["task/test_acc"]] == list(range(1, 11))
     assert offline["task/train_loss"][-1][1] == pytest.approx(mon.rows[-2]["loss"], rel=1e-6)
+
+
+def test_a_purging_writer_opened_within_the_second_of_the_last_is_read_after_it(tmp_path):
+    """A resumed writer's purge hides the earlier writer's later events even when the two open within one second
+    and the per-process counter in their file names crosses a digit ("10" sorts before "9")."""
+    from pathlib import Path
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from grokscope.monitor.tensorboard import open_writer
+
+    from store_checks import tensorboard_scalars
+
+    def uids(logdir: Path) -> list[int]:  # the counters ending the names of the event files in logdir
+        return sorted(int(f.name.split(".")[-1]) for f in logdir.glob("events.out.tfevents.*"))
+
+    for i in range(1000):  # scratch writers until the next one's counter is all nines and the one after gains a digit
+        w = SummaryWriter(log_dir=str(tmp_path / "scratch" / str(i)))
+        w.add_scalar("x", 0.0, 0)
+        w.close()
+        (u,) = uids(tmp_path / "scratch" / str(i))
+        if len(str(u + 2)) > len(str(u + 1)):
+            break
+    first = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    for step in range(6):
+        first.add_scalar("x", 1.0, step)
+    first.close()
+    again = open_writer(tmp_path / "tb", purge_step=3)
+    for step in range(3, 6):
+        again.add_scalar("x", 2.0, step)
+    again.close()
+    assert uids(tmp_path / "tb") == [u + 1, u + 2]  # 9 and 10, 99 and 100, …
+    assert tensorboard_scalars(tmp_path / "tb")["x"] == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 2.0), (4, 2.0), (5, 2.0)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,20 @@ def open_writer(logdir: str | Path, purge_step: int | None = None) -> Any:
     require()
     from torch.utils.tensorboard import SummaryWriter
 
+    if purge_step is not None:
+        _after_existing_files(Path(logdir))
     return SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+
+
+def _after_existing_files(logdir: Path) -> None:
+    """Wait until the clock's second is past every event file's in `logdir`. TensorBoard reads event files in name
+    order and a name starts with its creation second, then the pid and a counter that sorts as text ("10" < "9"): a
+    writer opened within the second of an earlier one may be read first, and its purge then hides the wrong
+    events. Waits at most a second, and only for a resume that follows a writer at once."""
+    stamps = [int(f.name.split(".")[3]) for f in logdir.glob("events.out.tfevents.*")
+              if f.name.split(".")[3].isdigit()] if logdir.is_dir() else []
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
 
 
 def _scalars(writer: Any, df: pd.DataFrame, column: str, tag: str) -> int:
