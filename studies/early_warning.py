@@ -13,6 +13,7 @@ every 100 steps; runs stop when they grok (test accuracy ≥ 98 % for 3 evaluati
     python studies/early_warning.py all                   # both
     python studies/early_warning.py status                # per family: runs done, grok steps, CPU-seconds
     python studies/early_warning.py train --only v2       # one part (calib / eval / v2)
+    python studies/early_warning.py export                # finished runs into studies/results/ew-corpus (committed)
 
 Scoring replays each stored run through a detector in step order (what it would have done live, at the cadence
 given by `--every`, default the monitor's 200 steps) and reads run-level outcomes off the trace: a grokking run's
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's own modules, also when loaded by path
 from ew_corpus import CORPUS, LOFO_FAMILIES, PARTS, group_dir  # noqa: E402
+from ew_export import EXPORT, at_cadence, read_exports, write_export  # noqa: E402
 from ew_models import setup  # noqa: E402
 from ew_train import status, stored_budget, train_corpus  # noqa: E402
 
@@ -69,8 +71,9 @@ class Record:
         return self.grok is not None and self.t_mem is not None and self.grok < IMMEDIATE * self.t_mem
 
 
-def load_corpus(store: Path, every: int) -> list[Record]:
-    """Every finished run of the corpus with its inputs at the cadence `every` (runs still training are left out)."""
+def stored_records(store: Path) -> list[dict[str, Any]]:
+    """Every finished run in the store as an export record (`ew_export.FIELDS` and its series at every
+    measurement); runs still training are left out."""
     from grokscope.monitor.evaluate import _grok, run_series
     from grokscope.store import find_runs
 
@@ -79,16 +82,37 @@ def load_corpus(store: Path, every: int) -> list[Record]:
         for run in find_runs([group_dir(store, g)]) if group_dir(store, g).exists() else []:
             if not run.has_summary() or not run.summary().get("finished"):
                 continue
-            s = run_series(run, every)
+            s = run_series(run)
             if s is None:
                 continue
             s.update(clock_series(run, len(s["step"])))
-            full = run_series(run)
-            mem = np.flatnonzero(full["train_acc"] >= 0.99)
-            t_mem = int(full["step"][mem[0]]) if len(mem) else None
-            out.append(Record(g.part, g.family, run.path.name, float(run.config().optim.wd), _grok(run),
-                              stored_budget(run.path, g.steps), s, t_mem))
+            mem = np.flatnonzero(s["train_acc"] >= 0.99)
+            out.append({"part": g.part, "family": g.family, "name": run.path.name,
+                        "wd": float(run.config().optim.wd), "grok": _grok(run),
+                        "budget": stored_budget(run.path, g.steps),
+                        "t_mem": int(s["step"][mem[0]]) if len(mem) else None, "series": s})
     return out
+
+
+def load_corpus(store: Path, every: int, export: Path | None = None) -> list[Record]:
+    """Every finished run of the corpus, the store's and the export's (the store's where both hold a run), with its
+    inputs at the cadence `every`."""
+    recs = {(r["part"], r["family"], r["name"]): r for r in read_exports(export)}
+    recs.update({(r["part"], r["family"], r["name"]): r for r in stored_records(store)})
+    out = []
+    for r in recs.values():
+        s = at_cadence(r["series"], every)
+        if len(s["step"]):
+            out.append(Record(r["part"], r["family"], r["name"], r["wd"], r["grok"], r["budget"], s, r["t_mem"]))
+    return out
+
+
+def export_corpus(store: Path, export: Path | None = None) -> int:
+    """Write every finished run of the store into the export (`ew_export`); the number written."""
+    recs = stored_records(store)
+    for r in recs:
+        write_export(r, export)
+    return len(recs)
 
 
 def clock_series(run: Any, n: int) -> dict[str, Any]:
@@ -334,7 +358,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "lofo", "all"))
+    ap.add_argument("what", choices=("train", "status", "calibrate", "score", "lofo", "export", "all"))
     ap.add_argument("--results", type=Path, default=Path.home() / ".cache" / "grokscope" / "ew-lofo.json",
                     help="where `lofo` writes its rows and tables (never into the corpus store)")
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
@@ -347,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         print(status(args.store, args.only))
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only)
+    if args.what == "export":
+        print(f"{export_corpus(args.store)} finished runs exported to {EXPORT.relative_to(ROOT)}")
     if args.what == "calibrate":
         from grokscope.monitor.detector import DEFAULT_DETECTOR, VALIDATION_DETECTOR
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ew_corpus import CORPUS, GROKSCOPE_MODELS, Group, Run, budget, group_dir, schedule
+from ew_export import exported_groks
 from torch import nn
 
 EVERY = 100  # steps between evaluations and defect measurements
@@ -49,11 +50,11 @@ def stored_budget(path: Path, default: int) -> int:
 
 
 def stored_groks(store: Path, g: Group) -> list[int]:
-    """Grok steps of the group's finished runs in the store."""
+    """Grok steps of the group's finished runs in the store and in the export (`ew_export`)."""
     from grokscope.store import find_runs
 
     d = group_dir(store, g)
-    out = []
+    out = [step for step in exported_groks(g).values() if step is not None]
     for run in find_runs([d]) if d.exists() else []:
         if run.has_summary() and run.summary().get("finished"):
             step = (run.summary().get("grok_step") or {}).get(g.task)
@@ -167,6 +168,8 @@ def train_runs(g: Group, runs: list[Run], store: Path) -> int:
     """Train the runs of `g` that are not done; the number trained."""
     from grokscope.store import RunDir
 
+    exported = exported_groks(g)
+    runs = [r for r in runs if run_dir(store, g, r).name not in exported]  # measured in an earlier session
     if g.model in GROKSCOPE_MODELS:
         todo = [r for r in runs if not done(run_dir(store, g, r), g.task, g.steps)]
         if todo:
@@ -199,10 +202,14 @@ def status(store: Path, only: str | None = None, groups: tuple[Group, ...] = COR
         if only and g.part != only:
             continue
         runs, steps = list(g.runs()), budget(g, stored_groks(store, g))
-        cells, cpu = [], 0.0
+        cells, cpu, exported = [], 0.0, exported_groks(g)
         for r in runs:
             path = run_dir(store, g, r)
-            if done(path, g.task, steps):
+            if path.name in exported and not path.exists():
+                grok = exported[path.name]
+                cells.append(f"\n    s{r.seed} {r.role} wd{r.wd:g} lr{r.lr:g} f{r.train_frac:g}: grok "
+                             f"{grok if grok is not None else '—'} (exported)")
+            elif done(path, g.task, steps):
                 grok = (RunDir(path).summary().get("grok_step") or {}).get(g.task)
                 meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
                 cpu += meta.get("cpu_seconds", 0.0)

@@ -81,3 +81,32 @@ def test_family_trains_and_records(ew, tmp_path, family):
     (run.path / "summary.json").unlink()  # as if killed: trained again, from scratch
     assert train.train_runs(tiny, runs, tmp_path) == 1 and RunDir(run.path).summary()["finished"]
     assert meta["cpu_seconds"] > 0 and f"{family}: 1/" in train.status(tmp_path, groups=(tiny,))
+
+
+def test_an_exported_run_scores_as_stored_and_is_not_trained_again(ew, tmp_path, monkeypatch):
+    """A finished run exported to the repository's record reads back as the store gives it, and training a fresh
+    store skips it (a later session, its cache gone, does not pay for it again)."""
+    import numpy as np
+
+    corpus, train = ew
+    import early_warning
+    import ew_export
+
+    monkeypatch.setattr(ew_export, "EXPORT", tmp_path / "export")
+    g = replace(next(g for g in corpus.V2 if g.family == "embed-mlp-adam-l2"), p=11, steps=200, max_steps=0,
+                seeds=(1,))
+    runs = [r for r in g.runs() if r.role == "small-lr"]
+    monkeypatch.setattr(early_warning, "CORPUS", (g,))
+    assert train.train_runs(g, runs, tmp_path / "store") == 1
+    assert early_warning.export_corpus(tmp_path / "store") == 1
+    (stored,) = early_warning.load_corpus(tmp_path / "store", 100, tmp_path / "none")
+    (exported,) = early_warning.load_corpus(tmp_path / "fresh", 100)
+    assert (stored.family, stored.name, stored.grok, stored.budget, stored.t_mem) == (
+        exported.family, exported.name, exported.grok, exported.budget, exported.t_mem)
+    assert list(exported.series["step"]) == [0, 100, 200] and exported.series.keys() == stored.series.keys()
+    for k, v in stored.series.items():
+        assert list(v) == list(exported.series[k]) if k == "clock_kind" else np.array_equal(
+            np.asarray(v, float), exported.series[k], equal_nan=True), k
+    assert list(early_warning.load_corpus(tmp_path / "fresh", 200)[0].series["step"]) == [0, 200]
+    assert train.train_runs(g, runs, tmp_path / "fresh") == 0 and not (tmp_path / "fresh").exists()
+    assert "(exported)" in train.status(tmp_path / "fresh", groups=(g,))
