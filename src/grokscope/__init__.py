@@ -1,9 +1,9 @@
 """grokscope: train whole grokking sweeps at once and measure the geometry of training.
 
-From Python: `train` a list of `RunConfig`s, open a stored run with `RunDir` (or every run below a folder
-with `find_runs`), and run any registered analysis on it with `run_analysis(run, name)` (`analysis_names()`
-lists them; `stored_analysis(run, name)` reads a stored result back). The functions behind the analyses
-are exported too, for use on their own.
+From Python: `train` a list of `RunConfig`s (with the inline measurements they ask for, e.g. `defect_every`),
+open a stored run with `RunDir` (or every run below a folder with `find_runs`), and run any registered analysis
+on it with `run_analysis(run, name)` (`analysis_names()` lists them; `stored_analysis(run, name)` reads a stored
+result back). The functions behind the analyses are exported too, for use on their own.
 """
 
 from grokscope.analyses import (
@@ -24,7 +24,7 @@ from grokscope.geometry.pca import attention_pca, exec_basis, trajectory_pcs
 from grokscope.geometry.summary import geometry_summary
 from grokscope.monitor import LeadModel, Monitor, MonitorConfig, OnsetDetector, UserModel, WarningEvent
 from grokscope.store import RunDir, find_runs, load_metrics, load_summaries
-from grokscope.training import train
+from grokscope.sweep.batch import train_with_probes as train
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunDir", "find_runs", "load_metrics",
            "load_summaries", "preset", "train", "run_analysis", "stored_analysis", "analysis_names", "register",

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+import grokscope as gs
 from grokscope.config import preset
 from grokscope.store import RunDir
-from grokscope.training import GrokState, train, update_grok
+from grokscope.training import GrokState, Probe, train, update_grok
 from grokscope.training import model as M
 
 from conftest import tiny_config
@@ -96,3 +97,19 @@ def test_resume_with_another_thread_count_says_so(tmp_path, capsys):
         torch.set_num_threads(before)
     err = capsys.readouterr().err
     assert f"last trained with {before} CPU thread(s), now 2" in err and "not bit for bit" in err
+
+
+@pytest.mark.parametrize("every", [25, 50])
+def test_the_top_level_train_records_the_defects_its_config_asks_for(tmp_path, every):
+    """`grokscope.train` honours `defect_every` (the config's inline probe) and still takes a probe of its own."""
+    seen = []
+    own = Probe("own", 100, lambda pb, params, step: seen.append(step) or [{"r": 0, "x": float(step)}])
+    cfgs = [tiny_config(steps=100, eval_every=25, defect_every=every, defect_draws=2),
+            tiny_config(steps=100, eval_every=25, defect_every=0, seed=7)]
+    res = gs.train(cfgs[:1], tmp_path / "on", probes=(own,)) + gs.train(cfgs[1:], tmp_path / "off")
+    on, off = (RunDir(r.path) for r in res)
+    defects = on.table("defect")
+    assert defects.step.tolist() == list(range(0, 101, every))
+    assert (defects.defect > 0).all() and defects.defect.nunique() == len(defects)
+    assert on.table("own").step.tolist() == seen == [0, 100]
+    assert not off.has_table("defect")

@@ -52,10 +52,10 @@ class DetectorConfig:
     n_base: int = 3  # measurements in the defect baseline
     base_floor: float = 0.1  # the defect baseline is at least this
     threshold: float = 0.327646  # the operating point: warn when the score first reaches it (calibrated: see below)
-    ratio_lo: float = 1.1  # predicted grokking window: [ratio_lo, ratio_hi] × the warning step, and the median
-    ratio_mid: float = 1.275
-    ratio_hi: float = 2.0
-    name: str = "multi"
+    ratio_lo: float = 1.1  # the predicted grokking window starts at ratio_lo × the warning step (calibration: min)
+    ratio_mid: float = 1.275  # the predicted grok step: ratio_mid × the warning step (calibration: median)
+    ratio_hi: float = 2.0  # the predicted window ends at ratio_hi × the warning step (calibration: max)
+    name: str = "multi"  # the detector's name on its warning and in the report ("multi-val": the validation variant)
 
     def __post_init__(self) -> None:
         if not 0 < self.acc_gate <= 1:

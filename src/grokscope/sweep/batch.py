@@ -1,19 +1,21 @@
 """One batched program: runs trained together with the inline measurements their config asks for
-(`train_with_probes`, what `grokscope run` calls), and a sweep's batch, the unit an executor schedules: train
-its unfinished runs, then analyse them (`train_batch`). The trainer stays ignorant of analyses; this is the one
-place that turns config fields into probes."""
+(`train_with_probes`: `grokscope.train`, what `grokscope run` calls), and a sweep's batch, the unit an executor
+schedules: train its unfinished runs, then analyse them (`train_batch`). The trainer stays ignorant of analyses;
+this is the one place that turns config fields into probes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from grokscope.analyses import missing_analyses, run_analysis
 from grokscope.config import RunConfig
 from grokscope.errors import StoreError
 from grokscope.geometry.commutator import defect_probe
 from grokscope.store import RunDir
-from grokscope.training import EvalInfo, Probe, RunResult, train
+from grokscope.training import EvalInfo, GradTransform, Probe, RunResult, train
 from grokscope.training.progress_bars import Report, eval_reporter
 
 __all__ = ["probes_for", "train_with_probes", "finished", "analyses_to_run", "train_batch"]
@@ -27,12 +29,17 @@ def probes_for(cfg: RunConfig) -> tuple[Probe, ...]:
     return tuple(probes)
 
 
-def train_with_probes(cfgs: list[RunConfig], out: str | Path | None, device: str = "cpu", *, resume: bool = False,
-                      force: bool = False, on_eval: Callable[[EvalInfo], None] | None = None,
-                      compile: bool | None = None) -> list[RunResult]:
-    """Train `cfgs` as one batched program with the probes their config asks for (`compile`: see `train`)."""
-    return train(cfgs, out, device, resume=resume, force=force, probes=probes_for(cfgs[0]), on_eval=on_eval,
-                 compile=compile)
+def train_with_probes(cfgs: list[RunConfig], out: str | Path | None = None, device: str = "cpu", *,
+                      resume: bool = False, force: bool = False, probes: tuple[Probe, ...] = (),
+                      grad_transform: GradTransform | None = None, on_eval: Callable[[EvalInfo], None] | None = None,
+                      compile: bool | None = None, dtype: torch.dtype = torch.float32) -> list[RunResult]:
+    """Train `cfgs` as one batched program with the inline measurements their config asks for (`defect_every`:
+    the commutator defect every N steps, kept in each run's store), then any `probes` of your own. This is
+    `grokscope.train` and what `grokscope run` calls; the arguments are the trainer's
+    (`grokscope.training.train`: `out` keeps each run in `out/<run name>/` and resumes from checkpoints there,
+    `compile` torch.compiles the step, `dtype` torch.float64 runs it in double precision)."""
+    return train(cfgs, out, device, resume=resume, force=force, probes=probes_for(cfgs[0]) + tuple(probes),
+                 grad_transform=grad_transform, on_eval=on_eval, compile=compile, dtype=dtype)
 
 
 def finished(cfg: RunConfig, out: Path) -> bool:
