@@ -46,9 +46,9 @@ SETUPS: tuple[Setup, ...] = (
           "near 1.6k",
           "p 53, 50 % train (p 113 at 30 % costs ~3× more per step and ~5× more steps: hours on two shared cores)",
           "*attn*", True, ("model.embed._original_component.weight", 0, 53)),
-    Setup("nanda-p41", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 41 (corpus)",
-          ("corpus:v2/tl-bridge-add",), "as above", "p 41, 40 % train (the early-warning corpus' scale)",
-          "*attn*", True, ("model.embed._original_component.weight", 0, 41), canonical=False),
+    Setup("nanda-corpus", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 53 (corpus)",
+          ("corpus:v2/tl-bridge-add",), "as above", "p 53, 50 % train: the early-warning corpus' runs and controls",
+          "*attn*", True, ("model.embed._original_component.weight", 0, 53), canonical=False),
     Setup("gromov", "Gromov 2-layer MLP (quadratic activation, one-hot inputs)", ("own:gromov-mlp",),
           "p 97, N 500, x², MSE, full batch, AdamW; groks within ~10²–10³ full-batch steps, and without any "
           "decay too (Gromov 2023; the step itself not quoted here)",

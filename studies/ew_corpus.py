@@ -127,7 +127,7 @@ ISSUE24: tuple[Group, ...] = (
 )
 
 # Issue 38: the model classes researchers bring, each with its never-grokking controls, cheapest first. Budgets
-# from probes (grok steps 1400-5300; the bridge's test accuracy 0.62 at 8700 steps), docs/early-warning.md;
+# from probes (grok steps 1400-5300; the bridge at p 41 / 40 % train: test accuracy 0.62 at 8700 steps), docs/early-warning.md;
 # `max_steps` lets a budget follow a slower grok.
 V2: tuple[Group, ...] = (
     # an embedding MLP on a+b mod 47 under Adam with the decay as an L2 term in the gradient (plain loop)
@@ -139,9 +139,10 @@ V2: tuple[Group, ...] = (
     # a GPT-2 (1 layer, d 64) on `a b = c`, c = a·b mod 43, through the HF Trainer and its callback
     Group("v2", "hf-gpt2-mul", "mul", "hf-gpt2", (1.0, 0.0), (1, 2, 3), train_frac=0.3, p=43, lr=3e-3, batch=256,
           steps=6000, max_steps=15000, small_frac=0.1, small_lr=1e-4, control_seeds=1),
-    # Nanda et al.'s one-layer transformer (d 128) as a TransformerLens 4 bridge (boot_native), a+b mod 41, full batch
-    Group("v2", "tl-bridge-add", "add", "tl-bridge", (1.0, 0.0), (1, 2), train_frac=0.4, p=41, lr=1e-3,
-          steps=15000, max_steps=36000, small_frac=0.15, small_lr=1e-4, control_seeds=1, late_controls=True),
+    # Nanda et al.'s one-layer transformer (d 128) as a TransformerLens 4 bridge (boot_native), a+b mod 53, 50 %
+    # train, full batch (Liu et al.'s Fig. 1 setting in Nanda's architecture; at p 41 / 40 % it did not grok in 15k)
+    Group("v2", "tl-bridge-add", "add", "tl-bridge", (1.0, 0.0), (1, 2), train_frac=0.5, p=53, lr=1e-3,
+          steps=9000, max_steps=24000, small_frac=0.15, small_lr=1e-4, control_seeds=1, late_controls=True),
 )
 
 # Leave-one-family-out units (issue 38): groups of one model class on one task kind, so a held-out family is unseen
