@@ -62,6 +62,16 @@ class Measurer:
         per_group = {g: torch.tensor([s[g] for s in shares], dtype=torch.float64) for g in shares[0]} if shares else {}
         return torch.stack(out).cpu(), per_group, finite
 
+    def defect_rows(self, run: str, step: int, D: torch.Tensor,
+                    shares: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The rows of defect.parquet and defect_groups.parquet of the draws `D` and `shares` of `defect_draws`:
+        the median (the lower one for even K, as commutator_defect), and per group D_g = D·‖δ_g‖/‖δ‖ per draw (so
+        Σ_g D_g² = D²), its median."""
+        row = {"run": run, "step": step, "defect": float(D.median()), "defect_draws": [float(d) for d in D]}
+        return row, [{"run": run, "step": step, "group": g, "n_params": self.groups.size(g),
+                      "share": float(share.median()), "defect": float((D.double() * share.sqrt()).median())}
+                     for g, share in shares.items()]
+
     def _hessian_sample(self) -> Any:
         if self.hessian_batch is None:
             self.hessian_batch = self.source.fixed_sample(self.cfg.hessian_samples)

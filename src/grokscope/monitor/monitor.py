@@ -121,6 +121,7 @@ class Monitor:
                                   self.run.path.name)
         self.optimizer = optimizer  # read at each measurement: the test-free detector's clock (lr, decay, kind)
         self.detector = detector if detector is not None else (AutoDetector() if self.cfg.warn else None)
+        self.detector_inputs: list[dict[str, Any]] = []  # what the detector saw: replayed when the record continues
         self.divergence = DivergenceWatch()
         self._measure = Measurer(self.target, self.source, self.cfg, self.seed)
         self._buffers()
@@ -152,7 +153,6 @@ class Monitor:
     def _buffers(self) -> None:
         """What the monitor keeps until it writes the store: rows of each table, the kept series, the grok states."""
         self.events: list[WarningEvent] = []
-        self.detector_inputs: list[dict[str, Any]] = []  # what the detector saw: replayed when the record continues
         self.rows: list[dict[str, Any]] = []
         self.scalars: list[dict[str, Any]] = []
         self.defect_rows: list[dict[str, Any]] = []
@@ -305,13 +305,10 @@ class Monitor:
             bad = D[~torch.isfinite(D)]
             self._diverge(self.divergence.value(step, "the gradient (defect)", float(bad[0]) if len(bad) else math.nan))
             return None
-        median = float(D.median())  # the lower median for even K, as commutator_defect
-        name, groups = self.run_cfg.name, self._measure.groups
-        self.defect_rows.append({"run": name, "step": step, "defect": median, "defect_draws": [float(d) for d in D]})
-        for g, share in shares.items():  # D_g = D·‖δ_g‖/‖δ‖ per draw, so Σ_g D_g² = D²
-            self.defect_group_rows.append({"run": name, "step": step, "group": g, "n_params": groups.size(g),
-                                           "share": float(share.median()),
-                                           "defect": float((D.double() * share.sqrt()).median())})
+        row, group_rows = self._measure.defect_rows(self.run_cfg.name, step, D, shares)
+        self.defect_rows.append(row)
+        self.defect_group_rows += group_rows
+        median = row["defect"]
         self._out.scalar("geometry/defect", median, step)
         if self.detector is None:
             return None
