@@ -4,7 +4,8 @@ from grokscope.monitor.batches import BatchSource, CallableBatches, DatasetBatch
 from grokscope.monitor.choice import AutoDetector, WarnConstants
 from grokscope.monitor.detector import DEFAULT_DETECTOR, DetectorConfig, MultiSignalDetector
 from grokscope.monitor.divergence import DivergenceEvent
-from grokscope.monitor.monitor import Monitor, parse_metric
+from grokscope.monitor.external import parse_metric
+from grokscope.monitor.monitor import Monitor
 from grokscope.monitor.posthoc import UserModel
 from grokscope.monitor.settings import MonitorConfig
 from grokscope.monitor.sinks import PREFIX, Signals

@@ -1,5 +1,5 @@
 """How a user's run maps onto grokscope's run config: metric names to (task, split, kind), the optimiser to the
-store's OptimConfig."""
+store's OptimConfig, the monitor's settings to the `RunConfig` of its record's config.json."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from grokscope.config import OptimConfig
+from grokscope.config import EXTERNAL, DataConfig, ModelConfig, OptimConfig, RunConfig
 from grokscope.errors import ConfigError
 from grokscope.monitor.clock import unwrap
+from grokscope.monitor.settings import MonitorConfig
 
-__all__ = ["KINDS", "SPLITS", "metric_values", "optim_config", "parse_metric"]
+__all__ = ["KINDS", "SPLITS", "metric_values", "optim_config", "parse_metric", "run_config"]
 
 SPLITS = {"train": "train", "test": "test", "val": "test", "valid": "test"}
 KINDS = ("loss", "acc")
@@ -62,3 +63,16 @@ def optim_config(optimizer: torch.optim.Optimizer | None, batch: int | None) -> 
                        wd=float(g.get("weight_decay", 0.0)), beta1=float(betas[0]), beta2=float(betas[1]),
                        eps=float(g.get("eps", nan)), clip=nan, momentum=float(g.get("momentum", 0.0) or 0.0),
                        batch=batch)
+
+
+def run_config(cfg: MonitorConfig, tasks: tuple[str, ...], optimizer: torch.optim.Optimizer | None,
+               batch: int | None, seed: int, steps: int, tag: str) -> RunConfig:
+    """The record's config.json: model kind `external` (no architecture), the user's optimiser, the monitor's
+    cadences and grok rule, preset `monitor`, tagged `tag` (the run folder's name)."""
+    return RunConfig(
+        data=DataConfig(tasks=tasks, p=0, train_frac=0.0),
+        model=ModelConfig(kind=EXTERNAL, d_model=0, n_heads=0, d_ff=0, n_layers=0, width=0),
+        optim=optim_config(optimizer, batch), seed=seed, steps=steps, eval_every=1, attn_every=cfg.watch_every,
+        n_snapshots=cfg.n_snapshots, checkpoint_every=cfg.flush_every, grok_acc=cfg.grok_acc,
+        grok_patience=cfg.grok_patience, grok_acc_90=cfg.grok_acc_90, defect_every=cfg.defect_every,
+        defect_draws=cfg.draws, preset="monitor", tag=tag)

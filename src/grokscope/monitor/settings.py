@@ -1,4 +1,5 @@
-"""`MonitorConfig`: what `grokscope.Monitor` records and how often; every check of its values lives here."""
+"""`MonitorConfig`: what `grokscope.Monitor` records and how often; every check of its values lives here, and
+`settings_of` builds it from the monitor's `config` and keyword settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from grokscope.errors import ConfigError
+
+__all__ = ["MonitorConfig", "settings_of"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,12 @@ class MonitorConfig:
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise ConfigError(f"monitor {name}={v!r} must lie in (0, 1]")
+
+
+def settings_of(config: MonitorConfig | None, overrides: dict[str, Any]) -> MonitorConfig:
+    """`config` (None: the defaults) with the fields named in `overrides` replaced; an unknown name is a one-line
+    ConfigError."""
+    try:
+        return MonitorConfig(**{**(config.to_dict() if config else {}), **overrides})
+    except TypeError as e:
+        raise ConfigError(f"Monitor: {e}") from None

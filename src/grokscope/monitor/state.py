@@ -28,6 +28,7 @@ from grokscope.config import EXTERNAL
 from grokscope.errors import RecordExistsError, StoreError
 from grokscope.monitor.choice import detector_kwargs
 from grokscope.monitor.divergence import DivergenceEvent
+from grokscope.monitor.logged import advance_grok
 from grokscope.store import (
     DEFECT_GROUPS_TABLE,
     DEFECT_TABLE,
@@ -213,13 +214,13 @@ def restore(mon: Monitor, upto: int) -> None:
         setattr(mon, rec_attr, {n: list(t[f"{kind}.{n}"][keep].unbind(0)) if f"{kind}.{n}" in t else []
                                 for n in names})
     mon._watch_stride, mon._snap_stride = int(meta.get("watch_stride", 1)), int(meta.get("snap_stride", 1))
-    for r in mon.rows:  # as `_log_metrics` saw them; an accuracy is never NaN, so a NaN one was not logged
+    for r in mon.rows:  # as `Monitor._log_metrics` saw them; an accuracy is never NaN, so a NaN one was not logged
         if r["task"] not in mon.tasks:
             mon.tasks = mon.tasks + (r["task"],)
         if not math.isnan(r["acc"]):
             mon.final_acc.setdefault(r["task"], {})[r["split"]] = r["acc"]
             if r["split"] == "test":
-                mon._update_grok(r["task"], r["step"], r["acc"])
+                mon.grok[r["task"]] = advance_grok(mon.grok.get(r["task"]), r["step"], r["acc"], mon.run_cfg)
     if mon.detector is not None:
         for r in mon.detector_inputs:  # every input recorded (older records hold fewer: the rest count as missing)
             inputs = {k: _missing(v) for k, v in r.items() if k not in ("step", "defect")}
