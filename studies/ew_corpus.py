@@ -127,8 +127,8 @@ ISSUE24: tuple[Group, ...] = (
 )
 
 # Issue 38: the model classes researchers bring, each with its never-grokking controls, cheapest first. Budgets
-# from probes (grok steps 1400-5300; the bridge at p 41 / 40 % train: test accuracy 0.62 at 8700 steps), docs/early-warning.md;
-# `max_steps` lets a budget follow a slower grok.
+# from probes (grok steps 1400-5300; the bridge at p 41 / 40 % train: test accuracy 0.62 at 8700 steps),
+# docs/early-warning.md; `max_steps` lets a budget follow a slower grok.
 V2: tuple[Group, ...] = (
     # an embedding MLP on a+b mod 47 under Adam with the decay as an L2 term in the gradient (plain loop)
     Group("v2", "embed-mlp-adam-l2", "add", "plain-embed-mlp", (1e-3, 0.0), (1, 2, 3), train_frac=0.4, p=47,
