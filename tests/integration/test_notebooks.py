@@ -33,6 +33,7 @@ def _run(name: str, folder, monkeypatch) -> list[dict]:
     """Execute notebook `name` in `folder` with this checkout's package; its code cells, outputs filled in."""
     nbformat, nbclient = _need("nbformat"), _need("nbclient")
     monkeypatch.setenv("GROKSCOPE_NOTEBOOK_STEPS", str(STEPS))
+    monkeypatch.setenv("GROKSCOPE_NOTEBOOK_RUNS", str(folder / "runs"))  # where the site's build puts them too
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -50,7 +51,7 @@ def _images(cells) -> int:
     return sum("image/png" in o.get("data", {}) for c in cells for o in c.outputs)
 
 
-@pytest.mark.parametrize("name", ["geometry_in_minutes.ipynb", "monitor_your_model.ipynb"])
+@pytest.mark.parametrize("name", ["geometry_in_minutes.ipynb", "monitor_your_model.ipynb", "monitor_hf_model.ipynb"])
 def test_the_notebooks_are_stored_without_outputs(name):
     nb = json.loads((NOTEBOOKS / name).read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -90,4 +91,25 @@ def test_monitor_your_model(tmp_path, monkeypatch):
     assert shown.count("grokscope early warning at step") >= len(warnings)  # printed live, then listed again
     page = run.path / "report" / "index.html"  # build_report's page, with its early-warning section
     assert page.is_file() and "early warning" in page.read_text().lower()
+    assert _images(cells) == 1
+
+
+@pytest.mark.slow
+def test_monitor_hf_model(tmp_path, monkeypatch):
+    _need("transformers")  # the notebooks extra brings it
+    cells = _run("monitor_hf_model.ipynb", tmp_path, monkeypatch)
+    run = gs.RunDir(tmp_path / "runs" / "monitor-hf-gpt2")
+    shown = "\n".join(_text(c) for c in cells)
+    assert json.loads((run.path / "monitor.json").read_text())["model"] == "GPT2LMHeadModel"
+    assert sorted(run.metrics().step.unique()) == [100, 200, 300]
+    assert run.table("defect").step.tolist() == [0, 100, 200, 300]
+    assert "watched: transformer.h.0.attn.c_attn.weight, transformer.h.0.attn.c_proj.weight\n" in shown
+    summary, test = run.summary(), run.metrics().query("split == 'test'").sort_values("step")
+    assert (f"stopped at step {summary['steps_trained']}; test accuracy {test.acc.iloc[-1]:.3f}; "
+            f"grok step {summary['grok_step']['add']}") in shown
+    chosen = summary["monitor"]["detector"]
+    assert f"detector: {chosen['running']} ({chosen['reason']})" in shown
+    warnings = run.table("warnings").step.tolist() if run.has_table("warnings") else []
+    assert [int(s) for s in re.findall(r"early warning at step (\d+):", shown)][len(warnings):] == warnings
+    assert ("no warning" in shown) == (not warnings)
     assert _images(cells) == 1
