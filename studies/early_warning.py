@@ -363,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where `lofo` writes its rows and tables (never into the corpus store)")
     ap.add_argument("--store", type=Path, default=DEFAULT_STORE, help="corpus folder")
     ap.add_argument("--only", choices=PARTS, default=None, help="one part of the corpus")
+    ap.add_argument("--family", action="append", choices=[g.family for g in CORPUS], default=None,
+                    help="train only this group (repeatable): two processes on disjoint groups train in parallel")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
                     help="where the figure goes (ROC + a few runs' signals)")
     args = ap.parse_args(argv)
@@ -370,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "status":
         print(status(args.store, args.only))
     if args.what in ("train", "all"):
-        train_corpus(args.store, args.only)
+        train_corpus(args.store, args.only,
+                     tuple(g for g in CORPUS if not args.family or g.family in args.family))
     if args.what == "export":
         print(f"{export_corpus(args.store)} finished runs exported to {EXPORT.relative_to(ROOT)}")
     if args.what == "calibrate":
