@@ -65,7 +65,7 @@ def test_run_with_the_callback_equals_one_without_bit_for_bit(tmp_path, capsys):
 
 
 def test_the_monitors_loss_and_gradient_are_the_models_own_tied_weights_included(tmp_path):
-    from grokscope.integrations.common import KwargsModule, output_loss
+    from grokscope.integrations.adapters import KwargsModule, output_loss
     from grokscope.monitor.functional import Target
 
     torch.manual_seed(0)

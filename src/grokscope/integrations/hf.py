@@ -33,7 +33,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import CallbackHandler
 
 from grokscope.errors import ConfigError
-from grokscope.integrations.common import HF_NAMES, KwargsModule, loader_batches, monitor_metrics, output_loss
+from grokscope.integrations.adapters import HF_NAMES, KwargsModule, loader_batches, monitor_metrics, output_loss
 from grokscope.integrations.setup import start_monitor
 from grokscope.monitor import Monitor, WarningEvent
 from grokscope.monitor.functional import LossFn

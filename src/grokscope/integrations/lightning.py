@@ -24,7 +24,7 @@ from typing import Any
 import lightning.pytorch as L
 
 from grokscope.errors import ConfigError
-from grokscope.integrations.common import loader_batches, monitor_metrics
+from grokscope.integrations.adapters import loader_batches, monitor_metrics
 from grokscope.integrations.setup import start_monitor
 from grokscope.monitor import Monitor, WarningEvent
 from grokscope.monitor.functional import LossFn

@@ -14,7 +14,7 @@ from grokscope.report import plots
 from grokscope.report.early_warning import warning_table
 from grokscope.report.early_warning_plot import warning_curves
 from grokscope.report.gather import StoreData
-from grokscope.report.groups import group_table
+from grokscope.report.layer_tables import group_table
 
 __all__ = ["Panel", "SECTIONS"]
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from grokscope.errors import ConfigError
-from grokscope.integrations.common import HF_NAMES, KwargsModule, loader_batches, monitor_metrics
+from grokscope.integrations.adapters import HF_NAMES, KwargsModule, loader_batches, monitor_metrics
 from grokscope.monitor.batches import DatasetBatches
 
 
