@@ -40,15 +40,14 @@ class Setup:
 
 
 SETUPS: tuple[Setup, ...] = (
-    Setup("nanda", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 53", ("own:nanda-bridge",),
+    Setup("nanda", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 53",
+          ("corpus:v2/tl-bridge-add", "own:nanda-bridge"),
           "p 113, 30 % train, full batch, AdamW lr 1e-3 wd 1, d 128, 4 heads, ReLU MLP 512; test ≥ 90 % near 10k "
           "steps, cleanup 9.4k–13k (Nanda et al. 2023); at p 53 / 50 % (Liu et al.'s Fig. 1 setting) test ≥ 90 % "
           "near 1.6k",
-          "p 53, 50 % train (p 113 at 30 % costs ~3× more per step and ~5× more steps: hours on two shared cores)",
+          "p 53, 50 % train (p 113 at 30 % costs ~3× more per step and ~5× more steps: hours on two shared cores); "
+          "seeds 1–2 and their controls are the early-warning corpus' runs, seed 3 trained here",
           "*attn*", True, ("model.embed._original_component.weight", 0, 53)),
-    Setup("nanda-corpus", "Nanda et al. 1-layer transformer (TransformerLens 4 bridge), p 53 (corpus)",
-          ("corpus:v2/tl-bridge-add",), "as above", "p 53, 50 % train: the early-warning corpus' runs and controls",
-          "*attn*", True, ("model.embed._original_component.weight", 0, 53), canonical=False),
     Setup("gromov", "Gromov 2-layer MLP (quadratic activation, one-hot inputs)", ("own:gromov-mlp",),
           "p 97, N 500, x², MSE, full batch, AdamW; groks within ~10²–10³ full-batch steps, and without any "
           "decay too (Gromov 2023; the step itself not quoted here)",

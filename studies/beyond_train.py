@@ -83,8 +83,7 @@ RUNS: tuple[OwnRun, ...] = tuple(
     r for s in (1, 2, 3) for r in (OwnRun("gromov-mlp", "grok?", s, 5.0, 0.3, 1000),
                                    OwnRun("gromov-mlp", "no-decay", s, 0.0, 0.3, 2000),
                                    OwnRun("gromov-mlp", "small-data", s, 5.0, 0.1, 1500))
-) + (OwnRun("nanda-bridge", "grok?", 1, 1.0, 0.5, 6000), OwnRun("nanda-bridge", "grok?", 2, 1.0, 0.5, 6000),
-     OwnRun("nanda-bridge", "grok?", 3, 1.0, 0.5, 6000), OwnRun("nanda-bridge", "no-decay", 1, 0.0, 0.5, 3000))
+) + (OwnRun("nanda-bridge", "grok?", 3, 1.0, 0.5, 9000),)  # seeds 1-2 and controls: the corpus' tl-bridge-add
 
 
 def settings(run: OwnRun) -> dict[str, Any]:
