@@ -178,8 +178,8 @@ def test_a_sweep_repacked_after_a_kill_is_held_to_the_float64_bound(tmp_path, mo
     uninterrupted; `batch_shapes` record it and the comparison holds those runs to the float64 bound, the finished
     run bit for bit, and a swap of runs fails (inside `assert_stores_match`). The resumed sweep's steps are moved by
     one ulp (`_nudged`), as another processor's kernels would move them, so the bound is what passes them."""
-    B = importlib.import_module("grokscope.sweep.batch")  # where `grokscope run` and sweeps call the trainer
-    monkeypatch.setattr(B, "train", functools.partial(B.train, dtype=torch.float64))
+    B = importlib.import_module("grokscope.sweep.batch")  # a sweep's batch trains through its train_with_probes
+    monkeypatch.setattr(B, "train_with_probes", functools.partial(B.train_with_probes, dtype=torch.float64))
     raw = {**SWEEP, "base": {**SWEEP["base"], "steps": 100}}  # the random kills' sweep, shorter
     ref, got = tmp_path / "ref", tmp_path / "got"
     run_sweep(spec_from_dict({**raw, "out": str(ref)}), progress=False)
