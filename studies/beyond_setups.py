@@ -146,7 +146,7 @@ def user_model(rec: Rec) -> Any:
     from grokscope.monitor import UserModel
 
     m = rec.meta
-    if "family" in m and m["family"] == "gromov-mlp":
+    if m.get("family") in ("gromov-mlp", "nanda-bridge"):  # trained here (beyond_train)
         from beyond_train import OwnRun, build
 
         run = OwnRun(m["family"], m["role"], m["seed"], m["wd"], m["train_frac"], m["budget"])
