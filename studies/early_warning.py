@@ -365,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=PARTS, default=None, help="one part of the corpus")
     ap.add_argument("--family", action="append", choices=[g.family for g in CORPUS], default=None,
                     help="train only this group (repeatable): two processes on disjoint groups train in parallel")
+    ap.add_argument("--role", action="append", choices=("grok?", "no-decay", "small-lr", "small-data"), default=None,
+                    help="train only runs of this role (repeatable), e.g. one group's controls in two processes")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "early-warning.png",
                     help="where the figure goes (ROC + a few runs' signals)")
     args = ap.parse_args(argv)
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         print(status(args.store, args.only))
     if args.what in ("train", "all"):
         train_corpus(args.store, args.only,
-                     tuple(g for g in CORPUS if not args.family or g.family in args.family))
+                     tuple(g for g in CORPUS if not args.family or g.family in args.family), tuple(args.role or ()))
     if args.what == "export":
         print(f"{export_corpus(args.store)} finished runs exported to {EXPORT.relative_to(ROOT)}")
     if args.what == "calibrate":

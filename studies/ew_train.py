@@ -220,9 +220,13 @@ def status(store: Path, only: str | None = None, groups: tuple[Group, ...] = COR
     return "\n".join(lines)
 
 
-def train_corpus(store: Path, only: str | None = None, groups: tuple[Group, ...] = CORPUS) -> None:
-    """Train every run of the corpus (or of one part) that is not done, in `schedule` order."""
+def train_corpus(store: Path, only: str | None = None, groups: tuple[Group, ...] = CORPUS,
+                 roles: tuple[str, ...] = ()) -> None:
+    """Train every run of the corpus (or of one part, of some `roles`) that is not done, in `schedule` order."""
     for g, runs in schedule(tuple(x for x in groups if not only or x.part == only)):
+        runs = [r for r in runs if not roles or r.role in roles]
+        if not runs:
+            continue
         t0 = time.process_time()
         n = train_runs(g, runs, store)
         if n:
