@@ -16,13 +16,18 @@ STUDIES = ROOT / "studies"
 
 
 @pytest.fixture(scope="module")
-def ew():
-    """The study's modules, importable (as the script sees them) while this file's tests run."""
+def ew(tmp_path_factory):
+    """The study's modules, importable (as the script sees them) while this file's tests run, with an empty record
+    of exported runs in place of the repository's (its real runs share names with the tests' tiny ones)."""
     sys.path.insert(0, str(STUDIES))
     import ew_corpus
+    import ew_export
     import ew_train
 
+    real = ew_export.EXPORT
+    ew_export.EXPORT = tmp_path_factory.mktemp("no-export")
     yield ew_corpus, ew_train
+    ew_export.EXPORT = real
     sys.path.remove(str(STUDIES))
 
 
