@@ -21,6 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository: README, docs, exam
 CHROMIUM = "/usr/bin/chromium"
 
 
+def extra_module(module: str, extra: str):
+    """Import `module` of an optional extra. `.ci/run` installs every extra, so under CI (`CI` set) a missing one
+    fails; elsewhere (the README's `.[dev]` install) the test skips, saying what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        why = f'{e}: this test needs pip install -e ".[{extra}]" (CI installs it)'
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
 def headless_dom(page: Path, profile: Path, budget_ms: int = 5000) -> subprocess.CompletedProcess:
     """Open `page` in headless Chromium and return the finished process: the DOM after load on stdout,
     the browser's log (console messages included) on stderr. Skips the test when Chromium is absent."""

@@ -6,8 +6,6 @@ step; and a run with a logger attached still ends bit for bit where the unmonito
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from torch import nn
 from grokscope.monitor import DetectorConfig, Monitor, MultiSignalDetector
 from grokscope.store import RunDir
 
+from conftest import extra_module
 from logger_files import csv_metrics, mlflow_run, same, tensorboard_events, wandb_run, wandb_series
 
 # fires once the training set is memorised (train acc >= 0.6): the gate alone, whatever the model learns next
@@ -26,13 +25,8 @@ MEASURE = dict(defect_every=4, draws=1, watch_every=4, n_snapshots=0, verbose=Fa
 
 
 def _need(module: str):
-    """A logger from the `loggers` extra: CI installs it, so there a missing one fails; elsewhere it skips."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{e}: the logger tests need pip install -e '.[loggers]'")
-        pytest.skip(f"{e}: the logger tests need pip install -e '.[loggers]'")
+    """A module of the `loggers` extra (`conftest.extra_module`: fails under CI, skips elsewhere)."""
+    return extra_module(module, "loggers")
 
 
 @pytest.fixture(autouse=True)

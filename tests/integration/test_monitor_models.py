@@ -4,7 +4,6 @@ measurement does change gets a clear error, not a silently wrong run (issue 30).
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from torch import nn
 
 from grokscope.errors import ModelChangedError
 from grokscope.monitor import Monitor
+
+from conftest import extra_module
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is built from a config: nothing is downloaded
 P = 11  # modular addition mod P: tokens (a, b, =), the answer read at the last position
@@ -38,17 +39,9 @@ def _last_token_loss(out: Any, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, -1], target)
 
 
-def _need(module: str) -> Any:
-    """Import `module` from the `models` extra. Without it these tests fail under CI (`CI` set: `.ci/run` installs
-    the extra, so they must run there, never skip) and skip elsewhere, saying what to install (the README's test
-    command on a `.[dev]` install)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        why = f'{e}: these model-class tests need pip install -e ".[models]" (CI installs it)'
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(why)
-        pytest.skip(why)
+def _need(module: str):
+    """A module of the `models` extra (`conftest.extra_module`: fails under CI, skips elsewhere)."""
+    return extra_module(module, "models")
 
 
 def _bridge() -> nn.Module:

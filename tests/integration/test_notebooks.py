@@ -4,7 +4,6 @@ notebooks are kept without outputs."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -13,20 +12,15 @@ import pytest
 
 import grokscope as gs
 
-from conftest import ROOT
+from conftest import ROOT, extra_module
 
 NOTEBOOKS = ROOT / "notebooks"
 STEPS = 300  # 3 defect measurements after θ₀ at the notebooks' cadence of 100 steps
 
 
 def _need(module: str):
-    """nbclient and nbformat come with the `notebooks` extra: CI installs it (a missing one fails there)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{e}: the notebook tests need pip install -e '.[notebooks]'")
-        pytest.skip(f"{e}: the notebook tests need pip install -e '.[notebooks]'")
+    """A module of the `notebooks` extra (`conftest.extra_module`: fails under CI, skips elsewhere)."""
+    return extra_module(module, "notebooks")
 
 
 def _run(name: str, folder, monkeypatch) -> list[dict]:
