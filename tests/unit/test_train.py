@@ -63,13 +63,15 @@ def test_diverged_run_is_frozen_and_others_go_on():
 
 @pytest.mark.slow
 def test_grokked_run_stops_while_others_continue():
-    # lr=0 never groks; the other (p=13, 90% of the pairs for training) groks at ~1600 steps, well inside 2500.
+    # lr=0 never groks; the other (p=13, 90% of the pairs for training, seed 3) groks at 1200-1950 steps on each
+    # kernel path measured (ATEN_CPU_CAPABILITY default / avx2 / avx512, Intel Xeon), well inside 3000. Seed 1 of the
+    # same setup groks at 1600 with avx512 but not within 3000 steps on the other two: its grok step is chaotic.
     easy = dict(data=dict(p=13, train_frac=0.9))
-    runs = train([tiny_config(steps=2500, seed=1, **easy), tiny_config(steps=2500, seed=2, optim=dict(lr=0.0), **easy)])
+    runs = train([tiny_config(steps=3000, seed=3, **easy), tiny_config(steps=3000, seed=2, optim=dict(lr=0.0), **easy)])
     s0, s1 = runs[0].summary, runs[1].summary
-    assert s1["grok_step"]["add"] is None and s1["steps_trained"] == 2500
+    assert s1["grok_step"]["add"] is None and s1["steps_trained"] == 3000
     assert s0["grok_step"]["add"] is not None, s0["final_acc"]
-    assert s0["steps_trained"] == s0["grok_step"]["add"] < 2500
+    assert s0["steps_trained"] == s0["grok_step"]["add"] < 3000
     assert runs[0].metrics.step.max() == s0["grok_step"]["add"]
 
 
