@@ -1,13 +1,13 @@
 """Does the papers' geometry hold outside their models? The geometry and every diagnostic on the field's canonical
 grokking setups (issue 41), read from the early-warning corpus and from the runs trained here.
 
-    python studies/beyond_papers.py train     # the setups the corpus lacks (Gromov's MLP), resumable
+    python studies/beyond_papers.py train     # the setups the corpus lacks (Gromov's MLP, S4), resumable
     python studies/beyond_papers.py status    # what the stores hold
     python studies/beyond_papers.py table     # setup × measure from both stores: results.json and table.md in
                                               # the study's store (~/.cache/grokscope/beyond; each run's measures
                                               # cached there, recomputed only when the run changed)
 
-The table is meant for a docs page "beyond the papers" once every setup has its seeds (not written yet).
+The docs page docs/beyond-papers.md leads with this table (copied from table.md).
 """
 
 from __future__ import annotations
