@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from beyond_train import FAMILIES as OWN_FAMILIES  # noqa: E402
 from beyond_train import META as OWN_META  # noqa: E402
 
 CORPUS_META = "ew_run.json"
@@ -148,7 +149,7 @@ def user_model(rec: Rec) -> Any:
     from grokscope.monitor import UserModel
 
     m = rec.meta
-    if m.get("family") in ("gromov-mlp", "nanda-bridge", "s4-trunk"):  # trained here (beyond_train)
+    if m.get("family") in OWN_FAMILIES:  # trained here (beyond_train)
         from beyond_train import OwnRun, build
 
         run = OwnRun(m["family"], m["role"], m["seed"], m["wd"], m["train_frac"], m["budget"])

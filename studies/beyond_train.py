@@ -83,10 +83,10 @@ class OwnRun:
         return f"{self.family}-wd{self.wd:g}-f{self.train_frac:g}-s{self.seed}"
 
 
-GROMOV = {"p": 97, "width": 500, "lr": 1e-2, "betas": (0.9, 0.98), "every": 10}
-NANDA = {"p": 53, "d_model": 128, "lr": 1e-3, "betas": (0.9, 0.98), "every": 100}
-S4 = {"lr": 3e-3, "betas": (0.9, 0.98), "every": 100}
-TASK = {"gromov-mlp": "add", "nanda-bridge": "add", "s4-trunk": "s4"}  # each family's task (the monitor's name)
+GROMOV = {"p": 97, "width": 500, "lr": 1e-2, "betas": (0.9, 0.98), "every": 10, "task": "add"}
+NANDA = {"p": 53, "d_model": 128, "lr": 1e-3, "betas": (0.9, 0.98), "every": 100, "task": "add"}
+S4 = {"lr": 3e-3, "betas": (0.9, 0.98), "every": 100, "task": "s4"}
+FAMILIES = {"gromov-mlp": GROMOV, "nanda-bridge": NANDA, "s4-trunk": S4}  # each family trained here: its settings
 RUNS: tuple[OwnRun, ...] = tuple(
     r for s in (1, 2, 3) for r in (OwnRun("gromov-mlp", "grok?", s, 5.0, 0.3, 1000),
                                    OwnRun("gromov-mlp", "no-decay", s, 0.0, 0.3, 2000),
@@ -99,8 +99,8 @@ RUNS: tuple[OwnRun, ...] = tuple(
 
 
 def settings(run: OwnRun) -> dict[str, Any]:
-    """The family's optimiser and recording settings."""
-    return {"gromov-mlp": GROMOV, "nanda-bridge": NANDA, "s4-trunk": S4}[run.family]
+    """The family's optimiser and recording settings, and its task (the monitor's name for it)."""
+    return FAMILIES[run.family]
 
 
 def build(run: OwnRun) -> tuple[nn.Module, Any, tuple[torch.Tensor, ...]]:
@@ -144,7 +144,7 @@ def train_one(run: OwnRun, out: Path) -> None:
     every = cfg["every"]
     model, loss_fn, (X, y, Xt, yt) = build(run)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=run.wd, betas=cfg["betas"])
-    task = TASK[run.family]
+    task = cfg["task"]
     mon = Monitor(model, loss_fn, (X, y), out=out, optimizer=opt, tasks=(task,), batch_size=len(X), seed=run.seed,
                   steps=run.budget, overwrite=True, defect_every=every, watch_every=every, snapshot_every=every,
                   n_snapshots=120, sketch_above=1_000_000, warn=False, verbose=False)
@@ -165,10 +165,15 @@ def train_one(run: OwnRun, out: Path) -> None:
     meta = {"family": run.family, "role": run.role, "seed": run.seed, "wd": run.wd, "train_frac": run.train_frac,
             "budget": run.budget, **{k: v for k, v in cfg.items() if k != "betas"}, "betas": list(cfg["betas"]),
             "optimizer": "adamw", "loss": "mse" if run.family == "gromov-mlp" else "cross-entropy", "batch": "full",
-            "task": task, "cpu_seconds": round(time.process_time() - t0, 1)}
+            "cpu_seconds": round(time.process_time() - t0, 1)}
     tmp = out / (META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     tmp.replace(out / META)
+
+
+def _grok(out: Path, run: OwnRun) -> int | None:
+    """The stored run's grok step (None: it did not grok within its budget)."""
+    return json.loads((out / "summary.json").read_text()).get("grok_step", {}).get(settings(run)["task"])
 
 
 def train_all(store: Path = STORE) -> None:
@@ -183,7 +188,7 @@ def train_all(store: Path = STORE) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         train_one(run, out)
         meta = json.loads((out / META).read_text())
-        grok = json.loads((out / "summary.json").read_text()).get("grok_step", {}).get(TASK[run.family])
+        grok = _grok(out, run)
         print(f"  {run.name} ({run.role}): grok {grok}, {meta['cpu_seconds']} CPU-s", flush=True)
 
 
@@ -194,7 +199,7 @@ def status(store: Path = STORE) -> str:
         out = run_dir(store, run)
         if done(out):
             meta = json.loads((out / META).read_text())
-            grok = json.loads((out / "summary.json").read_text()).get("grok_step", {}).get(TASK[run.family])
+            grok = _grok(out, run)
             lines.append(f"{run.name} ({run.role}): grok {grok if grok is not None else '—'}, "
                          f"{meta['cpu_seconds']} CPU-s")
         else:
