@@ -35,6 +35,8 @@ from grokscope.claims.p1 import (
     grok_distribution,
     mul_first_verdict,
     paper_alpha,
+    tri_deletion_scan,
+    tri_deletion_verdict,
 )
 from grokscope.claims.rows import rho_row
 from grokscope.cli import main
@@ -241,6 +243,52 @@ def test_deletion_row_reads_the_scan_per_fraction(tiny_store, monkeypatch):
     assert row.verdict == REPRODUCED
     rows[-1]["grokked"] = rows[-2]["grokked"] = False  # 50 % no longer groks: one fraction of five is off
     assert D.claim_deletion(ClaimContext(scale="cpu", store=store)).verdict == PARTLY
+
+
+def test_tri_deletion_rule_is_the_papers_sentence():
+    """P1: on the tri-task model every f ≥ 10 % stops grokking, 50 % included (no recovery, unlike the dual
+    model); smaller fractions grok. The scan is the authors' tri-task one (60k, fractions to 25 %) plus 50 %."""
+    paper = {0.01: True, 0.07: True, 0.1: False, 0.25: False, 0.5: False}
+    assert tri_deletion_verdict(paper) == REPRODUCED
+    assert tri_deletion_verdict({**paper, 0.5: True}) == PARTLY  # the dual model's recovery is not tri's
+    assert tri_deletion_verdict({0.01: False, 0.1: True, 0.25: True, 0.5: True}) == NOT_REPRODUCED
+    assert deletion_verdict(paper) == PARTLY  # the dual rule would count the tri model's 50 % as a miss
+    scan = tri_deletion_scan("cpu")
+    assert scan.steps == 60_000 and scan.start == 499 and scan.k == 20
+    assert {0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25, 0.5} == set(scan.values)
+    assert tri_deletion_scan("paper") == scan and tri_deletion_scan("quick") is None
+    assert [n.role for n in p1.scans("cpu")] == ["dual", "tri"] and [n.role for n in p1.scans("quick")] == ["dual"]
+
+
+def test_tri_deletion_row_scans_the_tri_run(tiny_store, monkeypatch):
+    """The tri row scans the tri sweep's grokked wd-1 run, seed 42 first, and scores every fraction; a run
+    that did not grok every task is not a base."""
+    from grokscope.claims.p1 import deletion as D
+
+    store, _ = tiny_store
+    base = next(p for p in (store / "tiny-dual").iterdir() if RunDir(p).config().optim.wd == 1.0)
+    table = pd.DataFrame([{"wd": 1.0, "seed": 42, "path": "not-grokked", "grok_step.add": None,
+                           "grok_step.mul": 17800.0, "grok_step.sq": 20900.0},
+                          {"wd": 1.0, "seed": 137, "path": str(base), "grok_step.add": 19500.0,
+                           "grok_step.mul": 15700.0, "grok_step.sq": 17500.0}])
+    monkeypatch.setattr(D, "sweep_table", lambda ctx, spec: table)
+    outcome = {0.01: 24000, 0.1: None, 0.5: None}
+    rows = [{"value": f, "task": task, "grok_step": g, "grokked": g is not None,
+             "delay_pct": None if g is None else 100 * (g - 19500) / 19500}
+            for f, g in outcome.items() for task in ("add", "mul", "sq")]
+    seen = []
+    monkeypatch.setattr(D, "stored_scan",
+                        lambda ctx, run, scan: seen.append((run.path, scan)) or (pd.DataFrame(rows), "x"))
+    row = D.claim_deletion_tri(ClaimContext(scale="cpu", store=store))
+    assert [p for p, _ in seen] == [base] and seen[0][1] == tri_deletion_scan("cpu")
+    assert "f 0.01: grokked at 24000 (+23 %)" in row.measured and "f 0.5: no grok" in row.measured
+    assert row.verdict == REPRODUCED
+    rows[-1]["grokked"] = True  # one task of the 50 % run groks: the fraction as a whole still did not
+    assert D.claim_deletion_tri(ClaimContext(scale="cpu", store=store)).verdict == REPRODUCED
+    for r in rows[-3:]:
+        r["grokked"], r["grok_step"], r["delay_pct"] = True, 50000, 156.0  # 50 % recovers, as the dual model
+    assert D.claim_deletion_tri(ClaimContext(scale="cpu", store=store)).verdict == PARTLY
+    assert D.claim_deletion_tri(ClaimContext(scale="quick", store=store)).verdict == INCONCLUSIVE
 
 
 def test_grok_distribution_and_paper_alpha():

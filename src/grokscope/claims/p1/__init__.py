@@ -1,4 +1,5 @@
-"""P1 (arXiv 2602.18523) claims: multi-task grokking, weight-decay phase structure, fragility, deletion.
+"""P1 (arXiv 2602.18523) claims: multi-task grokking, weight-decay phase structure, fragility,
+deletion (dual and tri-task).
 
 Quick scale: the `quick` preset (1-layer trunk, d_model 64) on add+mul at p = 31 (and add+mul+sq), wd
 {0, 0.5, 1} × 2 seeds, 3–8k steps (p 31 dual reaches 88–98% test acc by 4k at wd 1).
@@ -15,10 +16,15 @@ from grokscope.claims.p1.deletion import (
     DELETION_BUDGET,
     DELETION_FAIL,
     DELETION_RECOVER,
+    TRI_DELETION_BUDGET,
+    TRI_DELETION_VALUES,
     claim_deletion,
+    claim_deletion_tri,
     deletion_scan,
     deletion_verdict,
     scans,
+    tri_deletion_scan,
+    tri_deletion_verdict,
 )
 from grokscope.claims.p1.fragility import (
     FRAGILITY_WD,
@@ -73,6 +79,8 @@ __all__ = ["PAPER_GROK", "PAPER_S42_WD1", "CPU_WD0_COST", "WIDE_SEEDS", "dual_sp
            "CPU_HESSIAN_DRAWS", "FRAGILITY_WD", "claim_k_star",
            "claim_pc1_alone", "fragility_accs", "claim_svd_half", "claim_prune_half", "claim_scale", "DELETION_FAIL",
            "DELETION_RECOVER", "DELETION_BUDGET", "deletion_verdict", "deletion_scan", "scans", "claim_deletion",
+           "TRI_DELETION_VALUES", "TRI_DELETION_BUDGET", "tri_deletion_scan", "tri_deletion_verdict",
+           "claim_deletion_tri",
            "SWEEPS", "CLAIMS"]
 
 # The sweeps P1's claims train, by role (`--specs` replaces any of them); a None spec: not at this scale.
@@ -96,4 +104,5 @@ CLAIMS = (
     claim_prune_half,
     claim_scale,
     claim_deletion,
+    claim_deletion_tri,
 )

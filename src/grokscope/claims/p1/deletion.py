@@ -1,17 +1,20 @@
-"""P1's orthogonal deletion: the scan of deletion fractions and its verdict."""
+"""P1's orthogonal deletion: the scans of deletion fractions (dual and tri-task) and their verdicts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from grokscope.claims.cache import ScanNeed, stored_scan
-from grokscope.claims.context import ClaimContext
-from grokscope.claims.p1.sweeps import _dual
+from grokscope.claims.context import ClaimContext, sweep_table
+from grokscope.claims.p1.sweeps import _dual, tri_spec
 from grokscope.claims.rows import fmt
 from grokscope.claims.rows import make_row as _row
 from grokscope.claims.verdicts import INCONCLUSIVE, ClaimRow, verdict_count
+from grokscope.config import RunConfig
 from grokscope.experiments.intervention_scan import ScanConfig
 from grokscope.store import RunDir
 
@@ -20,6 +23,10 @@ from grokscope.store import RunDir
 DELETION_FAIL = (0.1, 0.15, 0.25)
 DELETION_RECOVER = 0.5
 DELETION_BUDGET = 50_000
+# The tri-task scan (the same script's tri-task half: seed 42, wd 1, 60k budget, fractions 1–25 %) plus 50 %,
+# the fraction at which P1 reports the dual model recovering and the tri-task model not.
+TRI_DELETION_VALUES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25, 0.5)
+TRI_DELETION_BUDGET = 60_000
 
 
 def deletion_verdict(grokked: dict[float, bool]) -> str:
@@ -34,6 +41,13 @@ def deletion_verdict(grokked: dict[float, bool]) -> str:
     return verdict_count(sum(ok), len(ok))
 
 
+def tri_deletion_verdict(grokked: dict[float, bool]) -> str:
+    """P1's tri-task result: every f ≥ 10 % stops grokking (50 % included: no recovery, unlike the dual
+    model); f < 10 % groks (later). Each scanned fraction is one case."""
+    ok = [(not g) if f >= min(DELETION_FAIL) - 1e-12 else bool(g) for f, g in grokked.items()]
+    return verdict_count(sum(ok), len(ok))
+
+
 def deletion_scan(scale: str) -> Any:
     """The scan of this scale: P1's fractions and 50k budget (ortho_fine_scan.py), from the authors' step
     500 (the trainer's 0-based step 499), at the paper and cpu scales; the quick scale keeps its base budget."""
@@ -43,15 +57,33 @@ def deletion_scan(scale: str) -> Any:
     return ScanConfig(kind="deletion", values=(0.1, 0.25, 0.5), start=200)
 
 
+def tri_deletion_scan(scale: str) -> ScanConfig | None:
+    """The tri-task scan at the paper and cpu scales (60k budget, from step 499 as the dual scan); the quick
+    scale has none (its tri runs do not all grok every task)."""
+    if scale in ("paper", "cpu"):
+        return ScanConfig(kind="deletion", values=TRI_DELETION_VALUES, steps=TRI_DELETION_BUDGET, start=499)
+    return None
+
+
+def _wd1(cfg: RunConfig) -> bool:
+    """The runs P1's deletion scans start from: weight decay 1."""
+    return cfg.optim.wd == 1.0
+
+
 def scans(scale: str) -> tuple[ScanNeed, ...]:
-    """The scans P1's claims train at this scale: the deletion scan on a grokked wd-1 run of the dual sweep."""
-    scan = deletion_scan(scale)
-    return () if scan is None else (ScanNeed("deletion", "dual", lambda c: c.optim.wd == 1.0, scan),)
+    """The scans P1's claims train at this scale: the deletion scan on a grokked wd-1 run of the dual sweep,
+    and at the paper and cpu scales the tri-task scan on a grokked run of the tri sweep."""
+    needs = [ScanNeed("deletion", "dual", _wd1, deletion_scan(scale))]
+    tri = tri_deletion_scan(scale)
+    if tri is not None:
+        needs.append(ScanNeed("deletion_tri", "tri", _wd1, tri))
+    return tuple(needs)
 
 
-def claim_deletion(ctx: ClaimContext) -> ClaimRow:
-    """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
-    table, spec = _dual(ctx)
+def _scan_row(ctx: ClaimContext, table: pd.DataFrame, spec: dict[str, Any], need: ScanNeed, claim: str,
+              paper: str, verdict: Callable[[dict[float, bool]], str], rule: str) -> ClaimRow:
+    """A deletion row: the stored scan of the sweep's grokked wd-1 run (seed 42 first, as the authors'
+    scans), each fraction's grok step (its last task's) and delay, scored by `verdict`."""
     base = table[(table.wd == 1.0)]
     base = base[
         base[[c for c in base.columns if c.startswith("grok_step.") and c.count(".") == 1]]
@@ -59,27 +91,51 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
         .all(axis=1)
     ]
     if base.empty:
-        return _row(ctx, "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
-                    "f 10–25 % → no grokking; 50 % groks (+163 %)", "no grokked wd-1 base run",
-                    INCONCLUSIVE, "", spec, {})
-    base = base.sort_values("seed", key=lambda s: s != 42)  # seed 42, as the authors' scan
+        return _row(ctx, claim, paper, "no grokked wd-1 base run", INCONCLUSIVE, "", spec, {})
+    base = base.sort_values("seed", key=lambda s: s != 42)
     run = RunDir(base.path.iloc[0])
-    scan = scans(ctx.scale)[0].scan
-    df, out = stored_scan(ctx, run, scan)
+    df, out = stored_scan(ctx, run, need.scan)
     per = df.groupby("value").grokked.all()
-    step = df.groupby("value").grok_step.max()  # the last task's grok step (both tasks grokked)
+    step = df.groupby("value").grok_step.max()  # the last task's grok step (every task grokked)
     delay = df.groupby("value").delay_pct.max()
     return _row(
         ctx,
-        "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
-        "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k); f < 10 % groks "
-        "later (wd 1, seed 42)",
+        claim,
+        paper,
         "; ".join(f"f {v:g}: " + (f"grokked at {fmt(float(step[v]))} ({delay[v]:+.0f} %)" if g else "no grok")
                   for v, g in per.items())
-        + f" (base {run.path.name}, budget {scan.steps or 'base run'})",
-        deletion_verdict({float(v): bool(g) for v, g in per.items()}),
-        "every scanned f as the paper found it (10–25 %: no grok; 50 % and < 10 %: grok); partly ≥ half",
+        + f" (base {run.path.name}, budget {need.scan.steps or 'base run'})",
+        verdict({float(v): bool(g) for v, g in per.items()}),
+        rule,
         spec,
         {"rows": df.to_dict("records")},
         note=f"scan stored in {out}",
     )
+
+
+def claim_deletion(ctx: ClaimContext) -> ClaimRow:
+    """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
+    table, spec = _dual(ctx)
+    return _scan_row(
+        ctx, table, spec, scans(ctx.scale)[0],
+        "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
+        "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k); f < 10 % groks "
+        "later (wd 1, seed 42)",
+        deletion_verdict,
+        "every scanned f as the paper found it (10–25 %: no grok; 50 % and < 10 %: grok); partly ≥ half",
+    )
+
+
+def claim_deletion_tri(ctx: ClaimContext) -> ClaimRow:
+    """Orthogonal deletion on the tri-task model: ≥ 10 % stops grokking and, unlike the dual model, 50 % does
+    not recover (wd 1)."""
+    claim = "tri-task deletion: ≥ 10 % → no grokking, no recovery at 50 %"
+    paper = "f ≥ 10 % → no grokking within 60k (the tri-task model does not recover); f < 10 % groks (wd 1, seed 42)"
+    needs = [n for n in scans(ctx.scale) if n.role == "tri"]
+    spec = ctx.spec("tri", tri_spec)
+    if not needs:
+        return _row(ctx, claim, paper, f"not scanned at the {ctx.scale} scale (its tri runs do not all grok)",
+                    INCONCLUSIVE, "", spec, {})
+    return _scan_row(ctx, sweep_table(ctx, spec), spec, needs[0], claim, paper, tri_deletion_verdict,
+                     "every scanned f as the paper states it (≥ 10 %, 50 % included: no grok; < 10 %: grok); "
+                     "partly ≥ half")
