@@ -330,15 +330,17 @@ def test_cpu_scale_keeps_the_papers_models():
 
 
     for spec in (p1.dual_spec("cpu"), p1.seeds_spec("cpu"), p1.tri_spec("cpu"),
-                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu"), p2.lr_slow_spec("cpu")):
+                 p2.single_spec("cpu"), p2.nongrok_spec("cpu"), p2.lr_spec("cpu"), p2.lr_slow_spec("cpu"),
+                 p2.lr_slowest_spec("cpu")):
         spec_from_dict({**spec, "out": "unused"})  # every cpu sweep is a valid spec
         assert set(spec["base"]) <= {"preset", "defect_every", "defect_draws"}
         cfg = preset(spec["base"]["preset"])
         assert cfg.data.p == 97 and cfg.model.d_model == 128 and cfg.model.n_layers == 2
     assert len(p1.seeds_spec("cpu")["grid"]["seeds"]) + len(p1.dual_spec("cpu")["grid"]["seeds"]) == 10
     assert p1.dual0_spec("cpu") is None  # wd 0 to 100k: paper only
-    (need,) = p1.scans("cpu")  # the deletion scan, on a grokked wd-1 run of the dual sweep
-    assert need.scan == p1.deletion_scan("paper") and need.role == "dual"
+    dual, tri = p1.scans("cpu")  # the deletion scans, on grokked wd-1 runs of the dual and tri sweeps
+    assert dual.scan == p1.deletion_scan("paper") and dual.role == "dual"
+    assert tri.scan == p1.tri_deletion_scan("paper") and tri.role == "tri"
     assert p1.tri_spec("cpu")["grid"]["seeds"] == [42, 137, 2024]
     q = p1.dual_spec("quick")["grid"]["steps"]
     assert q[0] >= max(v for k, v in q.items() if k > 0)  # equal wd-0 budget at the quick scale too
@@ -438,7 +440,8 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
                       (3e-3, "add", 42, 800, 0), (3e-3, "sub", 42, 800, -100), (1e-2, "mul", 42, 200, None)])
     ctx = ClaimContext(scale="cpu", store=tmp_path)
     ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
-                      p2.lr_slow_spec("cpu")["name"]: _lead_table([])})
+                      p2.lr_slow_spec("cpu")["name"]: _lead_table([]),
+                      p2.lr_slowest_spec("cpu")["name"]: _lead_table([])})
     row = p2.claim_lead_power_law(ctx)
     t = np.array([3100, 2500, 1900, 11600, 7300.0])
     d = np.array([1300, 600, 1000, 10400, 6200.0])
@@ -451,25 +454,30 @@ def test_lead_power_law_is_the_papers_per_run_fit(tmp_path):
     assert "(paper 0.88)" in row.measured and "(paper 0.43)" in row.measured
 
 
-def test_lead_power_law_takes_the_cpu_scales_lr_1e4_runs(tmp_path):
-    """The cpu scale's lr-1e-4 sweep (three seeds, its own role) enters the fit beside the lr sweep; another
-    scale has no such sweep, and `--specs` may replace it."""
+def test_lead_power_law_takes_the_cpu_scales_lr_1e4_and_3e5_runs(tmp_path):
+    """The cpu scale's lr-1e-4 sweep (three seeds) and lr-3e-5 sweep (seed 42), each its own role, enter the fit
+    beside the lr sweep; another scale has no such sweeps, and `--specs` may replace them."""
     slow = p2.lr_slow_spec("cpu")
     assert slow["grid"]["lr"] == [1e-4] and slow["grid"]["steps"] == 150000 and p2.lr_slow_spec("paper") is None
-    assert slow["grid"]["seeds"] == [42, 137, 2024]  # the slowest lr of the fit on the paper's three seeds
+    assert slow["grid"]["seeds"] == [42, 137, 2024]  # lr 1e-4 on the paper's three seeds
+    slowest = p2.lr_slowest_spec("cpu")
+    assert slowest["grid"]["lr"] == [3e-5] and slowest["grid"]["steps"] == 300000  # the paper's budget
+    assert slowest["grid"]["seeds"] == [42] and p2.lr_slowest_spec("paper") is None
     single = _lead_table([(1e-3, "add", 42, 3100, 1300), (1e-3, "mul", 42, 2500, 600)])
     lr = _lead_table([(3e-4, "add", 42, 11600, 10400)])
     ctx = ClaimContext(scale="cpu", store=tmp_path)
     ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
-                      slow["name"]: _lead_table([(1e-4, "add", 42, 31000, 29000), (1e-4, "sq", 42, 26000, 23500)])})
+                      slow["name"]: _lead_table([(1e-4, "add", 42, 31000, 29000), (1e-4, "sq", 42, 26000, 23500)]),
+                      slowest["name"]: _lead_table([(3e-5, "add", 42, 143000, 135800)])})
     row = p2.claim_lead_power_law(ctx)
-    assert sorted({pt["lr"] for pt in row.values["points"]}) == [1e-4, 3e-4, 1e-3]
-    t, d = np.array([3100, 2500, 11600, 31000, 26000.0]), np.array([1300, 600, 10400, 29000, 23500.0])
+    assert sorted({pt["lr"] for pt in row.values["points"]}) == [3e-5, 1e-4, 3e-4, 1e-3]
+    t = np.array([3100, 2500, 11600, 31000, 26000, 143000.0])
+    d = np.array([1300, 600, 10400, 29000, 23500, 135800.0])
     assert row.values["alpha"] == pytest.approx(np.polyfit(np.log(t), np.log(d), 1)[0], rel=1e-9)
     mine = {"name": "my-slow", "grid": {}}
     ctx = ClaimContext(scale="cpu", store=tmp_path, specs={"lr_slow": mine})
     ctx.cache.update({p2.single_spec("cpu")["name"]: single, p2.lr_spec("cpu")["name"]: lr,
-                      "my-slow": _lead_table([(1e-4, "mul", 42, 30000, 27000)])})
+                      "my-slow": _lead_table([(1e-4, "mul", 42, 30000, 27000)]), slowest["name"]: _lead_table([])})
     assert {(pt["lr"], pt["task"]) for pt in p2.claim_lead_power_law(ctx).values["points"]} >= {(1e-4, "mul")}
 
 

@@ -49,6 +49,7 @@ from grokscope.claims.p2.sweeps import (
     PAPER_LEAD_ALPHA,
     PAPER_LEAD_FRACTION,
     lr_slow_spec,
+    lr_slowest_spec,
     lr_spec,
     nongrok_spec,
     single_spec,
@@ -56,14 +57,17 @@ from grokscope.claims.p2.sweeps import (
 
 __all__ = ["GROKKING", "NEVER", "PAPER_LEAD_ALPHA", "PAPER_LEAD_1E3", "PAPER_LEAD_FRACTION", "PAPER_EXEC_RANDOM",
            "ALPHA_TOL", "ALPHA_PARTLY", "P2_DEFECT", "single_spec", "nongrok_spec", "lr_spec", "lr_slow_spec",
+           "lr_slowest_spec",
            "claim_pc1_single",
            "claim_rho", "SVD_TABLE", "PHASES", "RATIO_PHASE", "control_phase", "phase_medians", "svd_ratio",
            "claim_exec_random_ratio", "claim_defect_precedes", "claim_onset_concurrent", "claim_defect_ratio",
            "claim_never_grok", "lead_fractions", "claim_lead_power_law", "scans", "claim_suppression", "SWEEPS",
            "CLAIMS"]
 
-# The sweeps P2's claims train, by role; nongrok and lr_slow are the cpu scale's own (a None spec: not at this scale).
-SWEEPS = (("single", single_spec), ("nongrok", nongrok_spec), ("lr", lr_spec), ("lr_slow", lr_slow_spec))
+# The sweeps P2's claims train, by role; nongrok, lr_slow and lr_slowest are the cpu scale's own (a None spec: not
+# at this scale).
+SWEEPS = (("single", single_spec), ("nongrok", nongrok_spec), ("lr", lr_spec), ("lr_slow", lr_slow_spec),
+          ("lr_slowest", lr_slowest_spec))
 
 CLAIMS = (
     claim_pc1_single,

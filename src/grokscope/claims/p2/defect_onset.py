@@ -164,7 +164,7 @@ def _fractions_text(frac: dict[float, float]) -> str:
 
 
 # the lrs of P2's sweep a scale leaves to the paper scale
-_PAPER_ONLY_LRS = {"cpu": "lr 3e-5 (300k steps)", "quick": "lr 3e-5 and 1e-4 (150k–300k steps)"}
+_PAPER_ONLY_LRS = {"cpu": "lr 3e-5 on seeds 137 and 2024 (300k steps)", "quick": "lr 3e-5 and 1e-4 (150k–300k steps)"}
 
 
 def claim_lead_power_law(ctx: ClaimContext) -> ClaimRow:

@@ -81,7 +81,7 @@ def lr_spec(scale: str) -> dict[str, Any]:
             "name": "p2-cpu-lr",
             "base": {"preset": "p2-single", **P2_DEFECT},
             # three seeds (the lr-1e-3 points come from the single sweep's three); lr 1e-4 is its own sweep
-            # (`lr_slow_spec`); lr 3e-5 stays with the paper scale or --specs
+            # (`lr_slow_spec`), lr 3e-5 on seed 42 too (`lr_slowest_spec`)
             "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [3e-4, 3e-3, 1e-2], "seeds": [42, 137, 2024],
                      "steps_by": "lr", "steps": {3e-4: 60000, 3e-3: 30000, 1e-2: 30000}},
             "analyses": ["summary"],
@@ -112,6 +112,16 @@ def lr_slow_spec(scale: str) -> dict[str, Any] | None:
             "analyses": ["summary"]}
 
 
+def lr_slowest_spec(scale: str) -> dict[str, Any] | None:
+    """cpu scale: P2's slowest lr, 3e-5, for the four grokking ops on seed 42 at the paper's 300k-step budget (runs
+    stop once grokked: ≈ 130k–150k steps each, ≈ 550k run-steps in all); its other seeds stay with the paper scale."""
+    if scale != "cpu":
+        return None
+    return {"name": "p2-cpu-lr-3e-5", "base": {"preset": "p2-single", **P2_DEFECT},
+            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [3e-5], "seeds": [42], "steps": 300000},
+            "analyses": ["summary"]}
+
+
 def _all_single(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The single-task table with the cpu scale's non-grokking runs added."""
     spec = ctx.spec("single", single_spec)
@@ -123,12 +133,13 @@ def _all_single(ctx: ClaimContext) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def _lr_points(ctx: ClaimContext) -> pd.DataFrame:
-    """(lr, task, seed, t_grok90, lead90) of every grokked run of the single, lr and (cpu scale) lr-1e-4 sweeps
-    (a (lr, task, seed) counts once)."""
+    """(lr, task, seed, t_grok90, lead90) of every grokked run of the single, lr and (cpu scale) lr-1e-4 and
+    lr-3e-5 sweeps (a (lr, task, seed) counts once)."""
     rows = []
     seen = set()
-    slow = ctx.optional_spec("lr_slow", lr_slow_spec)
-    for spec in (ctx.spec("single", single_spec), ctx.spec("lr", lr_spec), *([slow] if slow else [])):
+    slow = [s for s in (ctx.optional_spec("lr_slow", lr_slow_spec), ctx.optional_spec("lr_slowest", lr_slowest_spec))
+            if s]
+    for spec in (ctx.spec("single", single_spec), ctx.spec("lr", lr_spec), *slow):
         t = sweep_table(ctx, spec)
         for r in t.to_dict("records"):
             task = r["tasks"]
