@@ -70,14 +70,21 @@ def _wd1(cfg: RunConfig) -> bool:
     return cfg.optim.wd == 1.0
 
 
-def scans(scale: str) -> tuple[ScanNeed, ...]:
-    """The scans P1's claims train at this scale: the deletion scan on a grokked wd-1 run of the dual sweep,
-    and at the paper and cpu scales the tri-task scan on a grokked run of the tri sweep."""
-    needs = [ScanNeed("deletion", "dual", _wd1, deletion_scan(scale))]
+def _dual_need(scale: str) -> ScanNeed:
+    """The deletion scan on a grokked wd-1 run of the dual sweep (every scale)."""
+    return ScanNeed("deletion", "dual", _wd1, deletion_scan(scale))
+
+
+def _tri_need(scale: str) -> ScanNeed | None:
+    """The tri-task scan on a grokked run of the tri sweep (None: not at this scale)."""
     tri = tri_deletion_scan(scale)
-    if tri is not None:
-        needs.append(ScanNeed("deletion_tri", "tri", _wd1, tri))
-    return tuple(needs)
+    return None if tri is None else ScanNeed("deletion_tri", "tri", _wd1, tri)
+
+
+def scans(scale: str) -> tuple[ScanNeed, ...]:
+    """The scans P1's claims train at this scale: the dual deletion scan, and at the paper and cpu scales the
+    tri-task one."""
+    return tuple(n for n in (_dual_need(scale), _tri_need(scale)) if n is not None)
 
 
 def _scan_row(ctx: ClaimContext, table: pd.DataFrame, spec: dict[str, Any], need: ScanNeed, claim: str,
@@ -117,7 +124,7 @@ def claim_deletion(ctx: ClaimContext) -> ClaimRow:
     """Orthogonal gradient deletion (top-20 trajectory PCs): 10–25 % stops grokking, 50 % recovers (wd 1)."""
     table, spec = _dual(ctx)
     return _scan_row(
-        ctx, table, spec, scans(ctx.scale)[0],
+        ctx, table, spec, _dual_need(ctx.scale),
         "orthogonal deletion: 10–25 % → no grokking, 50 % recovers",
         "f ∈ {10, 15, 25} % → no grokking within 50k; f = 50 % groks (+163 %, 36.9k); f < 10 % groks "
         "later (wd 1, seed 42)",
@@ -131,11 +138,11 @@ def claim_deletion_tri(ctx: ClaimContext) -> ClaimRow:
     not recover (wd 1)."""
     claim = "tri-task deletion: ≥ 10 % → no grokking, no recovery at 50 %"
     paper = "f ≥ 10 % → no grokking within 60k (the tri-task model does not recover); f < 10 % groks (wd 1, seed 42)"
-    needs = [n for n in scans(ctx.scale) if n.role == "tri"]
+    need = _tri_need(ctx.scale)
     spec = ctx.spec("tri", tri_spec)
-    if not needs:
+    if need is None:
         return _row(ctx, claim, paper, f"not scanned at the {ctx.scale} scale (its tri runs do not all grok)",
                     INCONCLUSIVE, "", spec, {})
-    return _scan_row(ctx, sweep_table(ctx, spec), spec, needs[0], claim, paper, tri_deletion_verdict,
+    return _scan_row(ctx, sweep_table(ctx, spec), spec, need, claim, paper, tri_deletion_verdict,
                      "every scanned f as the paper states it (≥ 10 %, 50 % included: no grok; < 10 %: grok); "
                      "partly ≥ half")

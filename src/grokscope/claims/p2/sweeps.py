@@ -105,20 +105,21 @@ def lr_slow_spec(scale: str) -> dict[str, Any] | None:
     """cpu scale: lr 1e-4 for the four grokking ops on the paper's three seeds at its 150k-step budget (runs stop
     once grokked: 24k–40k steps, ≈ 400k run-steps in all). The paper scale holds lr 1e-4 in `lr`; lr 3e-5 (300k
     steps) stays with it."""
-    if scale != "cpu":
-        return None
-    return {"name": "p2-cpu-lr-slow", "base": {"preset": "p2-single", **P2_DEFECT},
-            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [1e-4], "seeds": [42, 137, 2024], "steps": 150000},
-            "analyses": ["summary"]}
+    return _slow_lr_spec(scale, "p2-cpu-lr-slow", 1e-4, [42, 137, 2024], 150000)
 
 
 def lr_slowest_spec(scale: str) -> dict[str, Any] | None:
     """cpu scale: P2's slowest lr, 3e-5, for the four grokking ops on seed 42 at the paper's 300k-step budget (runs
-    stop once grokked: ≈ 130k–150k steps each, ≈ 550k run-steps in all); its other seeds stay with the paper scale."""
+    stop once grokked: 120k–147k steps each, 531k run-steps in all); its other seeds stay with the paper scale."""
+    return _slow_lr_spec(scale, "p2-cpu-lr-3e-5", 3e-5, [42], 300000)
+
+
+def _slow_lr_spec(scale: str, name: str, lr: float, seeds: list[int], steps: int) -> dict[str, Any] | None:
+    """A cpu-scale sweep of one slow lr: the four grokking ops at wd 1 on `seeds` (None at the other scales)."""
     if scale != "cpu":
         return None
-    return {"name": "p2-cpu-lr-3e-5", "base": {"preset": "p2-single", **P2_DEFECT},
-            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [3e-5], "seeds": [42], "steps": 300000},
+    return {"name": name, "base": {"preset": "p2-single", **P2_DEFECT},
+            "grid": {"tasks": list(GROKKING), "wd": 1, "lr": [lr], "seeds": seeds, "steps": steps},
             "analyses": ["summary"]}
 
 
